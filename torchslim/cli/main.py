@@ -1,0 +1,49 @@
+"""Entry point: parse the sub-command, run it, turn user errors into one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from torchslim._version import __version__
+from torchslim.errors import TorchslimError
+
+from . import inspect_cmds, prune_cmd
+
+COMMAND_MODULES = [inspect_cmds, prune_cmd]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torchslim",
+        description="torchslim makes image classifiers smaller and faster by structured channel pruning, "
+        "fine-tunes them back to accuracy, and exports them for deployment. Run "
+        "`torchslim COMMAND --help` for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"torchslim {__version__}")
+    parser.add_argument("--debug", action="store_true", help="Show full tracebacks for errors.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.add_parsers(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except TorchslimError as error:
+        if debug:
+            raise
+        print(f"torchslim {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"torchslim {args.command}: interrupted", file=sys.stderr)
+        return 130

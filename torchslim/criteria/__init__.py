@@ -1,0 +1,74 @@
+"""Importance criteria: one score per channel unit of a group; the lowest-scored units go first.
+
+A coupled group's score sums its members' scores, each member's scores divided
+by their mean first, so a wide layer does not drown a narrow one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from torchslim.graph import Group, GroupSet
+from torchslim.registry import Registry
+
+# A criterion maps one member layer's weight (output channels first) to one score per channel.
+WeightScore = Callable[[torch.Tensor], np.ndarray]
+CRITERIA: Registry[WeightScore] = Registry("criterion")
+
+
+@CRITERIA.register("l1_norm")
+def l1_norm(weight: torch.Tensor) -> np.ndarray:
+    """Sum of absolute weights of each filter (the seed's criterion)."""
+    return weight.detach().abs().flatten(1).sum(1).cpu().double().numpy()
+
+
+@CRITERIA.register("l2_norm")
+def l2_norm(weight: torch.Tensor) -> np.ndarray:
+    return weight.detach().flatten(1).norm(dim=1).cpu().double().numpy()
+
+
+@CRITERIA.register("fpgm", aliases=("geometry_median",))
+def fpgm(weight: torch.Tensor) -> np.ndarray:
+    """Filter pruning via geometric median: filters close to all others are redundant (low score)."""
+    flat = weight.detach().flatten(1).double()
+    return torch.cdist(flat, flat).sum(1).cpu().numpy()
+
+
+@CRITERIA.register("bn_scale")
+def bn_scale(weight: torch.Tensor) -> np.ndarray:
+    """|gamma| of a batch norm: applied to the group's batch norms (see :func:`score_group`)."""
+    return weight.detach().abs().double().cpu().numpy()
+
+
+def list_criteria() -> list[str]:
+    return CRITERIA.list()
+
+
+def score_group(group_set: GroupSet, group: Group, model: nn.Module, criterion: str) -> np.ndarray:
+    """One score per unit of ``group``; higher means more important.
+
+    ``bn_scale`` reads the group's batch norms; a group without one falls back to
+    ``l1_norm`` of its layers' filters.
+    """
+    score_fn = CRITERIA.get(criterion)
+    uses = {u.module: u for u in group_set.graph.uses}
+    if criterion == "bn_scale" and group.members.get("norm"):
+        members = [(name, uses[name].in_ids) for name in group.members["norm"]]
+    else:
+        score_fn = l1_norm if criterion == "bn_scale" else score_fn
+        members = [(name, uses[name].out_ids) for name in group.sources]
+    modules = dict(model.named_modules())
+    scores = np.zeros(group.size)
+    for name, ids in members:
+        weight = getattr(modules[name], "weight", None)
+        if weight is None:
+            continue
+        positions, units = group_set.positions(ids, group)
+        member_scores = score_fn(weight)[positions]
+        mean = member_scores.mean() if len(member_scores) else 0.0
+        np.add.at(scores, units, member_scores / mean if mean > 0 else member_scores)
+    return scores

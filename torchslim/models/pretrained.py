@@ -1,0 +1,58 @@
+"""Loading local weight files into a model, with errors that name the mismatching key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from torchslim.errors import ModelError
+
+# Keys under which common training scripts nest the state dict.
+_NESTED_KEYS = ("state_dict", "model", "model_state", "net")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a ``torch.save`` file, never unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any failure to read is the file's fault
+        raise ModelError(f"cannot read weights file {path}: {type(error).__name__}: {error}") from None
+    for key in _NESTED_KEYS:
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ModelError(f"weights file {path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in data.items()}
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a ModelError naming the first key whose presence or shape differs."""
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise ModelError(f"{source}: missing key {key!r} (shape {tuple(tensor.shape)}); wrong model?")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise ModelError(
+                f"{source}: shape mismatch at {key!r}: file has {tuple(state[key].shape)}, "
+                f"model expects {tuple(tensor.shape)}; wrong model or num_classes?"
+            )
+    unexpected = [key for key in state if key not in expected]
+    if unexpected:
+        raise ModelError(f"{source}: unexpected key {unexpected[0]!r} ({len(unexpected)} in all); wrong model?")
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
+    state = read_state_dict(path)
+    check_state_dict(model, state, str(path))
+    model.load_state_dict(state)
+    return model

@@ -1,0 +1,173 @@
+"""The pruning API: trace, select, score, search a plan for a FLOPs target, cut, and check.
+
+    result = torchslim.prune(model, torch.randn(1, 3, 224, 224), target_flops=0.5)
+    result.model      # an ordinary, smaller nn.Module
+    result.report     # MACs/params before and after, groups pruned and skipped
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from torchslim.criteria import score_group
+from torchslim.errors import PruningError
+from torchslim.graph import (
+    GroupSet,
+    apply_plan,
+    build_groups,
+    oracle_reference,
+    select_groups,
+    trace_channels,
+)
+from torchslim.profile import count_params
+from torchslim.strategies.search import Plan, PlanBuilder, search_global, search_uniform
+
+DEFAULT_ROUND_TO = 8
+
+
+@dataclass
+class PruneReport:
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    flops_reduction: float
+    groups_pruned: int
+    groups_skipped: int
+    skipped: dict[str, str] = field(default_factory=dict)  # group name -> reason
+    channels: dict[str, list[int]] = field(default_factory=dict)  # layer -> [before, after]
+    seconds: float = 0.0
+    verified: bool | None = None
+    max_abs_diff: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PruneResult:
+    model: nn.Module
+    report: PruneReport
+    group_set: GroupSet
+    plan: Plan
+
+
+def analyze(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    pruned_params: str | None = None,
+    aliases: dict[str, str] | None = None,
+) -> GroupSet:
+    """Trace ``model`` and return its groups, those not selected by ``pruned_params`` marked kept."""
+    graph, _ = trace_channels(model, example_input)
+    group_set = build_groups(graph, model)
+    select_groups(group_set, model, pruned_params, aliases)
+    return group_set
+
+
+def rank_units(group_set: GroupSet, model: nn.Module, criterion: str) -> dict[int, np.ndarray]:
+    """Scores of every prunable group's units under ``criterion``."""
+    return {g.index: score_group(group_set, g, model, criterion) for g in group_set.prunable()}
+
+
+def plan_for_target(
+    group_set: GroupSet,
+    scores: dict[int, np.ndarray],
+    target_flops: float,
+    round_to: int = DEFAULT_ROUND_TO,
+    global_ranking: bool = False,
+    tolerance: float = 0.01,
+) -> Plan:
+    if not 0.0 < target_flops < 1.0:
+        raise PruningError(f"target FLOPs reduction must be in (0, 1), got {target_flops}")
+    order = {g: np.argsort(s, kind="stable") for g, s in scores.items()}
+    builder = PlanBuilder(group_set, order, round_to)
+    if global_ranking:
+        return search_global(builder, scores, target_flops, tolerance)
+    return search_uniform(builder, target_flops, tolerance)
+
+
+def prune(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    target_flops: float,
+    criterion: str = "l1_norm",
+    pruned_params: str | None = None,
+    round_to: int = DEFAULT_ROUND_TO,
+    global_ranking: bool = False,
+    aliases: dict[str, str] | None = None,
+    inplace: bool = False,
+    verify: bool = False,
+    tolerance: float = 0.01,
+) -> PruneResult:
+    """Remove channels from ``model`` so that its MACs drop by ``target_flops`` (a fraction).
+
+    The returned model is a pruned copy unless ``inplace``. With ``verify`` the
+    correctness oracle runs on ``example_input``: the unpruned model with the
+    removed channels ignored must give the same outputs.
+    """
+    started = time.perf_counter()
+    group_set = analyze(model, example_input, pruned_params, aliases)
+    scores = rank_units(group_set, model, criterion)
+    plan = plan_for_target(group_set, scores, target_flops, round_to, global_ranking, tolerance)
+    before_channels = _channel_counts(model)
+    params_before = count_params(model)
+    reference = oracle_reference(model, group_set, plan.mask) if verify else None
+    pruned = model if inplace else copy.deepcopy(model)
+    apply_plan(pruned, group_set, plan.mask)
+    seconds = time.perf_counter() - started
+    after_channels = _channel_counts(pruned)
+    report = PruneReport(
+        macs_before=plan.macs_before,
+        macs_after=plan.macs_after,
+        params_before=params_before,
+        params_after=count_params(pruned),
+        flops_reduction=plan.reduction,
+        groups_pruned=sum(1 for g, k in plan.keep.items() if k < group_set.groups[g].size),
+        groups_skipped=len(group_set.skipped()),
+        skipped={g.name: g.reason for g in group_set.skipped()},
+        channels={n: [before_channels[n], c] for n, c in after_channels.items() if c != before_channels.get(n)},
+        seconds=seconds,
+    )
+    if reference is not None:
+        report.max_abs_diff = max_output_difference(reference, pruned, example_input)
+        report.verified = _close(reference, pruned, example_input)
+    return PruneResult(pruned, report, group_set, plan)
+
+
+def _channel_counts(model: nn.Module) -> dict[str, int]:
+    counts = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            counts[name] = module.out_channels
+        elif isinstance(module, nn.Linear):
+            counts[name] = module.out_features
+    return counts
+
+
+@torch.no_grad()
+def _outputs(model: nn.Module, example_input: torch.Tensor) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    try:
+        return model(example_input)
+    finally:
+        model.train(was_training)
+
+
+def max_output_difference(reference: nn.Module, pruned: nn.Module, example_input: torch.Tensor) -> float:
+    return float((_outputs(reference, example_input) - _outputs(pruned, example_input)).abs().max())
+
+
+def _close(reference: nn.Module, pruned: nn.Module, example_input: torch.Tensor, rtol: float = 1e-4) -> bool:
+    """Outputs agree to ``rtol`` of the reference's output scale (plus a small absolute floor)."""
+    expected, actual = _outputs(reference, example_input), _outputs(pruned, example_input)
+    scale = float(expected.abs().max())
+    return bool((expected - actual).abs().max() <= rtol * max(scale, 1.0) + 1e-5)
