@@ -1,3 +1,6 @@
-from torchslim._version import __version__
+"""torchslim: structured channel pruning, fine-tuning and deployment of image classifiers."""
 
-__all__ = ["__version__"]
+from torchslim._version import __version__
+from torchslim.pruner import PruneReport, PruneResult, analyze, prune
+
+__all__ = ["PruneReport", "PruneResult", "__version__", "analyze", "prune"]

@@ -25,8 +25,8 @@ from torchslim.graph import (
     select_groups,
     trace_channels,
 )
+from torchslim.plan import Plan, PlanBuilder, search_global, search_uniform
 from torchslim.profile import count_params
-from torchslim.strategies.search import Plan, PlanBuilder, search_global, search_uniform
 
 DEFAULT_ROUND_TO = 8
 

@@ -1,0 +1,143 @@
+"""``compress``: run a seed-schema config (prune, fine-tune, checkpoint, export)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from torchslim.compressor import CompressionSummary, Compressor, plan_strategies
+from torchslim.config import apply_overrides, load_config
+from torchslim.errors import ConfigError
+from torchslim.profile import human
+
+from .output import emit_json, table
+
+# flag destination -> dotted config key
+OVERRIDES = {
+    "model": "train.model",
+    "pretrained_model": "compressor.init_model",
+    "data": "train.data",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "lr_strategy": "train.lr_strategy",
+    "l2_decay": "train.l2_decay",
+    "momentum_rate": "train.momentum_rate",
+    "num_epochs": "compressor.epoch",
+    "step_epochs": "train.step_epochs",
+    "checkpoint_path": "compressor.checkpoint_path",
+    "train_limit": "train.train_limit",
+    "val_limit": "train.val_limit",
+    "device": "train.device",
+    "num_classes": "train.num_classes",
+    "input_size": "train.input_size",
+    "num_workers": "train.num_workers",
+    "seed": "train.seed",
+    "total_images": "train.total_images",
+}
+
+
+def add_parsers(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compress",
+        help="Prune and fine-tune a model as a seed-schema YAML config says.",
+        description="Run the strategies of a PaddleSlim-schema config (pruners, strategies, compressor): "
+        "build the model and data, prune at each strategy's start epoch, fine-tune, and write a "
+        "checkpoint, an eval model and an ONNX inference model every epoch under checkpoint_path. "
+        "A restarted run resumes from the newest complete checkpoint. Flags override the config file. "
+        "The seed's underscore spellings (--batch_size, --config_file, --use_gpu ...) work too.",
+    )
+    parser.add_argument("--config", "--config_file", dest="config", required=True, help="The YAML config file.")
+    parser.add_argument("--model", help="Model name (default: train.model in the config, else mobilenet_v1).")
+    parser.add_argument(
+        "--pretrained-model", "--pretrained_model", "--pretrained", dest="pretrained_model",
+        help="Weights file or saved model directory to start from (compressor.init_model).",
+    )  # fmt: skip
+    parser.add_argument("--data", help="Data spec: fashion-mnist[:DIR], imagenet:DIR, folder:DIR, cifar10:DIR.")
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, help="Images per batch.")
+    parser.add_argument("--lr", type=float, help="Initial learning rate.")
+    parser.add_argument(
+        "--lr-strategy", "--lr_strategy", dest="lr_strategy", help="piecewise_decay, cosine_decay or constant."
+    )
+    parser.add_argument("--l2-decay", "--l2_decay", dest="l2_decay", type=float, help="L2 weight decay.")
+    parser.add_argument("--momentum-rate", "--momentum_rate", dest="momentum_rate", type=float, help="SGD momentum.")
+    parser.add_argument(
+        "--num-epochs", "--num_epochs", dest="num_epochs", type=int, help="Total epochs (compressor.epoch)."
+    )
+    parser.add_argument(
+        "--step-epochs", "--step_epochs", dest="step_epochs", type=int, nargs="+", help="Piecewise decay epochs."
+    )
+    parser.add_argument("--total-images", "--total_images", dest="total_images", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--checkpoint-path", "--checkpoint_path", dest="checkpoint_path", help="Where checkpoints go (per epoch)."
+    )
+    parser.add_argument("--train-limit", type=int, help="Use only the first N training images.")
+    parser.add_argument("--val-limit", type=int, help="Use only the first N validation images.")
+    parser.add_argument("--num-classes", type=int, help="Classes (default: the dataset's).")
+    parser.add_argument("--input-size", type=int, help="Input resolution (default: the dataset's).")
+    parser.add_argument("--num-workers", type=int, help="Data loader worker processes.")
+    parser.add_argument("--seed", type=int, help="Random seed.")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default).")
+    parser.add_argument(
+        "--use_gpu", "--use-gpu", dest="use_gpu", choices=["True", "False", "true", "false"],
+        help="Seed spelling: True means --device cuda, False --device cpu.",
+    )  # fmt: skip
+    parser.add_argument("--dry-run", action="store_true", help="Print the pruning plan without training.")
+    parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
+    parser.set_defaults(handler=run_compress)
+
+
+def config_from_args(args: argparse.Namespace):
+    config = load_config(args.config)
+    overrides: dict[str, Any] = {key: getattr(args, flag) for flag, key in OVERRIDES.items() if getattr(args, flag) is not None}
+    if args.use_gpu is not None:
+        if args.device is not None:
+            raise ConfigError("give either --device or --use_gpu, not both")
+        overrides["train.device"] = "cuda" if args.use_gpu.lower() == "true" else "cpu"
+    return apply_overrides(config, overrides) if overrides else config
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    compressor = Compressor(config, progress=not args.no_progress and not args.json)
+    if args.dry_run:
+        plans = plan_strategies(compressor)
+        if args.json:
+            emit_json({"dry_run": True, "strategies": plans})
+        else:
+            for plan in plans:
+                print(_plan_text(plan))
+        return 0
+    summary = compressor.run()
+    if args.json:
+        emit_json(summary.as_dict())
+    else:
+        print(summary_table(summary))
+    return 0
+
+
+def _plan_text(plan: dict[str, Any]) -> str:
+    lines = [
+        f"strategy {plan['strategy']} ({plan['class']}) at epoch {plan['start_epoch']}: "
+        f"pruned_params {plan['pruned_params']!r} matches {plan['matched_params']} parameters, "
+        f"{plan['groups_prunable']} prunable groups ({plan['groups_skipped']} kept)",
+        f"  target: remove {plan['target_ratio']:.0%} of MACs -> {human(plan['macs_before'])} to "
+        f"{human(plan['macs_after'])} ({plan['flops_reduction']:.2%} removed)",
+    ]
+    return "\n".join(lines)
+
+
+def summary_table(summary: CompressionSummary) -> str:
+    def row(label: str, stats) -> list[str]:
+        acc = "-" if stats.top1 is None else f"{stats.top1:.2f}/{stats.top5:.2f}"
+        return [label, human(stats.macs), acc, human(stats.params), human(stats.size_bytes, "B")]
+
+    removed = 1 - summary.after.macs / summary.before.macs
+    text = table(["model", "MACs", "top1/top5", "params", "size"], [row("before", summary.before), row("after", summary.after)])
+    text += f"\nMACs removed: {removed:.2%}"
+    for event in summary.events:
+        if "top1_after_prune" in event:
+            text += f"\ntop-1 right after pruning at epoch {event['epoch']}: {event['top1_after_prune']:.2f}%"
+    if summary.last_checkpoint:
+        text += f"\nlast checkpoint: {summary.last_checkpoint} (eval model in eval_model/, ONNX in eval_model/model.onnx)"
+    return text

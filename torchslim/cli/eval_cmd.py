@@ -1,0 +1,71 @@
+"""``eval``: top-1/top-5 of an eval model (PyTorch) or an inference model (ONNX Runtime)."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from torchslim.data import DEFAULT_DATA_SPEC, build_loaders
+from torchslim.engine import EvalResult, accuracy_counts, evaluate
+from torchslim.export import OrtModel
+from torchslim.models import load_model
+
+from .artifacts import eval_model_dir, onnx_file
+from .output import emit_json, log
+
+
+def add_parsers(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="Evaluate a saved model's top-1/top-5 accuracy.",
+        description="Evaluate top-1/top-5 on the validation split of --data. --model-path may be a saved model "
+        "directory, a checkpoint epoch directory or checkpoint root (its newest eval model), or an .onnx "
+        "inference model, which is run through ONNX Runtime.",
+    )
+    parser.add_argument("--model-path", "--model_path", dest="model_path", required=True, help="Model to evaluate.")
+    parser.add_argument("--data", default=DEFAULT_DATA_SPEC, help="Data spec (default fashion-mnist).")
+    parser.add_argument("--val-limit", type=int, help="Use only the first N validation images.")
+    parser.add_argument("--batch-size", type=int, default=256, help="Images per batch (default 256).")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (PyTorch models only).")
+    parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
+    parser.set_defaults(handler=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    is_onnx = str(args.model_path).endswith(".onnx")
+    if is_onnx:
+        path = onnx_file(args.model_path)
+        ort_model = OrtModel(path)
+        size = ort_model.input_shape[-1]
+    else:
+        path = eval_model_dir(args.model_path)
+        model, manifest = load_model(path)
+        size = manifest.get("input_size")
+    data = build_loaders(args.data, batch_size=args.batch_size, image_size=size, val_limit=args.val_limit, num_workers=0)
+    log(f"evaluating {path} on {data.description}")
+    if is_onnx:
+        result = evaluate_onnx(ort_model, data.val_loader)
+    else:
+        result = evaluate(model.to(args.device), data.val_loader, device=args.device, progress=not args.json)
+    payload = {"top1": result.top1, "top5": result.top5, "samples": result.samples, "model_path": str(path)}
+    if args.json:
+        emit_json(payload)
+    else:
+        print(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  ({result.samples} images)")
+    return 0
+
+
+def evaluate_onnx(ort_model: OrtModel, loader) -> EvalResult:
+    counts = torch.zeros(2, dtype=torch.float64)
+    loss_sum, samples = 0.0, 0
+    for images, targets in loader:
+        logits = torch.from_numpy(ort_model(images.numpy().astype(np.float32)))
+        counts += accuracy_counts(logits, targets, ks=(1, 5)).double()
+        loss_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+        samples += len(targets)
+    return EvalResult(
+        top1=100.0 * float(counts[0]) / samples, top5=100.0 * float(counts[1]) / samples,
+        loss=loss_sum / samples, samples=samples,
+    )  # fmt: skip

@@ -1,0 +1,433 @@
+"""The Compressor: the one place that wires a config's strategies, the training engine and the artifacts.
+
+Per epoch: strategies' epoch-begin hooks (pruning happens here), one training
+epoch, evaluation every ``eval_epoch``, epoch-end hooks, then
+``checkpoint_path/<epoch>/`` (training state, written atomically),
+``<epoch>/eval_model/`` (manifest + weights) and ``<epoch>/eval_model/model.onnx``.
+A restarted run resumes from the newest complete checkpoint; the config itself is
+not part of the checkpoint, so edits to it apply on restart (as in the seed).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchslim.config import SlimConfig
+from torchslim.data import DEFAULT_DATA_SPEC, DataBundle, build_loaders
+from torchslim.data.preprocess import preprocess_record
+from torchslim.engine import (
+    EvalResult,
+    append_jsonl,
+    autocast_settings,
+    build_lr_scheduler,
+    build_optimizer,
+    capture_rng_state,
+    check_writable,
+    evaluate,
+    find_latest_checkpoint,
+    load_checkpoint,
+    read_jsonl,
+    restore_rng_state,
+    save_checkpoint,
+    train_one_epoch,
+)
+from torchslim.errors import CheckpointError, ConfigError, ModelError
+from torchslim.export import export_onnx
+from torchslim.models import (
+    build_from_manifest,
+    build_model,
+    canonical_name,
+    check_state_dict,
+    load_model,
+    load_pretrained,
+    make_manifest,
+    save_model,
+    seed_param_names,
+)
+from torchslim.profile import profile_model
+from torchslim.strategies import CompressionContext, Strategy, build_strategy
+
+DEFAULT_MODEL = "mobilenet_v1"
+METRICS_FILE = "metrics.jsonl"
+RESOLVED_CONFIG_FILE = "config.resolved.yaml"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class ModelStats:
+    macs: int
+    params: int
+    size_bytes: int
+    top1: float | None = None
+    top5: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class CompressionSummary:
+    before: ModelStats
+    after: ModelStats
+    epochs_run: list[int] = field(default_factory=list)
+    resumed_from: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    last_checkpoint: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "before": self.before.as_dict(),
+            "after": self.after.as_dict(),
+            "epochs_run": self.epochs_run,
+            "resumed_from": self.resumed_from,
+            "events": self.events,
+            "last_checkpoint": self.last_checkpoint,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+class Compressor:
+    """Runs a :class:`SlimConfig`: strategies, fine-tuning, checkpoints, eval and inference models."""
+
+    def __init__(self, config: SlimConfig, *, progress: bool = True, log=_stderr) -> None:
+        self.config = config
+        self.train = config.train
+        self.progress = progress
+        self.log = log
+        self.device = resolve_device(self.train.device)
+        self.checkpoint_root = Path(config.compressor.checkpoint_path) if config.compressor.checkpoint_path else None
+        self.model_name = canonical_name(self.train.model or DEFAULT_MODEL)
+        self.data: DataBundle | None = None
+        self.strategies: list[Strategy] = []
+        self.data_spec = self.train.data or DEFAULT_DATA_SPEC
+
+    # -- set-up ---------------------------------------------------------------------------
+    def load_data(self) -> DataBundle:
+        if self.data is None:
+            self.data = build_loaders(
+                self.data_spec,
+                batch_size=self.train.batch_size,
+                image_size=self.train.input_size,
+                train_limit=self.train.train_limit,
+                val_limit=self.train.val_limit,
+                num_workers=self.train.num_workers,
+                seed=self.train.seed,
+            )
+            self.log(f"data: {self.data.description}")
+        return self.data
+
+    def base_kwargs(self) -> dict[str, Any]:
+        return {"num_classes": self.train.num_classes or self.load_data().num_classes}
+
+    def input_size(self) -> int:
+        return self.train.input_size or self.load_data().image_size
+
+    def build_initial_model(self) -> tuple[nn.Module, dict[str, Any] | None]:
+        """The model to compress: fresh, or ``init_model`` (a weights file or a saved model directory)."""
+        init = self.config.compressor.init_model
+        if init and Path(init).is_dir():
+            model, manifest = load_model(init)
+            if manifest["model"] != self.model_name:
+                raise ModelError(f"init_model {init} is a {manifest['model']}, not a {self.model_name}")
+            return model, manifest
+        model = build_model(self.model_name, **self.base_kwargs())
+        if init:
+            load_pretrained(model, init)
+            self.log(f"loaded weights from {init}")
+        return model, None
+
+    def build_strategies(self) -> list[Strategy]:
+        return [build_strategy(s.name, s, self.config) for s in self.config.active_strategies()]
+
+    def make_context(self, model: nn.Module) -> CompressionContext:
+        size = self.input_size()
+        example = torch.zeros(1, 3, size, size, device=self.device)
+        return CompressionContext(
+            model=model,
+            base_name=self.model_name,
+            base_kwargs=self.base_kwargs(),
+            example_input=example,
+            aliases=seed_param_names(self.model_name, model) if ":" not in self.model_name else {},
+        )
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> CompressionSummary:
+        data = self.load_data()
+        self.strategies = self.build_strategies()
+        if self.checkpoint_root is not None:
+            check_writable(self.checkpoint_root)
+        model, _ = self.build_initial_model()
+        model.to(self.device)
+        context = self.make_context(model)
+        context.evaluate = lambda: self.evaluate(context.model)
+        state = self.resume(context)
+        if state is None:
+            before = self.stats(context.model, self.evaluate(context.model))
+            start_epoch, events = 0, []
+        else:
+            before = ModelStats(**state["meta"]["before"])
+            start_epoch, events = state["meta"]["epoch"] + 1, state["meta"].get("events", [])
+        context.events = events
+        optimizer, scheduler = self.build_optimization(context.model, state)
+        if self.checkpoint_root is not None:
+            self.config.save(str(self.checkpoint_root / RESOLVED_CONFIG_FILE))
+        summary = CompressionSummary(before, before, resumed_from=state["path"] if state else None)
+        for strategy in self.strategies:
+            strategy.on_compression_begin(context)
+        last_eval: EvalResult | None = None
+        for epoch in range(start_epoch, self.config.compressor.epoch):
+            context.epoch = epoch
+            for strategy in self.strategies:
+                strategy.on_epoch_begin(context)
+            if context.model_changed:
+                optimizer, scheduler = self.rebuild_optimization(context.model, scheduler)
+                context.model_changed = False
+            stats = self.train_epoch(context, optimizer, scheduler, epoch, data)
+            last_eval = self.evaluate_if_due(context.model, epoch)
+            for strategy in self.strategies:
+                strategy.on_epoch_end(context)
+            record = self.epoch_record(context.model, epoch, stats, last_eval)
+            summary.epochs_run.append(epoch)
+            if self.checkpoint_root is not None:
+                summary.last_checkpoint = str(
+                    self.save_epoch(context, optimizer, scheduler, epoch, record, before)
+                )
+        for strategy in self.strategies:
+            strategy.on_compression_end(context)
+        if last_eval is None:
+            last_eval = self.evaluate(context.model)
+        summary.after = self.stats(context.model, last_eval)
+        summary.events = context.events
+        return summary
+
+    def train_epoch(self, context, optimizer, scheduler, epoch: int, data: DataBundle):
+        amp_dtype, scaler = autocast_settings(self.device, amp=self.device.type == "cuda")
+        hooks = _StrategyHooks(self.strategies, context)
+        return train_one_epoch(
+            context.model,
+            data.train_loader,
+            optimizer,
+            scheduler=scheduler,
+            device=self.device,
+            epoch=epoch,
+            label_smoothing=self.train.label_smoothing,
+            amp_dtype=amp_dtype,
+            scaler=scaler,
+            channels_last=self.device.type == "cuda",
+            hooks=hooks,
+            progress=self.progress,
+        )
+
+    def evaluate(self, model: nn.Module) -> EvalResult:
+        return evaluate(model, self.load_data().val_loader, device=self.device, progress=self.progress)
+
+    def evaluate_if_due(self, model: nn.Module, epoch: int) -> EvalResult | None:
+        last = epoch == self.config.compressor.epoch - 1
+        if (epoch + 1) % self.config.compressor.eval_epoch == 0 or last:
+            return self.evaluate(model)
+        return None
+
+    def stats(self, model: nn.Module, result: EvalResult | None) -> ModelStats:
+        profile = profile_model(model, self.input_size())
+        return ModelStats(
+            profile.macs,
+            profile.params,
+            profile.size_bytes,
+            result.top1 if result else None,
+            result.top5 if result else None,
+        )
+
+    def epoch_record(self, model: nn.Module, epoch: int, stats, result: EvalResult | None) -> dict[str, Any]:
+        profile = profile_model(model, self.input_size())
+        record = {
+            "epoch": epoch,
+            "train_loss": stats.loss,
+            "train_top1": stats.top1,
+            "lr": stats.lr,
+            "images_per_s": stats.images_per_s,
+            "macs": profile.macs,
+            "params": profile.params,
+        }
+        if result is not None:
+            record.update({"top1": result.top1, "top5": result.top5, "val_loss": result.loss})
+        top1 = f", top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}%" if result else ""
+        self.log(f"epoch {epoch}: loss {stats.loss:.4f}, {stats.images_per_s:.0f} images/s{top1}")
+        return record
+
+    # -- optimization ---------------------------------------------------------------------
+    def build_optimization(self, model: nn.Module, state: dict[str, Any] | None):
+        optimizer = build_optimizer(
+            model, lr=self.train.lr, momentum=self.train.momentum_rate, l2_decay=self.train.l2_decay
+        )
+        scheduler = build_lr_scheduler(
+            optimizer,
+            strategy=self.train.lr_strategy,
+            epochs=max(self.config.compressor.epoch, 1),
+            steps_per_epoch=max(len(self.load_data().train_loader), 1),
+            step_epochs=self.train.step_epochs,
+            warmup_epochs=self.train.warmup_epochs,
+        )
+        if state is not None:
+            optimizer.load_state_dict(state["tensors"]["optimizer"])
+            scheduler.load_state_dict(state["tensors"]["scheduler"])
+        return optimizer, scheduler
+
+    def rebuild_optimization(self, model: nn.Module, old_scheduler):
+        """After pruning: a fresh optimizer (no momentum for removed shapes), the schedule where it was."""
+        optimizer, scheduler = self.build_optimization(model, None)
+        scheduler.load_state_dict(old_scheduler.state_dict())
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr
+        return optimizer, scheduler
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def save_epoch(self, context, optimizer, scheduler, epoch: int, record: dict, before: ModelStats) -> Path:
+        directory = self.checkpoint_root / str(epoch)
+        manifest = make_manifest(self.model_name, context.base_kwargs, context.model)
+        meta = {
+            "format": "torchslim.checkpoint/1",
+            "epoch": epoch,
+            "model": self.model_name,
+            "manifest": manifest,
+            "metrics": record,
+            "before": before.as_dict(),
+            "events": context.events,
+            "strategies": {s.name: s.state_dict() for s in self.strategies},
+        }
+        tensors = {
+            "model": _cpu_state(context.model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": capture_rng_state(),
+        }
+        save_checkpoint(directory, tensors=tensors, meta=meta)
+        append_jsonl(self.checkpoint_root / METRICS_FILE, record)
+        if self.config.compressor.save_eval_model:
+            self.save_eval_model(context, directory / "eval_model", manifest, record)
+        return directory
+
+    def save_eval_model(self, context, directory: Path, manifest: dict, record: dict) -> None:
+        model = context.model
+        extra = {"metrics": record, "preprocess": preprocess_record(self.data_spec, self.input_size())}
+        save_model(directory, model, self.model_name, context.base_kwargs, input_size=self.input_size(),
+                   manifest=manifest, extra=extra)  # fmt: skip
+        if self.config.compressor.save_inference_model:
+            export_onnx(_cpu_copy(model), context.example_input.cpu(), directory / "model.onnx")
+
+    def resume(self, context: CompressionContext) -> dict[str, Any] | None:
+        """Load the newest complete checkpoint into ``context``; None when starting fresh."""
+        if self.checkpoint_root is None:
+            return None
+        latest = find_latest_checkpoint(
+            self.checkpoint_root, on_corrupt=lambda path, error: self.log(f"skipping corrupt checkpoint {path}: {error}")
+        )
+        if latest is None:
+            return None
+        tensors, meta = load_checkpoint(latest)
+        if meta.get("model") != self.model_name:
+            raise CheckpointError(
+                f"checkpoint {latest} is of model {meta.get('model')!r}, not {self.model_name!r}; "
+                "use another checkpoint_path to start fresh"
+            )
+        model = build_from_manifest(meta["manifest"])
+        check_state_dict(model, tensors["model"], str(latest))
+        model.load_state_dict(tensors["model"])
+        context.model = model.to(self.device)
+        restore_rng_state(tensors["rng"])
+        for strategy in self.strategies:
+            strategy.load_state_dict(meta.get("strategies", {}).get(strategy.name, {}))
+        _truncate_metrics(self.checkpoint_root / METRICS_FILE, meta["epoch"])
+        self.log(f"resuming from checkpoint {latest} (epoch {meta['epoch']} done)")
+        return {"path": str(latest), "tensors": tensors, "meta": meta}
+
+
+def plan_strategies(compressor: Compressor) -> list[dict[str, Any]]:
+    """What each pruning strategy would do to the initial model, without training (``--dry-run``)."""
+    import copy
+    import re
+
+    from torchslim.pruner import prune
+
+    model, _ = compressor.build_initial_model()
+    context = compressor.make_context(model)
+    plans = []
+    for strategy in compressor.config.active_strategies():
+        if not hasattr(strategy, "pruned_params"):
+            continue
+        pruner = compressor.config.pruner_of(strategy)
+        pattern = re.compile(strategy.pruned_params)
+        matched = [
+            n for n, _ in model.named_parameters() if pattern.match(n) or pattern.match(context.aliases.get(n, "\0"))
+        ]
+        target = getattr(strategy, "target_ratio", None) or strategy.max_ratio
+        result = prune(
+            copy.deepcopy(model), context.example_input, target_flops=target,
+            criterion=pruner.criterions.get("*", "l1_norm"), pruned_params=strategy.pruned_params,
+            round_to=pruner.round_to, global_ranking=pruner.global_ranking, aliases=context.aliases, inplace=True,
+        )  # fmt: skip
+        report = result.report
+        plans.append({
+            "strategy": strategy.name, "class": type(strategy).class_name, "start_epoch": strategy.start_epoch,
+            "pruned_params": strategy.pruned_params, "matched_params": len(matched), "matched": matched,
+            "groups_prunable": len(result.group_set.prunable()), "groups_skipped": report.groups_skipped,
+            "target_ratio": target, "macs_before": report.macs_before, "macs_after": report.macs_after,
+            "flops_reduction": report.flops_reduction, "channels": report.channels,
+        })  # fmt: skip
+    return plans
+
+
+class _StrategyHooks:
+    """Adapts the strategies' batch hooks to the engine's hook protocol."""
+
+    def __init__(self, strategies: list[Strategy], context: CompressionContext) -> None:
+        self.strategies, self.context = strategies, context
+
+    def on_batch_begin(self, batch_index: int, images, targets) -> None:
+        for strategy in self.strategies:
+            strategy.on_batch_begin(self.context, batch_index)
+
+    def on_batch_end(self, batch_index: int, loss: float) -> None:
+        for strategy in self.strategies:
+            strategy.on_batch_end(self.context, batch_index, loss)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def _cpu_copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).cpu().float()
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> None:
+    """Drop log records of epochs after the checkpoint we resume from (they will be re-run)."""
+    if not path.exists():
+        return
+    records = [r for r in read_jsonl(path) if r.get("epoch", -1) <= last_epoch]
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("".join(_json_line(r) for r in records))
+    temporary.replace(path)
+
+
+def _json_line(record: dict) -> str:
+    import json
+
+    return json.dumps(record) + "\n"

@@ -1,0 +1,56 @@
+"""What every compression strategy looks like to the compressor: hooks and resumable state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class CompressionContext:
+    """The run as strategies see it. A strategy that changes the model sets ``model_changed``."""
+
+    model: nn.Module
+    base_name: str
+    base_kwargs: dict[str, Any]
+    example_input: torch.Tensor  # one image, on the model's device
+    aliases: dict[str, str]  # parameter name -> seed name
+    epoch: int = 0
+    model_changed: bool = False
+    evaluate: Any = None  # callable() -> EvalResult on the validation data, or None
+    events: list[dict[str, Any]] = field(default_factory=list)  # what strategies did, for the report
+
+
+class Strategy:
+    """Base class: every hook does nothing; ``state_dict`` must be JSON-able."""
+
+    def __init__(self, name: str, config: Any) -> None:
+        self.name = name
+        self.config = config
+
+    def on_compression_begin(self, context: CompressionContext) -> None:
+        pass
+
+    def on_epoch_begin(self, context: CompressionContext) -> None:
+        pass
+
+    def on_batch_begin(self, context: CompressionContext, batch_index: int) -> None:
+        pass
+
+    def on_batch_end(self, context: CompressionContext, batch_index: int, loss: float) -> None:
+        pass
+
+    def on_epoch_end(self, context: CompressionContext) -> None:
+        pass
+
+    def on_compression_end(self, context: CompressionContext) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,67 @@
+"""UniformPruneStrategy: at its start epoch, remove one ratio of channels from every selected group.
+
+The ratio is searched so that MACs drop by ``target_ratio`` (within 1%), with
+channel counts aligned to the pruner's ``round_to``. It prunes once: the fact
+that it has pruned is part of its checkpointed state, so a resumed run never
+prunes twice (the resumed model is already the pruned architecture).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from torchslim.pruner import prune
+
+from .base import CompressionContext, Strategy
+
+log = logging.getLogger(__name__)
+
+
+class UniformPruneStrategy(Strategy):
+    def __init__(self, name: str, config: Any, pruner: Any) -> None:
+        super().__init__(name, config)
+        self.pruner = pruner
+        self.done = False
+
+    @property
+    def criterion(self) -> str:
+        return self.pruner.criterions.get("*") or next(iter(self.pruner.criterions.values()))
+
+    def on_epoch_begin(self, context: CompressionContext) -> None:
+        if self.done or context.epoch < self.config.start_epoch:
+            return
+        result = prune(
+            context.model,
+            context.example_input,
+            target_flops=self.config.target_ratio,
+            criterion=self.criterion,
+            pruned_params=self.config.pruned_params,
+            round_to=self.pruner.round_to,
+            global_ranking=self.pruner.global_ranking,
+            aliases=context.aliases,
+            inplace=True,
+        )
+        self.done = True
+        context.model_changed = True
+        report = result.report
+        event = {
+            "strategy": self.name,
+            "epoch": context.epoch,
+            "macs_before": report.macs_before,
+            "macs_after": report.macs_after,
+            "params_before": report.params_before,
+            "params_after": report.params_after,
+            "flops_reduction": report.flops_reduction,
+            "groups_pruned": report.groups_pruned,
+            "seconds": report.seconds,
+        }
+        if context.evaluate is not None:
+            event["top1_after_prune"] = context.evaluate().top1
+        context.events.append(event)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"done": self.done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.done = bool(state.get("done", False))
