@@ -17,10 +17,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from torchslim.config import SlimConfig
 from torchslim.data import DEFAULT_DATA_SPEC, DataBundle, build_loaders
 from torchslim.data.preprocess import preprocess_record
+from torchslim.distributed import barrier, from_environment
 from torchslim.engine import (
     EvalResult,
     append_jsonl,
@@ -111,6 +113,11 @@ class Compressor:
         self.progress = progress
         self.log = log
         self.device = resolve_device(self.train.device)
+        self.dist = from_environment(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if not self.dist.is_main:
+            self.progress, self.log = False, lambda message: None
         self.checkpoint_root = Path(config.compressor.checkpoint_path) if config.compressor.checkpoint_path else None
         self.model_name = canonical_name(self.train.model or DEFAULT_MODEL)
         self.data: DataBundle | None = None
@@ -128,6 +135,7 @@ class Compressor:
                 val_limit=self.train.val_limit,
                 num_workers=self.train.num_workers,
                 seed=self.train.seed,
+                distributed=self.dist.enabled,
             )
             self.log(f"data: {self.data.description}")
         return self.data
@@ -158,24 +166,31 @@ class Compressor:
     def make_context(self, model: nn.Module) -> CompressionContext:
         size = self.input_size()
         example = torch.zeros(1, 3, size, size, device=self.device)
-        return CompressionContext(
+        data = self.load_data()
+        context = CompressionContext(
             model=model,
             base_name=self.model_name,
             base_kwargs=self.base_kwargs(),
             example_input=example,
             aliases=seed_param_names(self.model_name, model) if ":" not in self.model_name else {},
+            device=self.device,
+            train_loader=data.train_loader,
+            val_loader=data.val_loader,
         )
+        context.evaluate = lambda model=None: self.evaluate(model if model is not None else context.model)
+        return context
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> CompressionSummary:
         data = self.load_data()
         self.strategies = self.build_strategies()
-        if self.checkpoint_root is not None:
-            check_writable(self.checkpoint_root)
+        torch.manual_seed(self.train.seed)
         model, _ = self.build_initial_model()
         model.to(self.device)
         context = self.make_context(model)
-        context.evaluate = lambda: self.evaluate(context.model)
+        check_pruned_params(self.config, context.model, context.aliases)  # before anything is written
+        if self.checkpoint_root is not None and self.dist.is_main:
+            check_writable(self.checkpoint_root)
         state = self.resume(context)
         if state is None:
             before = self.stats(context.model, self.evaluate(context.model))
@@ -185,7 +200,7 @@ class Compressor:
             start_epoch, events = state["meta"]["epoch"] + 1, state["meta"].get("events", [])
         context.events = events
         optimizer, scheduler = self.build_optimization(context.model, state)
-        if self.checkpoint_root is not None:
+        if self.checkpoint_root is not None and self.dist.is_main:
             self.config.save(str(self.checkpoint_root / RESOLVED_CONFIG_FILE))
         summary = CompressionSummary(before, before, resumed_from=state["path"] if state else None)
         for strategy in self.strategies:
@@ -205,9 +220,10 @@ class Compressor:
             record = self.epoch_record(context.model, epoch, stats, last_eval)
             summary.epochs_run.append(epoch)
             if self.checkpoint_root is not None:
-                summary.last_checkpoint = str(
+                if self.dist.is_main:
                     self.save_epoch(context, optimizer, scheduler, epoch, record, before)
-                )
+                summary.last_checkpoint = str(self.checkpoint_root / str(epoch))
+                barrier(self.dist)
         for strategy in self.strategies:
             strategy.on_compression_end(context)
         if last_eval is None:
@@ -219,13 +235,17 @@ class Compressor:
     def train_epoch(self, context, optimizer, scheduler, epoch: int, data: DataBundle):
         amp_dtype, scaler = autocast_settings(self.device, amp=self.device.type == "cuda")
         hooks = _StrategyHooks(self.strategies, context)
+        model = context.model
+        if self.dist.enabled:  # wrapped per epoch: pruning may have replaced the parameters
+            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         return train_one_epoch(
-            context.model,
+            model,
             data.train_loader,
             optimizer,
             scheduler=scheduler,
             device=self.device,
             epoch=epoch,
+            loss_fn=context.loss_fn,
             label_smoothing=self.train.label_smoothing,
             amp_dtype=amp_dtype,
             scaler=scaler,
@@ -235,7 +255,9 @@ class Compressor:
         )
 
     def evaluate(self, model: nn.Module) -> EvalResult:
-        return evaluate(model, self.load_data().val_loader, device=self.device, progress=self.progress)
+        return evaluate(
+            model, self.load_data().val_loader, device=self.device, progress=self.progress, distributed=self.dist.enabled
+        )
 
     def evaluate_if_due(self, model: nn.Module, epoch: int) -> EvalResult | None:
         last = epoch == self.config.compressor.epoch - 1
@@ -352,9 +374,32 @@ class Compressor:
         restore_rng_state(tensors["rng"])
         for strategy in self.strategies:
             strategy.load_state_dict(meta.get("strategies", {}).get(strategy.name, {}))
-        _truncate_metrics(self.checkpoint_root / METRICS_FILE, meta["epoch"])
+        if self.dist.is_main:
+            _truncate_metrics(self.checkpoint_root / METRICS_FILE, meta["epoch"])
         self.log(f"resuming from checkpoint {latest} (epoch {meta['epoch']} done)")
         return {"path": str(latest), "tensors": tensors, "meta": meta}
+
+
+def check_pruned_params(config: SlimConfig, model: nn.Module, aliases: dict[str, str]) -> None:
+    """A ConfigError at ``strategies.<name>.pruned_params`` when an active strategy's regex
+    matches no parameter name (nor seed alias) of ``model``: found before training, not at start_epoch."""
+    import re
+
+    from torchslim.config._common import Context, make_error
+
+    names = [n for n, _ in model.named_parameters()]
+    for strategy in config.active_strategies():
+        pattern = getattr(strategy, "pruned_params", None)
+        if pattern is None:
+            continue
+        regex = re.compile(pattern)
+        if any(regex.match(n) or (n in aliases and regex.match(aliases[n])) for n in names):
+            continue
+        sample = ", ".join(f"{n} ({aliases[n]})" if n in aliases else n for n in names[:6])
+        problem = f"{pattern!r} matches no parameter of the model; names look like: {sample}, ..."
+        path = ("strategies", strategy.name, "pruned_params")
+        origins = getattr(config, "_origins", None)
+        raise Context(origins).error(path, problem) if origins is not None else make_error(config.source, path, problem)
 
 
 def plan_strategies(compressor: Compressor) -> list[dict[str, Any]]:
@@ -366,6 +411,7 @@ def plan_strategies(compressor: Compressor) -> list[dict[str, Any]]:
 
     model, _ = compressor.build_initial_model()
     context = compressor.make_context(model)
+    check_pruned_params(compressor.config, model, context.aliases)
     plans = []
     for strategy in compressor.config.active_strategies():
         if not hasattr(strategy, "pruned_params"):

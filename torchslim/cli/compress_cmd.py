@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from torchslim.compressor import CompressionSummary, Compressor, plan_strategies
@@ -99,7 +100,7 @@ def config_from_args(args: argparse.Namespace):
 
 def run_compress(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    compressor = Compressor(config, progress=not args.no_progress and not args.json)
+    compressor = Compressor(config, progress=not args.no_progress and not args.json and sys.stderr.isatty())
     if args.dry_run:
         plans = plan_strategies(compressor)
         if args.json:
@@ -109,6 +110,8 @@ def run_compress(args: argparse.Namespace) -> int:
                 print(_plan_text(plan))
         return 0
     summary = compressor.run()
+    if not compressor.dist.is_main:  # under torchrun only rank 0 reports
+        return 0
     if args.json:
         emit_json(summary.as_dict())
     else:

@@ -103,7 +103,7 @@ def run_flops(args: argparse.Namespace) -> int:
         return 0
     log(f"{loaded.name} at {loaded.input_size}x{loaded.input_size}")
     if args.per_layer:
-        rows = [[l.name, l.kind, "x".join(map(str, l.output_shape)), human(l.macs), human(l.params)] for l in profile.layers]
+        rows = [[c.name, c.kind, "x".join(map(str, c.output_shape)), human(c.macs), human(c.params)] for c in profile.layers]
         print(table(["layer", "kind", "output", "MACs", "params"], rows, "lllrr"))
         print()
     print(table(

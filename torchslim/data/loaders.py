@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchslim.data import cifar, fashion_mnist
 from torchslim.data.image_list import ImageListDataset, read_image_list, scan_class_folders
 from torchslim.data.samplers import ShardedEvalSampler
+from torchslim.data.shuffle import EpochShuffleSampler
 from torchslim.data.spec import DataSpec, parse_data_spec
 from torchslim.data.transforms import imagenet_eval_transform, imagenet_train_transform
 from torchslim.errors import ConfigError, DataError
@@ -28,8 +29,9 @@ IMAGENET_DEFAULT_SIZE = 224
 class DataBundle:
     """Everything a trainer needs from the data side.
 
-    ``train_sampler`` is the DistributedSampler when distributed (call its
-    ``set_epoch`` each epoch), else None. Batch sizes are per process. The train
+    ``train_sampler`` is the DistributedSampler when distributed, else an
+    EpochShuffleSampler (None when not shuffling); the trainer calls its
+    ``set_epoch`` each epoch. Batch sizes are per process. The train
     loader drops its last incomplete batch when there is more than one batch, so
     BatchNorm never sees a batch of one; sizes below count all samples.
     """
@@ -41,7 +43,7 @@ class DataBundle:
     train_size: int
     val_size: int
     description: str
-    train_sampler: DistributedSampler | None = None
+    train_sampler: DistributedSampler | EpochShuffleSampler | None = None
 
     @property
     def bad_images(self) -> int:
@@ -178,8 +180,7 @@ def build_loaders(
         val_limit=val_limit,
         skip_bad_images=skip_bad_images,
     )
-    generator = torch.Generator().manual_seed(seed)
-    train_sampler: DistributedSampler | None = None
+    train_sampler: DistributedSampler | EpochShuffleSampler | None = None
     val_sampler: ShardedEvalSampler | None = None
     per_rank_train = len(train_ds)
     if distributed:
@@ -189,6 +190,8 @@ def build_loaders(
         )
         val_sampler = ShardedEvalSampler(val_ds, num_replicas=world, rank=rank)
         per_rank_train = len(train_sampler)
+    elif shuffle_train:  # the order of epoch e depends on (seed, e) only, so a resumed run sees the same batches
+        train_sampler = EpochShuffleSampler(train_ds, seed=seed)
     common = {
         "batch_size": batch_size,
         "num_workers": num_workers,
@@ -197,9 +200,7 @@ def build_loaders(
     }
     train_loader = DataLoader(
         train_ds,
-        shuffle=shuffle_train if train_sampler is None else None,
         sampler=train_sampler,
-        generator=generator,
         drop_last=per_rank_train > batch_size,
         **common,
     )

@@ -3,6 +3,10 @@
 Imports nothing of torchslim but :mod:`torchslim.errors`.
 """
 
+from torchslim.data.shuffle import (  # re-exported: samplers live with the data
+    EpochShuffleSampler,
+    seeded_generator,
+)
 from torchslim.engine.amp import autocast_settings
 from torchslim.engine.checkpoint import (
     capture_rng_state,
@@ -17,7 +21,6 @@ from torchslim.engine.checkpoint import (
 from torchslim.engine.evaluate import EvalResult, accuracy_counts, evaluate
 from torchslim.engine.metrics_log import append_jsonl, read_jsonl
 from torchslim.engine.optim import LR_STRATEGIES, build_lr_scheduler, build_optimizer, lr_multiplier
-from torchslim.engine.shuffle import EpochShuffleSampler, seeded_generator
 from torchslim.engine.train import EpochStats, train_one_epoch
 
 __all__ = [

@@ -60,7 +60,7 @@ def train_one_epoch(
     leaves the weights untouched. ``amp_dtype`` enables ``torch.autocast`` (pass
     a ``GradScaler`` for float16, see :func:`autocast_settings`). If the loader's
     sampler has ``set_epoch`` it is called with ``epoch`` first, which makes the
-    shuffle order a function of the epoch (see :mod:`torchslim.engine.shuffle`).
+    shuffle order a function of the epoch (see :mod:`torchslim.data.shuffle`).
     ``channels_last`` converts the inputs only; convert the model yourself.
     Train top-1 counts only class-index (1-D) targets; the progress bar's
     postfix (loss, LR, images/s) is refreshed every ``log_every`` batches.

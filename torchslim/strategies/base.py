@@ -20,8 +20,19 @@ class CompressionContext:
     aliases: dict[str, str]  # parameter name -> seed name
     epoch: int = 0
     model_changed: bool = False
-    evaluate: Any = None  # callable() -> EvalResult on the validation data, or None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    train_loader: Any = None  # the training DataLoader (data-driven criteria, BN re-estimation)
+    val_loader: Any = None  # the validation DataLoader
+    evaluate: Any = None  # callable(model=None) -> EvalResult on the validation data, or None
+    after_prune: Any = None  # callable(model) run after every pruning step (e.g. BN re-estimation)
+    loss_fn: Any = None  # callable(outputs, targets, images) -> loss replacing cross-entropy (distillation)
+    rank: int = 0  # this process's rank under torchrun (0 when not distributed)
+    world_size: int = 1
     events: list[dict[str, Any]] = field(default_factory=list)  # what strategies did, for the report
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.rank == 0
 
 
 class Strategy:

@@ -45,6 +45,9 @@ class UniformPruneStrategy(Strategy):
         self.done = True
         context.model_changed = True
         report = result.report
+        top1_after_prune = context.evaluate().top1 if context.evaluate is not None else None
+        if context.after_prune is not None:
+            context.after_prune(context.model)
         event = {
             "strategy": self.name,
             "epoch": context.epoch,
@@ -56,8 +59,10 @@ class UniformPruneStrategy(Strategy):
             "groups_pruned": report.groups_pruned,
             "seconds": report.seconds,
         }
-        if context.evaluate is not None:
-            event["top1_after_prune"] = context.evaluate().top1
+        if top1_after_prune is not None:
+            event["top1_after_prune"] = top1_after_prune
+            if context.after_prune is not None:
+                event["top1_after_bn_recalibration"] = context.evaluate().top1
         context.events.append(event)
 
     def state_dict(self) -> dict[str, Any]:

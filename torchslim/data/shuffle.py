@@ -4,7 +4,7 @@ A ``DataLoader(shuffle=True)`` draws its permutation from a generator whose
 state moves on every epoch; resuming would need that state too. Instead the
 order of epoch ``e`` is a pure function of ``(seed, e)``: build the loader with
 ``sampler=EpochShuffleSampler(dataset, seed=seed)`` and
-:func:`~torchslim.engine.train.train_one_epoch` calls ``sampler.set_epoch(epoch)``
+the trainer (:func:`torchslim.engine.train_one_epoch`) calls ``sampler.set_epoch(epoch)``
 before iterating (``DistributedSampler`` works the same way).
 """
 
