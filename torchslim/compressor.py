@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from torchslim.bn_recalibration import recalibrate_batch_norm
 from torchslim.config import SlimConfig
 from torchslim.data import DEFAULT_DATA_SPEC, DataBundle, build_loaders
 from torchslim.data.preprocess import preprocess_record
@@ -107,8 +108,9 @@ def resolve_device(name: str) -> torch.device:
 class Compressor:
     """Runs a :class:`SlimConfig`: strategies, fine-tuning, checkpoints, eval and inference models."""
 
-    def __init__(self, config: SlimConfig, *, progress: bool = True, log=_stderr) -> None:
+    def __init__(self, config: SlimConfig, *, progress: bool = True, log=_stderr, skip_bad_images: bool = False) -> None:
         self.config = config
+        self.skip_bad_images = skip_bad_images
         self.train = config.train
         self.progress = progress
         self.log = log
@@ -136,6 +138,7 @@ class Compressor:
                 num_workers=self.train.num_workers,
                 seed=self.train.seed,
                 distributed=self.dist.enabled,
+                skip_bad_images=self.skip_bad_images,
             )
             self.log(f"data: {self.data.description}")
         return self.data
@@ -178,7 +181,16 @@ class Compressor:
             val_loader=data.val_loader,
         )
         context.evaluate = lambda model=None: self.evaluate(model if model is not None else context.model)
+        if self.train.bn_recalibration_batches > 0:
+            context.after_prune = self.recalibrate_bn
         return context
+
+    def recalibrate_bn(self, model: nn.Module) -> int:
+        """Re-estimate batch-norm statistics after pruning on ``train.bn_recalibration_batches`` training batches."""
+        used = recalibrate_batch_norm(model, self.load_data().train_loader, num_batches=self.train.bn_recalibration_batches,
+                                      device=self.device, distributed=self.dist.enabled)  # fmt: skip
+        self.log(f"batch-norm statistics re-estimated on {used} training batches")
+        return used
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> CompressionSummary:
@@ -338,8 +350,9 @@ class Compressor:
             "scheduler": scheduler.state_dict(),
             "rng": capture_rng_state(),
         }
-        save_checkpoint(directory, tensors=tensors, meta=meta)
+        # The log line goes first: a kill before the checkpoint lands leaves an extra record that resume drops.
         append_jsonl(self.checkpoint_root / METRICS_FILE, record)
+        save_checkpoint(directory, tensors=tensors, meta=meta)
         if self.config.compressor.save_eval_model:
             self.save_eval_model(context, directory / "eval_model", manifest, record)
         return directory

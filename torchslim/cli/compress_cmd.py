@@ -82,6 +82,9 @@ def add_parsers(subparsers) -> None:
         "--use_gpu", "--use-gpu", dest="use_gpu", choices=["True", "False", "true", "false"],
         help="Seed spelling: True means --device cuda, False --device cpu.",
     )  # fmt: skip
+    parser.add_argument(
+        "--skip-bad-images", action="store_true", help="Skip (and count) image files that cannot be decoded."
+    )
     parser.add_argument("--dry-run", action="store_true", help="Print the pruning plan without training.")
     parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
@@ -100,7 +103,8 @@ def config_from_args(args: argparse.Namespace):
 
 def run_compress(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    compressor = Compressor(config, progress=not args.no_progress and not args.json and sys.stderr.isatty())
+    progress = not args.no_progress and not args.json and sys.stderr.isatty()
+    compressor = Compressor(config, progress=progress, skip_bad_images=args.skip_bad_images)
     if args.dry_run:
         plans = plan_strategies(compressor)
         if args.json:

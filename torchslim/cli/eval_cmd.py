@@ -29,6 +29,9 @@ def add_parsers(subparsers) -> None:
     parser.add_argument("--val-limit", type=int, help="Use only the first N validation images.")
     parser.add_argument("--batch-size", type=int, default=256, help="Images per batch (default 256).")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (PyTorch models only).")
+    parser.add_argument(
+        "--skip-bad-images", action="store_true", help="Skip (and count) image files that cannot be decoded."
+    )
     parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
     parser.set_defaults(handler=run_eval)
 
@@ -43,13 +46,19 @@ def run_eval(args: argparse.Namespace) -> int:
         path = eval_model_dir(args.model_path)
         model, manifest = load_model(path)
         size = manifest.get("input_size")
-    data = build_loaders(args.data, batch_size=args.batch_size, image_size=size, val_limit=args.val_limit, num_workers=0)
+    data = build_loaders(
+        args.data, batch_size=args.batch_size, image_size=size, val_limit=args.val_limit, num_workers=0,
+        skip_bad_images=args.skip_bad_images,
+    )  # fmt: skip
     log(f"evaluating {path} on {data.description}")
     if is_onnx:
         result = evaluate_onnx(ort_model, data.val_loader)
     else:
         result = evaluate(model.to(args.device), data.val_loader, device=args.device, progress=not args.json)
     payload = {"top1": result.top1, "top5": result.top5, "samples": result.samples, "model_path": str(path)}
+    if data.bad_images:
+        payload["bad_images_skipped"] = data.bad_images
+        log(f"skipped {data.bad_images} unreadable images")
     if args.json:
         emit_json(payload)
     else:

@@ -380,6 +380,11 @@ class TrainConfig:
     train_limit: int | None = spec(optional(as_int), None, check=_POSITIVE_INT)
     val_limit: int | None = spec(optional(as_int), None, check=_POSITIVE_INT)
     num_workers: int = spec(as_int, 4, check=_NON_NEGATIVE)
+    bn_recalibration_batches: int = spec(
+        as_int, 20, check=_NON_NEGATIVE,
+        doc="training batches to re-estimate batch-norm statistics on after pruning; 0: off "
+        "(the default is torchslim.bn_recalibration.DEFAULT_BN_BATCHES, chosen by measurement)",
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the whole config

@@ -15,9 +15,14 @@ from torch import nn
 from torchslim.graph import Group, GroupSet
 from torchslim.registry import Registry
 
-# A criterion maps one member layer's weight (output channels first) to one score per channel.
+from .data_driven import DATA_CRITERIA, DataCriterion, data_criterion, prepare_data_criterion
+
+# A criterion maps one member layer's weight (output channels first) to one score per channel;
+# a DataCriterion (taylor, activation_mean) scores from batches fed by prepare_data_criterion.
 WeightScore = Callable[[torch.Tensor], np.ndarray]
-CRITERIA: Registry[WeightScore] = Registry("criterion")
+CRITERIA: Registry[WeightScore | DataCriterion] = Registry("criterion")
+for _data_criterion in DATA_CRITERIA:
+    CRITERIA.register(_data_criterion.name, _data_criterion)
 
 
 @CRITERIA.register("l1_norm")
@@ -55,6 +60,8 @@ def score_group(group_set: GroupSet, group: Group, model: nn.Module, criterion: 
     ``l1_norm`` of its layers' filters.
     """
     score_fn = CRITERIA.get(criterion)
+    if isinstance(score_fn, DataCriterion):
+        return score_fn.score_group(group_set, group, model)
     uses = {u.module: u for u in group_set.graph.uses}
     if criterion == "bn_scale" and group.members.get("norm"):
         members = [(name, uses[name].in_ids) for name in group.members["norm"]]

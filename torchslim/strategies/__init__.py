@@ -7,12 +7,12 @@ from typing import Any
 from torchslim.errors import ConfigError
 
 from .base import CompressionContext, Strategy
+from .distill import DistillationStrategy
 from .uniform import UniformPruneStrategy
 
 NOT_YET = {
     "SensitivePruneStrategy": "sensitivity-based pruning",
     "AutoPruneStrategy": "search-based (simulated annealing) pruning",
-    "DistillationStrategy": "distillation",
 }
 
 
@@ -21,6 +21,8 @@ def build_strategy(name: str, config: Any, slim_config: Any) -> Strategy:
     class_name = type(config).class_name
     if class_name == "UniformPruneStrategy":
         return UniformPruneStrategy(name, config, slim_config.pruner_of(config))
+    if class_name == "DistillationStrategy":
+        return DistillationStrategy(name, config, slim_config)
     if class_name in NOT_YET:
         raise ConfigError(
             f"{slim_config.source}: strategies.{name}: {class_name} ({NOT_YET[class_name]}) is not yet supported"
@@ -28,4 +30,4 @@ def build_strategy(name: str, config: Any, slim_config: Any) -> Strategy:
     raise ConfigError(f"{slim_config.source}: strategies.{name}: unknown strategy class {class_name}")
 
 
-__all__ = ["CompressionContext", "Strategy", "UniformPruneStrategy", "build_strategy"]
+__all__ = ["CompressionContext", "DistillationStrategy", "Strategy", "UniformPruneStrategy", "build_strategy"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from torchslim.pruner import prune
+from torchslim.pruner import analyze, plan_for_target, prune, rank_units
 
 from .base import CompressionContext, Strategy
 
@@ -27,6 +27,15 @@ class UniformPruneStrategy(Strategy):
     @property
     def criterion(self) -> str:
         return self.pruner.criterions.get("*") or next(iter(self.pruner.criterions.values()))
+
+    def on_compression_begin(self, context: CompressionContext) -> None:
+        """Plan once on the initial model, so a bad regex or an unreachable target fails before training."""
+        if not self.done:
+            group_set = analyze(context.model, context.example_input, self.config.pruned_params, context.aliases)
+            plan_for_target(
+                group_set, rank_units(group_set, context.model, self.criterion), self.config.target_ratio,
+                self.pruner.round_to, self.pruner.global_ranking,
+            )  # fmt: skip
 
     def on_epoch_begin(self, context: CompressionContext) -> None:
         if self.done or context.epoch < self.config.start_epoch:
