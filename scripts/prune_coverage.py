@@ -123,9 +123,14 @@ def run_one(name: str, target: float, wanted_size: int, round_to: int) -> dict[s
             rel_diff=rel,
         )
         if not report.verified or not rel <= ORACLE_RTOL:
-            result.update(status="error", reason=f"oracle mismatch: rel diff {rel:.3g} (verified={report.verified})")
+            result.update(
+                status="error", reason=f"oracle mismatch: rel diff {rel:.3g} (verified={report.verified})"
+            )
         elif abs(report.flops_reduction - target) > 0.01:
-            result.update(status="error", reason=f"reduction {report.flops_reduction:.4f} is not within 0.01 of {target}")
+            result.update(
+                status="error",
+                reason=f"reduction {report.flops_reduction:.4f} is not within 0.01 of {target}",
+            )
         else:
             result.update(status="ok", reason="")
     except PruningError as error:
@@ -155,7 +160,12 @@ def run_isolated(name: str, args: argparse.Namespace) -> dict[str, Any]:
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        return {"model": name, "status": "error", "reason": f"timeout after {args.timeout} s", "seconds": args.timeout}
+        return {
+            "model": name,
+            "status": "error",
+            "reason": f"timeout after {args.timeout} s",
+            "seconds": args.timeout,
+        }
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if lines:
         return json.loads(lines[-1])
@@ -191,11 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=False, help="Write the JSON results here.")
     parser.add_argument("--models", nargs="*", help="Only these torchvision names (default: all).")
-    parser.add_argument("--target-flops", type=float, default=0.5, help="Fraction of MACs to remove (default 0.5).")
-    parser.add_argument("--input-size", type=int, default=DEFAULT_SIZE, help="Input size, raised to each model's minimum.")
+    parser.add_argument(
+        "--target-flops", type=float, default=0.5, help="Fraction of MACs to remove (default 0.5)."
+    )
+    parser.add_argument(
+        "--input-size", type=int, default=DEFAULT_SIZE, help="Input size, raised to each model's minimum."
+    )
     parser.add_argument("--round-to", type=int, default=8)
-    parser.add_argument("--timeout", type=int, default=900, help="Seconds per model before it counts as an error.")
-    parser.add_argument("--in-process", action="store_true", help="Run all models in this process (debugging).")
+    parser.add_argument(
+        "--timeout", type=int, default=900, help="Seconds per model before it counts as an error."
+    )
+    parser.add_argument(
+        "--in-process", action="store_true", help="Run all models in this process (debugging)."
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 

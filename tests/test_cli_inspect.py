@@ -48,7 +48,18 @@ def test_flops_json_matches_reference_counts(capsys, model, canonical, macs, par
 
 def test_flops_json_small_input_num_classes_and_per_layer(capsys):
     payload = run_json(
-        capsys, ["flops", "--model", "mobilenet_v1", "--input-size", "32", "--num-classes", "10", "--json", "--per-layer"]
+        capsys,
+        [
+            "flops",
+            "--model",
+            "mobilenet_v1",
+            "--input-size",
+            "32",
+            "--num-classes",
+            "10",
+            "--json",
+            "--per-layer",
+        ],
     )
     assert payload["input_size"] == 32
     layers = payload["layers"]

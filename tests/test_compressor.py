@@ -305,6 +305,7 @@ def test_bad_config_is_one_line_exit_2_and_writes_nothing(case, inputs, tmp_path
         _assert_config_error(code, out, err, key_path, ckpt)
 
 
+@pytest.mark.slow  # the in-process test above covers the same; this one adds a real interpreter
 def test_regex_matching_nothing_in_a_real_process(inputs, tmp_path):
     """Found before training starts, exit 2 (not PruningError's 5 at start_epoch), no traceback."""
     ckpt = tmp_path / "ckpt"

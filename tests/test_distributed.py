@@ -27,7 +27,8 @@ def test_torchrun_two_processes_match_single_process_eval(tmp_path, tiny_fmnist)
     assert summary["epochs_run"] == [0, 1] and len(summary["events"]) == 1
     records = read_jsonl(tmp_path / "ckpt" / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [0, 1]  # one writer: no duplicated records
-    single = torchslim("eval", "--model-path", str(tmp_path / "ckpt" / "1" / "eval_model"), "--data", tiny_fmnist, "--json")
+    eval_model = str(tmp_path / "ckpt" / "1" / "eval_model")
+    single = torchslim("eval", "--model-path", eval_model, "--model", TINY_MODEL, "--data", tiny_fmnist, "--json")
     assert single.returncode == 0, single.stderr
     evaluated = json.loads(single.stdout)
     assert evaluated["samples"] == 128

@@ -162,7 +162,9 @@ def test_unknown_name_is_a_model_error_with_a_suggestion(name, suggestion):
 
 
 def test_unknown_name_without_close_match_still_lists_known():
-    with pytest.raises(ModelError, match=r"unknown model 'zzz' \(known: mobilenet_v1, mobilenet_v2, resnet34\)"):
+    with pytest.raises(
+        ModelError, match=r"unknown model 'zzz' \(known: mobilenet_v1, mobilenet_v2, resnet34\)"
+    ):
         build_model("zzz")
 
 
@@ -423,7 +425,10 @@ def test_resnet34_seed_names_select_35_conv_weights():
 
 
 def test_seed_names_empty_for_models_the_seed_did_not_know(factory_file):
-    assert seed_param_names("torchvision:mobilenet_v3_small", build_model("torchvision:mobilenet_v3_small")) == {}
+    assert (
+        seed_param_names("torchvision:mobilenet_v3_small", build_model("torchvision:mobilenet_v3_small"))
+        == {}
+    )
     assert seed_param_names(f"{factory_file}:make", build_model(f"{factory_file}:make")) == {}
     # torchvision ResNets share the ResNet34 naming scheme.
     r18 = seed_param_names("torchvision:resnet18", build_model("torchvision:resnet18"))

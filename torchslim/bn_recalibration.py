@@ -48,7 +48,9 @@ def batch_norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]
     return [
         m
         for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.track_running_stats
+        and m.running_mean is not None
     ]
 
 
@@ -68,7 +70,7 @@ def recalibrate_batch_norm(
     under ``torch.no_grad`` with only the batch norms in train mode (dropout
     and everything else in eval mode); afterwards every module's train / eval
     mode and every batch norm's momentum are as they were, and no parameter
-    changes. With ``distributed`` and an initialised process group, the
+    changes, and the global RNG state is as before. With ``distributed`` and an initialised process group, the
     statistics are averaged over ranks (every rank must call this). A
     ``DistributedDataParallel`` wrapper is looked through. Returns the number of
     batches used (0 when the model has no batch norm or ``num_batches`` is 0).
@@ -90,7 +92,9 @@ def recalibrate_batch_norm(
             bn.reset_running_stats()
             bn.momentum = None  # cumulative moving average: the mean of all batch statistics
             bn.train()
-        with torch.no_grad():
+        # fork_rng: augmentations drawn here leave the global RNG as it was, so switching
+        # re-estimation on or off changes nothing else in a seeded run.
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             for batch in islice(loader, num_batches):
                 images = batch[0] if isinstance(batch, list | tuple) else batch
                 model(images.to(device, non_blocking=True))

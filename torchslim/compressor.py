@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torchslim.bn_recalibration import recalibrate_batch_norm
 from torchslim.config import SlimConfig
 from torchslim.data import DEFAULT_DATA_SPEC, DataBundle, build_loaders
+from torchslim.data.loaders import check_label_range
 from torchslim.data.preprocess import preprocess_record
 from torchslim.distributed import barrier, from_environment
 from torchslim.engine import (
@@ -47,6 +48,7 @@ from torchslim.models import (
     build_model,
     canonical_name,
     check_state_dict,
+    load_manifest,
     load_model,
     load_pretrained,
     make_manifest,
@@ -153,9 +155,11 @@ class Compressor:
         """The model to compress: fresh, or ``init_model`` (a weights file or a saved model directory)."""
         init = self.config.compressor.init_model
         if init and Path(init).is_dir():
-            model, manifest = load_model(init)
-            if manifest["model"] != self.model_name:
-                raise ModelError(f"init_model {init} is a {manifest['model']}, not a {self.model_name}")
+            # Checked before building: a manifest must not make us import code the user did not name.
+            declared = load_manifest(Path(init) / "manifest.json").get("model")
+            if declared != self.model_name:
+                raise ModelError(f"init_model {init} is a {declared}, not a {self.model_name}")
+            model, manifest = load_model(init, trusted=self.model_name)
             return model, manifest
         model = build_model(self.model_name, **self.base_kwargs())
         if init:
@@ -186,11 +190,17 @@ class Compressor:
         return context
 
     def recalibrate_bn(self, model: nn.Module) -> int:
-        """Re-estimate batch-norm statistics after pruning on ``train.bn_recalibration_batches`` training batches."""
-        used = recalibrate_batch_norm(model, self.load_data().train_loader, num_batches=self.train.bn_recalibration_batches,
-                                      device=self.device, distributed=self.dist.enabled)  # fmt: skip
-        self.log(f"batch-norm statistics re-estimated on {used} training batches")
-        return used
+        """Re-estimate batch-norm statistics after pruning on ``train.bn_recalibration_batches`` training batches.
+
+        Silent: search strategies call it for every candidate; the strategies' events carry top-1 before and after.
+        """
+        return recalibrate_batch_norm(
+            model,
+            self.load_data().train_loader,
+            num_batches=self.train.bn_recalibration_batches,
+            device=self.device,
+            distributed=self.dist.enabled,
+        )
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> CompressionSummary:
@@ -199,6 +209,9 @@ class Compressor:
         torch.manual_seed(self.train.seed)
         model, _ = self.build_initial_model()
         model.to(self.device)
+        classes = num_outputs(model, self.input_size(), self.device)
+        if classes is not None:  # a label the model has no output for: a DataError naming it, not an IndexError
+            check_label_range(data, classes)
         context = self.make_context(model)
         check_pruned_params(self.config, context.model, context.aliases)  # before anything is written
         if self.checkpoint_root is not None and self.dist.is_main:
@@ -380,8 +393,18 @@ class Compressor:
                 f"checkpoint {latest} is of model {meta.get('model')!r}, not {self.model_name!r}; "
                 "use another checkpoint_path to start fresh"
             )
-        model = build_from_manifest(meta["manifest"])
-        check_state_dict(model, tensors["model"], str(latest))
+        manifest = meta.get("manifest")
+        if not isinstance(manifest, dict) or manifest.get("model") != self.model_name:
+            # never build (import) a model the checkpoint names but the user did not
+            raise CheckpointError(
+                f"checkpoint {latest}: its architecture manifest is missing or not of model {self.model_name!r}; "
+                "use another checkpoint_path to start fresh"
+            )
+        try:
+            model = build_from_manifest(manifest, trusted=self.model_name)
+            check_state_dict(model, tensors["model"], f"checkpoint {latest}: weights do not match its manifest")
+        except ModelError as error:
+            raise CheckpointError(str(error)) from None
         model.load_state_dict(tensors["model"])
         context.model = model.to(self.device)
         restore_rng_state(tensors["rng"])
@@ -464,6 +487,17 @@ class _StrategyHooks:
     def on_batch_end(self, batch_index: int, loss: float) -> None:
         for strategy in self.strategies:
             strategy.on_batch_end(self.context, batch_index, loss)
+
+
+def num_outputs(model: nn.Module, size: int, device: str | torch.device = "cpu") -> int | None:
+    """The number of logits ``model`` gives one ``size``x``size`` image; None unless it returns one (1, C) tensor."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            output = model.eval()(torch.zeros(1, 3, size, size, device=device))
+    finally:
+        model.train(was_training)
+    return int(output.shape[1]) if isinstance(output, torch.Tensor) and output.dim() == 2 else None
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -26,10 +26,9 @@ import hashlib
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -356,6 +355,24 @@ class LatencyTable:
             self.save()
         return values
 
+    def lookup_min(self, configs: list[ConvConfig], passes: int = 3) -> list[float]:
+        """Like :meth:`lookup_many`, but configurations not yet in the table are measured in
+        ``passes`` interleaved passes and the fastest pass is stored (for probes that must be
+        comparable with each other on a busy machine)."""
+        missing = [c for c in configs if c.key() not in self.entries]
+        if missing and not self.measure:
+            raise KeyError(f"{missing[0].key()} is not in the latency table {self.path} and measuring is off")
+        best: dict[str, float] = {}
+        for _ in range(passes if missing else 0):
+            for config in missing:
+                value = self._measure(config)
+                best[config.key()] = min(value, best.get(config.key(), float("inf")))
+        self.entries.update(best)
+        self.measured += len(best)
+        if best:
+            self.save()
+        return [self.entries[c.key()] for c in configs]
+
     def _measure(self, config: ConvConfig) -> float:
         module = _layer_module(config).eval()
         example = torch.randn(config.batch, config.in_channels, config.height, config.width)
@@ -364,7 +381,7 @@ class LatencyTable:
 
             with torch_threads(self.threads):
                 result = time_callable(torch_callable(module, example), warmup=self.warmup, runs=self.repeats)
-            return result.median_ms
+            return robust_ms(result.samples_ms)
         return _measure_ort(module, example, self.threads, self.warmup, self.repeats)
 
 
@@ -392,7 +409,14 @@ def _measure_ort(module: nn.Module, example: torch.Tensor, threads: int, warmup:
         started = time.perf_counter()
         session.run(None, feed)
         samples.append((time.perf_counter() - started) * 1000.0)
-    return statistics.median(samples)
+    return robust_ms(samples)
+
+
+def robust_ms(samples: Iterable[float], quantile: float = 0.2) -> float:
+    """A low quantile of timing samples: on a shared machine other processes only ever add time,
+    so the fast end of the distribution is the layer's own cost and is stable run to run."""
+    ordered = sorted(samples)
+    return float(ordered[min(int(quantile * len(ordered)), len(ordered) - 1)])
 
 
 # --------------------------------------------------------------------------- using the table
@@ -421,11 +445,344 @@ def fast_channel_counts(latencies: dict[int, float], slack: float = 0.0) -> list
     return sorted(kept)
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
-        yield
+BLOCK_CANDIDATES = (1, 4, 8, 16, 32)
+
+# Probe layers whose latency staircase reveals the runtime's channel block, per layer kind:
+# only one width varies, so the cost should be linear in that width rounded up to the block.
+_PROBES = {
+    "conv": lambda c: ConvConfig(64, c, 1, 1, 1, 56, 56),
+    "depthwise": lambda c: ConvConfig(c, c, 3, 1, c, 56, 56),
+    "linear": lambda c: ConvConfig(c, 1000, 1, 1, 1, 1, 1),
+}
 
 
-def to_numpy(values: Iterable[float]) -> np.ndarray:
-    return np.asarray(list(values), dtype=np.float64)
+def block_from_latencies(latencies: dict[int, float]) -> int:
+    """The channel block B that best explains ``latencies`` (count -> ms) as ``a + b * ceil(count / B) * B``.
+
+    A runtime that pads channels to its vector block shows a staircase; a
+    least-squares fit per candidate block picks the block whose staircase fits
+    best (ties go to the smaller block). Returns 1 for a smooth curve.
+    """
+    counts = np.asarray(sorted(latencies), dtype=np.float64)
+    values = np.asarray([latencies[int(c)] for c in counts], dtype=np.float64)
+    best_block, best_error = 1, float("inf")
+    for block in BLOCK_CANDIDATES:
+        padded = np.ceil(counts / block) * block
+        design = np.stack([np.ones_like(padded), padded], axis=1)
+        coefficients, *_ = np.linalg.lstsq(design, values, rcond=None)
+        error = float(np.median(np.abs(design @ coefficients - values)))
+        if error < best_error * 0.9:
+            best_block, best_error = block, error
+    return best_block
+
+
+def detect_blocks(table: LatencyTable, low: int = 64, high: int = 160, probe_step: int = 4,
+                  passes: int = 3) -> dict[str, int]:  # fmt: skip
+    """The channel block each layer kind ("conv", "depthwise", "linear") runs fast at on ``table``'s runtime.
+
+    Measured once and cached in the table: a probe layer's latency at every
+    ``probe_step``-th width in [low, high], in ``passes`` interleaved passes
+    (the fastest pass per width counts, which shrugs off a busy machine), is
+    read as a staircase by :func:`block_from_latencies`.
+    """
+    blocks = {}
+    for kind, make in _PROBES.items():
+        counts = list(range(low, high + 1, probe_step))
+        values = table.lookup_min([make(c) for c in counts], passes=passes)
+        blocks[kind] = block_from_latencies(dict(zip(counts, values, strict=True)))
+    return blocks
+
+
+def group_blocks(group_set, blocks: dict[str, int], model: nn.Module | None = None) -> dict[int, int]:
+    """Per prunable group: the block its channel count should be a multiple of.
+
+    A group's count is the output width of its source layers and the input width
+    of its consumers and depthwise members, so the group takes the largest
+    block of the layer kinds it touches (per-layer alignment, not one global
+    round_to: a group feeding only a classifier may need none).
+    """
+    roles = {"consumer": None, "depthwise": "depthwise"}
+    kinds_of_module = {}
+    for use in group_set.graph.uses:
+        if use.role in ("conv", "linear", "depthwise"):
+            kinds_of_module[use.module] = use.role
+    result = {}
+    for group in group_set.prunable():
+        kinds = {kinds_of_module.get(name, "conv") for name in group.sources}
+        for role, kind in roles.items():
+            for name in group.members.get(role, []):
+                kinds.add(kind or kinds_of_module.get(name, "conv"))
+        result[group.index] = max((blocks.get(k, 1) for k in kinds), default=1)
+    return result
+
+
+def allowed_counts(sizes: dict[int, int], block_of: dict[int, int]) -> dict[int, np.ndarray]:
+    """Multiples of each group's block (at least one block), plus the full size."""
+    allowed = {}
+    for group, size in sizes.items():
+        block = max(1, block_of.get(group, 1))
+        values = list(range(block, size + 1, block)) or [size]
+        allowed[group] = np.asarray(sorted(set(values) | {size}), dtype=np.int64)
+    return allowed
+
+
+class LatencyModel:
+    """Estimated latency of a pruning plan: the table's latency of each layer at the plan's channel counts.
+
+    Works on shapes only (the traced channel graph and a removal mask), like
+    MAC counting, so trying a plan costs a dictionary lookup per layer once the
+    table holds its configurations.
+    """
+
+    def __init__(self, group_set, model: nn.Module, input_size: int, table: LatencyTable, batch: int = 1) -> None:
+        self.group_set = group_set
+        self.table = table
+        self.configs = layer_configs(model, input_size, batch)
+        self.uses = [
+            u for u in group_set.graph.uses if u.role in ("conv", "linear", "depthwise", "fixed") and u.module in self.configs
+        ]
+
+    def _kept(self, ids: np.ndarray, mask: np.ndarray) -> int:
+        return int((~mask[self.group_set.roots[ids]]).sum())
+
+    def layer_configs(self, mask: np.ndarray) -> dict[str, ConvConfig]:
+        configs = {}
+        for use in self.uses:
+            base = self.configs[use.module]
+            if use.role == "fixed":
+                configs[use.module] = base
+                continue
+            cin = self._kept(use.in_ids, mask) if use.in_ids is not None else base.in_channels
+            cout = cin if use.role == "depthwise" else self._kept(use.out_ids, mask)
+            configs[use.module] = base.with_channels(max(cin, 1), max(cout, 1))
+        return configs
+
+    def estimate(self, mask: np.ndarray) -> float:
+        return float(sum(self.table.lookup(c) for c in self.layer_configs(mask).values()))
+
+    def base(self) -> float:
+        return self.estimate(np.zeros(len(self.group_set.roots), dtype=bool))
+
+
+def minimize_latency(builder, model_latency: LatencyModel, plan, target: float, tolerance: float = 0.01, *,
+                     spread: float = 0.25, max_moves: int = 200):  # fmt: skip
+    """Trade channels between groups to lower the estimated latency at (nearly) the same MACs.
+
+    Greedy exchange: each move takes one allowed step off one group and gives
+    one step to another (or takes a single step when that alone stays within
+    ``tolerance / 2`` of the MACs ``target``), keeping the move that saves the
+    most estimated time. Each group's kept fraction stays within ``spread`` of
+    where ``plan`` put it, so accuracy is not traded away for speed.
+    """
+    start = dict(plan.keep)
+    bounds = {
+        g: (max(1, int((k / builder.sizes[g] - spread) * builder.sizes[g])), int((k / builder.sizes[g] + spread) * builder.sizes[g]))
+        for g, k in start.items()
+    }
+    current, current_ms = plan, model_latency.estimate(plan.mask)
+    for _ in range(max_moves):
+        singles = []
+        for group, kept in current.keep.items():
+            for direction in (-1, 1):
+                count = builder.step(group, kept, direction)
+                if count is None or not bounds[group][0] <= count <= bounds[group][1]:
+                    continue
+                candidate = builder.build({**current.keep, group: count})
+                singles.append((group, count, candidate, model_latency.estimate(candidate.mask)))
+        best, best_ms = None, current_ms
+        for _, _, candidate, ms in singles:  # a single step that stays on target
+            if abs(candidate.reduction - target) <= tolerance / 2 and ms < best_ms:
+                best, best_ms = candidate, ms
+        downs = sorted((s for s in singles if s[1] < current.keep[s[0]]), key=lambda s: s[3])[:8]
+        ups = sorted((s for s in singles if s[1] > current.keep[s[0]]), key=lambda s: s[3])[:8]
+        for down in downs:  # pair the most time-saving removals with the cheapest additions
+            for up in ups:
+                if down[0] == up[0]:
+                    continue
+                candidate = builder.build({**current.keep, down[0]: down[1], up[0]: up[1]})
+                if abs(candidate.reduction - target) > tolerance / 2:
+                    continue
+                ms = model_latency.estimate(candidate.mask)
+                if ms < best_ms:
+                    best, best_ms = candidate, ms
+        if best is None or best_ms >= current_ms * (1.0 - 1e-4):
+            break
+        current, current_ms = best, best_ms
+    return current
+
+
+def search_latency(builder, model_latency: LatencyModel, target: float, tolerance: float = 0.01):
+    """One ratio for all groups, bisected so that the *estimated latency* drops by ``target`` (a fraction)."""
+    from torchslim.errors import PruningError
+
+    base_ms = model_latency.base()
+
+    def plan_for(ratio: float):
+        return builder.build({g: builder.aligned(g, n * (1.0 - ratio)) for g, n in builder.sizes.items()})
+
+    def reduction(plan) -> float:
+        return 1.0 - model_latency.estimate(plan.mask) / base_ms
+
+    most = builder.smallest()
+    if reduction(most) < target - tolerance:
+        raise PruningError(
+            f"latency target {target:.2%} is unreachable: removing everything allowed saves only "
+            f"{reduction(most):.2%} of the estimated latency"
+        )
+    low, high = 0.0, 1.0
+    best, best_error = plan_for(0.0), abs(reduction(plan_for(0.0)) - target)
+    for _ in range(30):
+        middle = (low + high) / 2
+        plan = plan_for(middle)
+        value = reduction(plan)
+        if abs(value - target) < best_error:
+            best, best_error = plan, abs(value - target)
+        if value < target:
+            low = middle
+        else:
+            high = middle
+        if best_error <= tolerance / 4:
+            break
+    return best
+
+
+@dataclass
+class LatencyPlanInfo:
+    """What latency-aware planning decided and expects."""
+
+    runtime: str
+    threads: int
+    batch_size: int
+    blocks: dict[str, int]
+    estimated_base_ms: float
+    estimated_uniform_ms: float | None
+    estimated_ms: float
+    table_path: str
+    table_entries: int
+    measured: int  # layer configurations measured now (not found in the cache)
+
+    @property
+    def estimated_speedup(self) -> float:
+        return self.estimated_base_ms / self.estimated_ms if self.estimated_ms > 0 else float("inf")
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["estimated_speedup"] = self.estimated_speedup
+        return data
+
+
+def prune_for_latency(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    target_flops: float | None = None,
+    latency_target: float | None = None,
+    runtime: str = "onnxruntime",
+    threads: int = DEFAULT_THREADS,
+    batch_size: int = 1,
+    criterion: str = "l1_norm",
+    pruned_params: str | None = None,
+    aliases: dict[str, str] | None = None,
+    align: str | int = "auto",
+    spread: float = 0.25,
+    table: LatencyTable | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    inplace: bool = False,
+    verify: bool = False,
+    tolerance: float = 0.01,
+):
+    """Latency-aware pruning: channel counts the runtime runs fast, and time taken where it is cheapest.
+
+    * ``align="auto"``: each group's count is a multiple of the channel block its
+      layers run fast at on ``runtime`` (read off measured latency staircases;
+      e.g. 16 for ONNX Runtime's NCHWc kernels on AVX-512, 8 on AVX2); an int
+      is a fixed block for all groups (like ``round_to``).
+    * ``target_flops``: MACs drop by this fraction (within ``tolerance``), and
+      among such plans channels are traded between groups to minimise the
+      latency estimated from the table (each group stays within ``spread`` of
+      the uniform ratio).
+    * ``latency_target``: the estimated latency drops by this fraction. With
+      both targets both must hold: the plan removes whichever is more.
+
+    Layer latencies come from a :class:`LatencyTable` (measured once per
+    runtime, machine and thread count, cached). Returns the same
+    :class:`~torchslim.pruner.PruneResult` as :func:`torchslim.prune`, with
+    ``result.latency`` (a :class:`LatencyPlanInfo`) added.
+    """
+    from torchslim.errors import PruningError
+    from torchslim.graph import apply_plan, oracle_reference
+    from torchslim.plan import PlanBuilder, search_uniform
+    from torchslim.profile import count_params
+    from torchslim.pruner import PruneReport, PruneResult, analyze, compare_outputs, rank_units
+
+    if target_flops is None and latency_target is None:
+        raise PruningError("give target_flops, latency_target or both")
+    for name, value in (("target_flops", target_flops), ("latency_target", latency_target)):
+        if value is not None and not 0.0 < value < 1.0:
+            raise PruningError(f"{name} must be in (0, 1), got {value}")
+    started = time.perf_counter()
+    table = table or LatencyTable(runtime, threads=threads, cache_dir=cache_dir)
+    measured_before = table.measured
+    group_set = analyze(model, example_input, pruned_params, aliases)
+    scores = rank_units(group_set, model, criterion)
+    order = {g: np.argsort(s, kind="stable") for g, s in scores.items()}
+    sizes = {g: len(o) for g, o in order.items()}
+    if align == "auto":
+        blocks = detect_blocks(table)
+        allowed = allowed_counts(sizes, group_blocks(group_set, blocks))
+    else:
+        blocks = {"all": int(align)}
+        allowed = allowed_counts(sizes, dict.fromkeys(sizes, int(align)))
+    builder = PlanBuilder(group_set, order, max(blocks.values()), allowed=allowed)
+    input_size = int(example_input.shape[-1])
+    latency_model = LatencyModel(group_set, model, input_size, table, batch_size)
+    base_ms = latency_model.base()
+    uniform_ms = None
+    plan = None
+    if target_flops is not None:
+        plan = search_uniform(builder, target_flops, tolerance)
+        uniform_ms = latency_model.estimate(plan.mask)
+        plan = minimize_latency(builder, latency_model, plan, target_flops, tolerance, spread=spread)
+    if latency_target is not None:
+        reached = plan is not None and 1.0 - latency_model.estimate(plan.mask) / base_ms >= latency_target - tolerance
+        if not reached:
+            plan = search_latency(builder, latency_model, latency_target, tolerance)
+    table.save()
+    before_channels = _channel_counts(model)
+    params_before = count_params(model)
+    reference = oracle_reference(model, group_set, plan.mask) if verify else None
+    pruned = model if inplace else copy.deepcopy(model)
+    apply_plan(pruned, group_set, plan.mask)
+    after_channels = _channel_counts(pruned)
+    report = PruneReport(
+        macs_before=plan.macs_before,
+        macs_after=plan.macs_after,
+        params_before=params_before,
+        params_after=count_params(pruned),
+        flops_reduction=plan.reduction,
+        groups_pruned=sum(1 for g, k in plan.keep.items() if k < group_set.groups[g].size),
+        groups_skipped=len(group_set.skipped()),
+        skipped={g.name: g.reason for g in group_set.skipped()},
+        channels={n: [before_channels[n], c] for n, c in after_channels.items() if c != before_channels.get(n)},
+        seconds=time.perf_counter() - started,
+    )
+    if reference is not None:
+        report.max_abs_diff, report.verified = compare_outputs(reference, pruned, example_input)
+    result = PruneResult(pruned, report, group_set, plan)
+    result.latency = LatencyPlanInfo(
+        runtime=runtime, threads=table.threads, batch_size=batch_size, blocks=blocks, estimated_base_ms=base_ms,
+        estimated_uniform_ms=uniform_ms, estimated_ms=latency_model.estimate(plan.mask), table_path=str(table.path),
+        table_entries=len(table), measured=table.measured - measured_before,
+    )  # fmt: skip
+    return result
+
+
+def _channel_counts(model: nn.Module) -> dict[str, int]:
+    counts = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            counts[name] = module.out_channels
+        elif isinstance(module, nn.Linear):
+            counts[name] = module.out_features
+    return counts
+

@@ -24,7 +24,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, saved: bool = True, 
     if saved:
         group.add_argument(
             "--model-path",
-            help="Directory of a saved (e.g. pruned) model written by torchslim (manifest.json + model.safetensors).",
+            help="Directory of a saved (e.g. pruned) model written by torchslim (manifest.json + model.safetensors). "
+            "If it was built by your own factory, also pass that factory as --model to trust its code.",
         )
     group.add_argument("--num-classes", type=int, default=None, help="Number of output classes (default 1000).")
     group.add_argument(
@@ -51,10 +52,8 @@ class LoadedModel:
 def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
     """Build ``--model`` (with ``--pretrained``) or load ``--model-path``."""
     model_path = getattr(args, "model_path", None)
-    if model_path and args.model:
-        raise ModelError("give either --model or --model-path, not both")
-    if model_path:
-        model, manifest = load_model(model_path)
+    if model_path:  # --model beside --model-path names the user factory the manifest may import
+        model, manifest = load_model(model_path, trusted=args.model)
         size = args.input_size or manifest.get("input_size", 224)
         return LoadedModel(model, manifest["model"], manifest.get("kwargs", {}), size, manifest)
     if not args.model:

@@ -11,7 +11,7 @@ from torchslim.config import apply_overrides, load_config
 from torchslim.errors import ConfigError
 from torchslim.profile import human
 
-from .output import emit_json, table
+from .output import emit_json, log, table
 
 # flag destination -> dotted config key
 OVERRIDES = {
@@ -116,8 +116,11 @@ def run_compress(args: argparse.Namespace) -> int:
     summary = compressor.run()
     if not compressor.dist.is_main:  # under torchrun only rank 0 reports
         return 0
+    bad_images = compressor.data.bad_images if compressor.data is not None else 0
+    if bad_images:
+        log(f"skipped {bad_images} unreadable images")
     if args.json:
-        emit_json(summary.as_dict())
+        emit_json({**summary.as_dict(), **({"bad_images_skipped": bad_images} if bad_images else {})})
     else:
         print(summary_table(summary))
     return 0

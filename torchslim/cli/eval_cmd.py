@@ -7,7 +7,9 @@ import argparse
 import numpy as np
 import torch
 
+from torchslim.compressor import num_outputs
 from torchslim.data import DEFAULT_DATA_SPEC, build_loaders
+from torchslim.data.loaders import check_label_range
 from torchslim.engine import EvalResult, accuracy_counts, evaluate
 from torchslim.export import OrtModel
 from torchslim.models import load_model
@@ -25,6 +27,9 @@ def add_parsers(subparsers) -> None:
         "inference model, which is run through ONNX Runtime.",
     )
     parser.add_argument("--model-path", "--model_path", dest="model_path", required=True, help="Model to evaluate.")
+    parser.add_argument(
+        "--model", help="For models built by your own factory (file.py:factory): name it to trust its code."
+    )
     parser.add_argument("--data", default=DEFAULT_DATA_SPEC, help="Data spec (default fashion-mnist).")
     parser.add_argument("--val-limit", type=int, help="Use only the first N validation images.")
     parser.add_argument("--batch-size", type=int, default=256, help="Images per batch (default 256).")
@@ -44,13 +49,19 @@ def run_eval(args: argparse.Namespace) -> int:
         size = ort_model.input_shape[-1]
     else:
         path = eval_model_dir(args.model_path)
-        model, manifest = load_model(path)
+        model, manifest = load_model(path, trusted=args.model)
         size = manifest.get("input_size")
     data = build_loaders(
         args.data, batch_size=args.batch_size, image_size=size, val_limit=args.val_limit, num_workers=0,
         skip_bad_images=args.skip_bad_images,
     )  # fmt: skip
     log(f"evaluating {path} on {data.description}")
+    if is_onnx:
+        classes = ort_model(np.zeros((1, 3, size, size), np.float32)).shape[-1]
+    else:
+        classes = num_outputs(model, size)
+    if classes is not None:  # a label beyond the model's outputs: a DataError naming it, not an IndexError
+        check_label_range(data, int(classes), splits=("val",))
     if is_onnx:
         result = evaluate_onnx(ort_model, data.val_loader)
     else:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from torchslim.bn_recalibration import DEFAULT_BN_BATCHES, recalibrate_batch_norm
 from torchslim.criteria import list_criteria
+from torchslim.data import DataBundle, build_loaders
+from torchslim.engine import evaluate
 from torchslim.errors import ConfigError
 from torchslim.models import save_model, seed_param_names
 from torchslim.profile import human
@@ -44,8 +47,31 @@ def add_parsers(subparsers) -> None:
     parser.add_argument(
         "--verify", action="store_true", help="Check the pruned model against the unpruned one (correctness oracle)."
     )
+    data = parser.add_argument_group("accuracy (needs --data)")
+    data.add_argument(
+        "--data",
+        help="Data spec (fashion-mnist[:DIR], cifar10:DIR, imagenet:DIR, folder:DIR): report validation top-1 "
+        "before pruning, right after, and after re-estimating batch-norm statistics on training batches.",
+    )
+    data.add_argument(
+        "--bn-batches", type=int, default=DEFAULT_BN_BATCHES,
+        help=f"Training batches for batch-norm re-estimation after pruning (default {DEFAULT_BN_BATCHES}; 0: off).",
+    )  # fmt: skip
+    data.add_argument("--val-limit", type=int, help="Evaluate on the first N validation images only.")
+    data.add_argument("--batch-size", type=int, default=64, help="Images per batch (default 64).")
     parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
     parser.set_defaults(handler=run_prune)
+
+
+def _load_data(args: argparse.Namespace, loaded) -> DataBundle:
+    """The loaders for ``--data``; the model's input size follows the data unless given or saved."""
+    if args.bn_batches < 0:
+        raise ConfigError(f"--bn-batches must be >= 0, got {args.bn_batches}")
+    size = args.input_size or (loaded.manifest or {}).get("input_size")
+    bundle = build_loaders(args.data, batch_size=args.batch_size, image_size=size, val_limit=args.val_limit)
+    loaded.input_size = bundle.image_size
+    log(f"data: {bundle.description}")
+    return bundle
 
 
 def run_prune(args: argparse.Namespace) -> int:
@@ -55,6 +81,8 @@ def run_prune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--criterion {args.criterion!r} is unknown; choose from {', '.join(list_criteria())}")
     loaded = load_model_from_args(args)
     aliases = seed_param_names(loaded.name, loaded.model) if ":" not in loaded.name else {}
+    data = _load_data(args, loaded) if args.data else None
+    accuracy = {"top1_before": evaluate(loaded.model, data.val_loader).top1} if data is not None else {}
     started = time.perf_counter()
     result = prune(
         loaded.model,
@@ -70,10 +98,13 @@ def run_prune(args: argparse.Namespace) -> int:
     )
     report = result.report
     log(f"pruned in {report.seconds:.3f} s from model built to pruned model ready (total {time.perf_counter() - started:.3f} s)")
+    if data is not None:
+        accuracy.update(_recover_accuracy(args, result.model, data))
     if args.output:
         save_model(args.output, result.model, loaded.name, loaded.kwargs, input_size=loaded.input_size,
                    extra={"pruning": {"target_flops": args.target_flops, "criterion": args.criterion,
-                                      "round_to": args.round_to, "pruned_params": args.pruned_params}})  # fmt: skip
+                                      "round_to": args.round_to, "pruned_params": args.pruned_params,
+                                      "bn_recalibration_batches": accuracy.get("bn_batches", 0)}})  # fmt: skip
         log(f"saved pruned model to {args.output}")
     payload = {
         "model": loaded.name,
@@ -89,6 +120,7 @@ def run_prune(args: argparse.Namespace) -> int:
         "seconds": report.seconds,
         "round_to": args.round_to,
         "output": args.output,
+        **accuracy,
     }
     if args.json:
         payload["skipped"] = report.skipped
@@ -105,4 +137,23 @@ def run_prune(args: argparse.Namespace) -> int:
         print(f"  kept {name}: {reason}")
     if report.verified is not None:
         print(f"verify: {'OK' if report.verified else 'FAILED'} (max |diff| {report.max_abs_diff:.2e})")
+    if accuracy:
+        print(f"top-1 on {accuracy['val_images']} validation images: {accuracy['top1_before']:.2f}% before pruning, "
+              f"{accuracy['top1_after_prune']:.2f}% right after")  # fmt: skip
+        if "top1_after_bn_recalibration" in accuracy:
+            print(f"top-1 after batch-norm re-estimation on {accuracy['bn_batches']} training batches: "
+                  f"{accuracy['top1_after_bn_recalibration']:.2f}%")  # fmt: skip
     return 0 if report.verified in (None, True) else 1
+
+
+def _recover_accuracy(args: argparse.Namespace, model, data: DataBundle) -> dict:
+    """Top-1 of the pruned model as is, then after batch-norm re-estimation (unless ``--bn-batches 0``)."""
+    after = evaluate(model, data.val_loader)
+    result = {"val_images": after.samples, "top1_after_prune": after.top1, "bn_batches": 0}
+    if args.bn_batches > 0:
+        started = time.perf_counter()
+        result["bn_batches"] = recalibrate_batch_norm(model, data.train_loader, num_batches=args.bn_batches)
+        log(f"batch-norm statistics re-estimated on {result['bn_batches']} training batches "
+            f"in {time.perf_counter() - started:.2f} s")  # fmt: skip
+        result["top1_after_bn_recalibration"] = evaluate(model, data.val_loader).top1
+    return result

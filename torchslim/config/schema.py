@@ -271,6 +271,9 @@ class AutoPruneConfig(PruneStrategyConfig):
     retrain_epoch: int = spec(as_int, 0, check=_NON_NEGATIVE)
     uniform_range: float | None = spec(optional(as_float), None, check=_FRACTION)
     init_tokens: list[int] | None = spec(optional(list_of(as_int)), None, check=each(_NON_NEGATIVE))
+    eval_rate: float | None = spec(
+        optional(as_float), None, check=_FRACTION, doc="fraction of the eval set each candidate is scored on; null: all"
+    )
 
     def validate(self, ctx: Context, path: KeyPath) -> None:
         super().validate(ctx, path)
@@ -282,7 +285,9 @@ class AutoPruneConfig(PruneStrategyConfig):
 
 @dataclass(kw_only=True)
 class DistillationConfig(StrategyConfig):
-    """``class: DistillationStrategy`` - accepted and kept for later; names its distiller(s)."""
+    """``class: DistillationStrategy`` - names its distiller (one); epochs [start_epoch, end_epoch).
+
+    The ``distillers`` entries stay raw here; :mod:`torchslim.strategies.distill` validates them."""
 
     class_name: ClassVar[str] = "DistillationStrategy"
     references: ClassVar[tuple[tuple[str, str], ...]] = (

@@ -15,7 +15,9 @@ from torch import nn
 from torchslim.graph import Group, GroupSet
 from torchslim.registry import Registry
 
-from .data_driven import DATA_CRITERIA, DataCriterion, data_criterion, prepare_data_criterion
+from .data_driven import DATA_CRITERIA, DataCriterion
+from .data_driven import data_criterion as data_criterion
+from .data_driven import prepare_data_criterion as prepare_data_criterion
 
 # A criterion maps one member layer's weight (output channels first) to one score per channel;
 # a DataCriterion (taylor, activation_mean) scores from batches fed by prepare_data_criterion.

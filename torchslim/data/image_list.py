@@ -155,6 +155,18 @@ class ImageListDataset(Dataset):
     def path(self, index: int) -> Path:
         return Path(os.fsdecode(os.path.join(self.root, self._paths[index])))
 
+    def where(self, index: int) -> str:
+        """Where sample ``index`` and its label come from: ``LIST line N (image)`` for list files."""
+        source = Path(self.source)
+        if source.is_file():
+            count = -1
+            for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+                if line.strip() and not line.strip().startswith("#"):  # the lines read_image_list keeps
+                    count += 1
+                    if count == index:
+                        return f"{source} line {number} ({self.path(index)})"
+        return str(self.path(index))
+
     def _load(self, index: int) -> Image.Image:
         path = self.path(index)
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
@@ -56,6 +57,31 @@ def bad_image_count(dataset: Dataset) -> int:
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
     return getattr(dataset, "bad_images", 0)
+
+
+def check_label_range(data: DataBundle, num_classes: int, splits: tuple[str, ...] = ("train", "val")) -> None:
+    """A DataError naming the first used sample (list file and line for ImageNet lists) whose label
+    is not below ``num_classes``, the model's number of outputs: found before any batch runs."""
+    loaders = {"train": data.train_loader, "val": data.val_loader}
+    for split, loader in ((split, loaders[split]) for split in splits):
+        dataset, indices = loader.dataset, None
+        while isinstance(dataset, Subset):
+            inner = np.asarray(dataset.indices, dtype=np.int64)
+            indices, dataset = (inner if indices is None else inner[indices]), dataset.dataset
+        labels = getattr(dataset, "labels", None)
+        if labels is None:
+            continue
+        labels = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        used = labels if indices is None else labels[indices]
+        bad = np.flatnonzero(used >= num_classes)
+        if bad.size:
+            index = int(bad[0] if indices is None else indices[bad[0]])
+            where = dataset.where(index) if hasattr(dataset, "where") else f"{split} sample {index}"
+            raise DataError(
+                f"{where}: label {int(labels[index])} is out of range for a model with {num_classes} classes "
+                f"(0..{num_classes - 1}) ({bad.size} {split} label{'s' if bad.size > 1 else ''} in all); "
+                "check num_classes or the labels"
+            )
 
 
 def _check_positive(name: str, value: int | None) -> None:

@@ -338,11 +338,7 @@ class _Tracer:
     def chunk(self, node: fx.Node, kind: str) -> Value:
         labels = self.value(node.args[0])
         in_shape = _shapes(node.args[0])
-        if kind == "chunk":
-            dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
-        else:
-            dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
-        dim = dim % len(in_shape)
+        dim = (node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)) % len(in_shape)
         if not isinstance(labels, np.ndarray) or dim == 0:
             return self.opaque(node, f"{kind} on axis {dim} at node {node.name}")
         full = np.broadcast_to(labels, in_shape[1:])

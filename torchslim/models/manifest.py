@@ -17,7 +17,7 @@ from torch import nn
 
 from torchslim.errors import ModelError
 
-from .zoo import build_model, canonical_name
+from .zoo import build_model, canonical_name, is_user_factory
 
 FORMAT = "torchslim.manifest/1"
 
@@ -88,10 +88,21 @@ def apply_manifest_sizes(model: nn.Module, modules: dict[str, Any]) -> nn.Module
     return model
 
 
-def build_from_manifest(manifest: dict[str, Any]) -> nn.Module:
+def build_from_manifest(manifest: dict[str, Any], trusted: str | None = None) -> nn.Module:
+    """Rebuild the architecture. A manifest naming user code (``file.py:factory``) is only
+    followed when the caller names the same factory in ``trusted``: a downloaded model
+    directory must never make us import code."""
     if manifest.get("format") != FORMAT:
         raise ModelError(f"not a torchslim manifest (format {manifest.get('format')!r}, expected {FORMAT!r})")
-    model = build_model(manifest["model"], **manifest.get("kwargs", {}))
+    name = manifest.get("model")
+    if not isinstance(name, str):
+        raise ModelError("manifest has no model name")
+    if is_user_factory(name) and name != trusted:
+        raise ModelError(
+            f"the manifest names user code {name!r}; pass --model {name} (the Python API: trusted=...) "
+            "to confirm you trust it"
+        )
+    model = build_model(name, **manifest.get("kwargs", {}))
     return apply_manifest_sizes(model, manifest.get("modules", {}))
 
 

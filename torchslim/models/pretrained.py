@@ -25,7 +25,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any failure to read is the file's fault
-        raise ModelError(f"cannot read weights file {path}: {type(error).__name__}: {error}") from None
+        raise ModelError(f"cannot read weights file {path}: {type(error).__name__}: {unpickling_reason(error)}") from None
     for key in _NESTED_KEYS:
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -56,3 +56,18 @@ def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
     check_state_dict(model, state, str(path))
     model.load_state_dict(state)
     return model
+
+
+def unpickling_reason(error: BaseException) -> str:
+    """One line saying why loading failed; for ``torch.load(weights_only=True)`` refusals, the refused
+    object (e.g. ``unsupported GLOBAL posix.system``) rather than torch's multi-line advice."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        detail = [
+            line for line in lines[1:]
+            if not line.startswith(("Check the documentation", "Please file an issue"))
+        ]  # fmt: skip
+        return "torch.load(weights_only=True) refused it, as it is not a plain state dict of tensors" + (
+            f": {'; '.join(detail)}" if detail else ""
+        )
+    return lines[0] if lines else type(error).__name__

@@ -50,8 +50,11 @@ def save_model(
     return manifest
 
 
-def load_model(directory: str | Path, model: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a saved model. ``model``: a fresh instance of a user's own base model (Python API)."""
+def load_model(
+    directory: str | Path, model: nn.Module | None = None, trusted: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a saved model. ``model``: a fresh instance of a user's own base model (Python API);
+    ``trusted``: the user factory the manifest may name (see :func:`build_from_manifest`)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelError(f"model directory {directory} does not exist")
@@ -59,7 +62,7 @@ def load_model(directory: str | Path, model: nn.Module | None = None) -> tuple[n
     if model is not None:
         apply_manifest_sizes(model, manifest.get("modules", {}))
     else:
-        model = build_from_manifest(manifest)
+        model = build_from_manifest(manifest, trusted)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelError(f"{directory} has no {WEIGHTS_FILE}")

@@ -6,14 +6,13 @@ from typing import Any
 
 from torchslim.errors import ConfigError
 
+from .auto import AutoPruneStrategy
 from .base import CompressionContext, Strategy
 from .distill import DistillationStrategy
+from .sensitive import SensitivePruneStrategy
 from .uniform import UniformPruneStrategy
 
-NOT_YET = {
-    "SensitivePruneStrategy": "sensitivity-based pruning",
-    "AutoPruneStrategy": "search-based (simulated annealing) pruning",
-}
+NOT_YET: dict[str, str] = {}
 
 
 def build_strategy(name: str, config: Any, slim_config: Any) -> Strategy:
@@ -23,6 +22,10 @@ def build_strategy(name: str, config: Any, slim_config: Any) -> Strategy:
         return UniformPruneStrategy(name, config, slim_config.pruner_of(config))
     if class_name == "DistillationStrategy":
         return DistillationStrategy(name, config, slim_config)
+    if class_name == "SensitivePruneStrategy":
+        return SensitivePruneStrategy(name, config, slim_config)
+    if class_name == "AutoPruneStrategy":
+        return AutoPruneStrategy(name, config, slim_config)
     if class_name in NOT_YET:
         raise ConfigError(
             f"{slim_config.source}: strategies.{name}: {class_name} ({NOT_YET[class_name]}) is not yet supported"
@@ -30,4 +33,12 @@ def build_strategy(name: str, config: Any, slim_config: Any) -> Strategy:
     raise ConfigError(f"{slim_config.source}: strategies.{name}: unknown strategy class {class_name}")
 
 
-__all__ = ["CompressionContext", "DistillationStrategy", "Strategy", "UniformPruneStrategy", "build_strategy"]
+__all__ = [
+    "AutoPruneStrategy",
+    "CompressionContext",
+    "DistillationStrategy",
+    "SensitivePruneStrategy",
+    "Strategy",
+    "UniformPruneStrategy",
+    "build_strategy",
+]

@@ -120,10 +120,13 @@ class AutoPruneStrategy(Strategy):
         self.done = False
         self.controller: SAController | None = None
         self.group_names: list[str] | None = None
+        self.init_tokens: list[int] | None = None
+        self.initial_reward: float | None = None
         self.evaluations = 0  # candidates evaluated by this process (tests, logs)
         self.on_candidate: Callable[[int, list[int], float], None] | None = None
-        self._saved: dict[str, Any] | None = None  # state loaded before the controller existed
+        self._saved: dict[str, Any] | None = None  # controller state loaded before the controller existed
         self._batches: list[Batch] | None = None
+        self._fingerprint: str | None = None
 
     @property
     def criterion(self) -> str:
@@ -145,17 +148,14 @@ class AutoPruneStrategy(Strategy):
         if self.done or context.epoch < self.config.start_epoch:
             return
         space = self._prepare(context)
-        if context.epoch >= self.apply_epoch():
-            budget = self.controller_config.max_iter_number
-        else:
-            remaining_epochs = self.apply_epoch() - context.epoch + 1
-            left = self.controller_config.max_iter_number - self.controller.iteration
-            budget = math.ceil(left / remaining_epochs)
-        self.search(context, space, budget)
+        left = self.controller.max_iter_number - self.controller.iteration
+        if context.epoch < self.apply_epoch():
+            left = math.ceil(left / (self.apply_epoch() - context.epoch + 1))
+        self.search(context, space, left)
         if context.epoch >= self.apply_epoch():
             self.apply_best(context, space)
 
-    # -- the search ------------------------------------------------------------------------------
+    # -- set-up ----------------------------------------------------------------------------------
     def _prepare(self, context: CompressionContext) -> TokenSpace:
         model = context.model
         group_set = analyze(model, context.example_input, self.config.pruned_params, context.aliases)
@@ -163,26 +163,32 @@ class AutoPruneStrategy(Strategy):
                               device=context.device)  # fmt: skip
         space = TokenSpace(group_set, scores, self.pruner.round_to)
         if not space.groups:
-            raise PruningError(f"{self.name}: no prunable group: pruned_params selects nothing that can lose channels")
+            raise PruningError(f"{self.name}: pruned_params selects no group that can lose channels")
         if self.group_names is not None and self.group_names != space.names:
-            raise PruningError(f"{self.name}: the model's prunable groups changed during the search")
+            raise PruningError(
+                f"{self.name}: the model's prunable groups changed since the search started; "
+                "start afresh with another checkpoint path"
+            )
         self.group_names = space.names
         if self._batches is None:
-            self._batches, _, _ = validation_slice(context, getattr(self.config, "eval_rate", None), self.data_spec)
+            self._batches, _, _ = validation_slice(context, self.config.eval_rate, self.data_spec)
+        self._fingerprint = model_fingerprint(model)
         if self.controller is None:
+            saved = self._newer_saved_state()
+            if saved is not None:  # killed after applying but before the checkpoint: search state only
+                self.load_state_dict({**saved, "done": False})
+            if self.init_tokens is None:
+                self.init_tokens = self.initial_tokens(space)
             self.controller = SAController(
-                self._ranges(space),
+                self._ranges(space, self.init_tokens),
                 reduce_rate=self.controller_config.reduce_rate,
                 init_temperature=self.controller_config.init_temperature,
                 max_iter_number=self.controller_config.max_iter_number,
                 seed=self.train_config.seed,
-                constrain=lambda tokens: self._feasible(space, tokens),
             )
             if self._saved is not None:
                 self.controller.load_state_dict(self._saved)
-        else:
-            self.controller.constrain = lambda tokens: self._feasible(space, tokens)
-        self._resume_from_file(model)
+        self.controller.constrain = lambda tokens: self._feasible(space, tokens)
         return space
 
     def _feasible(self, space: TokenSpace, tokens: list[int]) -> bool:
@@ -196,37 +202,31 @@ class AutoPruneStrategy(Strategy):
                     f"strategies.{self.name}.init_tokens has {len(self.config.init_tokens)} values but "
                     f"pruned_params selects {len(space.groups)} prunable groups ({', '.join(space.names)})"
                 )
-            tokens = [space.token_for_ratio(g, p / 100.0) for g, p in zip(space.groups, self.config.init_tokens,
-                                                                         strict=True)]  # fmt: skip
+            pairs = zip(space.groups, self.config.init_tokens, strict=True)
+            tokens = [space.token_for_ratio(g, percent / 100.0) for g, percent in pairs]
         else:
             middle = (self.config.min_ratio + self.config.max_ratio) / 2
             window = (self.config.max_ratio - self.config.min_ratio) / 2
             try:
                 plan = search_uniform(space.builder, middle, max(window, 0.005))
             except PruningError:
-                plan = search_uniform(space.builder, middle, 0.1)
+                plan = search_uniform(space.builder, middle, 0.2)
             tokens = space.tokens_from_plan(plan)
         return self._repair(space, tokens)
 
-    def _ranges(self, space: TokenSpace) -> list[tuple[int, int]]:
-        start = self._start_tokens(space)
+    def _ranges(self, space: TokenSpace, start: list[int]) -> list[tuple[int, int]]:
+        """Every token's range: all options, or those within ``uniform_range`` of its starting ratio."""
         ranges = []
-        for g, token in zip(space.groups, start, strict=True):
-            last = len(space.options[g]) - 1
+        start_ratios = space.ratios(start)
+        for g, token, ratio in zip(space.groups, start, start_ratios, strict=True):
             if self.config.uniform_range is None:
-                ranges.append((0, last))
+                ranges.append((0, len(space.options[g]) - 1))
                 continue
-            ratio = space.ratios(start)[space.groups.index(g)]
             size = space.builder.sizes[g]
-            inside = [i for i, k in enumerate(space.options[g]) if abs((1.0 - k / size) - ratio) <= self.config.uniform_range + 1e-9]
-            ranges.append((min(inside + [token]), max(inside + [token])))
+            inside = [i for i, kept in enumerate(space.options[g])
+                      if abs((1.0 - kept / size) - ratio) <= self.config.uniform_range + 1e-9]  # fmt: skip
+            ranges.append((min([*inside, token]), max([*inside, token])))
         return ranges
-
-    def _start_tokens(self, space: TokenSpace) -> list[int]:
-        if self._saved is not None and self._saved.get("current_tokens") is not None:
-            return list(self._saved.get("init_tokens") or self._saved["current_tokens"])
-        self._init_tokens = self.initial_tokens(space)
-        return self._init_tokens
 
     def _repair(self, space: TokenSpace, tokens: list[int]) -> list[int]:
         """Greedy single-token moves until the removed MACs are inside [min_ratio, max_ratio]."""
@@ -253,6 +253,7 @@ class AutoPruneStrategy(Strategy):
             "or use a smaller round_to"
         )
 
+    # -- the search ------------------------------------------------------------------------------
     def evaluate_tokens(self, context: CompressionContext, space: TokenSpace, tokens: list[int]) -> float:
         """The reward of ``tokens``: the metric (percent) of a pruned copy on the validation slice."""
         candidate = copy.deepcopy(context.model)
@@ -271,23 +272,22 @@ class AutoPruneStrategy(Strategy):
             train_one_epoch(model, context.train_loader, optimizer, device=context.device, epoch=epoch, progress=False)
 
     def search(self, context: CompressionContext, space: TokenSpace, budget: int) -> None:
+        """Evaluate the initial tokens (once) and then up to ``budget`` candidates."""
         controller = self.controller
         if not controller.started:
-            tokens = self._start_tokens(space)
-            reward = self.evaluate_tokens(context, space, tokens)
-            controller.reset(tokens, reward)
-            self._init_tokens = tokens
-            self._save_search_state(context.model)
-            self._report(0, tokens, reward)
-        steps = min(budget, controller.max_iter_number - controller.iteration)
+            self.initial_reward = self.evaluate_tokens(context, space, self.init_tokens)
+            controller.reset(self.init_tokens, self.initial_reward)
+            self._save_search_state()
+            self._report(0, self.init_tokens, self.initial_reward)
+        steps = max(0, min(budget, controller.max_iter_number - controller.iteration))
         bar = tqdm(total=controller.max_iter_number, initial=controller.iteration, desc=f"{self.name} search",
                    unit="candidate", disable=not self.progress, file=sys.stderr, leave=False)  # fmt: skip
         with bar:
-            for _ in range(max(steps, 0)):
+            for _ in range(steps):
                 tokens = controller.next_tokens()
                 reward = self.evaluate_tokens(context, space, tokens)
                 controller.update(tokens, reward)
-                self._save_search_state(context.model)
+                self._save_search_state()
                 bar.update(1)
                 bar.set_postfix(best=f"{controller.best_reward:.2f}", T=f"{controller.temperature:.3g}")
                 self._report(controller.iteration, tokens, reward)
@@ -314,41 +314,41 @@ class AutoPruneStrategy(Strategy):
             "ratios": {n: round(r, 4) for n, r in zip(space.names, space.ratios(tokens), strict=True)},
             "tokens": tokens,
             "search": {
-                "iterations": controller.iteration,
+                "candidates": controller.iteration,
                 "accepted": controller.accepted,
-                "best_reward": controller.best_reward,
-                "initial_reward": self._saved_initial_reward(),
                 "metric": self.metric,
+                "initial_reward": self.initial_reward,
+                "best_reward": controller.best_reward,
             },
         }
         plot = Path(self.run_dir) / f"{self.name}.channels.png" if self.run_dir else None
         finish_pruning(context, event, plot, before)
-        self._save_search_state(context.model)
+        self._save_search_state()
         log.info("%s: applied the best of %d candidates (%s %.2f), %.2f%% of MACs removed", self.name,
                  controller.iteration, self.metric, controller.best_reward, 100 * plan.reduction)  # fmt: skip
 
-    def _saved_initial_reward(self) -> float | None:
-        return getattr(self, "_initial_reward", None)
-
     # -- resumable state -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"done": self.done, "group_names": self.group_names}
-        if self.controller is not None and self.controller.started:
-            state["controller"] = {**self.controller.state_dict(), "init_tokens": getattr(self, "_init_tokens", None)}
-        elif self._saved is not None:
-            state["controller"] = self._saved
-        return state
+        """JSON data: done, the groups searched, the initial tokens / reward, the controller's state."""
+        controller = self.controller.state_dict() if self.controller is not None and self.controller.started else self._saved
+        return {
+            "done": self.done,
+            "group_names": self.group_names,
+            "init_tokens": self.init_tokens,
+            "initial_reward": self.initial_reward,
+            "controller": controller,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.done = bool(state.get("done", False))
         self.group_names = state.get("group_names")
+        self.init_tokens = state.get("init_tokens")
+        self.initial_reward = state.get("initial_reward")
         self._saved = state.get("controller")
-        if self._saved is not None:
-            self._init_tokens = self._saved.get("init_tokens")
-            if self.controller is not None:
-                self.controller.load_state_dict(self._saved)
+        if self._saved is not None and self.controller is not None:
+            self.controller.load_state_dict(self._saved)
 
-    def _save_search_state(self, model) -> None:
+    def _save_search_state(self) -> None:
         """Write the search state next to the checkpoints after every candidate (atomically)."""
         path = self.state_file
         if path is None:
@@ -359,24 +359,23 @@ class AutoPruneStrategy(Strategy):
         temporary.write_text(json.dumps(payload) + "\n", encoding="utf-8")
         os.replace(temporary, path)
 
-    def _resume_from_file(self, model) -> None:
-        """Adopt the side file's state when it is further along and was written for these very weights."""
-        self._fingerprint = model_fingerprint(model)
+    def _newer_saved_state(self) -> dict[str, Any] | None:
+        """The side file's state when it is further along than ours and was written for these very weights."""
         path = self.state_file
         if path is None or not path.exists():
-            return
+            return None
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
-            return
-        state = payload.get("state", {})
+            return None
+        state = payload.get("state") or {}
         saved = state.get("controller")
-        if payload.get("fingerprint") != self._fingerprint or not saved or state.get("done"):
-            return
-        if self.controller.started and int(saved["iteration"]) <= self.controller.iteration:
-            return
-        if state.get("group_names") not in (None, self.group_names):
-            return
-        self.controller.load_state_dict(saved)
-        self._init_tokens = saved.get("init_tokens")
-        log.info("%s: continuing the search at candidate %d from %s", self.name, self.controller.iteration, path)
+        if payload.get("fingerprint") != self._fingerprint or not saved:
+            return None
+        if state.get("group_names") != self.group_names:
+            return None
+        ours = self._saved["iteration"] if self._saved else -1
+        if int(saved["iteration"]) <= ours:
+            return None
+        log.info("%s: continuing the search at candidate %d from %s", self.name, saved["iteration"], path)
+        return state

@@ -80,7 +80,9 @@ class SoftLabelDistillerConfig:
     temperature: float = spec(as_float, 4.0, check=interval(0, lo_open=True), doc="softmax temperature T")
     alpha: float = spec(as_float, 0.5, check=interval(0, 1), doc="weight of the soft-label (KL) loss")
     teacher: str | None = spec(
-        as_path_or_none, None, doc="null: the model before pruning; else a weights file or saved model directory"
+        as_path_or_none,
+        None,
+        doc="null: the model before pruning; else a weights file or saved model directory",
     )
 
 
@@ -124,6 +126,12 @@ def soft_label_loss(
     return alpha * soft + (1.0 - alpha) * hard
 
 
+def _is_main_process(context: CompressionContext) -> bool:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return context.is_main_process
+
+
 class DistillationStrategy(Strategy):
     def __init__(self, name: str, config: Any, slim_config: Any) -> None:
         super().__init__(name, config)
@@ -154,9 +162,17 @@ class DistillationStrategy(Strategy):
             return
         self.teacher = self._prepare(copy.deepcopy(context.model), context)
         if self.teacher_dir is not None:
-            if context.is_main_process:
-                save_model(self.teacher_dir, self.teacher, context.base_name, context.base_kwargs,
-                           input_size=int(context.example_input.shape[-1]), extra={"teacher_of": self.name})  # fmt: skip
+            if _is_main_process(context):
+                # The manifest builds a fresh base model: keep the global RNG as it was.
+                with torch.random.fork_rng(devices=[]):
+                    save_model(
+                        self.teacher_dir,
+                        self.teacher,
+                        context.base_name,
+                        context.base_kwargs,
+                        input_size=int(context.example_input.shape[-1]),
+                        extra={"teacher_of": self.name},
+                    )
             if dist.is_available() and dist.is_initialized():
                 dist.barrier()
 
@@ -164,7 +180,7 @@ class DistillationStrategy(Strategy):
         path = self.distiller.teacher
         if path is not None:
             if Path(path).is_dir():
-                model, _ = load_model(path)
+                model, _ = load_model(path, trusted=context.base_name)
             else:
                 model = load_pretrained(build_model(context.base_name, **context.base_kwargs), path)
             return self._prepare(model, context)
@@ -174,7 +190,7 @@ class DistillationStrategy(Strategy):
                 f"unpruned model saved at the start of the run in {self.teacher_dir}, which is missing; "
                 "set the teacher to a weights file or saved model directory"
             )
-        model, _ = load_model(self.teacher_dir)
+        model, _ = load_model(self.teacher_dir, trusted=context.base_name)
         log.info("strategy %s: teacher loaded from %s", self.name, self.teacher_dir)
         return self._prepare(model, context)
 
@@ -203,9 +219,13 @@ class DistillationStrategy(Strategy):
                 f"the student's {tuple(outputs.shape)}"
             )
         return soft_label_loss(
-            outputs, teacher_outputs, targets, temperature=self.distiller.temperature,
-            alpha=self.distiller.alpha, label_smoothing=self.label_smoothing,
-        )  # fmt: skip
+            outputs,
+            teacher_outputs,
+            targets,
+            temperature=self.distiller.temperature,
+            alpha=self.distiller.alpha,
+            label_smoothing=self.label_smoothing,
+        )
 
     # -- hooks ----------------------------------------------------------------------------
     def on_epoch_begin(self, context: CompressionContext) -> None:
@@ -213,7 +233,9 @@ class DistillationStrategy(Strategy):
             self._release(context)
             return
         if self.teacher is None:
-            self.teacher = self._load_teacher(context)
+            # Building the teacher's architecture draws random weights: keep the global RNG as it was.
+            with torch.random.fork_rng(devices=[]):
+                self.teacher = self._load_teacher(context)
         context.loss_fn = self.loss
         self.teacher_seconds, self._train_start, self._train_end = 0.0, None, None
 
@@ -230,7 +252,7 @@ class DistillationStrategy(Strategy):
             return
         train_seconds = (self._train_end or 0.0) - (self._train_start or 0.0)
         share = 100.0 * self.teacher_seconds / train_seconds if train_seconds > 0 else None
-        context.events.append({
+        event = {
             "strategy": self.name,
             "epoch": context.epoch,
             "distiller": self.distiller.name,
@@ -239,9 +261,16 @@ class DistillationStrategy(Strategy):
             "teacher_seconds": self.teacher_seconds,
             "train_seconds": train_seconds,
             "teacher_percent_of_epoch": share,
-        })  # fmt: skip
-        log.info("strategy %s, epoch %d: teacher forward %.2f s (%s of the epoch's training time)", self.name,
-                 context.epoch, self.teacher_seconds, "?" if share is None else f"{share:.1f}%")  # fmt: skip
+        }
+        context.events.append(event)
+        percent = "?" if share is None else f"{share:.1f}%"
+        log.info(
+            "strategy %s, epoch %d: teacher forward %.2f s (%s of the epoch's training time)",
+            self.name,
+            context.epoch,
+            self.teacher_seconds,
+            percent,
+        )
         if not self.active(context.epoch + 1):
             self._release(context)
 

@@ -1,0 +1,318 @@
+"""DistillationStrategy: the loss, its epoch window, config errors, alpha = 0 equals plain
+fine-tuning, and a distilling run that is killed after its first checkpoint and resumed."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file, save_file
+
+from torchslim.compressor import Compressor
+from torchslim.config import load_config
+from torchslim.engine import load_checkpoint
+from torchslim.errors import ConfigError
+from torchslim.models import build_model, load_model, save_model
+from torchslim.strategies import CompressionContext, DistillationStrategy, build_strategy
+from torchslim.strategies.distill import TEACHER_DIR, soft_label_loss
+
+FACTORY = """
+from torch import nn
+
+
+def factory(num_classes=10):
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
+    )
+"""
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict:
+    """A tiny model factory file, generated Fashion-MNIST-format data, and initial weights."""
+    root = tmp_path_factory.mktemp("distill_inputs")
+    (root / "tiny.py").write_text(FACTORY)
+    data = root / "fmnist"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", 128), ("t10k", 32)):
+        labels = rng.integers(0, 10, count)
+        images = rng.integers(0, 60, (count, 28, 28))
+        for index, label in enumerate(labels):
+            images[index, 2 + 2 * label : 5 + 2 * label, 4:24] = 230
+        _write_idx(data / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    model_ref = f"{root / 'tiny.py'}:factory"
+    torch.manual_seed(123)
+    initial = build_model(model_ref, num_classes=10)
+    save_file({k: v.contiguous() for k, v in initial.state_dict().items()}, str(root / "initial.safetensors"))
+    return {
+        "root": root,
+        "model": model_ref,
+        "data": f"fashion-mnist:{data}",
+        "init": str(root / "initial.safetensors"),
+    }
+
+
+def make_config(
+    inputs: dict,
+    checkpoint: Path | None,
+    *,
+    distill: bool = True,
+    prune_at: int | None = None,
+    epochs: int = 1,
+    **distiller,
+) -> dict:
+    """A seed-schema config for the tiny model; ``distiller`` updates distillers.distiller_1
+    (``end_epoch`` goes to the strategy)."""
+    strategies, listed = {}, []
+    if prune_at is not None:
+        strategies["prune"] = {
+            "class": "UniformPruneStrategy",
+            "pruner": "pruner_1",
+            "start_epoch": prune_at,
+            "target_ratio": 0.5,
+            "pruned_params": r"[0-9]+\.weight",
+        }
+        listed.append("prune")
+    if distill:
+        strategies["distill"] = {
+            "class": "DistillationStrategy",
+            "distiller": "distiller_1",
+            "start_epoch": 0,
+            "end_epoch": distiller.pop("end_epoch", None),
+        }
+        listed.append("distill")
+    return {
+        "version": 1.0,
+        "pruners": {"pruner_1": {"class": "StructurePruner", "criterions": {"*": "l1_norm"}, "round_to": 1}},
+        "distillers": {
+            "distiller_1": {
+                "class": "SoftLabelDistiller",
+                "temperature": 4.0,
+                "alpha": 0.5,
+                "teacher": None,
+                **distiller,
+            }
+        },
+        "strategies": strategies,
+        "compressor": {
+            "epoch": epochs,
+            "checkpoint_path": str(checkpoint) if checkpoint else None,
+            "init_model": inputs["init"],
+            "strategies": listed,
+            "save_eval_model": False,
+            "save_inference_model": False,
+        },
+        "train": {
+            "model": inputs["model"],
+            "data": inputs["data"],
+            "batch_size": 32,
+            "lr": 0.05,
+            "lr_strategy": "cosine_decay",
+            "input_size": 16,
+            "num_workers": 0,
+            "device": "cpu",
+            "seed": 0,
+            "bn_recalibration_batches": 2,
+        },
+    }
+
+
+def write(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+# ---------------------------------------------------------------- the loss
+
+
+def test_soft_label_loss_is_the_documented_formula():
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(8, 10, generator=generator), torch.randn(8, 10, generator=generator)
+    targets = torch.randint(0, 10, (8,), generator=generator)
+    p_teacher = torch.softmax(teacher / 3.0, dim=1)
+    kl = (p_teacher * (p_teacher.log() - torch.log_softmax(student / 3.0, dim=1))).sum(dim=1).mean()
+    expected = 0.3 * 9.0 * kl + 0.7 * F.cross_entropy(student, targets)
+    loss = soft_label_loss(student, teacher, targets, temperature=3.0, alpha=0.3)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    same = soft_label_loss(student, student, targets, temperature=2.0, alpha=1.0)
+    assert float(same) == pytest.approx(0, abs=1e-6)
+    hard_only = soft_label_loss(student, teacher, targets, temperature=2.0, alpha=0.0)
+    assert torch.equal(hard_only, F.cross_entropy(student, targets))
+
+
+# ---------------------------------------------------------------- config errors
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "problem"),
+    [
+        ({"temprature": 2.0}, "distillers.distiller_1.temprature", "did you mean 'temperature'"),
+        ({"alpha": 1.5}, "distillers.distiller_1.alpha", "must be in [0, 1]"),
+        ({"temperature": 0}, "distillers.distiller_1.temperature", "must be > 0"),
+        ({"class": "L2Distiller"}, "distillers.distiller_1.class", "not supported"),
+        ({"teacher": "no/such/teacher.pth"}, "distillers.distiller_1.teacher", "no such file"),
+        ({"distillation_loss_weight": 1}, "distillers.distiller_1.distillation_loss_weight", "use 'alpha'"),
+    ],
+)
+def test_bad_distiller_keys_name_the_key_and_the_file(inputs, tmp_path, change, key, problem):
+    config = make_config(inputs, None)
+    config["distillers"]["distiller_1"].update(change)
+    path = write(tmp_path / "bad.yaml", config)
+    slim = load_config(path)
+    with pytest.raises(ConfigError) as caught:
+        build_strategy("distill", slim.strategies["distill"], slim)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert problem in message
+    assert "(line " in message
+
+
+# ---------------------------------------------------------------- the epoch window and the teacher
+
+
+def _context(model: torch.nn.Module, inputs: dict) -> CompressionContext:
+    return CompressionContext(
+        model=model,
+        base_name=inputs["model"],
+        base_kwargs={"num_classes": 10},
+        example_input=torch.zeros(1, 3, 16, 16),
+        aliases={},
+    )
+
+
+def test_loss_is_replaced_only_inside_the_window_and_the_teacher_is_frozen(inputs, tmp_path):
+    config = make_config(inputs, None, end_epoch=3)
+    config["strategies"]["distill"]["start_epoch"] = 1
+    slim = load_config(write(tmp_path / "c.yaml", config))
+    strategy = build_strategy("distill", slim.strategies["distill"], slim)
+    assert isinstance(strategy, DistillationStrategy)
+    model = build_model(inputs["model"], num_classes=10).train()
+    context = _context(model, inputs)
+    strategy.on_compression_begin(context)
+    active = []
+    for epoch in range(5):
+        context.epoch = epoch
+        strategy.on_epoch_begin(context)
+        active.append(context.loss_fn == strategy.loss)
+        strategy.on_epoch_end(context)
+    assert active == [False, True, True, False, False]  # [start_epoch, end_epoch)
+    assert context.loss_fn is None
+    teacher = strategy.teacher
+    assert teacher is not None and teacher is not model and not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(teacher.state_dict().values(), model.state_dict().values(), strict=True)
+    )
+
+
+@pytest.mark.parametrize("kind", ["weights_file", "saved_dir"])
+def test_teacher_from_a_path(inputs, tmp_path, kind):
+    torch.manual_seed(7)
+    source = build_model(inputs["model"], num_classes=10)
+    if kind == "weights_file":
+        path = tmp_path / "teacher.safetensors"
+        save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    else:
+        path = tmp_path / "teacher_dir"
+        save_model(path, source, inputs["model"], {"num_classes": 10}, input_size=16)
+    slim = load_config(write(tmp_path / "c.yaml", make_config(inputs, None, teacher=str(path))))
+    strategy = build_strategy("distill", slim.strategies["distill"], slim)
+    context = _context(build_model(inputs["model"], num_classes=10), inputs)
+    strategy.on_compression_begin(context)
+    strategy.on_epoch_begin(context)
+    loaded = strategy.teacher.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items())
+
+
+# ---------------------------------------------------------------- alpha = 0 is plain fine-tuning
+
+
+def test_alpha_zero_equals_plain_fine_tuning_bit_for_bit(inputs, tmp_path):
+    """Same seed, same data order, one epoch of 4 steps: identical weights with and without the strategy."""
+    weights = {}
+    for name, distill, alpha in (("plain", False, 0.0), ("alpha0", True, 0.0), ("alpha05", True, 0.5)):
+        checkpoint = tmp_path / name
+        config = make_config(inputs, checkpoint, distill=distill, alpha=alpha)
+        summary = Compressor(load_config(write(tmp_path / f"{name}.yaml", config)), progress=False).run()
+        assert summary.epochs_run == [0]
+        weights[name] = load_checkpoint(checkpoint / "0")[0]["model"]
+    plain, alpha0, alpha05 = weights["plain"], weights["alpha0"], weights["alpha05"]
+    assert plain.keys() == alpha0.keys()
+    for key in plain:
+        assert torch.equal(plain[key], alpha0[key]), key
+    assert any(
+        not torch.equal(plain[k], alpha05[k]) for k in plain if k.endswith("weight")
+    )  # the teacher matters
+
+
+# ---------------------------------------------------------------- kill after the first checkpoint, resume
+
+KILLER = """
+import os, signal, sys
+from torchslim.compressor import Compressor
+
+original = Compressor.save_epoch
+
+
+def save_then_die(self, *args, **kwargs):
+    result = original(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # right after the first complete checkpoint
+    return result
+
+
+Compressor.save_epoch = save_then_die
+from torchslim.cli.main import main
+
+sys.exit(main(["compress", "--config", sys.argv[1], "--no-progress"]))
+"""
+
+
+def test_distilling_run_resumes_after_a_kill_with_one_saved_teacher(inputs, tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    config = write(tmp_path / "run.yaml", make_config(inputs, checkpoint, prune_at=1, epochs=3, end_epoch=2))
+    command = [sys.executable, "-c", textwrap.dedent(KILLER), str(config)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == -9, first.stderr
+    assert sorted(p.name for p in checkpoint.iterdir() if p.name.isdigit()) == ["0"]
+    teacher_weights = checkpoint / TEACHER_DIR / "model.safetensors"
+    saved_once = teacher_weights.stat()
+
+    summary = Compressor(load_config(config), progress=False).run()
+
+    assert summary.resumed_from == str(checkpoint / "0")
+    assert summary.epochs_run == [1, 2]
+    assert teacher_weights.stat().st_mtime_ns == saved_once.st_mtime_ns  # loaded, not written again
+    assert teacher_weights.stat().st_ino == saved_once.st_ino
+    teacher, _ = load_model(checkpoint / TEACHER_DIR)  # the initial (unpruned) model, once
+    initial = build_model(inputs["model"], num_classes=10)
+    initial.load_state_dict(load_file(inputs["init"]))
+    assert all(torch.equal(teacher.state_dict()[k], v) for k, v in initial.state_dict().items())
+    for epoch_dir in (p for p in checkpoint.iterdir() if p.name.isdigit()):
+        assert {p.name for p in epoch_dir.iterdir()} >= {"model.pt", "meta.json"}
+        assert not any("teacher" in p.name for p in epoch_dir.iterdir())
+    assert [p.name for p in checkpoint.iterdir() if "teacher" in p.name] == [TEACHER_DIR]
+    distilled = [e for e in summary.events if e.get("strategy") == "distill"]
+    assert [e["epoch"] for e in distilled] == [0, 1]  # end_epoch 2 is exclusive
+    for event in distilled:
+        assert event["teacher_seconds"] > 0 and 0 < event["teacher_percent_of_epoch"] < 100
+    pruned = [e for e in summary.events if e.get("strategy") == "prune"]
+    assert len(pruned) == 1 and pruned[0]["epoch"] == 1 and pruned[0]["macs_after"] < pruned[0]["macs_before"]

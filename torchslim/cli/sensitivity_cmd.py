@@ -1,0 +1,143 @@
+"""``sensitivity``: measure how much each prunable group's channels matter, per removal ratio."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from torchslim.compressor import resolve_device
+from torchslim.criteria import data_criterion, list_criteria
+from torchslim.data import DEFAULT_DATA_SPEC, build_loaders
+from torchslim.errors import ConfigError
+from torchslim.models import seed_param_names
+from torchslim.pruner import analyze
+from torchslim.sensitivity import (
+    DEFAULT_RATIOS,
+    METRICS,
+    SensitivityTable,
+    cache_batches,
+    group_scores,
+    merge_tables,
+    model_fingerprint,
+    open_table,
+    scan_sensitivity,
+    shard_groups,
+    table_rows,
+)
+
+from .common import add_model_arguments, load_model_from_args
+from .output import emit_json, log, table
+
+
+def add_parsers(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sensitivity",
+        help="Measure each prunable group's sensitivity: metric loss when it alone loses channels.",
+        description="For every prunable group and every ratio, remove that group's lowest-scored channels "
+        "alone, measure top-1 (or top-5) on a validation slice, and record the relative loss. The table is "
+        "written to --output (JSON) after every measurement, so a killed scan continues where it stopped "
+        "when run again with the same arguments; --shard splits the groups between machines and --merge "
+        "joins their files. SensitivePruneStrategy reads the same file (sensitivities_file).",
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--data", default=DEFAULT_DATA_SPEC, help="Data spec (default fashion-mnist).")
+    parser.add_argument("--val-limit", type=int, default=1000,
+                        help="Validation samples to measure on (the first N; default 1000).")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=256, help="Evaluation batch size (default 256).")
+    parser.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS),
+                        help="Fractions of each group's channels to remove (default 0.1 ... 0.9).")  # fmt: skip
+    parser.add_argument("--criterion", default="l1_norm", help=f"Which channels go first: {', '.join(list_criteria())}.")
+    parser.add_argument("--criterion-batches", type=int, default=8,
+                        help="Training batches fed to a data-driven criterion (taylor, activation_mean).")  # fmt: skip
+    parser.add_argument("--metric", default="top1_acc", choices=sorted(METRICS), help="Metric (default top1_acc).")
+    parser.add_argument("--pruned-params", default=None,
+                        help="Regex over parameter names (or seed names) selecting the groups to scan.")  # fmt: skip
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="Scan only every N-th group starting at the K-th (to split a scan between machines).")  # fmt: skip
+    parser.add_argument("--output", help="Sensitivity table file (JSON); reused and completed when it matches.")
+    parser.add_argument("--merge", nargs="+", metavar="FILE",
+                        help="Merge these table files into --output instead of scanning.")  # fmt: skip
+    parser.add_argument("--plot", help="Write the sensitivity curves to this PNG file.")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default).")
+    parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    parser.add_argument("--json", action="store_true", help="Print the table as one JSON object on stdout.")
+    parser.set_defaults(handler=run_sensitivity)
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    k, sep, n = text.partition("/")
+    try:
+        return int(k), int(n)
+    except ValueError:
+        raise ConfigError(f"--shard must look like K/N (e.g. 1/4), got {text!r}") from None
+
+
+def run_sensitivity(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    if args.merge:
+        if not args.output:
+            raise ConfigError("--merge needs --output FILE for the merged table")
+        result = merge_tables([SensitivityTable.load(path) for path in args.merge])
+        result.save(args.output)
+        log(f"merged {len(args.merge)} tables into {args.output}")
+        return _report(args, result, started)
+    if args.criterion.lower() not in list_criteria():
+        raise ConfigError(f"--criterion {args.criterion!r} is unknown; choose from {', '.join(list_criteria())}")
+    shard = _shard(args.shard)
+    device = resolve_device(args.device)
+    size_hint = args.input_size
+    if size_hint is None and getattr(args, "model_path", None):
+        from torchslim.models import load_model
+
+        size_hint = load_model(args.model_path)[1].get("input_size")
+    data = build_loaders(args.data, batch_size=args.batch_size, image_size=size_hint, val_limit=args.val_limit,
+                         num_workers=0)  # fmt: skip
+    if args.num_classes is None and not getattr(args, "model_path", None):
+        args.num_classes = data.num_classes
+    loaded = load_model_from_args(args)
+    model = loaded.model.to(device).eval()
+    example = torch.zeros(1, 3, data.image_size, data.image_size, device=device)
+    aliases = seed_param_names(loaded.name, model) if ":" not in loaded.name else {}
+    group_set = analyze(model, example, args.pruned_params, aliases)
+    batches = cache_batches(data.val_loader, args.val_limit, device)
+    samples = sum(len(t) for _, t in batches)
+    train = data.train_loader if data_criterion(args.criterion) is not None else None
+    scores = group_scores(group_set, model, args.criterion, train, device=device, max_batches=args.criterion_batches)
+    fresh = SensitivityTable(
+        model=loaded.name, fingerprint=model_fingerprint(model), criterion=args.criterion.lower(),
+        metric=args.metric, data=f"{args.data} val[:{samples}] at {data.image_size}px", samples=samples,
+    )  # fmt: skip
+    result = open_table(args.output, fresh)
+    groups = shard_groups(group_set, shard)
+    selected = len(groups) if groups is not None else len(group_set.prunable())
+    log(f"{loaded.name}: {selected} groups x {len(args.ratios)} ratios on {samples} validation samples ({device})")
+    scan_sensitivity(model, group_set, scores, batches, result, ratios=args.ratios, path=args.output, groups=groups,
+                     progress=not args.no_progress and not args.json)  # fmt: skip
+    if args.output:
+        log(f"sensitivity table written to {args.output}")
+    return _report(args, result, started)
+
+
+def _report(args: argparse.Namespace, result: SensitivityTable, started: float) -> int:
+    if args.plot:
+        from torchslim.plots import plot_sensitivities
+
+        plot_sensitivities(result, args.plot)
+        log(f"sensitivity curves written to {args.plot}")
+    if args.json:
+        payload = result.to_dict()
+        payload["output"] = args.output
+        payload["seconds"] = time.perf_counter() - started
+        emit_json(payload)
+        return 0
+    ratio_keys = sorted({k for r in result.groups.values() for k in r}, key=float)
+    base = "-" if result.base_metric is None else f"{result.base_metric:.2f}%"
+    print(f"base {result.metric}: {base} on {result.data} (criterion {result.criterion})")
+    print("relative loss (%) when the group alone loses that fraction of its channels:\n")
+    print(table(["group", "channels", *ratio_keys], table_rows(result)))
+    print(f"\n{time.perf_counter() - started:.1f} s")
+    return 0
