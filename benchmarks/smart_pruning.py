@@ -57,7 +57,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=["uniform", "sensitive", "auto"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", default="smart_pruning")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine)"
+    )
     return parser.parse_args()
 
 
@@ -91,19 +93,40 @@ def baseline(args: argparse.Namespace, data: SimpleNamespace) -> tuple[torch.nn.
 
 
 def strategy_config(method: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    common = {"pruner": "pruner_1", "start_epoch": 0, "pruned_params": PRUNED_PARAMS, "metric_name": "acc_top1"}
+    common = {
+        "pruner": "pruner_1",
+        "start_epoch": 0,
+        "pruned_params": PRUNED_PARAMS,
+        "metric_name": "acc_top1",
+    }
     strategies = {
         "uniform": {"class": "UniformPruneStrategy", "target_ratio": args.target},
-        "sensitive": {"class": "SensitivePruneStrategy", "target_ratio": args.target, "delta_rate": 0.1,
-                      "sensitivities_file": str(work / "sensitivities.json")},  # fmt: skip
-        "auto": {"class": "AutoPruneStrategy", "controller": "sa_controller", "min_ratio": args.target - 0.01,
-                 "max_ratio": args.target + 0.01},  # fmt: skip
+        "sensitive": {
+            "class": "SensitivePruneStrategy",
+            "target_ratio": args.target,
+            "delta_rate": 0.1,
+            "sensitivities_file": str(work / "sensitivities.json"),
+        },  # fmt: skip
+        "auto": {
+            "class": "AutoPruneStrategy",
+            "controller": "sa_controller",
+            "min_ratio": args.target - 0.01,
+            "max_ratio": args.target + 0.01,
+        },  # fmt: skip
     }
     return {
         "version": 1.0,
-        "pruners": {"pruner_1": {"class": "StructurePruner", "criterions": {"*": args.criterion}, "round_to": 8}},
-        "controllers": {"sa_controller": {"class": "SAController", "reduce_rate": 0.9, "init_temperature": 1.0,
-                                          "max_iter_number": args.sa_iterations}},  # fmt: skip
+        "pruners": {
+            "pruner_1": {"class": "StructurePruner", "criterions": {"*": args.criterion}, "round_to": 8}
+        },
+        "controllers": {
+            "sa_controller": {
+                "class": "SAController",
+                "reduce_rate": 0.9,
+                "init_temperature": 1.0,
+                "max_iter_number": args.sa_iterations,
+            }
+        },  # fmt: skip
         "strategies": {method: {**common, **strategies[method]}},
         "compressor": {"epoch": 1, "checkpoint_path": None, "strategies": [method]},
         "train": {"data": "fashion-mnist", "seed": 0},
@@ -111,7 +134,8 @@ def strategy_config(method: str, args: argparse.Namespace, work: Path) -> dict[s
 
 
 def run_method(method: str, base: torch.nn.Module, data: SimpleNamespace, args: argparse.Namespace) -> dict:
-    work = CACHE / "smart_pruning" / args.criterion
+    # one sensitivity table per baseline, criterion and search slice (a stale one would be refused)
+    work = CACHE / "smart_pruning" / f"w{WIDTH}-{args.train_limit}-e{args.epochs}-{args.criterion}-s{args.search}"
     config = parse_config(strategy_config(method, args, work), source=f"<smart_pruning {method}>")
     strategy = build_strategy(method, config.strategies[method], config)
     device = torch.device(args.device)
@@ -121,7 +145,9 @@ def run_method(method: str, base: torch.nn.Module, data: SimpleNamespace, args: 
         example_input=torch.zeros(1, 3, SIZE, SIZE, device=device), aliases=seed_param_names(MODEL, model),
         device=device, train_loader=data.train_loader, val_loader=data.search_loader,
     )  # fmt: skip
-    context.evaluate = lambda m=None: evaluate(m if m is not None else context.model, data.val_loader, device=device)
+    context.evaluate = lambda m=None: evaluate(
+        m if m is not None else context.model, data.val_loader, device=device
+    )
     context.after_prune = lambda m: recalibrate_batch_norm(m, data.bn_loader, num_batches=20, device=device)
     started = time.perf_counter()
     strategy.on_epoch_begin(context)
@@ -129,7 +155,9 @@ def run_method(method: str, base: torch.nn.Module, data: SimpleNamespace, args: 
     event = context.events[-1]
     pruned = context.model
     channels_png = RESULTS / f"{args.output}_{method}_channels.png"
-    plot_channels(channel_counts(base), channel_counts(pruned), channels_png, title=f"{method}: channels per layer")
+    plot_channels(
+        channel_counts(base), channel_counts(pruned), channels_png, title=f"{method}: channels per layer"
+    )
     history = train_epochs(pruned, SimpleNamespace(train_loader=data.train_loader, val_loader=data.val_loader),
                            epochs=args.finetune_epochs, lr=0.01, seed=0, weight_decay=4e-5)  # fmt: skip
     macs = profile_model(pruned, SIZE).macs
@@ -186,7 +214,9 @@ def main() -> None:
     }
     path = write_result(args.output, payload)
     log(f"\nwrote {path}")
-    print(f"\n| method | MACs reduction | top-1 after prune | + BN re-estimation | after {args.finetune_epochs} ep fine-tune |")
+    print(
+        f"\n| method | MACs reduction | top-1 after prune | + BN re-estimation | after {args.finetune_epochs} ep fine-tune |"
+    )
     print("|---|---|---|---|---|")
     print(f"| baseline | 0% | {base_top1:.2f} | - | - |")
     for row in rows:

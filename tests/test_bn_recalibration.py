@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 
 import pytest
 import torch
@@ -196,7 +195,7 @@ def test_statistics_are_averaged_over_ranks(tmp_path):
         single.load_state_dict(state)
         recalibrate_batch_norm(single, loader(dataset), num_batches=2)
         expected.append(single)
-    init_file = tempfile.mktemp(dir=tmp_path)
+    init_file = str(tmp_path / "process_group_init")  # must not exist yet
     mp.start_processes(
         _distributed_worker, args=(2, init_file, str(tmp_path), state), nprocs=2, start_method="fork"
     )

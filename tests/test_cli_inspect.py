@@ -215,13 +215,14 @@ def test_unknown_model_exit_code_4_one_line(capsys, command):
     assert "Traceback" not in captured.err
 
 
-def test_missing_model_and_both_model_and_path_are_model_errors(capsys, tmp_path):
+def test_missing_model_and_missing_model_path_are_model_errors(capsys, tmp_path):
     assert main(["flops"]) == 4
     assert "no model given" in capsys.readouterr().err
-    assert main(["flops", "--model", "resnet34", "--model-path", str(tmp_path)]) == 4
-    assert "not both" in capsys.readouterr().err
     assert main(["flops", "--model-path", str(tmp_path / "absent")]) == 4
     assert "does not exist" in capsys.readouterr().err
+    assert main(["flops", "--model-path", str(tmp_path)]) == 4  # a directory without a manifest
+    err = capsys.readouterr().err
+    assert "manifest" in err and len(err.strip().splitlines()) == 1
 
 
 def test_debug_flag_keeps_the_traceback():

@@ -78,7 +78,7 @@ def tiny(tmp_path_factory) -> dict:
     model_dir = root / "ckpt" / "0" / "eval_model"
     save_model(model_dir, model, f"{factory_file}:factory", {"num_classes": 10}, input_size=28)
     export_onnx(model, torch.zeros(1, 3, 28, 28), model_dir / "model.onnx")
-    return {"model_dir": model_dir, "data": f"fashion-mnist:{data}", "data_dir": data}
+    return {"model_dir": model_dir, "data": f"fashion-mnist:{data}", "factory": f"{factory_file}:factory"}
 
 
 def test_compress_help_lists_the_seed_flags(capsys):
@@ -139,7 +139,7 @@ def test_eval_script_on_a_tiny_model(tiny, capsys):
     code, out, err = run_script(
         "eval.py",
         ["--model_path", str(tiny["model_dir"]), "--model_name", "__model__", "--params_name", "__params__",
-         "--data", tiny["data"], "--use_gpu", "False", "--json"],
+         "--data", tiny["data"], "--use_gpu", "False", "--model", tiny["factory"], "--json"],
         capsys,
     )  # fmt: skip
     assert code == 0, err
@@ -147,7 +147,8 @@ def test_eval_script_on_a_tiny_model(tiny, capsys):
     result = json.loads(out)
     assert result["samples"] == N_VAL and 0 <= result["top1"] <= result["top5"] <= 100
     # a checkpoint root finds its newest eval model; the ONNX model scores the same
-    code, out_root, err = run_script("eval.py", ["--model_path", str(tiny["model_dir"].parents[1]), "--data", tiny["data"]], capsys)
+    root = str(tiny["model_dir"].parents[1])
+    code, out_root, err = run_script("eval.py", ["--model_path", root, "--data", tiny["data"], "--model", tiny["factory"]], capsys)
     assert code == 0, err
     assert f"top-1 {result['top1']:.2f}%" in out_root
     code, out_onnx, err = run_script(

@@ -782,10 +782,10 @@ FRESH_PROCESS_CHECK = textwrap.dedent(
     """
     import json, sys, torch
     from torchslim.models import load_model
-    result = {}
-    for directory in sys.argv[1:]:
-        saved = torch.load(directory + "/../" + directory.rsplit("/", 1)[1] + ".expected.pt", weights_only=True)
-        model, manifest = load_model(directory)
+    trusted, result = sys.argv[1], {}
+    for directory in sys.argv[2:]:
+        saved = torch.load(directory + ".expected.pt", weights_only=True)
+        model, manifest = load_model(directory, trusted=trusted)
         with torch.no_grad():
             result[directory] = bool(torch.equal(model(saved["x"]), saved["y"]))
     print(json.dumps(result))
@@ -793,8 +793,11 @@ FRESH_PROCESS_CHECK = textwrap.dedent(
 )
 
 
-def test_save_and_load_pruned_models(tmp_path, monkeypatch):
+def test_save_and_load_pruned_models(tmp_path, monkeypatch, capsys):
     from safetensors.torch import load_file
+
+    from torchslim.cli import main
+    from torchslim.errors import ModelError
 
     _, resnet, x, size = pruned_case("torchvision:resnet18")
     factory = tmp_path / "user_net.py"
@@ -832,13 +835,20 @@ def test_save_and_load_pruned_models(tmp_path, monkeypatch):
         patch.setattr(torch, "load", refuse)
         patch.setattr("pickle.load", refuse)
         patch.setattr("pickle.loads", refuse)
-        for key, (_, model, inputs, _) in cases.items():
-            loaded, manifest = load_model(tmp_path / key)
+        for key, (base, model, inputs, _) in cases.items():
+            loaded, manifest = load_model(tmp_path / key, trusted=base)
             assert not loaded.training
             assert torch.equal(outputs(loaded, inputs), outputs(model, inputs)), key
-            assert [m.weight.shape for m in convs(loaded).values()] == [
-                m.weight.shape for m in convs(model).values()
-            ]
+            shapes = [m.weight.shape for m in convs(loaded).values()]
+            assert shapes == [m.weight.shape for m in convs(model).values()]
+
+    # A saved model never imports user code its caller did not name.
+    with pytest.raises(ModelError, match="names user code"):
+        load_model(tmp_path / "user")
+    assert main(["flops", "--model-path", str(tmp_path / "user"), "--json"]) == 4
+    assert "names user code" in capsys.readouterr().err
+    assert main(["flops", "--model-path", str(tmp_path / "user"), "--model", factory_name, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["macs"] == user_result.report.macs_after
 
     # A user's own fresh instance can receive the saved sizes too.
     again, _ = load_model(tmp_path / "user", model=build_model(factory_name, num_classes=NUM_CLASSES))
@@ -854,9 +864,10 @@ def test_save_and_load_pruned_models(tmp_path, monkeypatch):
     assert payload["macs"] == resnet.report.macs_after == profile_model(resnet.model, size).macs
     assert payload["params"] == resnet.report.params_after
     assert payload["input_size"] == size and payload["model"] == "torchvision:resnet18"
+    directories = [str(tmp_path / k) for k in cases]
     done = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS_CHECK, str(tmp_path / "resnet18"), str(tmp_path / "user")],
+        [sys.executable, "-c", FRESH_PROCESS_CHECK, factory_name, *directories],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {str(tmp_path / k): True for k in cases}
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == dict.fromkeys(directories, True)

@@ -20,6 +20,7 @@ from torchslim.profile import profile_model
 from torchslim.strategies import AutoPruneStrategy, CompressionContext, SensitivePruneStrategy, build_strategy
 
 SEED_CONFIGS = Path(__file__).parent / "data" / "seed_configs"
+TINY_MODEL = f"{Path(__file__).parent / 'tiny_models.py'}:tiny_net"
 SIDE = 8
 
 
@@ -32,7 +33,23 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def chain_net(widths=(16, 32, 32, 48), num_classes: int = 5) -> nn.Sequential:
+def toy_data(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class = which of 4 image quadrants is brightest (plus noise): learnable in a few steps."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (count,), generator=generator)
+    images = torch.randn(count, 3, SIDE, SIDE, generator=generator) * 0.5
+    half = SIDE // 2
+    for i, label in enumerate(labels.tolist()):
+        top, left = divmod(label, 2)
+        images[i, :, top * half : (top + 1) * half, left * half : (left + 1) * half] += 1.0
+    return images, labels
+
+
+_TRAINED: dict[tuple, dict] = {}
+
+
+def chain_net(widths=(16, 32, 32, 48), num_classes: int = 4) -> nn.Sequential:
+    """conv-BN-ReLU x 4, pool, linear, trained briefly on ``toy_data`` (cached per process)."""
     layers: list[nn.Module] = []
     channels = 3
     for width in widths:
@@ -40,31 +57,35 @@ def chain_net(widths=(16, 32, 32, 48), num_classes: int = 5) -> nn.Sequential:
         channels = width
     torch.manual_seed(0)
     model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(64, 3, SIDE, SIDE))
+    key = (tuple(widths), num_classes)
+    if key not in _TRAINED:
+        images, labels = toy_data(256, seed=0)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        model.train()
+        for step in range(40):
+            batch = slice(step % 4 * 64, step % 4 * 64 + 64)
+            loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        _TRAINED[key] = copy.deepcopy(model.state_dict())
+    model.load_state_dict(_TRAINED[key])
     return model.eval()
 
 
 def context_for(model: nn.Module, count: int = 96) -> CompressionContext:
-    generator = torch.Generator().manual_seed(1)
-    images = torch.randn(count, 3, SIDE, SIDE, generator=generator)
-    with torch.no_grad():
-        labels = model(images).argmax(1)
+    images, labels = toy_data(count, seed=1)
     loader = DataLoader(TensorDataset(images, labels), batch_size=32)
     return CompressionContext(model=model, base_name="chain", base_kwargs={}, example_input=torch.zeros(1, 3, SIDE, SIDE),
                               aliases={}, train_loader=loader, val_loader=loader)  # fmt: skip
 
 
 def slim_config(strategy: dict, *, epochs: int = 1, checkpoint: Path | None = None, criterion: str = "l1_norm",
-                max_iter: int = 8):  # fmt: skip
+                max_iter: int = 8, round_to: int = 4):  # fmt: skip
     name = "s"
     return parse_config({
         "version": 1.0,
-        "pruners": {"p": {"class": "StructurePruner", "criterions": {"*": criterion}, "round_to": 4}},
+        "pruners": {"p": {"class": "StructurePruner", "criterions": {"*": criterion}, "round_to": round_to}},
         "controllers": {"sa": {"class": "SAController", "init_temperature": 1.0, "reduce_rate": 0.8,
                                "max_iter_number": max_iter}},
         "strategies": {name: {"pruner": "p", "pruned_params": r".*\.weight", "start_epoch": 0, **strategy}},
@@ -125,7 +146,15 @@ def test_sa_controller_state_survives_json_and_continues_identically():
     proposals: list = []
     run_controller(first, 17, proposals)
     state = json.loads(json.dumps(first.state_dict()))
-    assert {"iteration", "temperature", "current_tokens", "current_reward", "best_tokens", "best_reward", "rng"} <= set(state)
+    assert {
+        "iteration",
+        "temperature",
+        "current_tokens",
+        "current_reward",
+        "best_tokens",
+        "best_reward",
+        "rng",
+    } <= set(state)
     second = make_controller()
     second.load_state_dict(state)
     run_controller(second, 23, proposals)
@@ -220,12 +249,14 @@ def test_sensitive_strategy_reaches_the_target_and_reuses_its_table(tmp_path):
     model = chain_net()
     original = copy.deepcopy(model)
     table = tmp_path / "sens.json"
-    config = slim_config({**SENSITIVE, "sensitivities_file": str(table)})
+    config = slim_config({**SENSITIVE, "sensitivities_file": str(table)}, round_to=1)
     context = context_for(model)
     strategy_of(config).on_epoch_begin(context)
     assert abs(reduction(original, context.model) - 0.5) <= 0.015
     event = context.events[-1]
-    assert event["sensitivities_file"] == str(table) and set(event["ratios"]) == set(json.loads(table.read_text())["groups"])
+    assert event["sensitivities_file"] == str(table) and set(event["ratios"]) == set(
+        json.loads(table.read_text())["groups"]
+    )
     written = table.stat().st_mtime_ns
     again = context_for(copy.deepcopy(original))
     strategy_of(config).on_epoch_begin(again)
@@ -238,14 +269,17 @@ def test_sensitive_strategy_with_a_data_criterion(criterion):
     model = chain_net()
     original = copy.deepcopy(model)
     context = context_for(model)
-    strategy_of(slim_config({**SENSITIVE, "target_ratio": 0.3}, criterion=criterion)).on_epoch_begin(context)
+    strategy_of(
+        slim_config({**SENSITIVE, "target_ratio": 0.3}, criterion=criterion, round_to=1)
+    ).on_epoch_begin(context)
     assert abs(reduction(original, context.model) - 0.3) <= 0.015
 
 
 def test_iterative_sensitive_pruning_in_steps_survives_a_restart(tmp_path):
     model = chain_net()
     original = copy.deepcopy(model)
-    config = slim_config({**SENSITIVE, "num_steps": 2, "sensitivities_file": str(tmp_path / "sens.json")}, epochs=4)
+    config = slim_config({**SENSITIVE, "num_steps": 2, "sensitivities_file": str(tmp_path / "sens.json")}, epochs=4,
+                         round_to=1)  # fmt: skip
     context = context_for(model)
     strategy = strategy_of(config)
     context.epoch = 0
@@ -290,3 +324,35 @@ def test_seed_config_reaches_its_target_on_mobilenet_v1(file, overrides, low, hi
     removed = 1.0 - summary.after.macs / summary.before.macs
     assert low <= removed <= high, f"{file}: removed {removed:.2%}"
     assert summary.events and summary.events[0]["strategy"] == name
+
+
+def test_compressor_resumes_a_killed_search_without_repeating_candidates(tiny_fmnist, tmp_path, monkeypatch):
+    """A search spread over epochs is killed in its second epoch; the rerun continues at the next candidate."""
+    config = parse_config({
+        "version": 1.0,
+        "pruners": {"p": {"class": "StructurePruner", "round_to": 4}},
+        "controllers": {"sa": {"class": "SAController", "init_temperature": 1.0, "max_iter_number": 6}},
+        "strategies": {"auto": {**AUTO, "pruner": "p", "pruned_params": r".*\.weight", "start_epoch": 0,
+                                "end_epoch": 2, "min_ratio": 0.3, "eval_rate": 0.25}},
+        "compressor": {"epoch": 3, "checkpoint_path": str(tmp_path / "run"), "save_eval_model": False,
+                       "save_inference_model": False, "strategies": ["auto"]},
+        "train": {"model": TINY_MODEL, "data": tiny_fmnist, "batch_size": 64, "device": "cpu", "num_workers": 0,
+                  "lr": 0.01, "bn_recalibration_batches": 1},
+    }, source="<test>")  # fmt: skip
+    seen: list[int] = []
+
+    def report(self, iteration, tokens, reward):
+        seen.append(iteration)
+        if len(seen) == 5:  # candidate 4, in epoch 1: the process dies
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(AutoPruneStrategy, "_report", report)
+    with pytest.raises(KeyboardInterrupt):
+        Compressor(config, progress=False, log=lambda message: None).run()
+    assert seen == [0, 1, 2, 3, 4]
+    summary = Compressor(config, progress=False, log=lambda message: None).run()
+    assert summary.resumed_from is not None
+    assert seen == list(range(7)), "no candidate evaluated twice, none skipped"
+    event = summary.events[0]
+    assert event["epoch"] == 2 and event["search"]["candidates"] == 6
+    assert 0.3 - 1e-9 <= 1.0 - summary.after.macs / summary.before.macs <= 0.5 + 1e-9

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import TinyNet
 from torch import nn
 
 from torchslim.cli.main import main
@@ -34,8 +35,6 @@ from torchslim.sensitivity import (
 from torchslim.sensitivity import (
     _Curves as Curves,
 )
-
-from tiny_models import TinyNet
 
 TINY_MODEL = f"{Path(__file__).parent / 'tiny_models.py'}:tiny_net"
 RATIOS = (0.25, 0.5, 0.75)
@@ -143,7 +142,17 @@ def test_scan_writes_the_documented_format_and_leaves_the_model_alone(setup, tmp
                              progress=False)  # fmt: skip
     data = json.loads(path.read_text())
     assert data["format"] == FORMAT
-    assert {"model", "fingerprint", "criterion", "metric", "data", "samples", "base_metric", "sizes", "groups"} <= set(data)
+    assert {
+        "model",
+        "fingerprint",
+        "criterion",
+        "metric",
+        "data",
+        "samples",
+        "base_metric",
+        "sizes",
+        "groups",
+    } <= set(data)
     assert set(data["groups"]) == {g.name for g in group_set.prunable()}
     for name, ratios in data["groups"].items():
         assert set(ratios) == {"0.25", "0.5", "0.75"}
@@ -160,7 +169,9 @@ def test_scan_writes_the_documented_format_and_leaves_the_model_alone(setup, tmp
 def test_matching_table_is_reused_and_a_foreign_one_refused(setup, tmp_path):
     model, group_set, scores, batches = setup
     path = tmp_path / "sens.json"
-    scan_sensitivity(model, group_set, scores, batches, fresh_table(model), ratios=RATIOS, path=path, progress=False)
+    scan_sensitivity(
+        model, group_set, scores, batches, fresh_table(model), ratios=RATIOS, path=path, progress=False
+    )
     calls = []
     scan_sensitivity(model, group_set, scores, batches, open_table(path, fresh_table(model)), ratios=RATIOS, path=path,
                      progress=False, on_result=lambda *a: calls.append(a))  # fmt: skip
@@ -201,7 +212,9 @@ def test_killed_scan_restarts_where_it_stopped_and_evaluates_nothing_twice(setup
     assert len(everything) == len(set(everything)), "a (group, ratio) was evaluated twice"
     assert len(everything) == len(group_set.prunable()) * len(RATIOS)
     finished_first = {g for g, _ in first_run if sum(1 for h, _ in first_run if h == g) == len(RATIOS)}
-    assert finished_first and not finished_first & {g for g, _ in restarted}, "a finished group was scanned again"
+    assert finished_first and not finished_first & {g for g, _ in restarted}, (
+        "a finished group was scanned again"
+    )
     uninterrupted = scan_sensitivity(model, group_set, scores, batches, fresh_table(model), ratios=RATIOS,
                                      progress=False)  # fmt: skip
     assert SensitivityTable.load(path).groups == uninterrupted.groups
@@ -216,7 +229,9 @@ def test_shards_merge_into_the_full_scan(setup, tmp_path):
                                 path=tmp_path / f"part{k}.json", progress=False)  # fmt: skip
         assert set(part.groups) == set(names)
         parts.append(SensitivityTable.load(tmp_path / f"part{k}.json"))
-    full = scan_sensitivity(model, group_set, scores, batches, fresh_table(model), ratios=RATIOS, progress=False)
+    full = scan_sensitivity(
+        model, group_set, scores, batches, fresh_table(model), ratios=RATIOS, progress=False
+    )
     merged = merge_tables(parts)
     assert merged.groups == full.groups and merged.base_metric == full.base_metric
     with pytest.raises(PruningError, match="different scans"):
@@ -292,3 +307,36 @@ def test_sensitivity_command_scans_resumes_merges_and_plots(tiny_fmnist, tmp_pat
     capsys.readouterr()
     assert json.loads(merged.read_text())["groups"] == json.loads(written)["groups"]
     assert main([*common, "--criterion", "nope"]) == 2
+
+
+def test_recalibrated_scan_measures_the_pruned_and_re_estimated_model(setup):
+    """With ``after_mask`` (BN re-estimation) each try equals: prune physically, re-estimate, evaluate."""
+    from torchslim.bn_recalibration import recalibrate_batch_norm
+
+    model, group_set, scores, batches = setup
+    calibration = [(torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(9 + i)), None) for i in range(3)]
+
+    def recalibrate(net):
+        recalibrate_batch_norm(net, [images for images, _ in calibration], num_batches=3)
+
+    table = fresh_table(model, recalibrated=True)
+    measured = {}
+    scan_sensitivity(model, group_set, scores, batches, table, ratios=(0.5,), progress=False, after_mask=recalibrate,
+                     on_result=lambda g, r, e: measured.setdefault(g, e["metric"]))  # fmt: skip
+    base = copy.deepcopy(model)
+    recalibrate(base)
+    assert table.base_metric == pytest.approx(evaluate_batches(base, batches))
+    for group in group_set.prunable():
+        count = int(round(group.size * 0.5))
+        removed = np.argsort(scores[group.index], kind="stable")[:count]
+        pruned = apply_plan(copy.deepcopy(model), group_set, removed_mask(group_set, {group.index: removed}))
+        recalibrate(pruned)
+        assert measured[group.name] == pytest.approx(evaluate_batches(pruned, batches)), group.name
+    with pytest.raises(PruningError, match="recalibrated"):
+        plain = fresh_table(model)
+        plain.mismatches(table) and open_table_from(table, plain)
+
+
+def open_table_from(saved: SensitivityTable, fresh: SensitivityTable) -> None:
+    differences = saved.mismatches(fresh)
+    raise PruningError("; ".join(differences))

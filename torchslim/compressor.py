@@ -10,6 +10,7 @@ not part of the checkpoint, so edits to it apply on restart (as in the seed).
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from torchslim.config import SlimConfig
 from torchslim.data import DEFAULT_DATA_SPEC, DataBundle, build_loaders
 from torchslim.data.loaders import check_label_range
 from torchslim.data.preprocess import preprocess_record
+from torchslim.data.spec import parse_data_spec
 from torchslim.distributed import barrier, from_environment
 from torchslim.engine import (
     EvalResult,
@@ -55,6 +57,7 @@ from torchslim.models import (
     save_model,
     seed_param_names,
 )
+from torchslim.models.saved import MANIFEST_FILE
 from torchslim.profile import profile_model
 from torchslim.strategies import CompressionContext, Strategy, build_strategy
 
@@ -137,13 +140,20 @@ class Compressor:
                 image_size=self.train.input_size,
                 train_limit=self.train.train_limit,
                 val_limit=self.train.val_limit,
-                num_workers=self.train.num_workers,
+                num_workers=self.num_workers(),
                 seed=self.train.seed,
                 distributed=self.dist.enabled,
                 skip_bad_images=self.skip_bad_images,
             )
             self.log(f"data: {self.data.description}")
         return self.data
+
+    def num_workers(self) -> int:
+        """``train.num_workers``, or by default: none for in-memory datasets, else up to 4 (one per core)."""
+        if self.train.num_workers is not None:
+            return self.train.num_workers
+        in_memory = parse_data_spec(self.data_spec).scheme in ("fashion-mnist", "cifar10")
+        return 0 if in_memory else min(4, os.cpu_count() or 1)
 
     def base_kwargs(self) -> dict[str, Any]:
         return {"num_classes": self.train.num_classes or self.load_data().num_classes}
@@ -412,6 +422,9 @@ class Compressor:
             strategy.load_state_dict(meta.get("strategies", {}).get(strategy.name, {}))
         if self.dist.is_main:
             _truncate_metrics(self.checkpoint_root / METRICS_FILE, meta["epoch"])
+            if self.config.compressor.save_eval_model and not (latest / "eval_model" / MANIFEST_FILE).is_file():
+                # killed between the checkpoint and its eval model: write it now
+                self.save_eval_model(context, latest / "eval_model", manifest, meta.get("metrics", {}))
         self.log(f"resuming from checkpoint {latest} (epoch {meta['epoch']} done)")
         return {"path": str(latest), "tensors": tensors, "meta": meta}
 

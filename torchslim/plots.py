@@ -31,7 +31,9 @@ def _save(figure, path: str | Path) -> Path:
     return path
 
 
-def plot_sensitivities(table: SensitivityTable, path: str | Path, groups: Sequence[str] | None = None) -> Path:
+def plot_sensitivities(
+    table: SensitivityTable, path: str | Path, groups: Sequence[str] | None = None
+) -> Path:
     """One line per group: relative metric loss (%) against the fraction of its channels removed."""
     names = [n for n in (groups or list(table.groups)) if table.groups.get(n)]
     figure = _figure(9, 5.5)
@@ -45,7 +47,9 @@ def plot_sensitivities(table: SensitivityTable, path: str | Path, groups: Sequen
     axes.set_xlabel("fraction of the group's channels removed (lowest-scored first)")
     axes.set_ylabel(f"relative {table.metric} loss (%)")
     base = "" if table.base_metric is None else f", base {table.base_metric:.2f}%"
-    axes.set_title(f"{table.model}: sensitivity per group ({table.criterion}, {table.data}{base})", fontsize=10)
+    axes.set_title(
+        f"{table.model}: sensitivity per group ({table.criterion}, {table.data}{base})", fontsize=10
+    )
     axes.grid(True, linewidth=0.3)
     if names:
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -71,7 +75,9 @@ def plot_channels(
     figure = _figure(max(6.0, 0.32 * len(names) + 2), 4.5)
     axes = figure.add_subplot(1, 1, 1)
     positions = range(len(names))
-    axes.bar([p - 0.2 for p in positions], [before[n] for n in names], width=0.4, color="#9ecae1", label="before")
+    axes.bar(
+        [p - 0.2 for p in positions], [before[n] for n in names], width=0.4, color="#9ecae1", label="before"
+    )
     axes.bar([p + 0.2 for p in positions], [after.get(n, before[n]) for n in names], width=0.4, color="#08519c",
              label="after")  # fmt: skip
     axes.set_xticks(list(positions))

@@ -19,6 +19,7 @@ The table file (JSON, human-readable, ``format: torchslim.sensitivity/1``)::
       "metric": "top1_acc",               # top1_acc or top5_acc, in percent
       "data": "fashion-mnist val[:1000]", # the validation slice
       "samples": 1000,
+      "recalibrated": true,               # batch norms re-estimated after each removal
       "base_metric": 91.3,                # the metric with nothing removed
       "sizes": {"features.1.pointwise.conv": 32, ...},          # units per group
       "groups": {                          # group name -> ratio -> result
@@ -28,8 +29,13 @@ The table file (JSON, human-readable, ``format: torchslim.sensitivity/1``)::
     }
 
 ``loss`` is the relative drop ``(base - metric) / base`` (negative when removing
-channels helped). A file is reused when model, fingerprint, criterion, metric and
-data slice match; missing (group, ratio) entries are scanned and everything else
+channels helped). When the run re-estimates batch-norm statistics after pruning
+(``after_prune``), each try is measured after that re-estimation too, on the
+masked copy, whose buffers are restored afterwards: without it, removing
+channels anywhere collapses the downstream statistics and every curve
+saturates near chance, which says nothing about which layer matters. A file is
+reused when model, fingerprint, criterion, metric, data slice and
+``recalibrated`` match; missing (group, ratio) entries are scanned and everything else
 is kept, so a killed scan continues where it stopped (the file is rewritten
 atomically after every evaluation) and several machines can scan disjoint
 groups (``shard``) whose files :func:`merge_tables` joins.
@@ -67,8 +73,9 @@ from torchslim.plan import Plan, PlanBuilder
 
 FORMAT = "torchslim.sensitivity/1"
 DEFAULT_RATIOS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-MATCH_KEYS = ("model", "fingerprint", "criterion", "metric", "data", "samples")
+MATCH_KEYS = ("model", "fingerprint", "criterion", "metric", "data", "samples", "recalibrated")
 METRICS = {"top1_acc": 0, "top5_acc": 1}
+FLAT_SLOPE = 1e-6
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -100,6 +107,7 @@ class SensitivityTable:
     metric: str
     data: str
     samples: int
+    recalibrated: bool = False  # measured after the run's after-prune hook (batch-norm re-estimation)
     base_metric: float | None = None
     sizes: dict[str, int] = field(default_factory=dict)
     groups: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
@@ -114,9 +122,12 @@ class SensitivityTable:
             "metric": self.metric,
             "data": self.data,
             "samples": self.samples,
+            "recalibrated": self.recalibrated,
             "base_metric": self.base_metric,
             "sizes": dict(self.sizes),
-            "groups": {name: dict(sorted(r.items(), key=lambda kv: float(kv[0]))) for name, r in self.groups.items()},
+            "groups": {
+                name: dict(sorted(r.items(), key=lambda kv: float(kv[0]))) for name, r in self.groups.items()
+            },
         }
 
     @classmethod
@@ -131,6 +142,7 @@ class SensitivityTable:
                 metric=str(data["metric"]),
                 data=str(data["data"]),
                 samples=int(data["samples"]),
+                recalibrated=bool(data.get("recalibrated", False)),
                 base_metric=None if data.get("base_metric") is None else float(data["base_metric"]),
                 sizes={str(k): int(v) for k, v in data.get("sizes", {}).items()},
                 groups={
@@ -140,7 +152,9 @@ class SensitivityTable:
                 },
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as error:
-            raise PruningError(f"{source}: malformed sensitivity table ({type(error).__name__}: {error})") from None
+            raise PruningError(
+                f"{source}: malformed sensitivity table ({type(error).__name__}: {error})"
+            ) from None
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a temporary file in the same directory, then rename over ``path``."""
@@ -165,7 +179,11 @@ class SensitivityTable:
 
     def mismatches(self, other: SensitivityTable) -> list[str]:
         """``key: ours != theirs`` for every identity key that differs."""
-        return [f"{k}: {getattr(self, k)!r} != {getattr(other, k)!r}" for k in MATCH_KEYS if getattr(self, k) != getattr(other, k)]
+        return [
+            f"{k}: {getattr(self, k)!r} != {getattr(other, k)!r}"
+            for k in MATCH_KEYS
+            if getattr(self, k) != getattr(other, k)
+        ]
 
     def has(self, group: str, ratio: float) -> bool:
         return ratio_key(ratio) in self.groups.get(group, {})
@@ -181,12 +199,14 @@ class SensitivityTable:
         """(ratios, losses) of ``group``, starting at (0, 0), sorted, losses made non-decreasing.
 
         Removing more channels of one layer cannot really help; a dip is noise of
-        the validation slice, so the curve keeps the running maximum.
+        the validation slice, so the curve keeps the running maximum. A tiny slope
+        (``FLAT_SLOPE`` per unit ratio) keeps flat stretches strictly increasing, so
+        that groups whose losses are all zero are pruned evenly, not all at once.
         """
         points = sorted((float(r), v["loss"]) for r, v in self.groups.get(group, {}).items())
         ratios = np.array([0.0] + [r for r, _ in points])
         losses = np.maximum.accumulate(np.array([0.0] + [max(loss, 0.0) for _, loss in points]))
-        return ratios, losses
+        return ratios, losses + FLAT_SLOPE * ratios
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -228,7 +248,9 @@ def merge_tables(tables: Sequence[SensitivityTable]) -> SensitivityTable:
     for table in tables[1:]:
         differences = merged.mismatches(table)
         if differences:
-            raise PruningError(f"cannot merge sensitivity tables of different scans: {'; '.join(differences)}")
+            raise PruningError(
+                f"cannot merge sensitivity tables of different scans: {'; '.join(differences)}"
+            )
         if merged.base_metric is None:
             merged.base_metric = table.base_metric
         merged.sizes.update(table.sizes)
@@ -356,6 +378,7 @@ def scan_sensitivity(
     groups: Sequence[str] | None = None,
     progress: bool = True,
     on_result: Callable[[str, float, dict[str, float]], None] | None = None,
+    after_mask: Callable[[nn.Module], Any] | None = None,
 ) -> SensitivityTable:
     """Fill ``table`` with every missing (prunable group, ratio) and return it.
 
@@ -364,6 +387,12 @@ def scan_sensitivity(
     written after the base metric and after every single evaluation, atomically,
     so a killed scan loses at most the evaluation in flight. ``on_result(group,
     ratio, entry)`` is called after each evaluation (progress reporting, tests).
+
+    ``after_mask(model)`` runs on the masked copy before each measurement (the
+    base one included), e.g. batch-norm re-estimation, so that sensitivities are
+    measured the way the pruned model will be used; the copy's buffers are put
+    back after each try. Set ``table.recalibrated`` accordingly: it is part of
+    what a reused table must match.
     """
     ratios = sorted({round(float(r), 4) for r in ratios})
     if not ratios or ratios[0] <= 0.0 or ratios[-1] >= 1.0:
@@ -373,8 +402,21 @@ def scan_sensitivity(
     for group in selected:
         table.sizes[group.name] = group.size
     working = copy.deepcopy(model)
+    buffers = {name: buffer.detach().clone() for name, buffer in working.named_buffers()}
+
+    def measure() -> float:
+        if after_mask is None:
+            return evaluate_batches(working, batches, table.metric)
+        try:
+            after_mask(working)
+            return evaluate_batches(working, batches, table.metric)
+        finally:
+            with torch.no_grad():
+                for name, buffer in working.named_buffers():
+                    buffer.copy_(buffers[name])
+
     if table.base_metric is None:
-        table.base_metric = evaluate_batches(working, batches, table.metric)
+        table.base_metric = measure()
         if path is not None:
             table.save(path)
     todo = [(g, [r for r in ratios if not table.has(g.name, r)]) for g in selected]
@@ -393,7 +435,7 @@ def scan_sensitivity(
                 for ratio in missing:
                     count = min(group.size - 1, int(round(group.size * ratio)))
                     masker.remove(order[:count])
-                    entry = table.record(group.name, ratio, evaluate_batches(working, batches, table.metric))
+                    entry = table.record(group.name, ratio, measure())
                     if path is not None:
                         table.save(path)
                     bar.update(1)
@@ -483,7 +525,9 @@ def plan_from_sensitivities(
     builder = PlanBuilder(group_set, order, round_to)
     curves = _Curves(table, group_set, builder.sizes)
     if not curves.curves:
-        raise PruningError("the sensitivity table holds no group of this model: nothing to choose ratios from")
+        raise PruningError(
+            "the sensitivity table holds no group of this model: nothing to choose ratios from"
+        )
 
     def keep_for(group: int, ratio: float) -> int:
         size = builder.sizes[group]
@@ -519,11 +563,15 @@ def plan_from_sensitivities(
             f"(closest: {plan.reduction:.2%}); try a smaller round_to or more scanned ratios"
         )
     ratios = {group_set.groups[g].name: 1.0 - k / builder.sizes[g] for g, k in plan.keep.items()}
-    predicted = {group_set.groups[g].name: curves.loss(g, 1.0 - k / builder.sizes[g]) for g, k in plan.keep.items()}
+    predicted = {
+        group_set.groups[g].name: curves.loss(g, 1.0 - k / builder.sizes[g]) for g, k in plan.keep.items()
+    }
     return SensitivePlan(plan, ratios, predicted, best_level)
 
 
-def _nudge_by_loss(builder: PlanBuilder, curves: _Curves, plan: Plan, target: float, tolerance: float) -> Plan:
+def _nudge_by_loss(
+    builder: PlanBuilder, curves: _Curves, plan: Plan, target: float, tolerance: float
+) -> Plan:
     """Move one group one ``round_to`` step at a time towards the target, least predicted loss per MAC first."""
     for _ in range(500):
         error = plan.reduction - target

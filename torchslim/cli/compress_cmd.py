@@ -57,7 +57,7 @@ def add_parsers(subparsers) -> None:
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, help="Images per batch.")
     parser.add_argument("--lr", type=float, help="Initial learning rate.")
     parser.add_argument(
-        "--lr-strategy", "--lr_strategy", dest="lr_strategy", help="piecewise_decay, cosine_decay or constant."
+        "--lr-strategy", "--lr_strategy", dest="lr_strategy", help="piecewise_decay or cosine_decay."
     )
     parser.add_argument("--l2-decay", "--l2_decay", dest="l2_decay", type=float, help="L2 weight decay.")
     parser.add_argument("--momentum-rate", "--momentum_rate", dest="momentum_rate", type=float, help="SGD momentum.")

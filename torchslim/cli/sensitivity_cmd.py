@@ -48,15 +48,29 @@ def add_parsers(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="Evaluation batch size (default 256).")
     parser.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS),
                         help="Fractions of each group's channels to remove (default 0.1 ... 0.9).")  # fmt: skip
-    parser.add_argument("--criterion", default="l1_norm", help=f"Which channels go first: {', '.join(list_criteria())}.")
+    parser.add_argument(
+        "--criterion", default="l1_norm", help=f"Which channels go first: {', '.join(list_criteria())}."
+    )
     parser.add_argument("--criterion-batches", type=int, default=8,
                         help="Training batches fed to a data-driven criterion (taylor, activation_mean).")  # fmt: skip
-    parser.add_argument("--metric", default="top1_acc", choices=sorted(METRICS), help="Metric (default top1_acc).")
+    parser.add_argument(
+        "--bn-batches",
+        type=int,
+        default=0,
+        help="Re-estimate batch-norm statistics on N training batches after each removal, as the compressor does "
+        "after pruning (train.bn_recalibration_batches); a table for SensitivePruneStrategy in such a run needs it. "
+        "Default 0: off (faster).",
+    )
+    parser.add_argument(
+        "--metric", default="top1_acc", choices=sorted(METRICS), help="Metric (default top1_acc)."
+    )
     parser.add_argument("--pruned-params", default=None,
                         help="Regex over parameter names (or seed names) selecting the groups to scan.")  # fmt: skip
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="Scan only every N-th group starting at the K-th (to split a scan between machines).")  # fmt: skip
-    parser.add_argument("--output", help="Sensitivity table file (JSON); reused and completed when it matches.")
+    parser.add_argument(
+        "--output", help="Sensitivity table file (JSON); reused and completed when it matches."
+    )
     parser.add_argument("--merge", nargs="+", metavar="FILE",
                         help="Merge these table files into --output instead of scanning.")  # fmt: skip
     parser.add_argument("--plot", help="Write the sensitivity curves to this PNG file.")
@@ -86,7 +100,9 @@ def run_sensitivity(args: argparse.Namespace) -> int:
         log(f"merged {len(args.merge)} tables into {args.output}")
         return _report(args, result, started)
     if args.criterion.lower() not in list_criteria():
-        raise ConfigError(f"--criterion {args.criterion!r} is unknown; choose from {', '.join(list_criteria())}")
+        raise ConfigError(
+            f"--criterion {args.criterion!r} is unknown; choose from {', '.join(list_criteria())}"
+        )
     shard = _shard(args.shard)
     device = resolve_device(args.device)
     size_hint = args.input_size
@@ -106,17 +122,29 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     batches = cache_batches(data.val_loader, args.val_limit, device)
     samples = sum(len(t) for _, t in batches)
     train = data.train_loader if data_criterion(args.criterion) is not None else None
-    scores = group_scores(group_set, model, args.criterion, train, device=device, max_batches=args.criterion_batches)
+    scores = group_scores(
+        group_set, model, args.criterion, train, device=device, max_batches=args.criterion_batches
+    )
     fresh = SensitivityTable(
         model=loaded.name, fingerprint=model_fingerprint(model), criterion=args.criterion.lower(),
         metric=args.metric, data=f"{args.data} val[:{samples}] at {data.image_size}px", samples=samples,
+        recalibrated=args.bn_batches > 0,
     )  # fmt: skip
     result = open_table(args.output, fresh)
+    after_mask = None
+    if args.bn_batches > 0:
+        from torchslim.bn_recalibration import recalibrate_batch_norm
+
+        def after_mask(model):
+            recalibrate_batch_norm(model, data.train_loader, num_batches=args.bn_batches, device=device)
+
     groups = shard_groups(group_set, shard)
     selected = len(groups) if groups is not None else len(group_set.prunable())
-    log(f"{loaded.name}: {selected} groups x {len(args.ratios)} ratios on {samples} validation samples ({device})")
+    log(
+        f"{loaded.name}: {selected} groups x {len(args.ratios)} ratios on {samples} validation samples ({device})"
+    )
     scan_sensitivity(model, group_set, scores, batches, result, ratios=args.ratios, path=args.output, groups=groups,
-                     progress=not args.no_progress and not args.json)  # fmt: skip
+                     progress=not args.no_progress and not args.json, after_mask=after_mask)  # fmt: skip
     if args.output:
         log(f"sensitivity table written to {args.output}")
     return _report(args, result, started)

@@ -384,7 +384,9 @@ class TrainConfig:
     seed: int = spec(as_int, 0, check=_NON_NEGATIVE)
     train_limit: int | None = spec(optional(as_int), None, check=_POSITIVE_INT)
     val_limit: int | None = spec(optional(as_int), None, check=_POSITIVE_INT)
-    num_workers: int = spec(as_int, 4, check=_NON_NEGATIVE)
+    num_workers: int | None = spec(
+        optional(as_int), None, check=_NON_NEGATIVE, doc="null: none for in-memory data, else min(4, cores)"
+    )
     bn_recalibration_batches: int = spec(
         as_int, 20, check=_NON_NEGATIVE,
         doc="training batches to re-estimate batch-norm statistics on after pruning; 0: off "

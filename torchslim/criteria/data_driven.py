@@ -64,7 +64,9 @@ class DataCriterion:
 
     def collect(self, model: nn.Module, batches: Iterable, device: torch.device) -> dict[str, np.ndarray]:
         """Per conv/linear module name: one score per input position (channel / feature)."""
-        layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)]
+        layers = [
+            (n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)
+        ]
         totals: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
 
@@ -173,7 +175,9 @@ ACTIVATION_MEAN = DataCriterion(
 )
 DATA_CRITERIA: tuple[DataCriterion, ...] = (TAYLOR, ACTIVATION_MEAN)
 
-_PREPARED: weakref.WeakKeyDictionary[nn.Module, dict[str, dict[str, np.ndarray]]] = weakref.WeakKeyDictionary()
+_PREPARED: weakref.WeakKeyDictionary[nn.Module, dict[str, dict[str, np.ndarray]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def prepare_data_criterion(

@@ -54,7 +54,13 @@ from torchslim.pruner import analyze
 from torchslim.sensitivity import Batch, evaluate_batches, group_scores, model_fingerprint
 
 from .base import CompressionContext, Strategy
-from .sensitive import finish_pruning, pruner_criterion, training_batches, validation_slice
+from .sensitive import (
+    finish_pruning,
+    pruner_criterion,
+    refuse_distributed,
+    training_batches,
+    validation_slice,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +101,9 @@ class TokenSpace:
         return self._reductions[key]
 
     def ratios(self, tokens: list[int]) -> list[float]:
-        return [1.0 - self.options[g][t] / self.builder.sizes[g] for g, t in zip(self.groups, tokens, strict=True)]
+        return [
+            1.0 - self.options[g][t] / self.builder.sizes[g] for g, t in zip(self.groups, tokens, strict=True)
+        ]
 
     def token_for_ratio(self, group: int, ratio: float) -> int:
         """The token whose channel ratio is closest to ``ratio``."""
@@ -147,6 +155,7 @@ class AutoPruneStrategy(Strategy):
     def on_epoch_begin(self, context: CompressionContext) -> None:
         if self.done or context.epoch < self.config.start_epoch:
             return
+        refuse_distributed(context, self.name, "AutoPruneStrategy")
         space = self._prepare(context)
         left = self.controller.max_iter_number - self.controller.iteration
         if context.epoch < self.apply_epoch():
@@ -269,7 +278,9 @@ class AutoPruneStrategy(Strategy):
         optimizer = build_optimizer(model, lr=self.train_config.lr, momentum=self.train_config.momentum_rate,
                                     l2_decay=self.train_config.l2_decay)  # fmt: skip
         for epoch in range(self.config.retrain_epoch):
-            train_one_epoch(model, context.train_loader, optimizer, device=context.device, epoch=epoch, progress=False)
+            train_one_epoch(
+                model, context.train_loader, optimizer, device=context.device, epoch=epoch, progress=False
+            )
 
     def search(self, context: CompressionContext, space: TokenSpace, budget: int) -> None:
         """Evaluate the initial tokens (once) and then up to ``budget`` candidates."""
@@ -330,7 +341,11 @@ class AutoPruneStrategy(Strategy):
     # -- resumable state -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """JSON data: done, the groups searched, the initial tokens / reward, the controller's state."""
-        controller = self.controller.state_dict() if self.controller is not None and self.controller.started else self._saved
+        controller = (
+            self.controller.state_dict()
+            if self.controller is not None and self.controller.started
+            else self._saved
+        )
         return {
             "done": self.done,
             "group_names": self.group_names,

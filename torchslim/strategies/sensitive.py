@@ -66,6 +66,18 @@ CONVERGED_DELTA = 0.1  # metric points per epoch below which fine-tuning has con
 # ----------------------------------------------------------------------------- helpers shared with auto.py
 
 
+def refuse_distributed(context: CompressionContext, name: str, what: str) -> None:
+    """Scans and searches decide on one process's data; under torchrun the ranks would choose differently."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else context.world_size
+    if world > 1:
+        raise ConfigError(
+            f"strategies.{name}: {what} does not run under torchrun yet (the ranks would measure on different "
+            "data and prune differently); run it on one process, then fine-tune the saved model under torchrun"
+        )
+
+
 def pruner_criterion(pruner: Any) -> str:
     return pruner.criterions.get("*") or next(iter(pruner.criterions.values()))
 
@@ -91,7 +103,9 @@ def validation_slice(
     return batches, f"{data_spec} val[:{samples}] at {size}px", samples
 
 
-def finish_pruning(context: CompressionContext, event: dict[str, Any], plot_path: Path | None, before: dict) -> None:
+def finish_pruning(
+    context: CompressionContext, event: dict[str, Any], plot_path: Path | None, before: dict
+) -> None:
     """After an in-place prune: flag the change, evaluate, re-estimate BN, plot, and record ``event``."""
     context.model_changed = True
     if context.evaluate is not None:
@@ -139,6 +153,7 @@ class SensitivePruneStrategy(Strategy):
         if self.steps_done >= self.config.num_steps or context.epoch < self.config.start_epoch:
             return
         if self.steps_done == 0 or self._due(context.epoch):
+            refuse_distributed(context, self.name, "SensitivePruneStrategy")
             final = self._is_last_chance(context.epoch)
             self.prune_step(context, self.config.num_steps if final else self.steps_done + 1)
 
@@ -189,11 +204,11 @@ class SensitivePruneStrategy(Strategy):
                               device=context.device)  # fmt: skip
         fresh = SensitivityTable(
             model=context.base_name, fingerprint=model_fingerprint(model), criterion=self.criterion,
-            metric=self.metric, data=description, samples=samples,
+            metric=self.metric, data=description, samples=samples, recalibrated=context.after_prune is not None,
         )  # fmt: skip
         path = self.table_path(self.steps_done)
         table = scan_sensitivity(model, group_set, scores, batches, open_table(path, fresh), ratios=self.ratios,
-                                 path=path, progress=self.progress)  # fmt: skip
+                                 path=path, progress=self.progress, after_mask=context.after_prune)  # fmt: skip
         macs_now = plan_macs(group_set, np.zeros(len(group_set.roots), dtype=bool))
         if self.macs_original is None:
             self.macs_original = macs_now
@@ -229,7 +244,9 @@ class SensitivePruneStrategy(Strategy):
         }
         plot = Path(self.run_dir) / f"{self.name}.step{step}.channels.png" if self.run_dir else None
         finish_pruning(context, event, plot, before)
-        log.info("%s: step %d removed %.2f%% of the original MACs", self.name, step, 100 * event["flops_reduction"])
+        log.info(
+            "%s: step %d removed %.2f%% of the original MACs", self.name, step, 100 * event["flops_reduction"]
+        )
 
     # -- resumable state -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

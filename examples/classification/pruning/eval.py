@@ -20,6 +20,7 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--model_path", required=True, help="The model to evaluate.")
 parser.add_argument("--model_name", help="Ignored (seed flag): the model structure is model_path/manifest.json.")
 parser.add_argument("--params_name", help="Ignored (seed flag): the weights are model_path/model.safetensors.")
+parser.add_argument("--model", help="Only for a model of your own factory (file.py:factory): name it to trust its code.")
 parser.add_argument("--use_gpu", choices=["True", "False"], help="Evaluate on a GPU (default: when there is one).")
 parser.add_argument("--data", default="imagenet:./data/ILSVRC2012", help="Data spec (default: %(default)s).")
 parser.add_argument("--json", action="store_true", help="Print one JSON object.")
@@ -35,4 +36,5 @@ if __name__ == "__main__":
     use_gpu = torch.cuda.is_available() if args.use_gpu is None else args.use_gpu == "True"
     device = "cuda" if use_gpu else "cpu"
     argv = ["eval", "--model-path", args.model_path, "--data", args.data, "--device", device]
+    argv += ["--model", args.model] if args.model else []
     sys.exit(main(argv + (["--json"] if args.json else [])))
