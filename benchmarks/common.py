@@ -100,6 +100,7 @@ class Pruned:
     seconds: float
     tries: int = 1
     hit: bool = True  # within TOLERANCE of the target
+    ratio: float | None = None  # Torch-Pruning's pruning_ratio
 
     @property
     def macs_left(self) -> float:
@@ -163,7 +164,7 @@ def tp_prune(model: nn.Module, input_size: int, target: float, *, round_to: int 
     started = time.perf_counter()
     before = macs(model, input_size)
     low, high = 0.0, 0.95
-    best: tuple[float, nn.Module, int] | None = None
+    best: tuple[float, nn.Module, int, float] | None = None
     tries = 0
     while tries < max_tries:
         ratio = (low + high) / 2
@@ -172,7 +173,7 @@ def tp_prune(model: nn.Module, input_size: int, target: float, *, round_to: int 
         tries += 1
         reduction = 1.0 - after / before
         if best is None or abs(reduction - target) < abs(best[0] - target):
-            best = (reduction, candidate, after)
+            best = (reduction, candidate, after, ratio)
         if abs(reduction - target) <= TOLERANCE / 4:
             break
         if reduction < target:
@@ -180,8 +181,27 @@ def tp_prune(model: nn.Module, input_size: int, target: float, *, round_to: int 
         else:
             high = ratio
     seconds = time.perf_counter() - started
-    reduction, pruned, after = best
-    return Pruned(pruned, before, after, seconds, tries, hit=abs(reduction - target) <= TOLERANCE)
+    reduction, pruned, after, ratio = best
+    return Pruned(pruned, before, after, seconds, tries, hit=abs(reduction - target) <= TOLERANCE, ratio=ratio)
+
+
+def tp_prune_cached(name: str, model: nn.Module, input_size: int, target: float, round_to: int | None) -> Pruned:
+    """:func:`tp_prune`, with the ratio its bisection found cached in benchmarks/cache/ (bisection is slow)."""
+    path = CACHE / "torch_pruning_ratios.json"
+    key = f"{name}|{input_size}|{target}|{round_to}|{torch_pruning_version()}"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    if key in known:
+        started = time.perf_counter()
+        before = macs(model, input_size)
+        pruned = tp_prune_once(copy.deepcopy(model), torch.randn(1, 3, input_size, input_size), known[key], round_to)
+        after = macs(pruned, input_size)
+        return Pruned(pruned, before, after, time.perf_counter() - started,
+                      hit=abs(1 - after / before - target) <= TOLERANCE, ratio=known[key])  # fmt: skip
+    result = tp_prune(model, input_size, target, round_to=round_to)
+    known[key] = result.ratio
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(known, indent=1))
+    return result
 
 
 def fresh_model(name: str, num_classes: int = 1000, seed: int = 0) -> nn.Module:

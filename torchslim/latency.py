@@ -81,7 +81,7 @@ def export_for_timing(model: nn.Module, input_size: int, path: Path, *, verify: 
     return path
 
 
-def make_callables(
+def _make_callables(
     models: dict[str, nn.Module],
     input_size: int,
     *,
@@ -93,7 +93,7 @@ def make_callables(
     onnx_paths: dict[str, Path] | None = None,
     verify: bool = False,
 ) -> dict[str, object]:
-    """A no-argument callable per model running one batch on ``runtime``."""
+    """A no-argument callable per model running one batch on ``runtime`` (ONNX files go to ``workdir``)."""
     from torchslim.export import ort_callable, torch_callable
 
     _check_runtime(runtime)
@@ -103,12 +103,13 @@ def make_callables(
         for label, model in models.items():
             functions[label] = torch_callable(copy.deepcopy(model).eval(), example, device=device)
         return functions
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="torchslim-latency-"))
     onnx_paths = dict(onnx_paths or {})
+    if workdir is None and set(models) - set(onnx_paths):
+        raise ValueError("a workdir is needed to export models for ONNX Runtime")
     for index, (label, model) in enumerate(models.items()):
         path = onnx_paths.get(label)
         if path is None:
-            path = export_for_timing(model, input_size, workdir / f"model{index}.onnx", verify=verify)
+            path = export_for_timing(model, input_size, Path(workdir) / f"model{index}.onnx", verify=verify)
         functions[label] = ort_callable(_ort_session(path, threads, device), example.numpy())
     return functions
 
@@ -135,8 +136,10 @@ def compare_latency(
 
     if not models:
         raise ValueError("compare_latency needs at least one model")
-    with torch_threads(threads):
-        functions = make_callables(
+    with torch_threads(threads), contextlib.ExitStack() as stack:
+        if workdir is None and runtime == "onnxruntime":
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="torchslim-latency-"))
+        functions = _make_callables(
             models, input_size, runtime=runtime, batch_size=batch_size, threads=threads, device=device,
             workdir=workdir, onnx_paths=onnx_paths,
         )  # fmt: skip
@@ -469,8 +472,12 @@ def block_from_latencies(latencies: dict[int, float]) -> int:
     for block in BLOCK_CANDIDATES:
         padded = np.ceil(counts / block) * block
         design = np.stack([np.ones_like(padded), padded], axis=1)
-        coefficients, *_ = np.linalg.lstsq(design, values, rcond=None)
-        error = float(np.median(np.abs(design @ coefficients - values)))
+        keep = np.ones(len(values), dtype=bool)
+        for _ in range(3):  # trimmed least squares: a few disturbed samples must not bend the line
+            coefficients, *_ = np.linalg.lstsq(design[keep], values[keep], rcond=None)
+            residuals = np.abs(design @ coefficients - values)
+            keep = residuals <= np.quantile(residuals, 0.8)
+        error = float(np.median(residuals))
         if error < best_error * 0.9:
             best_block, best_error = block, error
     return best_block

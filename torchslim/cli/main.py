@@ -9,9 +9,21 @@ from collections.abc import Sequence
 from torchslim._version import __version__
 from torchslim.errors import TorchslimError
 
-from . import compress_cmd, demo_cmd, eval_cmd, infer_cmd, inspect_cmds, prune_cmd, sensitivity_cmd
+from . import (
+    bench_cmd,
+    compress_cmd,
+    demo_cmd,
+    eval_cmd,
+    infer_cmd,
+    inspect_cmds,
+    prune_cmd,
+    report_cmd,
+    sensitivity_cmd,
+)
 
-COMMAND_MODULES = [inspect_cmds, prune_cmd, sensitivity_cmd, compress_cmd, eval_cmd, infer_cmd, demo_cmd]
+COMMAND_MODULES = [
+    inspect_cmds, prune_cmd, sensitivity_cmd, compress_cmd, eval_cmd, infer_cmd, demo_cmd, bench_cmd, report_cmd,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

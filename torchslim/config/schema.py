@@ -156,6 +156,15 @@ class StructurePrunerConfig:
     )
     round_to: int = spec(as_int, 8, check=_POSITIVE_INT, doc="kept channel counts are multiples of this")
     global_ranking: bool = spec(as_bool, False, doc="rank filters across layers instead of per layer")
+    align: str = spec(
+        choice(("round_to", "latency"), "align"),
+        "round_to",
+        doc="round_to: every count a multiple of round_to; latency: per-layer alignment and channel "
+        "allocation from a latency table measured on `runtime` (torchslim.latency.prune_for_latency)",
+    )
+    runtime: str = spec(
+        choice(("onnxruntime", "eager"), "runtime"), "onnxruntime", doc="runtime whose latency align=latency measures"
+    )
 
     def criterion_for(self, param_name: str) -> str | None:
         """The criterion for a parameter: exact key, then the first regex key that
@@ -230,6 +239,10 @@ class UniformPruneConfig(PruneStrategyConfig):
     target_ratio: float = spec(as_float, check=_RATIO_OPEN, doc="fraction of FLOPs to remove")
     pruned_params: str = spec(as_regex, doc="regex over parameter names")
     metric_name: str | None = spec(optional(_metric), None)
+    latency_target: float | None = spec(
+        optional(as_float), None, check=_RATIO_OPEN,
+        doc="also remove at least this fraction of the latency estimated on the pruner's runtime (align: latency)",
+    )  # fmt: skip
 
 
 @dataclass(kw_only=True)

@@ -168,7 +168,9 @@ def _compare(
                     f"{where}: ONNX output shape {out.shape} != PyTorch {ref.shape} "
                     f"for input shape {tuple(x.shape)}"
                 )
-            close = np.isclose(out, ref, rtol=rtol, atol=atol, equal_nan=True)
+            # rtol is relative to the output's scale: a logit near zero in a large output is no worse off
+            scale = float(np.abs(ref[np.isfinite(ref)]).max(initial=0.0))
+            close = np.isclose(out, ref, rtol=0.0, atol=atol + rtol * scale, equal_nan=True)
             both_finite = np.isfinite(out) & np.isfinite(ref)
             diff = float(np.abs(out[both_finite] - ref[both_finite]).max(initial=0.0))
             if not close.all():

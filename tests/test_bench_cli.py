@@ -1,0 +1,76 @@
+"""``torchslim bench latency``: output contract and errors, on a tiny model with few rounds (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import TINY_MODEL
+from tiny_models import tiny_net
+
+from torchslim.cli import main
+from torchslim.models import save_model
+from torchslim.pruner import prune
+
+KEYS = {"macs_ratio", "latency_base_ms", "latency_pruned_ms", "speedup", "runtime", "threads", "batch_size"}
+FAST = ["--input-size", "32", "--rounds", "2", "--warmup", "0", "--threads", "1"]
+
+
+def run(capsys, argv):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "eager"])
+def test_bench_latency_json_prunes_and_times(capsys, runtime):
+    code, out, _ = run(capsys, ["bench", "latency", "--model", TINY_MODEL, "--target-flops", "0.5", "--round-to", "2",
+                                "--runtime", runtime, "--batch-size", "2", "--json", *FAST])  # fmt: skip
+    assert code == 0
+    payload = json.loads(out)
+    assert set(payload) == KEYS
+    assert payload["runtime"] == runtime and payload["threads"] == 1 and payload["batch_size"] == 2
+    assert 0.4 < payload["macs_ratio"] < 0.6
+    assert payload["latency_base_ms"] > 0 and payload["latency_pruned_ms"] > 0 and payload["speedup"] > 0
+
+
+def test_bench_latency_without_target_times_the_model_alone(capsys):
+    code, out, _ = run(capsys, ["bench", "latency", "--model", TINY_MODEL, "--runtime", "eager", "--json", *FAST])
+    payload = json.loads(out)
+    assert code == 0 and payload["macs_ratio"] == 1.0
+    assert payload["latency_pruned_ms"] is None and payload["speedup"] is None
+
+
+def test_bench_latency_saved_pruned_model_against_its_base(capsys, tmp_path):
+    pruned = prune(tiny_net(), torch.randn(1, 3, 32, 32), target_flops=0.5, round_to=2).model
+    save_model(tmp_path / "m", pruned, TINY_MODEL, {}, input_size=32)
+    code, out, _ = run(capsys, ["bench", "latency", "--model-path", str(tmp_path / "m"), "--model", TINY_MODEL,
+                                "--runtime", "eager", "--json", *FAST])  # fmt: skip
+    assert code == 0
+    assert 0.4 < json.loads(out)["macs_ratio"] < 0.6
+
+
+def test_bench_latency_text_table(capsys):
+    code, out, _ = run(capsys, ["bench", "latency", "--model", TINY_MODEL, "--target-flops", "0.5", "--round-to", "2",
+                                "--runtime", "eager", *FAST])  # fmt: skip
+    assert code == 0 and "unpruned" in out and "pruned" in out and "speedup" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--target-flops", "1.5"], "--target-flops"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--device", "tpu"], "--device"),
+    ],
+)
+def test_bench_latency_bad_arguments_are_one_line_errors(capsys, extra, message):
+    code, out, err = run(capsys, ["bench", "latency", "--model", TINY_MODEL, *FAST, *extra])
+    assert code != 0 and out == ""
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_without_benchmark_prints_help(capsys):
+    code, out, _ = run(capsys, ["bench"])
+    assert code == 2 and "latency" in out
