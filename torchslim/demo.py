@@ -64,7 +64,7 @@ def run_demo(settings: DemoSettings, log=lambda m: print(m, file=sys.stderr, flu
     )
     log(f"[1/3] baseline: {settings.baseline_epochs} epochs of plain training (no strategy)")
     baseline = parse_config(_config(settings, "baseline", settings.baseline_epochs, {}, None), source="<demo baseline>")
-    Compressor(baseline).run()
+    Compressor(baseline, progress=sys.stderr.isatty()).run()
     baseline_dir = Path(settings.output) / "baseline" / str(settings.baseline_epochs - 1) / "eval_model"
     strategy = {
         "uniform_pruning_strategy": {
@@ -76,21 +76,24 @@ def run_demo(settings: DemoSettings, log=lambda m: print(m, file=sys.stderr, flu
     pruned_config = parse_config(
         _config(settings, "pruned", settings.finetune_epochs, strategy, str(baseline_dir)), source="<demo pruned>"
     )
-    compressor = Compressor(pruned_config)
+    compressor = Compressor(pruned_config, progress=sys.stderr.isatty())
     summary = compressor.run()
-    pruned_dir = Path(summary.last_checkpoint or Path(settings.output) / "pruned" / str(settings.finetune_epochs - 1)) / "eval_model"
+    pruned_dir = Path(settings.output) / "pruned" / str(settings.finetune_epochs - 1) / "eval_model"
     log("[3/3] evaluate both eval models and time them in PyTorch and ONNX Runtime (batch 1, 2 threads)")
-    rows = []
-    models = {}
+    rows, models, input_size = [], {}, None
     for label, directory in (("baseline", baseline_dir), (f"-{settings.target_ratio:.0%} pruned", pruned_dir)):
         model, manifest = load_model(directory)
+        input_size = manifest["input_size"]
         result = evaluate(model, compressor.load_data().val_loader)
-        rows.append(row_for(label, model, manifest["input_size"], result.top1, result.top5))
+        rows.append(row_for(label, model, input_size, result.top1, result.top5))
         models[label] = (model, directory / "model.onnx")
-    for row, (torch_ms, ort_ms) in zip(rows, time_models(models, rows and manifest["input_size"]).values(), strict=True):
-        row.torch_ms, row.ort_ms = torch_ms, ort_ms
-    if summary.events and "top1_after_prune" in summary.events[0]:
-        log(f"top-1 right after pruning, before fine-tuning: {summary.events[0]['top1_after_prune']:.2f}%")
+    timings = time_models(models, input_size)
+    for row in rows:
+        row.torch_ms, row.ort_ms = timings[row.label]
+    for event in summary.events:
+        for key, text in (("top1_after_prune", "right after pruning"), ("top1_after_bn_recalibration", "after BN re-estimation")):
+            if key in event:
+                log(f"top-1 {text}, before fine-tuning: {event[key]:.2f}%")
     return rows
 
 
