@@ -249,3 +249,22 @@ def test_compare_latency_structure(wide, runtime):
 def test_compare_latency_rejects_unknown_runtime(wide):
     with pytest.raises(ConfigError):
         compare_latency({"base": wide}, 32, runtime="tvm", rounds=1)
+
+
+def test_prune_as_configured_dispatches_on_align(wide, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from torchslim.latency import prune_as_configured
+
+    monkeypatch.setenv("TORCHSLIM_CACHE", str(tmp_path))
+    monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config))
+    example = torch.randn(1, 3, 32, 32)
+    strategy = SimpleNamespace(pruned_params=None, latency_target=None)
+    fixed = SimpleNamespace(round_to=8, global_ranking=False, align="round_to", runtime="onnxruntime")
+    result = prune_as_configured(wide, example, target_flops=0.4, pruner=fixed, strategy=strategy,
+                                 criterion="l1_norm", inplace=False)  # fmt: skip
+    assert not hasattr(result, "latency")
+    aware = SimpleNamespace(**{**vars(fixed), "align": "latency"})
+    result = prune_as_configured(wide, example, target_flops=0.4, pruner=aware, strategy=strategy,
+                                 criterion="l1_norm", inplace=False)  # fmt: skip
+    assert result.latency.runtime == "onnxruntime" and (tmp_path / "latency").is_dir()

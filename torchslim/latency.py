@@ -793,3 +793,21 @@ def _channel_counts(model: nn.Module) -> dict[str, int]:
             counts[name] = module.out_features
     return counts
 
+
+
+def prune_as_configured(model: nn.Module, example_input: torch.Tensor, *, target_flops: float, pruner, strategy,
+                        criterion: str, aliases: dict[str, str] | None = None, inplace: bool = True):  # fmt: skip
+    """What a pruning strategy calls: :func:`torchslim.prune`, or :func:`prune_for_latency` when the
+    pruner config says ``align: latency`` or the strategy sets ``latency_target``."""
+    latency_target = getattr(strategy, "latency_target", None)
+    if getattr(pruner, "align", "round_to") == "latency" or latency_target is not None:
+        return prune_for_latency(
+            model, example_input, target_flops=target_flops, latency_target=latency_target,
+            runtime=getattr(pruner, "runtime", "onnxruntime"), criterion=criterion,
+            pruned_params=strategy.pruned_params, aliases=aliases, inplace=inplace,
+        )  # fmt: skip
+    from torchslim.pruner import prune
+
+    return prune(model, example_input, target_flops=target_flops, criterion=criterion,
+                 pruned_params=strategy.pruned_params, round_to=pruner.round_to,
+                 global_ranking=pruner.global_ranking, aliases=aliases, inplace=inplace)  # fmt: skip

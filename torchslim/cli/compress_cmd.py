@@ -148,6 +148,10 @@ def summary_table(summary: CompressionSummary) -> str:
     for event in summary.events:
         if "top1_after_prune" in event:
             text += f"\ntop-1 right after pruning at epoch {event['epoch']}: {event['top1_after_prune']:.2f}%"
+        if "top1_after_bn_recalibration" in event:
+            text += f", after BN re-estimation: {event['top1_after_bn_recalibration']:.2f}%"
+        if "teacher_percent_of_epoch" in event:
+            text += f"\ndistillation at epoch {event['epoch']}: teacher took {event['teacher_percent_of_epoch']:.0f}% of the epoch"
     if summary.last_checkpoint:
         text += f"\nlast checkpoint: {summary.last_checkpoint} (eval model in eval_model/, ONNX in eval_model/model.onnx)"
     return text

@@ -54,7 +54,8 @@ def make_manifest(
     ``reference`` is a freshly built base model; it is built here when not given.
     """
     if reference is None:
-        reference = build_model(base_name, **base_kwargs)
+        with torch.random.fork_rng(devices=[]):  # building the reference must not move a seeded run's RNG
+            reference = build_model(base_name, **base_kwargs)
     reference_modules = dict(reference.named_modules())
     changed: dict[str, Any] = {}
     for name, module in model.named_modules():
