@@ -223,8 +223,10 @@ def fmnist_loaders(train_limit: int | None, val_limit: int | None, batch_size: i
 
 
 def train_epochs(model: nn.Module, data, *, epochs: int, lr: float, seed: int, weight_decay: float = 5e-4,
-                 progress: bool = False) -> list[dict[str, float]]:  # fmt: skip
-    """SGD + momentum, cosine LR per batch over ``epochs``, with the engine's train/evaluate loops."""
+                 progress: bool = False, loss_fn=None) -> list[dict[str, float]]:  # fmt: skip
+    """SGD + momentum, cosine LR per batch over ``epochs``, with the engine's train/evaluate loops.
+
+    ``loss_fn(outputs, targets, images)`` replaces cross-entropy (distillation)."""
     from torchslim.engine import build_lr_scheduler, build_optimizer, evaluate, train_one_epoch
 
     torch.manual_seed(seed)
@@ -234,7 +236,7 @@ def train_epochs(model: nn.Module, data, *, epochs: int, lr: float, seed: int, w
     history = []
     for epoch in range(epochs):
         stats = train_one_epoch(model, data.train_loader, optimizer, scheduler=scheduler, epoch=epoch,
-                                progress=progress)  # fmt: skip
+                                progress=progress, loss_fn=loss_fn)  # fmt: skip
         result = evaluate(model, data.val_loader)
         history.append({"epoch": epoch, "train_loss": stats.loss, "top1": result.top1, "top5": result.top5,
                         "images_per_s": stats.images_per_s})  # fmt: skip

@@ -5,6 +5,10 @@ training images (cached under ``benchmarks/cache/``). Every method prunes the
 seed's pointwise convs (``pruned_params: '.*_sep_weights'``) with the same
 criterion (``l1_norm``) and ``round_to`` 8, through the real strategies
 (UniformPruneStrategy, SensitivePruneStrategy, AutoPruneStrategy + SAController).
+``sensitive`` chooses ratios from the sensitivity table by least predicted loss
+per MAC (torchslim's default); ``sensitive-level`` from the same table by the
+seed's rule (one allowed-loss level for every layer). ``auto`` searches
+``--sa-iterations`` candidates removing 50-51% of MACs.
 
 Data split, so that no reported number is measured on images that chose the plan:
 the sensitivity scan and the search see test images [0, search) ("search slice");
@@ -58,7 +62,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument("--criterion", default="l1_norm")
     parser.add_argument("--sa-iterations", type=int, default=100)
-    parser.add_argument("--methods", nargs="+", default=["uniform", "sensitive", "auto"])
+    parser.add_argument("--methods", nargs="+", default=["uniform", "sensitive", "sensitive-level", "auto"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", default="smart_pruning")
     parser.add_argument(
@@ -115,6 +119,13 @@ def strategy_config(method: str, args: argparse.Namespace, work: Path) -> dict[s
             "target_ratio": args.target,
             "delta_rate": 0.1,
             "sensitivities_file": str(work / "sensitivities.json"),
+        },  # fmt: skip
+        "sensitive-level": {  # the same table, the seed's allocation rule (one allowed-loss level)
+            "class": "SensitivePruneStrategy",
+            "target_ratio": args.target,
+            "delta_rate": 0.1,
+            "sensitivities_file": str(work / "sensitivities.json"),
+            "allocation": "level",
         },  # fmt: skip
         "auto": {
             "class": "AutoPruneStrategy",
@@ -189,7 +200,8 @@ def run_method(method: str, base: torch.nn.Module, data: SimpleNamespace, args: 
     }
     if method == "auto":
         row["search"] = event["search"]
-    if method == "sensitive":
+    if method.startswith("sensitive"):
+        row["allocation"] = event.get("allocation")
         table = SensitivityTable.load(work / "sensitivities.json")
         curves = RESULTS / f"{args.output}_sensitivities.png"
         plot_sensitivities(table, curves)

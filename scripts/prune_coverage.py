@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -58,10 +59,11 @@ def input_size_for(name: str, model: Any = None, wanted: int = DEFAULT_SIZE) -> 
     return max(wanted, int(minimum))
 
 
-def randomize_zero_weights(model: Any, seed: int = 0) -> list[str]:
+def make_outputs_sensitive(model: Any, seed: int = 0) -> list[str]:
     """Give all-zero conv/linear weights (ViT's zero-initialised head) small random values.
 
-    A zero classifier makes every output 0 and the oracle comparison vacuous.
+    A zero classifier makes every output 0 and the oracle comparison vacuous. Returns the
+    names of what was changed.
     """
     import torch
     from torch import nn
@@ -75,6 +77,13 @@ def randomize_zero_weights(model: Any, seed: int = 0) -> list[str]:
                 with torch.no_grad():
                     weight.copy_(torch.randn(weight.shape, generator=generator) * 0.02)
                 changed.append(name)
+        # ConvNeXt scales each residual branch by 1e-6 at init: pruning inside a block would
+        # then change outputs by less than float rounding, and the oracle would see nothing.
+        scale = getattr(module, "layer_scale", None)
+        if isinstance(scale, nn.Parameter) and float(scale.detach().abs().max()) < 1e-3:
+            with torch.no_grad():
+                scale.fill_(1.0)
+            changed.append(f"{name}.layer_scale")
     return changed
 
 
@@ -131,7 +140,7 @@ def run_one(name: str, target: float, wanted_size: int, round_to: int) -> dict[s
         size = input_size_for(name, model, wanted_size)
         result["input_size"] = size
         stage = "calibrate"
-        reinitialised = randomize_zero_weights(model)
+        reinitialised = make_outputs_sensitive(model)
         if reinitialised:
             result["reinitialised_zero_weights"] = reinitialised
         try:
@@ -244,6 +253,14 @@ def describe(result: dict[str, Any]) -> str:
     return f"{result['status']}: {result['reason']}"
 
 
+def failure_kind(result: dict[str, Any]) -> str:
+    """The reason with numbers (shapes, node indices, times) blanked, plus where it was raised,
+    so models failing the same way are listed together."""
+    reason = re.sub(r"\d+", "N", result["reason"])
+    where = re.sub(r":\d+ ", " ", result["where"]) if result.get("where") else ""
+    return f"{result['status']}: {reason}" + (f" [{where}, while: {result.get('stage')}]" if where else "")
+
+
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     totals = {"models": len(results), "ok": 0, "unprunable": 0, "error": 0}
     by_reason: dict[str, list[str]] = {}
@@ -251,7 +268,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     for r in results:
         totals[r["status"]] = totals.get(r["status"], 0) + 1
         if r["status"] != "ok":
-            by_reason.setdefault(f"{r['status']}: {r['reason']}", []).append(r["model"])
+            by_reason.setdefault(failure_kind(r), []).append(r["model"])
         elif not r.get("train_forward", "ok").startswith(("ok", "n/a")):
             train_failures.append(r["model"])
     totals["ok_but_train_mode_fails"] = len(train_failures)

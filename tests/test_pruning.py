@@ -798,12 +798,10 @@ FRESH_PROCESS_CHECK = textwrap.dedent(
 )
 
 
-def test_save_and_load_pruned_models(tmp_path, monkeypatch, capsys):
-    from safetensors.torch import load_file
-
-    from torchslim.cli import main
-    from torchslim.errors import ModelError
-
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A pruned resnet18 and a pruned user-factory model, saved side by side."""
+    tmp_path = tmp_path_factory.mktemp("saved")
     _, resnet, x, size = pruned_case("torchvision:resnet18")
     factory = tmp_path / "user_net.py"
     factory.write_text(FACTORY_SOURCE)
@@ -814,25 +812,40 @@ def test_save_and_load_pruned_models(tmp_path, monkeypatch, capsys):
     user_result = prune(user, user_x, target_flops=0.5, round_to=1)
     assert abs(user_result.report.flops_reduction - 0.5) <= 0.01
     assert_oracle(user, user_result, user_x)
-
     cases = {
-        "resnet18": ("torchvision:resnet18", resnet.model, x, size),
-        "user": (factory_name, user_result.model, user_x, 32),
+        "resnet18": ("torchvision:resnet18", resnet, x, size),
+        "user": (factory_name, user_result, user_x, 32),
     }
-    for key, (base, model, inputs, input_size) in cases.items():
+    manifests = {}
+    for key, (base, result, inputs, input_size) in cases.items():
         directory = tmp_path / key
-        manifest = save_model(directory, model, base, {"num_classes": NUM_CLASSES}, input_size=input_size)
-        assert manifest["model"] == base and manifest["modules"]
+        manifests[key] = save_model(
+            directory, result.model, base, {"num_classes": NUM_CLASSES}, input_size=input_size
+        )
+        torch.save({"x": inputs, "y": outputs(result.model, inputs)}, tmp_path / f"{key}.expected.pt")
+    return tmp_path, cases, manifests, factory_name
+
+
+def test_saved_directory_holds_json_and_safetensors_only(saved):
+    from safetensors.torch import load_file
+
+    tmp_path, cases, manifests, _ = saved
+    for key, (base, result, _, input_size) in cases.items():
+        directory = tmp_path / key
+        assert manifests[key]["model"] == base and manifests[key]["modules"]
         assert sorted(p.name for p in directory.iterdir()) == ["manifest.json", "model.safetensors"]
         on_disk = json.loads((directory / "manifest.json").read_text())
         assert on_disk["format"] == "torchslim.manifest/1" and on_disk["input_size"] == input_size
+        assert on_disk["kwargs"] == {"num_classes": NUM_CLASSES}
         tensors = load_file(str(directory / "model.safetensors"))
-        state = model.state_dict()
+        state = result.model.state_dict()
         assert set(tensors) == set(state)
         assert all(torch.equal(tensors[k], state[k]) for k in state)
-        torch.save({"x": inputs, "y": outputs(model, inputs)}, tmp_path / f"{key}.expected.pt")
 
-    # Loading never unpickles: it works with torch.load and pickle disabled.
+
+def test_load_model_reproduces_outputs_without_unpickling(saved, monkeypatch):
+    tmp_path, cases, _, factory_name = saved
+
     def refuse(*args, **kwargs):
         raise AssertionError("load_model must not unpickle")
 
@@ -840,26 +853,34 @@ def test_save_and_load_pruned_models(tmp_path, monkeypatch, capsys):
         patch.setattr(torch, "load", refuse)
         patch.setattr("pickle.load", refuse)
         patch.setattr("pickle.loads", refuse)
-        for key, (base, model, inputs, _) in cases.items():
+        for key, (base, result, inputs, _) in cases.items():
             loaded, manifest = load_model(tmp_path / key, trusted=base)
             assert not loaded.training
-            assert torch.equal(outputs(loaded, inputs), outputs(model, inputs)), key
+            assert torch.equal(outputs(loaded, inputs), outputs(result.model, inputs)), key
             shapes = [m.weight.shape for m in convs(loaded).values()]
-            assert shapes == [m.weight.shape for m in convs(model).values()]
+            assert shapes == [m.weight.shape for m in convs(result.model).values()]
+    # A user's own fresh instance can receive the saved sizes too.
+    _, user_result, user_x, _ = cases["user"]
+    again, _ = load_model(tmp_path / "user", model=build_model(factory_name, num_classes=NUM_CLASSES))
+    assert torch.equal(outputs(again, user_x), outputs(user_result.model, user_x))
 
-    # A saved model never imports user code its caller did not name.
+
+def test_saved_user_model_needs_its_factory_named(saved, capsys):
+    from torchslim.cli import main
+    from torchslim.errors import ModelError
+
+    tmp_path, cases, _, factory_name = saved
     with pytest.raises(ModelError, match="names user code"):
         load_model(tmp_path / "user")
     assert main(["flops", "--model-path", str(tmp_path / "user"), "--json"]) == 4
     assert "names user code" in capsys.readouterr().err
     assert main(["flops", "--model-path", str(tmp_path / "user"), "--model", factory_name, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["macs"] == user_result.report.macs_after
+    assert json.loads(capsys.readouterr().out)["macs"] == cases["user"][1].report.macs_after
 
-    # A user's own fresh instance can receive the saved sizes too.
-    again, _ = load_model(tmp_path / "user", model=build_model(factory_name, num_classes=NUM_CLASSES))
-    assert torch.equal(outputs(again, user_x), outputs(user_result.model, user_x))
 
-    # In a fresh process: the CLI reports the pruned MACs, and both models reproduce their outputs.
+def test_flops_of_saved_model_in_a_fresh_process(saved):
+    tmp_path, cases, _, _ = saved
+    _, resnet, _, size = cases["resnet18"]
     done = subprocess.run(
         [sys.executable, "-m", "torchslim", "flops", "--model-path", str(tmp_path / "resnet18"), "--json"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
@@ -869,6 +890,11 @@ def test_save_and_load_pruned_models(tmp_path, monkeypatch, capsys):
     assert payload["macs"] == resnet.report.macs_after == profile_model(resnet.model, size).macs
     assert payload["params"] == resnet.report.params_after
     assert payload["input_size"] == size and payload["model"] == "torchvision:resnet18"
+
+
+@pytest.mark.slow
+def test_saved_models_reproduce_outputs_in_a_fresh_process(saved):
+    tmp_path, cases, _, factory_name = saved
     directories = [str(tmp_path / k) for k in cases]
     done = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS_CHECK, factory_name, *directories],

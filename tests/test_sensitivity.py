@@ -258,17 +258,21 @@ def synthetic_table(group_set, slopes: dict[str, float]) -> SensitivityTable:
     return table
 
 
+@pytest.mark.parametrize("allocation", ["marginal", "level"])
 @pytest.mark.parametrize("target", [0.3, 0.5])
-def test_sensitive_plan_reaches_the_target_and_spares_sensitive_groups(target):
+def test_sensitive_plan_reaches_the_target_and_spares_sensitive_groups(target, allocation):
     model = chain_net(widths=(32, 64, 64, 64))
     group_set = analyze(model, torch.zeros(1, 3, 8, 8))
     names = [g.name for g in group_set.prunable()]
     slopes = dict(zip(names, (0.05, 2.0, 0.05, 0.05), strict=True))  # the second conv is very sensitive
     table = synthetic_table(group_set, slopes)
     scores = group_scores(group_set, model, "l1_norm")
-    chosen = plan_from_sensitivities(table, group_set, scores, target, round_to=8)
+    chosen = plan_from_sensitivities(table, group_set, scores, target, round_to=8, allocation=allocation)
     assert abs(chosen.plan.reduction - target) <= 0.015
-    assert chosen.ratios[names[1]] < min(chosen.ratios[n] for n in (names[0], names[2]))
+    others = [chosen.ratios[n] for n in names if n != names[1]]
+    assert chosen.ratios[names[1]] <= min(others) and chosen.ratios[names[1]] < max(others)
+    if allocation == "level":  # equal loss: equally insensitive groups lose about the same share
+        assert chosen.ratios[names[1]] < chosen.ratios[names[0]]
     assert all(chosen.plan.keep[g] % 8 == 0 for g in chosen.plan.keep)
     assert all(r <= 0.9 + 1e-9 for r in chosen.ratios.values())
     curves = Curves(table, group_set, {g.index: g.size for g in group_set.prunable()})
@@ -277,12 +281,14 @@ def test_sensitive_plan_reaches_the_target_and_spares_sensitive_groups(target):
         plan_from_sensitivities(synthetic_table_subset(table, names[:1]), group_set, scores, 0.9, round_to=8)
 
 
-def test_groups_with_flat_curves_are_pruned_evenly():
+@pytest.mark.parametrize("allocation", ["marginal", "level"])
+def test_groups_with_flat_curves_are_pruned_evenly(allocation):
     """All losses zero (an easy task): no group is emptied first; the ratios come out like uniform pruning."""
     model = chain_net(widths=(32, 64, 64, 64))
     group_set = analyze(model, torch.zeros(1, 3, 8, 8))
     table = synthetic_table(group_set, {g.name: 0.0 for g in group_set.prunable()})
-    chosen = plan_from_sensitivities(table, group_set, group_scores(group_set, model, "l1_norm"), 0.5, round_to=8)
+    scores = group_scores(group_set, model, "l1_norm")
+    chosen = plan_from_sensitivities(table, group_set, scores, 0.5, round_to=8, allocation=allocation)
     assert abs(chosen.plan.reduction - 0.5) <= 0.015
     assert max(chosen.ratios.values()) - min(chosen.ratios.values()) <= 0.25
 
@@ -324,7 +330,9 @@ def test_recalibrated_scan_measures_the_pruned_and_re_estimated_model(setup, tmp
     from torchslim.bn_recalibration import recalibrate_batch_norm
 
     model, group_set, scores, batches = setup
-    calibration = [(torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(9 + i)), None) for i in range(3)]
+    calibration = [
+        (torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(9 + i)), None) for i in range(3)
+    ]
 
     def recalibrate(net):
         recalibrate_batch_norm(net, [images for images, _ in calibration], num_batches=3)
@@ -343,7 +351,9 @@ def test_recalibrated_scan_measures_the_pruned_and_re_estimated_model(setup, tmp
         pruned = apply_plan(copy.deepcopy(model), group_set, removed_mask(group_set, {group.index: removed}))
         recalibrate(pruned)
         assert measured[group.name] == pytest.approx(evaluate_batches(pruned, batches)), group.name
-    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers(), strict=True)), "only the copy is touched"
+    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers(), strict=True)), (
+        "only the copy is touched"
+    )
     table.save(tmp_path / "recalibrated.json")
     with pytest.raises(PruningError, match="recalibrated: True != False"):
         open_table(tmp_path / "recalibrated.json", fresh_table(model))

@@ -264,6 +264,11 @@ class SensitivePruneConfig(PruneStrategyConfig):
     eval_rate: float | None = spec(
         optional(as_float), None, check=_FRACTION, doc="fraction of the eval set; null: all"
     )
+    allocation: str = spec(
+        choice(("marginal", "level"), "allocation"), "marginal",
+        doc="ratios from the table: 'marginal' = least total predicted loss per MAC removed; "
+        "'level' = the seed's one allowed-loss level for every layer",
+    )  # fmt: skip
 
 
 @dataclass(kw_only=True)

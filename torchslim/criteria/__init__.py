@@ -30,7 +30,7 @@ for _data_criterion in DATA_CRITERIA:
 @CRITERIA.register("l1_norm")
 def l1_norm(weight: torch.Tensor) -> np.ndarray:
     """Sum of absolute weights of each filter (the seed's criterion)."""
-    return weight.detach().abs().flatten(1).sum(1).cpu().double().numpy()
+    return torch.linalg.vector_norm(weight.detach().flatten(1), ord=1, dim=1).cpu().double().numpy()
 
 
 @CRITERIA.register("l2_norm")

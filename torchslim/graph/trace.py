@@ -10,6 +10,7 @@ case every channel reaching it is blocked with the op named as the reason.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import torchvision
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn.utils.stateless import _reparametrize_module
 
 from torchslim.errors import PruningError
 
@@ -463,16 +465,25 @@ def _fixed_axes(node: fx.Node) -> list[int]:
 
 
 def _propagate_shapes(model: nn.Module, graph_module: fx.GraphModule, example_input: torch.Tensor) -> None:
-    """Record every node's output shape; fake tensors make it cost no arithmetic."""
+    """Record every node's output shape without doing the arithmetic.
+
+    First choice: parameters swapped for meta tensors (no data, no copies); then
+    fake tensors (a deep copy); last, a real forward pass, for ops neither supports.
+    """
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             try:
-                fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-                ShapeProp(graph_module, fake_mode=fake_mode).propagate(example_input)
-            except Exception:  # some ops have no fake kernel: fall back to real arithmetic
-                ShapeProp(graph_module).propagate(example_input)
+                meta = {k: v.to("meta") for k, v in itertools.chain(graph_module.named_parameters(), graph_module.named_buffers())}
+                with _reparametrize_module(graph_module, meta):
+                    ShapeProp(graph_module).propagate(example_input.to("meta"))
+            except Exception:  # an op without a meta kernel
+                try:
+                    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+                    ShapeProp(graph_module, fake_mode=fake_mode).propagate(example_input)
+                except Exception:  # nor a fake one: do the arithmetic
+                    ShapeProp(graph_module).propagate(example_input)
     finally:
         model.train(was_training)
 

@@ -184,7 +184,9 @@ class AutoPruneStrategy(Strategy):
         self._fingerprint = model_fingerprint(model)
         if self.controller is None:
             saved = self._newer_saved_state()
-            if saved is not None:  # killed mid-search; never its "done": the pruned model was not checkpointed
+            if (
+                saved is not None
+            ):  # killed mid-search; never its "done": the pruned model was not checkpointed
                 self.load_state_dict({**saved, "done": False})
             if self.init_tokens is None:
                 self.init_tokens = self.initial_tokens(space)

@@ -4,7 +4,12 @@ At ``start_epoch`` the strategy scans every selected group's sensitivity on a
 validation slice (``eval_rate`` of the validation set; see
 :mod:`torchslim.sensitivity`), reusing ``sensitivities_file`` when it matches,
 then picks per-group ratios that remove ``target_ratio`` of the MACs (within
-1.5%) with the least predicted metric loss, and prunes the model in place.
+1.5%) with the least predicted metric loss (``allocation``: ``marginal``, the
+default, or the seed's one-loss-level rule ``level``; see
+:func:`torchslim.sensitivity.plan_from_sensitivities`), and prunes the model in
+place. When the run re-estimates batch norms after pruning (``after_prune``),
+the scan does so after every removal too, so the table predicts what pruning
+will really cost.
 
 With ``num_steps`` > 1 it prunes iteratively: step k removes ``target_ratio * k /
 num_steps`` of the *original* MACs; between steps the compressor fine-tunes, and
@@ -220,7 +225,7 @@ class SensitivePruneStrategy(Strategy):
             return
         chosen = plan_from_sensitivities(
             table, group_set, scores, target_now, round_to=self.pruner.round_to,
-            tolerance=TOLERANCE * self.macs_original / macs_now,
+            tolerance=TOLERANCE * self.macs_original / macs_now, allocation=self.config.allocation,
         )  # fmt: skip
         before = channel_counts(model)
         apply_plan(model, group_set, chosen.plan.mask)
@@ -238,7 +243,8 @@ class SensitivePruneStrategy(Strategy):
             "groups_pruned": sum(1 for r in chosen.ratios.values() if r > 0),
             "ratios": {n: round(r, 4) for n, r in chosen.ratios.items()},
             "predicted_loss": predicted_total_loss(chosen),
-            "loss_level": chosen.level,
+            "allocation": self.config.allocation,
+            "allocation_level": chosen.level,
             "sensitivities_file": None if path is None else str(path),
             "base_metric": table.base_metric,
         }

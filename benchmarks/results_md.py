@@ -1,0 +1,172 @@
+"""Write benchmarks/RESULTS.md from benchmarks/results/*.json (what run_all.py measured)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common import ROOT, read_result
+
+GOAL_SPEEDUP = 1.85
+
+
+def _pct(value, digits: int = 1) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _x(value) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _table(headers: list[str], rows: list[list[str]], align: str | None = None) -> list[str]:
+    align = align or "l" + "r" * (len(headers) - 1)
+    rule = "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"
+    return ["| " + " | ".join(headers) + " |", rule] + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+
+
+def _machine(payload: dict) -> str:
+    m = payload.get("machine", {})
+    after = payload.get("machine_after", {}).get("load_average")
+    load = f"load average {m.get('load_average')}" + (f" -> {after}" if after else "")
+    return (f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('threads')} threads; torch {m.get('torch')}, "
+            f"onnxruntime {m.get('onnxruntime')}, torch-pruning {m.get('torch_pruning')}; {m.get('date')}; {load}")  # fmt: skip
+
+
+def p2_section(payload: dict | None, goals: list) -> list[str]:
+    if not payload:
+        return ["## P2 speed", "", "(not run)", ""]
+    lines = ["## P2 speed: latency at -50% MACs (speedup over the unpruned model)", "", f"Machine: {_machine(payload)}.", "",
+             "Speedup = median of per-round ratios of interleaved runs (in brackets: ratio of the 20th-percentile "
+             "latencies, the less-disturbed end; the machine is shared). `*` = MACs target missed by more than 1%.",
+             ""]  # fmt: skip
+    settings = list(next(iter(payload["models"].values()))["timings"])
+    for name, entry in payload["models"].items():
+        lines += [f"### {name}", ""]
+        rows = []
+        for label, info in entry["variants"].items():
+            if label == "unpruned":
+                continue
+            cells = [label, _pct(info["macs_left"]) + ("" if info["hit"] else " *")]
+            for setting in settings:
+                t = entry["timings"][setting][label]
+                cells.append(f"{t['speedup']:.2f}x ({t['speedup_q20']:.2f}x)")
+            rows.append(cells)
+        base = entry["timings"]
+        rows.append(["unpruned (median ms)", "100%"] + [f"{base[s]['unpruned']['median_ms']:.1f} ms" for s in settings])
+        lines += _table(["variant", "MACs left"] + settings, rows) + [""]
+        for label in ("torchslim r16", "torchslim latency-aware"):
+            if label in entry["variants"]:
+                ort = [entry["timings"][s][label]["speedup"] for s in settings if s.startswith("onnxruntime")]
+                met = entry["variants"][label]["hit"] and all(v >= GOAL_SPEEDUP for v in ort)
+                goals.append(("P2", f"{name} {label}: ORT b1/b8 >= {GOAL_SPEEDUP}x at -50% MACs",
+                              " / ".join(f"{v:.2f}x" for v in ort), met))  # fmt: skip
+        plan = entry["variants"].get("torchslim latency-aware", {}).get("plan")
+        if plan:
+            lines += [f"Latency-aware plan: blocks {plan['blocks']}, estimated speedup from the latency table "
+                      f"{plan['estimated_speedup']:.2f}x (uniform plan: "
+                      f"{plan['estimated_base_ms'] / plan['estimated_uniform_ms']:.2f}x), table "
+                      f"`{plan['table_path']}` ({plan['table_entries']} entries, {plan['measured']} measured "
+                      "in this run).", ""]  # fmt: skip
+    return lines
+
+
+def sweep_section(payload: dict | None) -> list[str]:
+    if not payload:
+        return []
+    lines = ["## Choosing the default round_to (torchslim uniform l1, ONNX Runtime)", "", f"Machine: {_machine(payload)}.", ""]
+    settings = [s for s in next(iter(payload["models"].values()))["timings"]]
+    rows = []
+    for name, entry in payload["models"].items():
+        for label, info in entry["variants"].items():
+            if label == "unpruned":
+                continue
+            rows.append([name, label, _pct(info["macs_left"])] + [
+                f"{entry['timings'][s][label]['speedup']:.2f}x ({entry['timings'][s][label]['speedup_q20']:.2f}x)"
+                for s in settings])  # fmt: skip
+    return lines + _table(["model", "variant", "MACs left"] + settings, rows, "llr" + "r" * len(settings)) + [""]
+
+
+def p3_section(payload: dict | None, goals: list) -> list[str]:
+    if not payload:
+        return ["## P3 tool cost", "", "(not run)", ""]
+    lines = ["## P3 tool cost: built model -> pruned model at -50% MACs (224x224)", "", f"Machine: {_machine(payload)}.", ""]
+    rows = []
+    for name, r in payload["models"].items():
+        low = r.get("torchslim_min_seconds")
+        rows.append([name, f"{r['torchslim_seconds']:.2f} s" + ("" if low is None else f" (min {low:.2f} s)"),
+                     _pct(r["torchslim_macs_left"], 2),
+                     f"{r['torch_pruning_bisection_seconds']:.2f} s ({r['torch_pruning_tries']} tries)",
+                     _pct(r["torch_pruning_macs_left"], 2), f"{r['torch_pruning_one_step_seconds']:.2f} s",
+                     _x(r["speedup_vs_bisection"])])  # fmt: skip
+        if name == "resnet34":
+            goals.append(("P3", "resnet34: <= 1 s and faster than Torch-Pruning",
+                          f"{r['torchslim_seconds']:.2f} s vs {r['torch_pruning_bisection_seconds']:.2f} s",
+                          r["torchslim_seconds"] <= 1.0 and r["speedup_vs_bisection"] > 1.0))  # fmt: skip
+    lines += _table(["model", "torchslim median (min)", "MACs left", "Torch-Pruning bisection", "MACs left", "TP one step",
+                     "torchslim faster by"], rows) + [""]  # fmt: skip
+    for name, r in payload["models"].items():
+        phases = ", ".join(f"{k} {v:.3f} s" for k, v in r["phases_median_seconds"].items())
+        lines += [f"Where torchslim's time goes ({name}, medians): {phases}.", ""]
+    return lines
+
+
+def p4_section(payload: dict | None, goals: list) -> list[str]:
+    if not payload:
+        return ["## P4 throughput", "", "(not run)", ""]
+    s = payload["settings"]
+    lines = ["## P4 fine-tune throughput: engine vs bare PyTorch loop", "", f"Machine: {_machine(payload)}.",
+             f"Batch {s['batch_size']}, {s['batches']} batches per run, {s['rounds']} runs each, alternating.", ""]  # fmt: skip
+    rows = []
+    for name, r in payload["models"].items():
+        rows.append([name, f"{r['engine_images_per_s']:.1f}", f"{r['bare_images_per_s']:.1f}", f"{r['ratio']:.3f}",
+                     f"{r['paired_ratio_median']:.3f}"])  # fmt: skip
+        goals.append(("P4", f"{name}: engine / bare >= 0.95", f"{r['ratio']:.3f}", r["ratio"] >= 0.95))
+    return lines + _table(["model", "engine images/s", "bare images/s", "ratio", "paired ratio"], rows) + [""]
+
+
+def p1_section(payload: dict | None, goals: list) -> list[str]:
+    if not payload:
+        return ["## P1 accuracy", "", "(not run)", ""]
+    s = payload["settings"]
+    lines = ["## P1 accuracy: Fashion-MNIST, -50% MACs, same fine-tune budget", "", f"Machine: {_machine(payload)}.",
+             f"Data: {payload['data']}. Baseline: {s['baseline_epochs']} epochs, SGD lr {s['baseline_lr']} cosine; "
+             f"fine-tune: {s['finetune_epochs']} epochs, lr {s['finetune_lr']} cosine, seed {s['seed']}, the same for "
+             f"every method; alignment round_to={s['round_to']} for both tools; {payload.get('seconds', 0) / 60:.0f} "
+             "min in all.", ""]  # fmt: skip
+    for name, r in payload["models"].items():
+        rows = [["unpruned baseline", "100%", "-", "-", f"{r['baseline_top1']:.2f}", "-"]]
+        for method, m in r["methods"].items():
+            rows.append([method, _pct(m["macs_left"]) + ("" if m["hit"] else " *"), f"{m['top1_after_prune']:.2f}",
+                         "-" if m.get("top1_after_bn") is None else f"{m['top1_after_bn']:.2f}",
+                         f"{m['top1_after_finetune']:.2f}", f"{-m['drop_vs_baseline']:+.2f}"])  # fmt: skip
+        lines += [f"### {name}", ""] + _table(
+            ["method", "MACs left", "top-1 after prune", "after BN re-estimation", "after fine-tune", "vs baseline (pt)"],
+            rows) + [""]  # fmt: skip
+        peer = r["methods"].get("torch-pruning-l1", {}).get("top1_after_finetune")
+        for method in ("torchslim-l1", "torchslim-l1+bn+kd"):
+            m = r["methods"].get(method)
+            if m is None or peer is None:
+                continue
+            goals.append(("P1", f"{name} {method}: >= Torch-Pruning and within 0.5 pt of baseline",
+                          f"{m['top1_after_finetune']:.2f} vs TP {peer:.2f}, baseline {r['baseline_top1']:.2f}",
+                          m["top1_after_finetune"] >= peer and m["drop_vs_baseline"] <= 0.5))  # fmt: skip
+    return lines
+
+
+def write_results_md(path: Path | None = None) -> Path:
+    path = path or ROOT / "RESULTS.md"
+    goals: list[tuple[str, str, str, bool]] = []
+    sections = (p2_section(read_result("latency"), goals) + sweep_section(read_result("round_to_sweep"))
+                + p3_section(read_result("tool_cost"), goals) + p4_section(read_result("throughput"), goals)
+                + p1_section(read_result("accuracy"), goals))  # fmt: skip
+    header = ["# torchslim benchmark results", "",
+              "Written by `make bench` (`benchmarks/run_all.py`); raw numbers in `benchmarks/results/*.json`. "
+              "Goals and method: `docs/benchmarks.md`. The machine is shared, so times are compared only within one "
+              "interleaved run, as ratios.", "", "## Goals", ""]  # fmt: skip
+    rows = [[p, what, value, "met" if met else "**missed**"] for p, what, value, met in goals]
+    text = "\n".join(header + _table(["#", "goal", "measured", ""], rows, "lllr") + [""] + sections)
+    path.write_text(text + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    print(write_results_md())

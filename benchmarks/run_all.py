@@ -1,0 +1,57 @@
+"""Run the benchmark suite (P1-P4) and write benchmarks/RESULTS.md: ``make bench``.
+
+    python benchmarks/run_all.py                 # everything (P3, P4, round_to sweep, P2, P1)
+    python benchmarks/run_all.py --only p2 p3    # some of them; RESULTS.md keeps the others' last results
+    python benchmarks/run_all.py --quick         # fewer rounds / repeats, for a smoke run
+
+Needs Torch-Pruning 1.6.1 (``pip install torch-pruning==1.6.1``, the ``bench`` extra)
+and Fashion-MNIST for P1. The Fashion-MNIST baselines, Torch-Pruning's bisected
+ratios and the latency table are cached (benchmarks/cache/, ~/.cache/torchslim).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import accuracy  # noqa: E402
+import latency  # noqa: E402
+import throughput  # noqa: E402
+import tool_cost  # noqa: E402
+from common import log  # noqa: E402
+from results_md import write_results_md  # noqa: E402
+
+STEPS = ("p3", "p4", "sweep", "p2", "p1")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and repeats")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    runs = {
+        "p3": lambda: tool_cost.main(["--repeats", "2" if quick else "5", "--tp-repeats", "1" if quick else "2"]),
+        "p4": lambda: throughput.main(["--rounds", "2" if quick else "6"]),
+        "sweep": lambda: latency.main(["--round-to-sweep", "--rounds", "6" if quick else "20"]),
+        "p2": lambda: latency.main(["--rounds", "6" if quick else "20"]),
+        "p1": lambda: accuracy.main(["--train-limit", "2000", "--val-limit", "1000", "--finetune-epochs", "1",
+                                     "--baseline-epochs", "1"] if quick else []),  # fmt: skip
+    }
+    for step in STEPS:
+        if step in args.only:
+            started = time.perf_counter()
+            log(f"== {step} ==")
+            runs[step]()
+            log(f"== {step} done in {time.perf_counter() - started:.0f} s ==")
+            write_results_md()
+    log(f"wrote {write_results_md()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
