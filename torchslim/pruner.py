@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchslim.criteria import score_group
+from torchslim.criteria import CRITERIA, score_group
 from torchslim.errors import PruningError
 from torchslim.graph import (
     GroupSet,
@@ -73,6 +73,8 @@ def analyze(
 
 def rank_units(group_set: GroupSet, model: nn.Module, criterion: str) -> dict[int, np.ndarray]:
     """Scores of every prunable group's units under ``criterion``."""
+    if criterion not in CRITERIA:
+        raise PruningError(f"unknown criterion {criterion!r}; known: {', '.join(CRITERIA.list())}")
     return {g.index: score_group(group_set, g, model, criterion) for g in group_set.prunable()}
 
 

@@ -31,10 +31,7 @@ def _kept(group_set: GroupSet, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def plan_macs(group_set: GroupSet, mask: np.ndarray) -> int:
     """MACs of the model after removing ``mask``'s channels, from shapes only."""
-    total = 0
-    for use in group_set.graph.uses:
-        total += use_macs(group_set, use, mask)
-    return total
+    return sum(use_macs(group_set, use, mask) for use in group_set.graph.uses if use.inference)
 
 
 def use_macs(group_set: GroupSet, use: LayerUse, mask: np.ndarray) -> int:

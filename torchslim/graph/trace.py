@@ -42,6 +42,7 @@ class LayerUse:
     groups: int = 1
     macs_factor: int = 0  # MACs = factor * in_channels/groups * out_channels (depthwise: factor * channels)
     base_macs: int = 0
+    inference: bool = True  # False for layers that run only in training (auxiliary heads): no inference MACs
 
 
 @dataclass
@@ -177,12 +178,12 @@ class _Tracer:
         if isinstance(module, nn.Flatten):
             return self.reshape(node, labels, dynamic=True)
         if isinstance(module, _PASS_MODULES) or (isinstance(module, nn.PReLU) and module.num_parameters == 1):
-            return labels
+            return self.passthrough(node, labels)
         return self.opaque(node, f"unsupported layer {type(module).__name__} ({name})")
 
     def visit_function(self, node: fx.Node, target: Callable) -> Value:
         if target in _PASS_FUNCTIONS:
-            return self.value(node.args[0])
+            return self.passthrough(node, self.value(node.args[0]))
         if target in _ELEMENTWISE_FUNCTIONS:
             return self.elementwise(node)
         if target is operator.getitem:
@@ -205,7 +206,7 @@ class _Tracer:
         if method in _NON_TENSOR_METHODS:
             return None
         if method in _PASS_METHODS:
-            return self.value(node.args[0])
+            return self.passthrough(node, self.value(node.args[0]))
         if method in _ELEMENTWISE_METHODS:
             return self.elementwise(node)
         if method in ("view", "reshape", "flatten"):
@@ -217,6 +218,14 @@ class _Tracer:
         if method in ("mean", "sum"):
             return self.reduce(node)
         return self.opaque(node, f"unsupported method .{method}() at node {node.name}")
+
+    def passthrough(self, node: fx.Node, labels: Value) -> Value:
+        """An op that keeps channels; pooling may not shrink an axis along which the ids vary."""
+        shape = _shapes(node)
+        if isinstance(labels, np.ndarray) and isinstance(shape, tuple) and len(shape) == labels.ndim + 1:
+            if any(size > 1 and size != out for size, out in zip(labels.shape, shape[1:], strict=True)):
+                return self.opaque(node, f"channel ids vary along an axis that {node.name} resizes")
+        return labels
 
     # -- layers ---------------------------------------------------------------------------
     def conv(self, node: fx.Node, name: str, conv: nn.modules.conv._ConvNd, labels: Value) -> Value:
@@ -488,17 +497,38 @@ def _propagate_shapes(model: nn.Module, graph_module: fx.GraphModule, example_in
         model.train(was_training)
 
 
+def _symbolic_trace(model: nn.Module) -> tuple[fx.GraphModule, set[str] | None]:
+    """Trace in train mode, so layers used only in training (auxiliary heads) are resized too;
+    in the model's own mode when the training graph cannot be traced. Also returns the layers
+    an eval-mode forward calls (None: the same graph), which are the ones inference pays for."""
+    was_training = model.training
+    try:
+        graph_module = fx.symbolic_trace(model.train())
+        inference = {str(n.target) for n in fx.symbolic_trace(model.eval()).graph.nodes if n.op == "call_module"}
+        return graph_module, inference
+    except Exception:  # fx raises many types for untraceable Python
+        model.train(was_training)
+        try:
+            return fx.symbolic_trace(model), None
+        except Exception as error:
+            raise PruningError(
+                f"cannot trace {type(model).__name__} with torch.fx: {type(error).__name__}: {error}"
+            ) from None
+    finally:
+        model.train(was_training)
+
+
 def trace_channels(model: nn.Module, example_input: torch.Tensor) -> tuple[ChannelGraph, fx.GraphModule]:
     """Trace ``model`` on ``example_input`` and return its channel graph."""
     import time
 
     started = time.perf_counter()
-    try:
-        graph_module = fx.symbolic_trace(model)
-    except Exception as error:  # fx raises many types for untraceable Python
-        raise PruningError(f"cannot trace {type(model).__name__} with torch.fx: {type(error).__name__}: {error}") from None
+    graph_module, inference_layers = _symbolic_trace(model)
     _propagate_shapes(model, graph_module, example_input[:1])
     graph = _Tracer(model, graph_module).run()
+    if inference_layers is not None:
+        for use in graph.uses:
+            use.inference = use.module in inference_layers
     graph.input_shape = tuple(example_input.shape)
     graph.trace_seconds = time.perf_counter() - started
     return graph, graph_module
