@@ -6,7 +6,7 @@ import argparse
 import time
 
 from torchslim.bn_recalibration import DEFAULT_BN_BATCHES, recalibrate_batch_norm
-from torchslim.criteria import list_criteria
+from torchslim.criteria import data_criterion, list_criteria, prepare_data_criterion
 from torchslim.data import DataBundle, build_loaders
 from torchslim.engine import evaluate
 from torchslim.errors import ConfigError
@@ -82,6 +82,10 @@ def run_prune(args: argparse.Namespace) -> int:
     loaded = load_model_from_args(args)
     aliases = seed_param_names(loaded.name, loaded.model) if ":" not in loaded.name else {}
     data = _load_data(args, loaded) if args.data else None
+    if data_criterion(args.criterion) is not None:
+        if data is None:
+            raise ConfigError(f"--criterion {args.criterion} scores channels from data: pass --data SPEC")
+        prepare_data_criterion(loaded.model, args.criterion, data.train_loader)
     accuracy = {"top1_before": evaluate(loaded.model, data.val_loader).top1} if data is not None else {}
     started = time.perf_counter()
     result = prune(

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from torchslim.criteria import prepare_data_criterion
 from torchslim.pruner import analyze, plan_for_target, prune, rank_units
 
 from .base import CompressionContext, Strategy
+from .sensitive import pruner_criterion, training_batches
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +28,18 @@ class UniformPruneStrategy(Strategy):
 
     @property
     def criterion(self) -> str:
-        return self.pruner.criterions.get("*") or next(iter(self.pruner.criterions.values()))
+        return pruner_criterion(self.pruner)
+
+    def prepare_criterion(self, context: CompressionContext) -> None:
+        """Data-driven criteria (taylor, activation_mean) score from a few training batches first."""
+        batches = training_batches(context, self.criterion)
+        if batches is not None:
+            prepare_data_criterion(context.model, self.criterion, batches, device=context.device)
 
     def on_compression_begin(self, context: CompressionContext) -> None:
         """Plan once on the initial model, so a bad regex or an unreachable target fails before training."""
         if not self.done:
+            self.prepare_criterion(context)
             group_set = analyze(context.model, context.example_input, self.config.pruned_params, context.aliases)
             plan_for_target(
                 group_set, rank_units(group_set, context.model, self.criterion), self.config.target_ratio,
@@ -40,6 +49,7 @@ class UniformPruneStrategy(Strategy):
     def on_epoch_begin(self, context: CompressionContext) -> None:
         if self.done or context.epoch < self.config.start_epoch:
             return
+        self.prepare_criterion(context)
         result = prune(
             context.model,
             context.example_input,
