@@ -219,6 +219,8 @@ def run_isolated(name: str, args: argparse.Namespace) -> dict[str, Any]:
         sys.executable, __file__, "--worker", name, "--target-flops", str(args.target_flops),
         "--input-size", str(args.input_size), "--round-to", str(args.round_to),
     ]  # fmt: skip
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     started = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
@@ -287,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--round-to", type=int, default=8)
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per model (default: torch's). On a busy machine 1 is often much faster.",
+    )
+    parser.add_argument(
         "--timeout", type=int, default=900, help="Seconds per model before it counts as an error."
     )
     parser.add_argument(
@@ -295,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.worker:
         print(json.dumps(run_one(args.worker, args.target_flops, args.input_size, args.round_to)), flush=True)
         return 0
