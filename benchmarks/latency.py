@@ -8,10 +8,10 @@ intra_op_num_threads), and the speedup is the median of the per-round ratios.
 Variants:
 
 * torchslim uniform l1 with round_to 8 and 16 (``torchslim.prune``);
-* torchslim latency-aware (``torchslim.latency.prune_for_latency``: per-group
-  alignment read off the measured latency table, channels traded between
-  groups to minimise the table's estimated ORT latency at the same MACs;
-  planned with the batch-1 table);
+* torchslim latency-aware, planned for batch 1 and for batch 8
+  (``torchslim.latency.prune_for_latency``: per-group alignment read off the
+  measured latency table, channels traded between groups to minimise the
+  table's estimated ORT latency at the same MACs, from the table of that batch size);
 * Torch-Pruning 1.6 L1, uniform ratio bisected to the target, round_to none, 8, 16.
 
 Also measured (``--round-to-sweep``): torchslim at round_to 8, 16 and 32 on ORT,
@@ -42,15 +42,15 @@ def build_variants(name: str, args) -> tuple[dict[str, torch.nn.Module], dict[st
         pruned = ts_prune(base, INPUT, args.target, round_to=round_to)
         models[f"torchslim r{round_to}"] = pruned.model
         info[f"torchslim r{round_to}"] = {"macs_left": pruned.macs_left, "hit": pruned.hit, "seconds": pruned.seconds}
-    if not args.no_latency_aware:
+    for batch in [] if args.no_latency_aware else args.batches:
         started = time.perf_counter()
         result = prune_for_latency(base, torch.randn(1, 3, INPUT, INPUT), target_flops=args.target,
-                                   runtime="onnxruntime", threads=args.threads, batch_size=1)  # fmt: skip
+                                   runtime="onnxruntime", threads=args.threads, batch_size=batch)  # fmt: skip
         left = result.report.macs_after / result.report.macs_before
-        models["torchslim latency-aware"] = result.model
-        info["torchslim latency-aware"] = {"macs_left": left, "hit": abs(1 - left - args.target) <= 0.01,
-                                           "seconds": time.perf_counter() - started,
-                                           "plan": result.latency.as_dict()}  # fmt: skip
+        label = f"torchslim latency-aware b{batch}"
+        models[label] = result.model
+        info[label] = {"macs_left": left, "hit": abs(1 - left - args.target) <= 0.01,
+                       "seconds": time.perf_counter() - started, "plan": result.latency.as_dict()}  # fmt: skip
     for round_to in args.tp_round_to:
         label = f"torch-pruning r{round_to or 'none'}"
         pruned = tp_prune_cached(name, base, INPUT, args.target, round_to)

@@ -4,8 +4,9 @@ Same model, weights, batch size, data loader, optimizer and LR schedule. The
 engine is :func:`torchslim.engine.train_one_epoch` called as the compressor
 calls it (batch hooks of the strategies, loss check, accuracy counting); the
 bare loop is forward, cross-entropy, zero_grad, backward, step, scheduler step.
-Runs alternate (engine, bare, bare, engine, ...) after a warm-up and the ratio
-of the median images/s is reported.
+Runs alternate (engine, bare, bare, engine, ...) after a warm-up; the goal is
+judged on the median of the per-pair ratios (the ratio of the medians is also
+reported; on a shared machine single runs vary by +-15%).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet34"])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=12, help="batches per timed run")
-    parser.add_argument("--rounds", type=int, default=6, help="timed runs of each loop")
+    parser.add_argument("--rounds", type=int, default=10, help="timed runs of each loop")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (on a GPU machine; report the card)")
     return parser.parse_args(argv)

@@ -66,6 +66,9 @@ class SyntheticTable(LatencyTable):
     def _measure(self, config: ConvConfig) -> float:
         return staircase_cost(config, self.block)
 
+    def for_probes(self) -> LatencyTable:
+        return self
+
 
 @pytest.fixture
 def wide():
@@ -85,7 +88,7 @@ def test_layer_configs_record_input_sizes(wide):
     configs = layer_configs(wide, 32)
     assert configs["stem.0"] == ConvConfig(3, 48, 3, 2, 1, 32, 32)
     assert configs["dw.0"] == ConvConfig(48, 48, 3, 1, 48, 16, 16)
-    assert configs["fc"] == ConvConfig(96, 10, 1, 1, 1, 1, 1)
+    assert configs["fc"] == ConvConfig(96, 10, 1, 1, 1, 1, 1, linear=True)
 
 
 def test_fast_channel_counts_keep_staircase_bottoms():
@@ -258,6 +261,7 @@ def test_prune_as_configured_dispatches_on_align(wide, tmp_path, monkeypatch):
 
     monkeypatch.setenv("TORCHSLIM_CACHE", str(tmp_path))
     monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config))
+    monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
     example = torch.randn(1, 3, 32, 32)
     strategy = SimpleNamespace(pruned_params=None, latency_target=None)
     fixed = SimpleNamespace(round_to=8, global_ranking=False, align="round_to", runtime="onnxruntime")

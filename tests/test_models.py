@@ -99,11 +99,6 @@ def test_registry_rejects_duplicates_case_insensitively():
     assert registry.list() == ["alpha"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Registry.register stores the entry before checking its aliases, so a registration "
-    "that fails on a duplicate alias leaves the entry half-registered",
-)
 def test_failed_registration_leaves_no_partial_entry():
     registry: Registry[int] = Registry("widget")
     registry.register("alpha", 1, aliases=("a1",))

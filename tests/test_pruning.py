@@ -957,3 +957,37 @@ def test_train_only_branch_is_resized():
     assert result.model.stem[0].out_channels < 16
     main_out, aux_out = result.model.train()(x)
     assert aux_out.shape == (2, NUM_CLASSES)
+
+
+class LargeInputAux(nn.Module):
+    """Like inception_v3: the train-only auxiliary head needs a larger input than the network."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.body = conv_bn(16, 32)
+        self.head = Head(32)
+        self.aux_pool = nn.AvgPool2d(5, stride=3)
+        self.aux_conv = nn.Conv2d(16, 8, 5)
+        self.aux_fc = nn.Linear(8, NUM_CLASSES)
+
+    def forward(self, x):
+        x = self.stem(x)
+        out = self.head(self.body(x))
+        if self.training:
+            return out, self.aux_fc(torch.flatten(self.aux_conv(self.aux_pool(x)), 1))
+        return out
+
+
+def test_train_only_branch_too_small_for_the_input():
+    torch.manual_seed(0)
+    model = LargeInputAux().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert model(x).shape == (2, NUM_CLASSES)  # eval mode works at 8x8
+    try:
+        result = prune(model, x, target_flops=0.3, round_to=1)
+    except TorchslimError as error:  # a clear user error would be acceptable
+        assert "input" in str(error)
+        return
+    assert_oracle(model, result, x)

@@ -178,6 +178,7 @@ class ConvConfig:
     height: int  # input spatial size
     width: int
     batch: int = 1
+    linear: bool = False  # an nn.Linear (ONNX Gemm) on (batch, in_channels) rather than a conv
 
     @property
     def depthwise(self) -> bool:
@@ -186,7 +187,7 @@ class ConvConfig:
     def key(self) -> str:
         return (
             f"c{self.in_channels}x{self.out_channels}k{self.kernel}s{self.stride}g{self.groups}"
-            f"h{self.height}w{self.width}b{self.batch}"
+            f"h{self.height}w{self.width}b{self.batch}" + ("L" if self.linear else "")
         )
 
     def with_channels(self, in_channels: int, out_channels: int) -> ConvConfig:
@@ -194,7 +195,7 @@ class ConvConfig:
         if self.depthwise:
             out_channels = in_channels
         return ConvConfig(in_channels, out_channels, self.kernel, self.stride, groups, self.height, self.width,
-                          self.batch)  # fmt: skip
+                          self.batch, self.linear)  # fmt: skip
 
     def macs(self) -> int:
         out_h = (self.height + 2 * (self.kernel // 2) - self.kernel) // self.stride + 1
@@ -216,7 +217,7 @@ def layer_configs(model: nn.Module, input_size: int, batch: int = 1) -> dict[str
                     module.groups, int(x.shape[-2]), int(x.shape[-1]), batch,
                 )  # fmt: skip
             elif isinstance(module, nn.Linear):
-                configs[name] = ConvConfig(module.in_features, module.out_features, 1, 1, 1, 1, 1, batch)
+                configs[name] = ConvConfig(module.in_features, module.out_features, 1, 1, 1, 1, 1, batch, linear=True)
 
         return record
 
@@ -238,6 +239,8 @@ def layer_configs(model: nn.Module, input_size: int, batch: int = 1) -> dict[str
 
 
 def _layer_module(config: ConvConfig) -> nn.Module:
+    if config.linear:
+        return nn.Linear(config.in_channels, config.out_channels)
     conv = nn.Conv2d(
         config.in_channels, config.out_channels, config.kernel, config.stride, config.kernel // 2,
         groups=config.groups, bias=True,
@@ -359,6 +362,18 @@ class LatencyTable:
             self.save()
         return values
 
+    def for_probes(self) -> LatencyTable:
+        """The table block detection measures in: this runtime and machine on one thread.
+
+        Which channel counts a kernel pads to does not depend on the thread count, and a
+        single-threaded kernel is not stalled by a busy machine's scheduler the way a
+        multi-threaded one is, so its staircase reads cleanly.
+        """
+        if self.threads == 1:
+            return self
+        return LatencyTable(self.runtime, threads=1, cache_dir=self.cache_dir, repeats=self.repeats,
+                            warmup=self.warmup, measure=self.measure)  # fmt: skip
+
     def lookup_min(self, configs: list[ConvConfig], passes: int = 3) -> list[float]:
         """Like :meth:`lookup_many`, but configurations not yet in the table are measured in
         ``passes`` interleaved passes and the fastest pass is stored (for probes that must be
@@ -379,7 +394,8 @@ class LatencyTable:
 
     def _measure(self, config: ConvConfig) -> float:
         module = _layer_module(config).eval()
-        example = torch.randn(config.batch, config.in_channels, config.height, config.width)
+        shape = (config.batch, config.in_channels) + (() if config.linear else (config.height, config.width))
+        example = torch.randn(*shape)
         if self.runtime == "eager":
             from torchslim.export import time_callable, torch_callable, torch_threads
 
@@ -485,7 +501,7 @@ BLOCK_CANDIDATES = (1, 4, 8, 16, 32)
 _PROBES = {
     "conv": lambda c: ConvConfig(64, c, 1, 1, 1, 56, 56),
     "depthwise": lambda c: ConvConfig(c, c, 3, 1, c, 56, 56),
-    "linear": lambda c: ConvConfig(c, 1000, 1, 1, 1, 1, 1),
+    "linear": lambda c: ConvConfig(c, 4096, 1, 1, 1, 1, 1, batch=8, linear=True),
 }
 
 
@@ -507,8 +523,8 @@ def block_from_latencies(latencies: dict[int, float]) -> int:
             coefficients, *_ = np.linalg.lstsq(design[keep], values[keep], rcond=None)
             residuals = np.abs(design @ coefficients - values)
             keep = residuals <= np.quantile(residuals, 0.8)
-        error = float(np.median(residuals))
-        if error < best_error * 0.9:
+        error = float(np.mean(np.sort(residuals)[: max(1, int(0.8 * len(residuals)))]))  # trimmed mean
+        if error < best_error * 0.9 - 1e-12:
             best_block, best_error = block, error
     return best_block
 
@@ -758,14 +774,15 @@ def prune_for_latency(
         if value is not None and not 0.0 < value < 1.0:
             raise PruningError(f"{name} must be in (0, 1), got {value}")
     started = time.perf_counter()
-    table = table or LatencyTable(runtime, threads=threads, cache_dir=cache_dir)
+    if table is None:
+        table = LatencyTable(runtime, threads=threads, cache_dir=cache_dir)
     measured_before = table.measured
     group_set = analyze(model, example_input, pruned_params, aliases)
     scores = rank_units(group_set, model, criterion)
     order = {g: np.argsort(s, kind="stable") for g, s in scores.items()}
     sizes = {g: len(o) for g, o in order.items()}
     if align == "auto":
-        blocks = detect_blocks(table)
+        blocks = detect_blocks(table.for_probes())
         allowed = allowed_counts(sizes, group_blocks(group_set, blocks))
     else:
         blocks = {"all": int(align)}

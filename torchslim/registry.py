@@ -32,6 +32,9 @@ class Registry(Generic[T]):
         key = name.lower()
         if key in self._entries or key in self._aliases:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
+        for alias in aliases:  # checked before anything is stored: a failed registration leaves no trace
+            if alias.lower() != key and (alias.lower() in self._entries or alias.lower() in self._aliases):
+                raise ValueError(f"{self.kind} alias {alias!r} is registered twice")
         self._entries[key] = entry
         for alias in aliases:
             self.add_alias(alias, name)

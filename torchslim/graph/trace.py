@@ -10,6 +10,8 @@ case every channel reaching it is blocked with the op named as the reason.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import operator
 from collections.abc import Callable
@@ -481,8 +483,10 @@ def _propagate_shapes(model: nn.Module, graph_module: fx.GraphModule, example_in
     """
     was_training = model.training
     model.eval()
+    # ShapeProp prints a traceback for every failing node; the failures here are expected and retried.
+    quiet = contextlib.redirect_stderr(io.StringIO())
     try:
-        with torch.no_grad():
+        with torch.no_grad(), quiet:
             try:
                 meta = {k: v.to("meta") for k, v in itertools.chain(graph_module.named_parameters(), graph_module.named_buffers())}
                 with _reparametrize_module(graph_module, meta):
@@ -518,13 +522,31 @@ def _symbolic_trace(model: nn.Module) -> tuple[fx.GraphModule, set[str] | None]:
         model.train(was_training)
 
 
+def _eval_trace(model: nn.Module) -> fx.GraphModule:
+    was_training = model.training
+    try:
+        return fx.symbolic_trace(model.eval())
+    finally:
+        model.train(was_training)
+
+
 def trace_channels(model: nn.Module, example_input: torch.Tensor) -> tuple[ChannelGraph, fx.GraphModule]:
     """Trace ``model`` on ``example_input`` and return its channel graph."""
     import time
 
     started = time.perf_counter()
     graph_module, inference_layers = _symbolic_trace(model)
-    _propagate_shapes(model, graph_module, example_input[:1])
+    try:
+        _propagate_shapes(model, graph_module, example_input[:1])
+    except Exception as error:
+        if inference_layers is None:
+            raise PruningError(f"cannot run {type(model).__name__} on input {tuple(example_input.shape)}: {error}") from None
+        # train-only layers (e.g. an auxiliary head) that cannot run at this input size: use the eval graph
+        graph_module, inference_layers = _eval_trace(model), None
+        try:
+            _propagate_shapes(model, graph_module, example_input[:1])
+        except Exception as error:
+            raise PruningError(f"cannot run {type(model).__name__} on input {tuple(example_input.shape)}: {error}") from None
     graph = _Tracer(model, graph_module).run()
     if inference_layers is not None:
         for use in graph.uses:
