@@ -23,7 +23,7 @@ from torchslim.report import ResultRow, results_table, row_for, time_models
 class DemoSettings:
     model: str = "mobilenet_v2"
     output: str = "runs/demo"
-    train_limit: int = 12000
+    train_limit: int = 10000
     val_limit: int = 2000
     baseline_epochs: int = 3
     finetune_epochs: int = 2
