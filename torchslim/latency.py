@@ -763,10 +763,8 @@ def prune_for_latency(
     ``result.latency`` (a :class:`LatencyPlanInfo`) added.
     """
     from torchslim.errors import PruningError
-    from torchslim.graph import apply_plan, oracle_reference
     from torchslim.plan import PlanBuilder, search_uniform
-    from torchslim.profile import count_params
-    from torchslim.pruner import PruneReport, PruneResult, analyze, compare_outputs, rank_units
+    from torchslim.pruner import analyze, cut, rank_units
 
     if target_flops is None and latency_target is None:
         raise PruningError("give target_flops, latency_target or both")
@@ -802,43 +800,13 @@ def prune_for_latency(
         if not reached:
             plan = search_latency(builder, latency_model, latency_target, tolerance)
     table.save()
-    before_channels = _channel_counts(model)
-    params_before = count_params(model)
-    reference = oracle_reference(model, group_set, plan.mask) if verify else None
-    pruned = model if inplace else copy.deepcopy(model)
-    apply_plan(pruned, group_set, plan.mask)
-    after_channels = _channel_counts(pruned)
-    report = PruneReport(
-        macs_before=plan.macs_before,
-        macs_after=plan.macs_after,
-        params_before=params_before,
-        params_after=count_params(pruned),
-        flops_reduction=plan.reduction,
-        groups_pruned=sum(1 for g, k in plan.keep.items() if k < group_set.groups[g].size),
-        groups_skipped=len(group_set.skipped()),
-        skipped={g.name: g.reason for g in group_set.skipped()},
-        channels={n: [before_channels[n], c] for n, c in after_channels.items() if c != before_channels.get(n)},
-        seconds=time.perf_counter() - started,
-    )
-    if reference is not None:
-        report.max_abs_diff, report.verified = compare_outputs(reference, pruned, example_input)
-    result = PruneResult(pruned, report, group_set, plan)
+    result = cut(model, group_set, plan, example_input, inplace=inplace, verify=verify, started=started)
     result.latency = LatencyPlanInfo(
         runtime=runtime, threads=table.threads, batch_size=batch_size, blocks=blocks, estimated_base_ms=base_ms,
         estimated_uniform_ms=uniform_ms, estimated_ms=latency_model.estimate(plan.mask), table_path=str(table.path),
         table_entries=len(table), measured=table.measured - measured_before,
     )  # fmt: skip
     return result
-
-
-def _channel_counts(model: nn.Module) -> dict[str, int]:
-    counts = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            counts[name] = module.out_channels
-        elif isinstance(module, nn.Linear):
-            counts[name] = module.out_features
-    return counts
 
 
 

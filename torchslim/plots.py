@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from torch import nn
-
+from torchslim.profile import channel_counts as channel_counts  # re-exported for callers of plots
 from torchslim.sensitivity import SensitivityTable
 
 
@@ -54,17 +53,6 @@ def plot_sensitivities(
     if names:
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(figure, path)
-
-
-def channel_counts(model: nn.Module) -> dict[str, int]:
-    """Output channels of every conv and output features of every linear layer, in module order."""
-    counts = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            counts[name] = module.out_channels
-        elif isinstance(module, nn.Linear):
-            counts[name] = module.out_features
-    return counts
 
 
 def plot_channels(

@@ -53,6 +53,17 @@ def model_size_bytes(model: nn.Module) -> int:
     return sum(t.numel() * 4 for t in tensors)
 
 
+def channel_counts(model: nn.Module) -> dict[str, int]:
+    """Output channels of every conv and output features of every linear layer, in module order."""
+    counts = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            counts[name] = module.out_channels
+        elif isinstance(module, nn.Linear):
+            counts[name] = module.out_features
+    return counts
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

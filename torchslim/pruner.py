@@ -26,7 +26,7 @@ from torchslim.graph import (
     trace_channels,
 )
 from torchslim.plan import Plan, PlanBuilder, search_global, search_uniform
-from torchslim.profile import count_params
+from torchslim.profile import channel_counts, count_params
 
 DEFAULT_ROUND_TO = 8
 
@@ -119,7 +119,25 @@ def prune(
     group_set = analyze(model, example_input, pruned_params, aliases)
     scores = rank_units(group_set, model, criterion)
     plan = plan_for_target(group_set, scores, target_flops, round_to, global_ranking, tolerance)
-    before_channels = _channel_counts(model)
+    return cut(model, group_set, plan, example_input, inplace=inplace, verify=verify, started=started)
+
+
+def cut(
+    model: nn.Module,
+    group_set: GroupSet,
+    plan: Plan,
+    example_input: torch.Tensor,
+    *,
+    inplace: bool,
+    verify: bool,
+    started: float,
+) -> PruneResult:
+    """Apply ``plan`` (to a copy unless ``inplace``), report it, and run the oracle when ``verify``.
+
+    ``started`` is when the caller began (perf_counter): the report's seconds run from there to
+    the pruned model, not counting the oracle's reference copy.
+    """
+    before_channels = channel_counts(model)
     params_before = count_params(model)
     reference_started = time.perf_counter()
     reference = oracle_reference(model, group_set, plan.mask) if verify else None
@@ -127,7 +145,7 @@ def prune(
     pruned = model if inplace else copy.deepcopy(model)
     apply_plan(pruned, group_set, plan.mask)
     seconds = time.perf_counter() - started - reference_seconds
-    after_channels = _channel_counts(pruned)
+    after_channels = channel_counts(pruned)
     report = PruneReport(
         macs_before=plan.macs_before,
         macs_after=plan.macs_after,
@@ -143,16 +161,6 @@ def prune(
     if reference is not None:
         report.max_abs_diff, report.verified = compare_outputs(reference, pruned, example_input)
     return PruneResult(pruned, report, group_set, plan)
-
-
-def _channel_counts(model: nn.Module) -> dict[str, int]:
-    counts = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            counts[name] = module.out_channels
-        elif isinstance(module, nn.Linear):
-            counts[name] = module.out_features
-    return counts
 
 
 @torch.no_grad()
