@@ -59,6 +59,40 @@ def build_variants(name: str, args) -> tuple[dict[str, torch.nn.Module], dict[st
     return models, info
 
 
+def kernel_ms(path: Path, batch: int, threads: int, runs: int) -> float:
+    """Sum over the graph's nodes of each node's 20th-percentile kernel time (ORT profiler), in ms.
+
+    What the runtime's kernels cost with the scheduler's stalls and the gaps between
+    nodes left out: on a busy shared machine the wall-clock ratio is compressed
+    towards 1 by per-node waits that do not depend on the model's size.
+    """
+    import collections
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from torchslim.latency import robust_ms
+
+    with tempfile.TemporaryDirectory(prefix="torchslim-prof-") as profile_dir:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(profile_dir) / "p")
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: np.random.randn(batch, 3, INPUT, INPUT).astype(np.float32)}
+        for _ in range(runs + 2):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    per_node = collections.defaultdict(list)
+    for event in events:
+        if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time"):
+            per_node[event["name"]].append(event["dur"] / 1000.0)
+    return float(sum(robust_ms(v[2:] or v) for v in per_node.values()))
+
+
 def time_all(models: dict, args, workdir: Path) -> dict[str, dict]:
     from torchslim.export import torch_threads
     from torchslim.latency import compare_latency, export_for_timing, robust_ms
@@ -80,6 +114,11 @@ def time_all(models: dict, args, workdir: Path) -> dict[str, dict]:
                 }
                 for label in models
             }
+            if runtime == "onnxruntime":
+                kernels = {label: kernel_ms(paths[label], batch, args.threads, max(5, rounds // 2)) for label in models}
+                for label in models:
+                    timings[f"{runtime} b{batch}"][label]["kernel_ms"] = kernels[label]
+                    timings[f"{runtime} b{batch}"][label]["kernel_speedup"] = kernels["unpruned"] / kernels[label]
             timings[f"{runtime} b{batch}"]["_rounds"] = rounds
             line = ", ".join(f"{k} x{v['speedup']:.2f}" for k, v in timings[f"{runtime} b{batch}"].items() if k[0] != "_")
             log(f"    {runtime} batch {batch} ({rounds} rounds): {line}")
