@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from torchslim.export import OrtModel, ort_callable, time_interleaved, torch_callable, torch_threads
+from torchslim.export import ort_callable, time_interleaved, torch_callable, torch_threads
+from torchslim.latency import TimingSession
 from torchslim.profile import human, profile_model
 
 
@@ -41,13 +42,15 @@ HEADERS = ["model", "MACs (FLOPs)", "top1/top5 %", "size", "PyTorch ms", "ONNX R
 def time_models(
     models: dict[str, tuple[nn.Module, Path]], input_size: int, *, threads: int = 2, rounds: int = 30
 ) -> dict[str, tuple[float, float]]:
-    """Median batch-1 latency (PyTorch eager, ONNX Runtime) of each model, timed interleaved."""
+    """Median batch-1 latency (PyTorch eager, ONNX Runtime) of each model, timed interleaved.
+
+    ORT sessions do not spin between runs (see :class:`torchslim.latency.TimingSession`)."""
     example = torch.randn(1, 3, input_size, input_size)
     functions = {}
     with torch_threads(threads):
         for label, (model, onnx_path) in models.items():
             functions[f"{label}/torch"] = torch_callable(model.eval(), example)
-            functions[f"{label}/ort"] = ort_callable(OrtModel(onnx_path, threads=threads), example.numpy())
+            functions[f"{label}/ort"] = ort_callable(TimingSession(onnx_path, threads), example.numpy())
         timings = time_interleaved(functions, warmup=5, rounds=rounds)
     return {label: (timings[f"{label}/torch"].median_ms, timings[f"{label}/ort"].median_ms) for label in models}
 
