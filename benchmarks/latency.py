@@ -130,7 +130,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=20, help="timed rounds at batch 1 (half at batch 8)")
+    parser.add_argument("--rounds", type=int, default=40, help="timed rounds at batch 1 (half at batch 8)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--runtimes", nargs="+", default=["onnxruntime", "eager"])
     parser.add_argument("--ts-round-to", type=int, nargs="+", default=[8, 16])

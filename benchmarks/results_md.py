@@ -173,7 +173,7 @@ def write_results_md(path: Path | None = None) -> Path:
                 + p1_section(read_result("accuracy"), goals))  # fmt: skip
     header = ["# torchslim benchmark results", "",
               "Written by `make bench` (`benchmarks/run_all.py`); raw numbers in `benchmarks/results/*.json`. "
-              "Goals and method: `docs/benchmarks.md`. The machine is shared, so times are compared only within one "
+              "Goals and method: `../shared/docs/benchmarks.md` (P1-P4). The machine is shared, so times are compared only within one "
               "interleaved run, as ratios.", "", "## Goals", ""]  # fmt: skip
     rows = [[p, what, value, "met" if met else "**missed**"] for p, what, value, met in goals]
     text = "\n".join(header + _table(["#", "goal", "measured", ""], rows, "lllr") + [""] + sections)

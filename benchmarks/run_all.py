@@ -37,8 +37,8 @@ def main(argv=None) -> int:
     runs = {
         "p3": lambda: tool_cost.main(["--repeats", "2" if quick else "5", "--tp-repeats", "1" if quick else "2"]),
         "p4": lambda: throughput.main(["--rounds", "2" if quick else "10"]),
-        "sweep": lambda: latency.main(["--round-to-sweep", "--rounds", "6" if quick else "20"]),
-        "p2": lambda: latency.main(["--rounds", "6" if quick else "20"]),
+        "sweep": lambda: latency.main(["--round-to-sweep", "--rounds", "6" if quick else "40"]),
+        "p2": lambda: latency.main(["--rounds", "6" if quick else "40"]),
         "p1": lambda: accuracy.main(["--train-limit", "2000", "--val-limit", "1000", "--finetune-epochs", "1",
                                      "--baseline-epochs", "1"] if quick else []),  # fmt: skip
     }

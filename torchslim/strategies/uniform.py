@@ -12,7 +12,8 @@ import logging
 from typing import Any
 
 from torchslim.criteria import prepare_data_criterion
-from torchslim.pruner import analyze, plan_for_target, prune, rank_units
+from torchslim.latency import prune_as_configured
+from torchslim.pruner import analyze, plan_for_target, rank_units
 
 from .base import CompressionContext, Strategy
 from .sensitive import pruner_criterion, training_batches
@@ -50,17 +51,11 @@ class UniformPruneStrategy(Strategy):
         if self.done or context.epoch < self.config.start_epoch:
             return
         self.prepare_criterion(context)
-        result = prune(
-            context.model,
-            context.example_input,
-            target_flops=self.config.target_ratio,
-            criterion=self.criterion,
-            pruned_params=self.config.pruned_params,
-            round_to=self.pruner.round_to,
-            global_ranking=self.pruner.global_ranking,
-            aliases=context.aliases,
-            inplace=True,
-        )
+        # plain prune(), or latency-aware pruning when the pruner says align: latency / a latency_target is set
+        result = prune_as_configured(
+            context.model, context.example_input, target_flops=self.config.target_ratio, pruner=self.pruner,
+            strategy=self.config, criterion=self.criterion, aliases=context.aliases, inplace=True,
+        )  # fmt: skip
         self.done = True
         context.model_changed = True
         report = result.report
