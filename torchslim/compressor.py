@@ -59,6 +59,7 @@ from torchslim.models import (
 )
 from torchslim.models.saved import MANIFEST_FILE
 from torchslim.profile import profile_model
+from torchslim.reconstruction import reconstruct
 from torchslim.strategies import CompressionContext, Strategy, build_strategy
 
 DEFAULT_MODEL = "mobilenet_v1"
@@ -90,6 +91,7 @@ class CompressionSummary:
     resumed_from: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     last_checkpoint: str | None = None
+    top1_per_epoch: dict[int, float] = field(default_factory=dict)  # epochs run in this process and evaluated
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +101,7 @@ class CompressionSummary:
             "resumed_from": self.resumed_from,
             "events": self.events,
             "last_checkpoint": self.last_checkpoint,
+            "top1_per_epoch": self.top1_per_epoch,
         }
 
 
@@ -197,7 +200,30 @@ class Compressor:
         context.evaluate = lambda model=None: self.evaluate(model if model is not None else context.model)
         if self.train.bn_recalibration_batches > 0:
             context.after_prune = self.recalibrate_bn
+        if self.train.reconstruction_batches > 0:
+            context.reconstruct = self.reconstruct
         return context
+
+    def reconstruct(self, original: nn.Module, pruned: nn.Module, group_set: Any, mask: Any) -> dict[str, Any]:
+        """Refit the layers a pruning step cut into, on ``train.reconstruction_batches`` training batches."""
+        report = reconstruct(
+            original,
+            pruned,
+            self.load_data().train_loader,
+            group_set=group_set,
+            mask=mask,
+            num_batches=self.train.reconstruction_batches,
+            device=self.device,
+            seed=self.train.seed,
+            distributed=self.dist.enabled,
+        )
+        return {
+            "batches": report.batches,
+            "layers": len(report.layers),
+            "error_before": report.mean_error_before,
+            "error_after": report.mean_error_after,
+            "seconds": report.seconds,
+        }
 
     def recalibrate_bn(self, model: nn.Module) -> int:
         """Re-estimate batch-norm statistics after pruning on ``train.bn_recalibration_batches`` training batches.
@@ -234,7 +260,8 @@ class Compressor:
             before = ModelStats(**state["meta"]["before"])
             start_epoch, events = state["meta"]["epoch"] + 1, state["meta"].get("events", [])
         context.events = events
-        optimizer, scheduler = self.build_optimization(context.model, state)
+        extras = self.extra_parameters(context)
+        optimizer, scheduler = self.build_optimization(context.model, state, extras)
         if self.checkpoint_root is not None and self.dist.is_main:
             self.config.save(str(self.checkpoint_root / RESOLVED_CONFIG_FILE))
         summary = CompressionSummary(before, before, resumed_from=state["path"] if state else None)
@@ -245,15 +272,20 @@ class Compressor:
             context.epoch = epoch
             for strategy in self.strategies:
                 strategy.on_epoch_begin(context)
-            if context.model_changed:
-                optimizer, scheduler = self.rebuild_optimization(context.model, scheduler)
-                context.model_changed = False
+            new_extras = self.extra_parameters(context)
+            if context.model_changed or not _same_objects(new_extras, extras):
+                optimizer, scheduler = self.rebuild_optimization(
+                    context.model, optimizer, scheduler, new_extras, keep_state=not context.model_changed
+                )
+                context.model_changed, extras = False, new_extras
             stats = self.train_epoch(context, optimizer, scheduler, epoch, data)
             last_eval = self.evaluate_if_due(context.model, epoch)
             for strategy in self.strategies:
                 strategy.on_epoch_end(context)
             record = self.epoch_record(context.model, epoch, stats, last_eval)
             summary.epochs_run.append(epoch)
+            if record.get("top1") is not None:
+                summary.top1_per_epoch[epoch] = record["top1"]
             if self.checkpoint_root is not None:
                 if self.dist.is_main:
                     self.save_epoch(context, optimizer, scheduler, epoch, record, before)
@@ -328,10 +360,16 @@ class Compressor:
         return record
 
     # -- optimization ---------------------------------------------------------------------
-    def build_optimization(self, model: nn.Module, state: dict[str, Any] | None):
+    def extra_parameters(self, context: CompressionContext) -> list[nn.Parameter]:
+        return [p for strategy in self.strategies for p in strategy.extra_parameters(context)]
+
+    def build_optimization(self, model: nn.Module, state: dict[str, Any] | None, extras=()):
+        """SGD over the model and, as a last group, the strategies' extra parameters; its LR schedule."""
         optimizer = build_optimizer(
             model, lr=self.train.lr, momentum=self.train.momentum_rate, l2_decay=self.train.l2_decay
         )
+        if extras:
+            optimizer.add_param_group({"params": list(extras), "weight_decay": self.train.l2_decay})
         scheduler = build_lr_scheduler(
             optimizer,
             strategy=self.train.lr_strategy,
@@ -341,16 +379,32 @@ class Compressor:
             warmup_epochs=self.train.warmup_epochs,
         )
         if state is not None:
-            optimizer.load_state_dict(state["tensors"]["optimizer"])
+            try:
+                optimizer.load_state_dict(state["tensors"]["optimizer"])
+            except ValueError as error:  # e.g. a strategy with extra parameters was added or removed
+                raise CheckpointError(
+                    f"checkpoint {state['path']}: its optimizer state does not fit this config's parameters "
+                    f"({error}); use another checkpoint_path to start fresh"
+                ) from None
             scheduler.load_state_dict(state["tensors"]["scheduler"])
         return optimizer, scheduler
 
-    def rebuild_optimization(self, model: nn.Module, old_scheduler):
-        """After pruning: a fresh optimizer (no momentum for removed shapes), the schedule where it was."""
-        optimizer, scheduler = self.build_optimization(model, None)
-        scheduler.load_state_dict(old_scheduler.state_dict())
-        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+    def rebuild_optimization(
+        self, model: nn.Module, old_optimizer, old_scheduler, extras=(), *, keep_state=False
+    ):
+        """After pruning, or when the extra parameters change: a fresh optimizer (no momentum for removed
+        shapes; ``keep_state`` keeps that of parameters still trained), the schedule where it was."""
+        optimizer, scheduler = self.build_optimization(model, None, extras)
+        lr = old_scheduler.get_last_lr()[0]  # every group follows the one schedule from train.lr
+        state = old_scheduler.state_dict()
+        state.update(base_lrs=scheduler.base_lrs, _last_lr=[lr] * len(optimizer.param_groups))
+        scheduler.load_state_dict(state)
+        for group in optimizer.param_groups:
             group["lr"] = lr
+            if keep_state:
+                for param in group["params"]:
+                    if param in old_optimizer.state:
+                        optimizer.state[param] = old_optimizer.state[param]
         return optimizer, scheduler
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -365,14 +419,17 @@ class Compressor:
             "metrics": record,
             "before": before.as_dict(),
             "events": context.events,
-            "strategies": {s.name: s.state_dict() for s in self.strategies},
         }
+        states = {strategy.name: strategy.state_dict() for strategy in self.strategies}
+        meta["strategies"], strategy_tensors = _split_states(states)
         tensors = {
             "model": _cpu_state(context.model),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": capture_rng_state(),
         }
+        if strategy_tensors:
+            tensors["strategies"] = strategy_tensors
         # The log line goes first: a kill before the checkpoint lands leaves an extra record that resume drops.
         append_jsonl(self.checkpoint_root / METRICS_FILE, record)
         save_checkpoint(directory, tensors=tensors, meta=meta)
@@ -419,7 +476,8 @@ class Compressor:
         context.model = model.to(self.device)
         restore_rng_state(tensors["rng"])
         for strategy in self.strategies:
-            strategy.load_state_dict(meta.get("strategies", {}).get(strategy.name, {}))
+            state = meta.get("strategies", {}).get(strategy.name, {})
+            strategy.load_state_dict({**state, **tensors.get("strategies", {}).get(strategy.name, {})})
         if self.dist.is_main:
             _truncate_metrics(self.checkpoint_root / METRICS_FILE, meta["epoch"])
             if self.config.compressor.save_eval_model and not (latest / "eval_model" / MANIFEST_FILE).is_file():
@@ -511,6 +569,27 @@ def num_outputs(model: nn.Module, size: int, device: str | torch.device = "cpu")
     finally:
         model.train(was_training)
     return int(output.shape[1]) if isinstance(output, torch.Tensor) and output.dim() == 2 else None
+
+
+def _same_objects(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def _holds_tensors(value: Any) -> bool:
+    if isinstance(value, dict):
+        return bool(value) and all(_holds_tensors(v) for v in value.values())
+    return isinstance(value, torch.Tensor)
+
+
+def _split_states(states: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Strategies' states -> (the JSON part for meta.json, the tensor part for the tensor file)."""
+    json_part, tensor_part = {}, {}
+    for name, state in states.items():
+        json_part[name] = {k: v for k, v in state.items() if not _holds_tensors(v)}
+        tensors = {k: v for k, v in state.items() if _holds_tensors(v)}
+        if tensors:
+            tensor_part[name] = tensors
+    return json_part, tensor_part
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -91,7 +91,8 @@ def run_demo(settings: DemoSettings, log=lambda m: print(m, file=sys.stderr, flu
     for row in rows:
         row.torch_ms, row.ort_ms = timings[row.label]
     for event in summary.events:
-        for key, text in (("top1_after_prune", "right after pruning"), ("top1_after_bn_recalibration", "after BN re-estimation")):
+        for key, text in (("top1_after_prune", "right after pruning"), ("top1_after_bn_recalibration", "after BN re-estimation"),
+                          ("top1_after_reconstruction", "after reconstruction")):  # fmt: skip
             if key in event:
                 log(f"top-1 {text}, before fine-tuning: {event[key]:.2f}%")
     return rows

@@ -245,14 +245,18 @@ def write_run_report(run_path: str | Path, output: str | Path | None = None, *, 
                   "(baseline architecture with fresh weights; PyTorch eager and ONNX Runtime CPU).", ""]  # fmt: skip
     events = run.meta.get("events") or []
     if events:
-        lines += ["## Pruning events", "", "| strategy | epoch | MACs before | MACs after | removed | top-1 after prune |",
-                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += ["## Pruning events", "",
+                  "Top-1 right after each pruning step, after batch-norm re-estimation, and after reconstruction "
+                  "(refitting the layers that lost input channels); the per-epoch table below has it after each "
+                  "fine-tune epoch.", "",
+                  "| strategy | epoch | MACs before | MACs after | removed | top-1 after prune | after BN | after reconstruction |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for event in events:
-            after = event.get("top1_after_prune")
+            accuracy = [_fmt(event.get(k), 2) for k in ("top1_after_prune", "top1_after_bn_recalibration",
+                                                         "top1_after_reconstruction")]  # fmt: skip
             lines.append(
                 f"| {event.get('strategy', '?')} | {event.get('epoch', '?')} | {human(event.get('macs_before', 0))} | "
-                f"{human(event.get('macs_after', 0))} | {event.get('flops_reduction', 0):.1%} | "
-                f"{'-' if after is None else f'{after:.2f}'} |"
+                f"{human(event.get('macs_after', 0))} | {event.get('flops_reduction', 0):.1%} | " + " | ".join(accuracy) + " |"
             )
         lines.append("")
     if run.records:

@@ -150,8 +150,14 @@ def summary_table(summary: CompressionSummary) -> str:
             text += f"\ntop-1 right after pruning at epoch {event['epoch']}: {event['top1_after_prune']:.2f}%"
         if "top1_after_bn_recalibration" in event:
             text += f", after BN re-estimation: {event['top1_after_bn_recalibration']:.2f}%"
+        if "top1_after_reconstruction" in event:
+            text += f", after reconstruction: {event['top1_after_reconstruction']:.2f}%"
         if "teacher_percent_of_epoch" in event:
             text += f"\ndistillation at epoch {event['epoch']}: teacher took {event['teacher_percent_of_epoch']:.0f}% of the epoch"
+    if summary.top1_per_epoch:
+        text += "\ntop-1 after each fine-tune epoch: " + ", ".join(
+            f"epoch {epoch}: {top1:.2f}%" for epoch, top1 in summary.top1_per_epoch.items()
+        )
     if summary.last_checkpoint:
         text += f"\nlast checkpoint: {summary.last_checkpoint} (eval model in eval_model/, ONNX in eval_model/model.onnx)"
     return text

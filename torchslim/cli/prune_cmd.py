@@ -13,6 +13,7 @@ from torchslim.errors import ConfigError
 from torchslim.models import save_model, seed_param_names
 from torchslim.profile import human
 from torchslim.pruner import DEFAULT_ROUND_TO, prune
+from torchslim.reconstruction import DEFAULT_RECONSTRUCTION_BATCHES, reconstruct
 
 from .common import add_model_arguments, load_model_from_args
 from .output import emit_json, log, table
@@ -57,6 +58,11 @@ def add_parsers(subparsers) -> None:
         "--bn-batches", type=int, default=DEFAULT_BN_BATCHES,
         help=f"Training batches for batch-norm re-estimation after pruning (default {DEFAULT_BN_BATCHES}; 0: off).",
     )  # fmt: skip
+    data.add_argument(
+        "--reconstruct-batches", type=int, default=DEFAULT_RECONSTRUCTION_BATCHES,
+        help="Training batches to refit, after BN re-estimation, the layers that lost input channels so they "
+        f"reproduce the unpruned outputs (least squares; default {DEFAULT_RECONSTRUCTION_BATCHES}; 0: off).",
+    )  # fmt: skip
     data.add_argument("--val-limit", type=int, help="Evaluate on the first N validation images only.")
     data.add_argument("--batch-size", type=int, default=64, help="Images per batch (default 64).")
     parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
@@ -67,6 +73,8 @@ def _load_data(args: argparse.Namespace, loaded) -> DataBundle:
     """The loaders for ``--data``; the model's input size follows the data unless given or saved."""
     if args.bn_batches < 0:
         raise ConfigError(f"--bn-batches must be >= 0, got {args.bn_batches}")
+    if args.reconstruct_batches < 0:
+        raise ConfigError(f"--reconstruct-batches must be >= 0, got {args.reconstruct_batches}")
     size = args.input_size or (loaded.manifest or {}).get("input_size")
     bundle = build_loaders(args.data, batch_size=args.batch_size, image_size=size, val_limit=args.val_limit)
     loaded.input_size = bundle.image_size
@@ -87,6 +95,7 @@ def run_prune(args: argparse.Namespace) -> int:
             raise ConfigError(f"--criterion {args.criterion} scores channels from data: pass --data SPEC")
         prepare_data_criterion(loaded.model, args.criterion, data.train_loader)
     accuracy = {"top1_before": evaluate(loaded.model, data.val_loader).top1} if data is not None else {}
+    reconstructing = data is not None and args.reconstruct_batches > 0  # needs the unpruned model kept
     started = time.perf_counter()
     result = prune(
         loaded.model,
@@ -97,18 +106,19 @@ def run_prune(args: argparse.Namespace) -> int:
         round_to=args.round_to,
         global_ranking=args.global_ranking,
         aliases=aliases,
-        inplace=not args.verify,
+        inplace=not (args.verify or reconstructing),
         verify=args.verify,
     )
     report = result.report
     log(f"pruned in {report.seconds:.3f} s from model built to pruned model ready (total {time.perf_counter() - started:.3f} s)")
     if data is not None:
-        accuracy.update(_recover_accuracy(args, result.model, data))
+        accuracy.update(_recover_accuracy(args, result, loaded.model if reconstructing else None, data))
     if args.output:
         save_model(args.output, result.model, loaded.name, loaded.kwargs, input_size=loaded.input_size,
                    extra={"pruning": {"target_flops": args.target_flops, "criterion": args.criterion,
                                       "round_to": args.round_to, "pruned_params": args.pruned_params,
-                                      "bn_recalibration_batches": accuracy.get("bn_batches", 0)}})  # fmt: skip
+                                      "bn_recalibration_batches": accuracy.get("bn_batches", 0),
+                                      "reconstruction_batches": accuracy.get("reconstruction_batches", 0)}})  # fmt: skip
         log(f"saved pruned model to {args.output}")
     payload = {
         "model": loaded.name,
@@ -147,11 +157,16 @@ def run_prune(args: argparse.Namespace) -> int:
         if "top1_after_bn_recalibration" in accuracy:
             print(f"top-1 after batch-norm re-estimation on {accuracy['bn_batches']} training batches: "
                   f"{accuracy['top1_after_bn_recalibration']:.2f}%")  # fmt: skip
+        if "top1_after_reconstruction" in accuracy:
+            print(f"top-1 after reconstructing {accuracy['reconstructed_layers']} layers on "
+                  f"{accuracy['reconstruction_batches']} training batches: {accuracy['top1_after_reconstruction']:.2f}%")  # fmt: skip
     return 0 if report.verified in (None, True) else 1
 
 
-def _recover_accuracy(args: argparse.Namespace, model, data: DataBundle) -> dict:
-    """Top-1 of the pruned model as is, then after batch-norm re-estimation (unless ``--bn-batches 0``)."""
+def _recover_accuracy(args: argparse.Namespace, pruned, original, data: DataBundle) -> dict:
+    """Top-1 of the pruned model as is, after batch-norm re-estimation (unless ``--bn-batches 0``), and after
+    reconstruction from ``original``, the unpruned model (unless ``--reconstruct-batches 0``)."""
+    model = pruned.model
     after = evaluate(model, data.val_loader)
     result = {"val_images": after.samples, "top1_after_prune": after.top1, "bn_batches": 0}
     if args.bn_batches > 0:
@@ -160,4 +175,11 @@ def _recover_accuracy(args: argparse.Namespace, model, data: DataBundle) -> dict
         log(f"batch-norm statistics re-estimated on {result['bn_batches']} training batches "
             f"in {time.perf_counter() - started:.2f} s")  # fmt: skip
         result["top1_after_bn_recalibration"] = evaluate(model, data.val_loader).top1
+    if original is not None:
+        report = reconstruct(original, model, data.train_loader, group_set=pruned.group_set, mask=pruned.plan.mask,
+                             num_batches=args.reconstruct_batches)  # fmt: skip
+        log(f"reconstructed {len(report.layers)} layers on {report.batches} training batches in {report.seconds:.2f} s "
+            f"(mean relative output error {report.mean_error_before:.3f} -> {report.mean_error_after:.3f})")  # fmt: skip
+        result.update({"reconstruction_batches": report.batches, "reconstructed_layers": len(report.layers),
+                       "top1_after_reconstruction": evaluate(model, data.val_loader).top1})  # fmt: skip
     return result

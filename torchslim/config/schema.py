@@ -410,6 +410,11 @@ class TrainConfig:
         doc="training batches to re-estimate batch-norm statistics on after pruning; 0: off "
         "(the default is torchslim.bn_recalibration.DEFAULT_BN_BATCHES, chosen by measurement)",
     )  # fmt: skip
+    reconstruction_batches: int = spec(
+        as_int, 10, check=_NON_NEGATIVE,
+        doc="training batches to refit, after each pruning step, the layers that lost input channels so they "
+        "reproduce the unpruned outputs (torchslim.reconstruction); 0: off",
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the whole config

@@ -54,8 +54,8 @@ from torchslim.pruner import analyze
 from torchslim.sensitivity import Batch, evaluate_batches, group_scores, model_fingerprint
 
 from .base import CompressionContext, Strategy
+from .prune_step import PruneStep, finish_pruning, snapshot
 from .sensitive import (
-    finish_pruning,
     pruner_criterion,
     refuse_distributed,
     training_batches,
@@ -313,7 +313,7 @@ class AutoPruneStrategy(Strategy):
         controller = self.controller
         tokens = list(controller.best_tokens)
         plan = space.plan(tokens)
-        before = channel_counts(context.model)
+        before, original = channel_counts(context.model), snapshot(context)
         apply_plan(context.model, space.group_set, plan.mask)
         self.done = True
         event = {
@@ -335,7 +335,7 @@ class AutoPruneStrategy(Strategy):
             },
         }
         plot = Path(self.run_dir) / f"{self.name}.channels.png" if self.run_dir else None
-        finish_pruning(context, event, plot, before)
+        finish_pruning(context, event, plot, before, PruneStep(original, space.group_set, plan.mask))
         self._save_search_state()
         log.info("%s: applied the best of %d candidates (%s %.2f), %.2f%% of MACs removed", self.name,
                  controller.iteration, self.metric, controller.best_reward, 100 * plan.reduction)  # fmt: skip

@@ -25,6 +25,8 @@ class CompressionContext:
     val_loader: Any = None  # the validation DataLoader
     evaluate: Any = None  # callable(model=None) -> EvalResult on the validation data, or None
     after_prune: Any = None  # callable(model) run after every pruning step (e.g. BN re-estimation)
+    # callable(original, pruned, group_set, mask) -> dict: refits layers after a pruning step (reconstruction)
+    reconstruct: Any = None
     loss_fn: Any = None  # callable(outputs, targets, images) -> loss replacing cross-entropy (distillation)
     rank: int = 0  # this process's rank under torchrun (0 when not distributed)
     world_size: int = 1
@@ -36,7 +38,8 @@ class CompressionContext:
 
 
 class Strategy:
-    """Base class: every hook does nothing; ``state_dict`` must be JSON-able."""
+    """Base class: every hook does nothing. ``state_dict`` values must be JSON-able, or tensors
+    (or dicts of them), which checkpoints keep in their tensor file."""
 
     def __init__(self, name: str, config: Any) -> None:
         self.name = name
@@ -59,6 +62,14 @@ class Strategy:
 
     def on_compression_end(self, context: CompressionContext) -> None:
         pass
+
+    def extra_parameters(self, context: CompressionContext) -> list[nn.Parameter]:
+        """Parameters outside the model that training must update (e.g. distillation adapters).
+
+        The compressor asks when it builds the optimizer and after every epoch's
+        ``on_epoch_begin`` hooks (so after pruning); a different list rebuilds the optimizer.
+        """
+        return []
 
     def state_dict(self) -> dict[str, Any]:
         return {}

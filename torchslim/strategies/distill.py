@@ -8,6 +8,8 @@ Config (PaddleSlim's ``distillers`` section and a strategy naming one)::
             temperature: 4.0   # softens both distributions
             alpha: 0.5         # weight of the soft-label loss; 1 - alpha weights the hard labels
             teacher: null      # null: the model before any pruning; else a weights file or saved model dir
+            feature_maps: ['features.7', 'features.14']   # optional: module names, the same in teacher and student
+            feature_weight: 1.0                            # weight of the feature-map loss
     strategies:
         distill:
             class: 'DistillationStrategy'
@@ -20,6 +22,18 @@ For epochs ``start_epoch <= epoch < end_epoch`` the training loss is
 (the cross-entropy with ``train.label_smoothing``). The teacher runs in eval mode
 without gradient on the training device; the seconds its forward passes take,
 and their share of the epoch's training time, are an event per epoch.
+
+Feature maps (FitNets-style, PaddleSlim's L2Distiller): with ``feature_maps`` the loss
+also has ``feature_weight * mean over the layers of MSE(adapter(student output), teacher output)``.
+Pruning keeps module names, so one name serves teacher and student; outputs must be
+``(N, C)`` or ``(N, C, H, W)``, and only the channel count may differ. The adapter is a
+learned 1x1 map (a 1x1 convolution; a linear layer for ``(N, C)``) from the student's
+channels to the teacher's: the identity while the layer keeps the teacher's channels, else
+zeros (so an untrained adapter sends no gradient into the student); pruning the layer
+gives it a fresh adapter. ``alpha: 0`` distils features and hard labels only. The
+adapters reach the optimizer through :meth:`Strategy.extra_parameters`, are part of
+the strategy's checkpointed state (with their momentum in the optimizer's), and under
+torchrun their gradients are averaged over the ranks, as DDP does for the model's.
 
 Resume: with ``teacher: null`` the initial model is saved once, at the start of a
 fresh run, to ``<checkpoint_path>/teacher/`` (a saved-model directory, as
@@ -47,9 +61,11 @@ from torchslim.config._common import (
     Origins,
     as_float,
     as_path_or_none,
+    as_str,
     build,
     did_you_mean,
     interval,
+    list_of,
     short_repr,
     spec,
 )
@@ -61,6 +77,15 @@ from .base import CompressionContext, Strategy
 log = logging.getLogger(__name__)
 
 TEACHER_DIR = "teacher"
+_FEATURE_MAP_HINT = (
+    "name the layers in 'feature_maps' (module names, the same in teacher and pruned student, "
+    "e.g. ['features.7']); PaddleSlim's variable names do not carry over"
+)
+
+
+def _names(ctx: Context, path: tuple, value: Any) -> list[str]:
+    """A list of module names; one name or null also do."""
+    return [] if value is None else list_of(as_str, allow_scalar=True)(ctx, path, value)
 
 
 @dataclass(kw_only=True)
@@ -72,8 +97,8 @@ class SoftLabelDistillerConfig:
         "teacher_temperature": "torchslim uses one 'temperature' for teacher and student",
         "student_temperature": "torchslim uses one 'temperature' for teacher and student",
         "distillation_loss_weight": "use 'alpha' (weight of the soft-label loss; 1 - alpha weights the labels)",
-        "teacher_feature_map": "feature-map distillation is not supported yet",
-        "student_feature_map": "feature-map distillation is not supported yet",
+        "teacher_feature_map": _FEATURE_MAP_HINT,
+        "student_feature_map": _FEATURE_MAP_HINT,
     }
 
     name: str = ""
@@ -84,14 +109,28 @@ class SoftLabelDistillerConfig:
         None,
         doc="null: the model before pruning; else a weights file or saved model directory",
     )
+    feature_maps: list[str] = spec(
+        _names, factory=list, doc="modules whose outputs the student learns to match"
+    )
+    feature_weight: float = spec(as_float, 1.0, check=interval(0), doc="weight of the feature-map loss")
+
+    def validate(self, ctx: Context, path: tuple) -> None:
+        for index, name in enumerate(self.feature_maps):
+            if name in self.feature_maps[:index]:
+                raise ctx.error((*path, "feature_maps", index), f"{name!r} is listed twice")
 
 
 DISTILLER_CLASSES: dict[str, type] = {SoftLabelDistillerConfig.class_name: SoftLabelDistillerConfig}
+CLASS_HINTS = {"L2Distiller": "; L2 feature-map distillation is SoftLabelDistiller's 'feature_maps' key"}
+
+
+def _config_context(slim_config: Any) -> Context:
+    return Context(getattr(slim_config, "_origins", None) or Origins(slim_config.source))
 
 
 def distiller_config(slim_config: Any, name: str) -> SoftLabelDistillerConfig:
     """Validate the raw ``distillers.<name>`` entry; errors name the key and the file (and line)."""
-    ctx = Context(getattr(slim_config, "_origins", None) or Origins(slim_config.source))
+    ctx = _config_context(slim_config)
     path = ("distillers", name)
     entry = slim_config.distillers[name]
     class_name = entry.get("class")
@@ -101,7 +140,7 @@ def distiller_config(slim_config: Any, name: str) -> SoftLabelDistillerConfig:
         raise ctx.error(
             (*path, "class"),
             f"distiller class {short_repr(class_name)} is not supported{did_you_mean(class_name, DISTILLER_CLASSES)}"
-            f" (supported distillers: {known})",
+            f" (supported distillers: {known}){CLASS_HINTS.get(class_name, '')}",
         )
     config = build(cls, ctx, path, entry, ignore=("class",), name=name)
     if config.teacher is not None and not Path(config.teacher).exists():
@@ -126,6 +165,73 @@ def soft_label_loss(
     return alpha * soft + (1.0 - alpha) * hard
 
 
+def adapt(weight: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+    """The learned 1x1 map of ``feature``'s channels (dim 1) by ``weight`` (teacher x student channels)."""
+    if feature.dim() == 2:
+        return F.linear(feature, weight)
+    return F.conv2d(feature, weight[:, :, None, None])
+
+
+def initial_adapter(student_channels: int, teacher_channels: int, device: torch.device) -> torch.Tensor:
+    """The identity while the layer keeps the teacher's channels. Else zeros (pruning does not say which
+    teacher channel a kept one was), so that an untrained adapter sends no gradient into the student."""
+    if student_channels == teacher_channels:
+        return torch.eye(teacher_channels, device=device)
+    return torch.zeros(teacher_channels, student_channels, device=device)
+
+
+def _average_gradient(param: torch.Tensor) -> None:
+    """DDP averages the wrapped model's gradients; adapters live outside it, so theirs are averaged here."""
+    dist.all_reduce(param.grad)
+    param.grad.div_(dist.get_world_size())
+
+
+def _capture(store: dict[str, torch.Tensor], name: str, *, training_only: bool):
+    """A forward hook keeping the module's output; a plain closure, so deep copies of the model share it."""
+
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        if not training_only or (module.training and torch.is_grad_enabled()):
+            store[name] = output
+
+    return hook
+
+
+def _output_shapes(
+    modules: dict[str, nn.Module], model: nn.Module, example: torch.Tensor
+) -> dict[str, tuple]:
+    """The output shape of each named module for ``example`` (eval mode, no gradient, modes restored)."""
+    shapes: dict[str, tuple] = {}
+
+    def record(name: str):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if not isinstance(output, torch.Tensor) or output.dim() not in (2, 4):
+                what = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+                raise ModelError(
+                    f"feature map {name!r}: the module outputs {what}; feature-map distillation needs an "
+                    "(N, C) or (N, C, H, W) tensor"
+                )
+            shapes[name] = tuple(output.shape)
+
+        return hook
+
+    handles = [module.register_forward_hook(record(name)) for name, module in modules.items()]
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes:
+            module.training = training
+    missing = [name for name in modules if name not in shapes]
+    if missing:
+        raise ModelError(
+            f"feature maps {', '.join(map(repr, missing))}: not called in the model's forward pass"
+        )
+    return shapes
+
+
 def _is_main_process(context: CompressionContext) -> bool:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
@@ -142,6 +248,7 @@ class DistillationStrategy(Strategy):
                 f"got {len(names)} ({', '.join(names)})"
             )
         self.distiller = distiller_config(slim_config, names[0])
+        self._ctx = _config_context(slim_config)
         self.label_smoothing = slim_config.train.label_smoothing
         root = slim_config.compressor.checkpoint_path
         self.teacher_dir = Path(root) / TEACHER_DIR if root else None
@@ -150,6 +257,12 @@ class DistillationStrategy(Strategy):
         self.teacher_seconds = 0.0
         self._train_start: float | None = None
         self._train_end: float | None = None
+        self.adapters: dict[str, nn.Parameter] = {}  # feature-map name -> (teacher x student channels)
+        self._restored: dict[str, torch.Tensor] | None = None  # adapters from a checkpoint, until placed
+        self._features: dict[str, dict[str, torch.Tensor]] = {"student": {}, "teacher": {}}
+        self._handles: list[Any] = []
+        self._feature_sum: torch.Tensor | float = 0.0
+        self._feature_batches = 0
 
     def active(self, epoch: int) -> bool:
         end = self.config.end_epoch
@@ -158,6 +271,7 @@ class DistillationStrategy(Strategy):
     # -- the teacher ----------------------------------------------------------------------
     def on_compression_begin(self, context: CompressionContext) -> None:
         """A fresh run with ``teacher: null`` snapshots the model now, before any pruning, and saves it once."""
+        self._modules(context.model)  # an unknown feature map is a ConfigError before training
         if self.resumed or self.distiller.teacher is not None:
             return
         self.teacher = self._prepare(copy.deepcopy(context.model), context)
@@ -201,9 +315,98 @@ class DistillationStrategy(Strategy):
             parameter.requires_grad_(False)
         return model
 
+    # -- feature maps ---------------------------------------------------------------------
+    def _modules(self, model: nn.Module) -> dict[str, nn.Module]:
+        """The ``feature_maps`` modules of ``model``; an unknown name is a ConfigError at that item."""
+        modules = dict(model.named_modules())
+        for index, name in enumerate(self.distiller.feature_maps):
+            if name not in modules:
+                known = [n for n in modules if n]
+                raise self._ctx.error(
+                    ("distillers", self.distiller.name, "feature_maps", index),
+                    f"the model has no module {short_repr(name)}{did_you_mean(name, known)} "
+                    f"(module names look like: {', '.join(known[:6])}, ...)",
+                )
+        return {name: modules[name] for name in self.distiller.feature_maps}
+
+    def extra_parameters(self, context: CompressionContext) -> list[nn.Parameter]:
+        """The feature-map adapters, fitted to the model as it is now (after this epoch's pruning)."""
+        if self._restored is not None:
+            self.adapters = {n: self._parameter(w.to(context.device)) for n, w in self._restored.items()}
+            self._restored = None
+        if self.distiller.feature_maps and self.teacher is not None and context.loss_fn == self.loss:
+            self._fit(context)
+        return list(self.adapters.values())
+
+    def _fit(self, context: CompressionContext) -> None:
+        """Give every feature map an adapter of the right shape, and hook the outputs of both models."""
+        self._detach()
+        example = context.example_input
+        student = _output_shapes(self._modules(context.model), context.model, example)
+        teacher = _output_shapes(self._modules(self.teacher), self.teacher, example)
+        adapters = {}
+        for name in self.distiller.feature_maps:
+            s, t = student[name], teacher[name]
+            if len(s) != len(t) or s[2:] != t[2:]:
+                raise ModelError(
+                    f"distiller {self.distiller.name}, feature map {name!r}: the student's output has shape {s}, "
+                    f"the teacher's {t}; only the channels (dim 1) may differ"
+                )
+            weight = self.adapters.get(name)
+            if weight is None or tuple(weight.shape) != (t[1], s[1]):  # new, or the layer was pruned
+                weight = self._parameter(initial_adapter(s[1], t[1], context.device))
+            adapters[name] = weight
+        self.adapters = adapters
+        for role, model in (("student", context.model), ("teacher", self.teacher)):
+            store = self._features[role]
+            for name, module in self._modules(model).items():
+                hook = _capture(store, name, training_only=role == "student")
+                self._handles.append(module.register_forward_hook(hook))
+
+    @staticmethod
+    def _parameter(weight: torch.Tensor) -> nn.Parameter:
+        param = nn.Parameter(weight)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            param.register_post_accumulate_grad_hook(_average_gradient)
+        return param
+
+    def _detach(self) -> None:
+        """Remove the capturing hooks (they live while an epoch trains) and what they kept."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        for store in self._features.values():
+            store.clear()
+
+    def feature_loss(self) -> torch.Tensor:
+        """Mean over the feature maps of MSE(adapter(student output), teacher output), for the last forward."""
+        losses = []
+        for name in self.distiller.feature_maps:
+            weight = self.adapters.get(name)
+            student = self._features["student"].pop(name, None)
+            teacher = self._features["teacher"].pop(name, None)
+            if weight is None or student is None or teacher is None:
+                raise ModelError(
+                    f"distiller {self.distiller.name}, feature map {name!r}: no adapter or no output captured "
+                    "(extra_parameters() sets them up after on_epoch_begin, as the compressor calls it)"
+                )
+            if student.shape[1] != weight.shape[1]:
+                raise ModelError(
+                    f"distiller {self.distiller.name}, feature map {name!r}: the student's output has "
+                    f"{student.shape[1]} channels, its adapter takes {weight.shape[1]}"
+                )
+            adapted = adapt(weight, student)
+            if adapted.shape != teacher.shape:
+                raise ModelError(
+                    f"distiller {self.distiller.name}, feature map {name!r}: the student's output has shape "
+                    f"{tuple(student.shape)}, the teacher's {tuple(teacher.shape)}; only the channels may differ"
+                )
+            losses.append(F.mse_loss(adapted.float(), teacher.detach().float()))
+        return torch.stack(losses).mean()
+
     # -- the loss -------------------------------------------------------------------------
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """The engine's ``loss_fn``: runs the teacher on ``images`` and mixes soft and hard losses."""
+        """The engine's ``loss_fn``: runs the teacher on ``images``; soft, hard and feature-map losses."""
         cuda = images.is_cuda
         if cuda:
             torch.cuda.synchronize(images.device)
@@ -218,7 +421,7 @@ class DistillationStrategy(Strategy):
                 f"distiller {self.distiller.name}: the teacher's outputs have shape {tuple(teacher_outputs.shape)}, "
                 f"the student's {tuple(outputs.shape)}"
             )
-        return soft_label_loss(
+        loss = soft_label_loss(
             outputs,
             teacher_outputs,
             targets,
@@ -226,11 +429,21 @@ class DistillationStrategy(Strategy):
             alpha=self.distiller.alpha,
             label_smoothing=self.label_smoothing,
         )
+        if not self.distiller.feature_maps:
+            return loss
+        features = self.feature_loss()
+        self._feature_sum, self._feature_batches = (
+            self._feature_sum + features.detach(),
+            self._feature_batches + 1,
+        )
+        return loss + self.distiller.feature_weight * features
 
     # -- hooks ----------------------------------------------------------------------------
     def on_epoch_begin(self, context: CompressionContext) -> None:
         if not self.active(context.epoch):
             self._release(context)
+            # kept until now: the last distilling epoch's checkpoint and optimizer hold them
+            self.adapters, self._restored = {}, None
             return
         if self.teacher is None:
             # Building the teacher's architecture draws random weights: keep the global RNG as it was.
@@ -238,6 +451,7 @@ class DistillationStrategy(Strategy):
                 self.teacher = self._load_teacher(context)
         context.loss_fn = self.loss
         self.teacher_seconds, self._train_start, self._train_end = 0.0, None, None
+        self._feature_sum, self._feature_batches = 0.0, 0
 
     def on_batch_begin(self, context: CompressionContext, batch_index: int) -> None:
         if self._train_start is None and context.loss_fn == self.loss:
@@ -248,6 +462,7 @@ class DistillationStrategy(Strategy):
             self._train_end = time.perf_counter()
 
     def on_epoch_end(self, context: CompressionContext) -> None:
+        self._detach()
         if context.loss_fn != self.loss:
             return
         train_seconds = (self._train_end or 0.0) - (self._train_start or 0.0)
@@ -262,6 +477,9 @@ class DistillationStrategy(Strategy):
             "train_seconds": train_seconds,
             "teacher_percent_of_epoch": share,
         }
+        if self.distiller.feature_maps:
+            event["feature_weight"] = self.distiller.feature_weight
+            event["feature_loss"] = float(self._feature_sum) / max(self._feature_batches, 1)
         context.events.append(event)
         percent = "?" if share is None else f"{share:.1f}%"
         log.info(
@@ -276,9 +494,11 @@ class DistillationStrategy(Strategy):
 
     def on_compression_end(self, context: CompressionContext) -> None:
         self._release(context)
+        self.adapters, self._restored = {}, None
 
     def _release(self, context: CompressionContext) -> None:
-        """Stop distilling: the default loss again, and the teacher's memory freed."""
+        """Stop distilling: the default loss again, the hooks removed and the teacher's memory freed."""
+        self._detach()
         if context.loss_fn == self.loss:
             context.loss_fn = None
         if self.distiller.teacher is not None or self.teacher_dir is not None:
@@ -286,7 +506,17 @@ class DistillationStrategy(Strategy):
 
     # -- resumable state ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"teacher_dir": str(self.teacher_dir) if self.teacher_dir is not None else None}
+        """The teacher's place and the adapters (CPU copies; the checkpoint's tensor file holds them)."""
+        state: dict[str, Any] = {
+            "teacher_dir": str(self.teacher_dir) if self.teacher_dir is not None else None
+        }
+        adapters = self._restored
+        if adapters is None:
+            adapters = {name: w.detach().to("cpu", copy=True) for name, w in self.adapters.items()}
+        if adapters:
+            state["adapters"] = adapters
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.resumed = True
+        self.adapters, self._restored = {}, dict(state.get("adapters") or {}) or None

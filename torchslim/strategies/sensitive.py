@@ -43,7 +43,7 @@ from torchslim.criteria.data_driven import DEFAULT_BATCHES
 from torchslim.data import DEFAULT_DATA_SPEC
 from torchslim.errors import ConfigError
 from torchslim.graph import apply_plan, plan_macs
-from torchslim.plots import channel_counts, plot_channels
+from torchslim.plots import channel_counts
 from torchslim.pruner import analyze
 from torchslim.sensitivity import (
     Batch,
@@ -61,6 +61,7 @@ from torchslim.sensitivity import (
 )
 
 from .base import CompressionContext, Strategy
+from .prune_step import PruneStep, finish_pruning, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -106,28 +107,6 @@ def validation_slice(
     batches = cache_batches(context.val_loader, samples, context.device)
     size = context.example_input.shape[-1]
     return batches, f"{data_spec} val[:{samples}] at {size}px", samples
-
-
-def finish_pruning(
-    context: CompressionContext, event: dict[str, Any], plot_path: Path | None, before: dict
-) -> None:
-    """After an in-place prune: flag the change, evaluate, re-estimate BN, plot, and record ``event``."""
-    context.model_changed = True
-    if context.evaluate is not None:
-        event["top1_after_prune"] = context.evaluate().top1
-    if context.after_prune is not None:
-        context.after_prune(context.model)
-        if context.evaluate is not None:
-            event["top1_after_bn_recalibration"] = context.evaluate().top1
-    after = channel_counts(context.model)
-    event["channels"] = {n: [before[n], c] for n, c in after.items() if c != before.get(n)}
-    if plot_path is not None and context.is_main_process:
-        try:
-            plot_channels(before, after, plot_path, title=f"{event['strategy']}: channels per layer")
-            event["channels_plot"] = str(plot_path)
-        except (OSError, ValueError) as error:  # a plot must never fail a run
-            log.warning("could not write %s: %s", plot_path, error)
-    context.events.append(event)
 
 
 # ----------------------------------------------------------------------------- the strategy
@@ -227,7 +206,7 @@ class SensitivePruneStrategy(Strategy):
             table, group_set, scores, target_now, round_to=self.pruner.round_to,
             tolerance=TOLERANCE * self.macs_original / macs_now, allocation=self.config.allocation,
         )  # fmt: skip
-        before = channel_counts(model)
+        before, original = channel_counts(model), snapshot(context)
         apply_plan(model, group_set, chosen.plan.mask)
         event = {
             "strategy": self.name,
@@ -249,7 +228,7 @@ class SensitivePruneStrategy(Strategy):
             "base_metric": table.base_metric,
         }
         plot = Path(self.run_dir) / f"{self.name}.step{step}.channels.png" if self.run_dir else None
-        finish_pruning(context, event, plot, before)
+        finish_pruning(context, event, plot, before, PruneStep(original, group_set, chosen.plan.mask))
         log.info(
             "%s: step %d removed %.2f%% of the original MACs", self.name, step, 100 * event["flops_reduction"]
         )

@@ -13,9 +13,11 @@ from typing import Any
 
 from torchslim.criteria import prepare_data_criterion
 from torchslim.latency import prune_as_configured
+from torchslim.plots import channel_counts
 from torchslim.pruner import analyze, plan_for_target, rank_units
 
 from .base import CompressionContext, Strategy
+from .prune_step import PruneStep, finish_pruning, snapshot
 from .sensitive import pruner_criterion, training_batches
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,9 @@ class UniformPruneStrategy(Strategy):
         """Plan once on the initial model, so a bad regex or an unreachable target fails before training."""
         if not self.done:
             self.prepare_criterion(context)
-            group_set = analyze(context.model, context.example_input, self.config.pruned_params, context.aliases)
+            group_set = analyze(
+                context.model, context.example_input, self.config.pruned_params, context.aliases
+            )
             plan_for_target(
                 group_set, rank_units(group_set, context.model, self.criterion), self.config.target_ratio,
                 self.pruner.round_to, self.pruner.global_ranking,
@@ -51,17 +55,14 @@ class UniformPruneStrategy(Strategy):
         if self.done or context.epoch < self.config.start_epoch:
             return
         self.prepare_criterion(context)
+        before, original = channel_counts(context.model), snapshot(context)
         # plain prune(), or latency-aware pruning when the pruner says align: latency / a latency_target is set
         result = prune_as_configured(
             context.model, context.example_input, target_flops=self.config.target_ratio, pruner=self.pruner,
             strategy=self.config, criterion=self.criterion, aliases=context.aliases, inplace=True,
         )  # fmt: skip
         self.done = True
-        context.model_changed = True
         report = result.report
-        top1_after_prune = context.evaluate().top1 if context.evaluate is not None else None
-        if context.after_prune is not None:
-            context.after_prune(context.model)
         event = {
             "strategy": self.name,
             "epoch": context.epoch,
@@ -73,11 +74,7 @@ class UniformPruneStrategy(Strategy):
             "groups_pruned": report.groups_pruned,
             "seconds": report.seconds,
         }
-        if top1_after_prune is not None:
-            event["top1_after_prune"] = top1_after_prune
-            if context.after_prune is not None:
-                event["top1_after_bn_recalibration"] = context.evaluate().top1
-        context.events.append(event)
+        finish_pruning(context, event, None, before, PruneStep(original, result.group_set, result.plan.mask))
 
     def state_dict(self) -> dict[str, Any]:
         return {"done": self.done}

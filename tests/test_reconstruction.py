@@ -1,0 +1,202 @@
+"""Layer reconstruction after pruning: exact where the cut channels are recoverable, only the refitted
+layers change, it lowers the error on a real pruned net, and the compressor records it per pruning step."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import torch
+from conftest import TINY_MODEL
+from run_helpers import write_config
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from torchslim.cli.main import main
+from torchslim.graph import apply_plan, removed_mask
+from torchslim.pruner import analyze, prune
+from torchslim.reconstruction import kept_output_channels, reconstruct, refittable_layers
+
+
+class TwoConvs(nn.Module):
+    """conv (with bias) -> ReLU -> 3x3 conv without bias -> BN: the second conv reads the channels the first loses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(3, 8, 3, padding=1)
+        self.second = nn.Conv2d(8, 6, 3, padding=0, bias=False)
+        self.norm = nn.BatchNorm2d(6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.second(self.first(x).relu()))
+
+
+def recoverable_model() -> TwoConvs:
+    """Channel 6 duplicates channel 0 and channel 7 is the constant 1: both are linear in what is kept."""
+    torch.manual_seed(0)
+    model = TwoConvs()
+    with torch.no_grad():
+        model.first.weight[6] = model.first.weight[0]
+        model.first.bias[6] = model.first.bias[0]
+        model.first.weight[7] = 0.0
+        model.first.bias[7] = 1.0
+        model.norm.running_mean.uniform_(-1, 1)
+        model.norm.running_var.uniform_(0.5, 2)
+    return model.eval()
+
+
+def images(count: int = 64, size: int = 8, seed: int = 0) -> torch.Tensor:
+    return torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def cut_units(model: nn.Module, units: list[int]):
+    """Prune exactly ``units`` of the first conv's output group; return (pruned copy, group_set, mask)."""
+    group_set = analyze(model, images(1))
+    (index,) = [i for i, g in enumerate(group_set.groups) if "first" in g.name]
+    mask = removed_mask(group_set, {index: np.array(units)})
+    return apply_plan(copy.deepcopy(model), group_set, mask), group_set, mask
+
+
+def test_recoverable_channels_are_reconstructed_exactly_including_the_intercept():
+    model = recoverable_model()
+    pruned, group_set, mask = cut_units(model, [6, 7])
+    data = images()
+    with torch.no_grad():
+        expected = model(data)
+        assert (pruned(data) - expected).abs().max() > 0.1  # the cut really changed the output
+
+    report = reconstruct(model, pruned, [data[:32], data[32:]], group_set=group_set, mask=mask, ridge=1e-9)
+
+    assert list(report.layers) == ["second"] and report.batches == 2
+    before, after = report.layers["second"]
+    assert before > 1e-3 and after < 1e-8
+    with torch.no_grad():
+        # no bias on `second`: the constant channel's contribution went into the norm's running mean
+        torch.testing.assert_close(pruned(data), expected, atol=1e-4, rtol=1e-4)
+    assert not pruned.training and not model.training
+
+
+def test_only_the_refitted_layer_and_its_norm_statistics_change():
+    model = recoverable_model().train()
+    pruned, group_set, mask = cut_units(model, [6, 7])
+    pruned.train()
+    untouched = copy.deepcopy(pruned.state_dict())
+    shapes = {k: v.shape for k, v in untouched.items()}
+
+    reconstruct(model, pruned, [images()], group_set=group_set, mask=mask)
+
+    state = pruned.state_dict()
+    assert {k: v.shape for k, v in state.items()} == shapes  # the architecture is what pruning made it
+    changed = {k for k, v in state.items() if not torch.equal(v, untouched[k])}
+    # running_var is the unpruned norm's again: unchanged here, as pruning cut none of the norm's channels
+    assert changed == {"second.weight", "norm.running_mean"}
+    torch.testing.assert_close(pruned.norm.running_var, model.norm.running_var)
+    assert pruned.training and model.training  # modes as they were
+    for key, value in recoverable_model().state_dict().items():  # the unpruned model is only read
+        if "running" not in key:
+            assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_nothing_pruned_or_no_batches_changes_nothing():
+    model = recoverable_model()
+    pruned, group_set, mask = cut_units(model, [])
+    assert refittable_layers(model, pruned) == []
+    report = reconstruct(model, pruned, [images()], group_set=group_set, mask=mask)
+    assert report.layers == {} and report.batches == 0
+
+    pruned, group_set, mask = cut_units(model, [6])
+    state = copy.deepcopy(pruned.state_dict())
+    assert reconstruct(model, pruned, [images()], group_set=group_set, mask=mask, num_batches=0).layers == {}
+    assert all(torch.equal(v, state[k]) for k, v in pruned.state_dict().items())
+
+
+def test_kept_output_channels_follow_the_plan():
+    model = recoverable_model()
+    _, group_set, mask = cut_units(model, [1, 6])
+    kept = kept_output_channels(group_set, mask)
+    assert kept["first"].tolist() == [0, 2, 3, 4, 5, 7]
+    assert kept["second"].tolist() == list(range(6))
+
+
+def banded_loader(count: int = 256, seed: int = 0) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (count,), generator=generator)
+    data = torch.rand(count, 3, 32, 32, generator=generator)
+    for index, label in enumerate(labels.tolist()):
+        data[index, label % 3, 2 * label : 2 * label + 6, 4:28] += 1.0
+    return DataLoader(TensorDataset(data, labels), batch_size=64)
+
+
+def test_a_pruned_network_moves_closer_to_the_unpruned_one():
+    from tiny_models import TinyNet
+
+    torch.manual_seed(0)
+    model = TinyNet(width=32).eval()
+    loader = banded_loader()
+    result = prune(model, torch.randn(1, 3, 32, 32), target_flops=0.5, round_to=1)
+    pruned = result.model.eval()
+    batch = next(iter(banded_loader(64, seed=1)))[0]  # held-out images
+    with torch.no_grad():
+        reference = model(batch)
+        error_before = (pruned(batch) - reference).pow(2).mean() / reference.var()
+
+    report = reconstruct(model, pruned, loader, group_set=result.group_set, mask=result.plan.mask)
+
+    with torch.no_grad():
+        error_after = (pruned(batch) - reference).pow(2).mean() / reference.var()
+    assert set(report.layers) >= {"fc"}  # the classifier lost input channels
+    assert all(after <= before for before, after in report.layers.values())
+    assert report.mean_error_after < 0.5 * report.mean_error_before
+    assert error_after < 0.5 * error_before
+
+
+def test_compressor_reconstructs_after_pruning_and_reports_it(tiny_fmnist, tmp_path, capsys):
+    def run(batches: int) -> dict:
+        config = write_config(tmp_path / f"c{batches}.yaml", tmp_path / f"ckpt{batches}", epochs=2, start_epoch=1,
+                              model=TINY_MODEL, data=tiny_fmnist, reconstruction_batches=batches,
+                              bn_recalibration_batches=2)  # fmt: skip
+        capsys.readouterr()
+        assert main(["compress", "--config", str(config), "--json", "--no-progress"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    on, off = run(2), run(0)
+    (event,) = on["events"]
+    assert event["reconstruction"]["batches"] == 2 and event["reconstruction"]["layers"] >= 1
+    assert event["reconstruction"]["error_after"] <= event["reconstruction"]["error_before"]
+    assert {"top1_after_prune", "top1_after_bn_recalibration", "top1_after_reconstruction"} <= set(event)
+    (plain,) = off["events"]
+    assert "reconstruction" not in plain and "top1_after_reconstruction" not in plain
+    assert plain["top1_after_bn_recalibration"] == event["top1_after_bn_recalibration"]
+    assert sorted(on["top1_per_epoch"]) == ["0", "1"]  # JSON keys: the epochs, each evaluated after fine-tuning
+
+    from torchslim.cli.compress_cmd import summary_table
+    from torchslim.compressor import CompressionSummary, ModelStats
+
+    stats = ModelStats(**on["before"])
+    text = summary_table(CompressionSummary(stats, stats, events=on["events"], top1_per_epoch={0: 12.5, 1: 50.0}))
+    assert f"after reconstruction: {event['top1_after_reconstruction']:.2f}%" in text
+    assert "top-1 after each fine-tune epoch: epoch 0: 12.50%, epoch 1: 50.00%" in text
+
+
+def test_prune_command_reconstructs_and_saves_the_refitted_model(tiny_fmnist, tmp_path, capsys):
+    from torchslim.models import load_model
+
+    common = ["prune", "--model", TINY_MODEL, "--target-flops", "0.4", "--round-to", "2", "--json"]
+    common += ["--data", tiny_fmnist, "--val-limit", "64", "--batch-size", "32", "--bn-batches", "2"]
+    capsys.readouterr()
+    assert main([*common, "--reconstruct-batches", "2", "--output", str(tmp_path / "on")]) == 0
+    on = json.loads(capsys.readouterr().out)
+    assert on["reconstruction_batches"] == 2 and on["reconstructed_layers"] >= 1
+    assert 0.0 <= on["top1_after_reconstruction"] <= 100.0
+    assert main([*common, "--reconstruct-batches", "0", "--output", str(tmp_path / "off")]) == 0
+    off = json.loads(capsys.readouterr().out)
+    assert "top1_after_reconstruction" not in off
+    assert off["top1_after_bn_recalibration"] == on["top1_after_bn_recalibration"]  # same plan, same statistics
+
+    refitted, manifest = load_model(tmp_path / "on", trusted=TINY_MODEL)
+    plain, _ = load_model(tmp_path / "off", trusted=TINY_MODEL)
+    assert manifest["pruning"]["reconstruction_batches"] == 2
+    assert not torch.equal(refitted.fc.weight, plain.fc.weight)  # the saved model is the refitted one
+    assert main([*common, "--reconstruct-batches", "-1"]) == 2
+    assert "--reconstruct-batches must be >= 0" in capsys.readouterr().err
