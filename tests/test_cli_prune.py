@@ -9,6 +9,7 @@ import torch
 from torchslim.cli import main
 from torchslim.models import build_model, load_model
 from torchslim.profile import profile_model
+from torchslim.pruner import DEFAULT_ROUND_TO
 
 
 def run(capsys, argv: list[str]) -> tuple[int, str, str]:
@@ -31,7 +32,7 @@ def test_prune_mobilenet_v2_verify_json_and_reload(capsys, tmp_path):
     assert 0.49 <= payload["flops_reduction"] <= 0.51
     assert payload["verified"] is True
     assert payload["max_abs_diff"] is not None and payload["max_abs_diff"] < 1e-3
-    assert payload["output"] == str(output) and payload["round_to"] == 8
+    assert payload["output"] == str(output) and payload["round_to"] == DEFAULT_ROUND_TO
     assert payload["groups_pruned"] > 0
     assert "classifier.1" in payload["skipped"]
 

@@ -29,6 +29,7 @@ from torchslim.config import (
     parse_override,
 )
 from torchslim.errors import ConfigError
+from torchslim.pruner import DEFAULT_ROUND_TO
 
 SEED_DIR = Path(__file__).parent / "data" / "seed_configs"
 SEED_NAMES = sorted(p.name for p in SEED_DIR.glob("*.yaml"))
@@ -95,7 +96,7 @@ def test_uniform_seed_configs(name, pattern, epoch, checkpoint):
     assert pruner.name == "pruner_1"
     assert pruner.pruning_axis == {"*": 0}
     assert pruner.criterions == {"*": "l1_norm"}
-    assert pruner.round_to == 8 and pruner.global_ranking is False
+    assert pruner.round_to == DEFAULT_ROUND_TO and pruner.global_ranking is False
     assert config.controllers == {} and config.distillers == {} and config.quantizers == {}
     # no train section in the seed: our defaults (the seed's compress.py defaults)
     assert config.train.lr == 0.1 and config.train.batch_size == 256

@@ -154,7 +154,7 @@ class StructurePrunerConfig:
         check=_non_empty("pattern"),
         doc="parameter pattern ('*' = all, else a regex) -> criterion name",
     )
-    round_to: int = spec(as_int, 8, check=_POSITIVE_INT, doc="kept channel counts are multiples of this")
+    round_to: int = spec(as_int, 16, check=_POSITIVE_INT, doc="kept channel counts are multiples of this (torchslim.pruner.DEFAULT_ROUND_TO)")
     global_ranking: bool = spec(as_bool, False, doc="rank filters across layers instead of per layer")
     align: str = spec(
         choice(("round_to", "latency"), "align"),
