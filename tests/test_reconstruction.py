@@ -200,3 +200,42 @@ def test_prune_command_reconstructs_and_saves_the_refitted_model(tiny_fmnist, tm
     assert not torch.equal(refitted.fc.weight, plain.fc.weight)  # the saved model is the refitted one
     assert main([*common, "--reconstruct-batches", "-1"]) == 2
     assert "--reconstruct-batches must be >= 0" in capsys.readouterr().err
+
+
+def _rank_batches(rank: int) -> list[torch.Tensor]:
+    return [images(32, seed=10 + rank)]
+
+
+def _distributed_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        model = recoverable_model()
+        pruned, group_set, mask = cut_units(model, [3, 7])
+        wrapped = nn.parallel.DistributedDataParallel(pruned)
+        reconstruct(model, wrapped, _rank_batches(rank), group_set=group_set, mask=mask, distributed=True)
+        torch.save(pruned.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_fit_on_the_data_of_all_ranks_and_agree(tmp_path):
+    import torch.multiprocessing as mp
+
+    model = recoverable_model()
+    fits = []
+    for batches in (_rank_batches(0), _rank_batches(1), _rank_batches(0) + _rank_batches(1)):
+        pruned, group_set, mask = cut_units(model, [3, 7])
+        reconstruct(model, pruned, batches, group_set=group_set, mask=mask)
+        fits.append(pruned.state_dict())
+    assert not torch.allclose(fits[0]["second.weight"], fits[1]["second.weight"])  # the ranks' data differ
+    mp.start_processes(_distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+                       start_method="fork")  # fmt: skip
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for key in ("second.weight", "norm.running_mean"):
+        assert torch.equal(results[0][key], results[1][key]), key  # every rank writes the same weights
+        torch.testing.assert_close(results[0][key], fits[2][key])  # fitted on both ranks' images together
