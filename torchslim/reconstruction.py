@@ -16,10 +16,17 @@ term pulls towards the plain pruned weights, so with little data the layer
 stays what pruning made it. Statistics are accumulated as second moments
 (no activation is kept), on a random subset of output positions per batch.
 
-Layers without a bias are assumed to feed a batch norm: the fitted intercept is
-dropped and the caller re-estimates batch-norm statistics afterwards, which
-re-centres them. Only weights of refitted layers change; the pruned model's
-architecture (and so its saved form) is untouched.
+Layers are refitted one at a time in the order they run. The fitted intercept
+goes into the layer's bias; a layer without one usually feeds a batch norm
+directly, whose running mean takes it (and whose statistics become the unpruned
+norm's again, since its input now matches the unpruned one). Otherwise it is
+dropped. Only refitted layers' weights and those norms' running statistics
+change; the pruned model's architecture (and so its saved form) is untouched.
+
+Where it runs: after every pruning step of the compressor's strategies (after
+BN re-estimation, ``train.reconstruction_batches``) and in ``torchslim prune
+--data``. Sensitivity scans and the auto search score their many candidates
+after BN re-estimation only; reconstruction runs once, on the plan they choose.
 """
 
 from __future__ import annotations
@@ -109,7 +116,7 @@ class _Moments:
         self.syy = torch.zeros(outputs, dtype=torch.float64)
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        # Products of one batch in the layer's precision (fast), sums over batches in float64.
+        # Products of one batch in float32 (fast), sums over batches in float64.
         x, y = x.float(), y.float()
         self.n += x.shape[0]
         self.sx += x.sum(0).double().cpu()
@@ -224,10 +231,14 @@ def reconstruct(
     if not names or num_batches <= 0:
         return report
     device = torch.device(device)
-    batches = [(b[0] if isinstance(b, list | tuple) else b).to(device) for b in islice(loader, num_batches)]
-    if not batches:
-        return report
+    with torch.random.fork_rng(devices=[]):  # augmentations drawn here leave a seeded run's RNG as it was
+        batches = [
+            (b[0] if isinstance(b, list | tuple) else b).to(device) for b in islice(loader, num_batches)
+        ]
     kept_out = kept_output_channels(group_set, mask)
+    names = [n for n in names if n in kept_out]  # layers the trace saw (it knows their kept outputs)
+    if not batches or not names:
+        return report
     originals, pruneds = dict(original.named_modules()), dict(pruned.named_modules())
     generator = torch.Generator().manual_seed(seed)
     modes = [(m, m.training) for m in (*original.modules(), *pruned.modules())]
