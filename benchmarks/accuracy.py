@@ -3,23 +3,40 @@
 Every method prunes the same cached baseline (trained once, benchmarks/cache/)
 to the same MACs target with the same alignment, then gets the same fine-tune
 (epochs, LR, cosine schedule, seed, data order). Top-1 is measured right after
-pruning and after fine-tuning. Methods:
+pruning, after each repair step (BN re-estimation, reconstruction) and after
+every fine-tune epoch; each step is timed. Each tool prunes once; the methods
+that share a start fine-tune deep copies of it. Methods:
 
-* ``torchslim-l1``: ``torchslim.prune``, uniform, l1_norm (the plain criterion, as Torch-Pruning).
-* ``torchslim-l1+bn``: the same plan followed by batch-norm re-estimation on 20
-  training batches, which is what torchslim's compressor does after pruning.
-  It changes only running statistics, which fine-tuning (train mode, batch
-  statistics) neither reads nor keeps, so its fine-tuned model *is*
-  ``torchslim-l1``'s: it is not fine-tuned again.
-* ``torchslim-l1+bn+kd``: torchslim's best pipeline: the same plan, BN
-  re-estimation, and fine-tuning distilled from the unpruned baseline
-  (DistillationStrategy's soft-label loss, T=4, alpha=0.5); same epochs, LR and seed.
+* ``torchslim-l1``: ``torchslim.prune``, uniform, l1_norm (the plain criterion, as
+  Torch-Pruning), fine-tuned as pruned.
+* ``torchslim-l1+bn``: the same plan followed by batch-norm re-estimation on
+  ``--bn-batches`` training batches (what torchslim's compressor does after
+  pruning). It changes only running statistics, which fine-tuning (train mode,
+  batch statistics) does not read and all but forgets (their weight in the
+  running averages after one epoch of N batches is 0.9^N), so its fine-tuned
+  model *is* ``torchslim-l1``'s: it is not fine-tuned again.
+* ``torchslim-l1+bn+rec``: then ``torchslim.reconstruction.reconstruct`` on
+  ``--rec-batches`` training batches: the layers that lost input channels are
+  refitted by least squares to reproduce the unpruned baseline's outputs. No
+  second BN re-estimation (reconstruction sets the refitted layers' BN means).
+* ``torchslim-l1+bn+rec+kd``: the same start, fine-tuned distilled from the
+  unpruned baseline (DistillationStrategy's soft-label loss, T=4, alpha=0.5).
+* ``torchslim-<criterion>+bn+rec`` for each of ``--extra-criteria`` (default
+  ``bn_scale``, which ranks channels by their batch-norm scale): the same
+  pipeline with another of torchslim's criteria. ``--only-extra`` runs just
+  these and adds them to the last full run's results.
 * ``torch-pruning-l1``: Torch-Pruning 1.6 MagnitudePruner (p=1), uniform
-  ratio bisected to the MACs target, classifier ignored.
+  ratio bisected to the MACs target, classifier ignored, fine-tuned as pruned.
+* ``torch-pruning-l1+bn``: Torch-Pruning's model after the same BN
+  re-estimation, for the "right after pruning" comparison; like
+  ``torchslim-l1+bn`` its fine-tune is ``torch-pruning-l1``'s.
+* ``torch-pruning-l1+kd``: Torch-Pruning's model fine-tuned with the same
+  distillation loss.
 
-Training runs with 1 PyTorch thread: on this 2-core shared machine 2 threads
-were 4x slower (OpenMP barriers on oversubscribed cores); accuracy does not
-depend on it.
+BN re-estimation and reconstruction read the first batches of epoch 0's
+training order, with the same augmentation, whatever ran before. Training runs with 1 PyTorch thread: on
+this 2-core shared machine 2 threads were 4x slower (OpenMP barriers on
+oversubscribed cores); accuracy does not depend on it.
 """
 
 from __future__ import annotations
@@ -35,19 +52,23 @@ from common import (
     log,
     machine_info,
     macs,
+    read_result,
     tp_prune,
     train_epochs,
     ts_prune,
     write_result,
 )
 
-MODELS = ("mobilenet_v2", "resnet34")
+MODELS = ("mobilenet_v2", "resnet34")  # mobilenet_v1 works too
+# The methods whose fine-tune is another's (BN statistics are not read by fine-tuning, see the docstring).
+SAME_FINETUNE = {"torchslim-l1+bn": "torchslim-l1", "torch-pruning-l1+bn": "torch-pruning-l1"}
+TEMPERATURE, ALPHA = 4.0, 0.5
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--train-limit", type=int, default=8000, help="training slice (first N images)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="zoo names, e.g. mobilenet_v1")
+    parser.add_argument("--train-limit", type=int, default=20000, help="training slice (first N images)")
     parser.add_argument("--val-limit", type=int, default=5000, help="test slice (first N test images)")
     parser.add_argument("--baseline-epochs", type=int, default=3)
     parser.add_argument("--baseline-lr", type=float, default=0.05)
@@ -58,6 +79,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bn-batches", type=int, default=20)
+    parser.add_argument("--rec-batches", type=int, default=10, help="training batches for reconstruction")
+    parser.add_argument("--extra-criteria", nargs="*", default=["bn_scale"],
+                        help="more torchslim criteria, each as method torchslim-<criterion>+bn+rec")  # fmt: skip
+    parser.add_argument("--only-extra", action="store_true",
+                        help="run only the --extra-criteria methods and merge them into results/accuracy.json "
+                        "(same settings; the baselines are cached)")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -67,22 +94,83 @@ def evaluate_top1(model, data) -> float:
     return evaluate(model, data.val_loader).top1
 
 
-def prune_methods(name: str, baseline, args) -> dict[str, dict]:
-    """Each method's pruned model (before fine-tuning) and what pruning cost."""
-    methods = {}
-    pruned = ts_prune(copy.deepcopy(baseline), 32, args.target, round_to=args.round_to)
-    methods["torchslim-l1"] = {"model": pruned.model, "macs_left": pruned.macs_left, "hit": pruned.hit,
-                               "prune_seconds": pruned.seconds}  # fmt: skip
-    methods["torchslim-l1+bn"] = dict(methods["torchslim-l1"], model=copy.deepcopy(pruned.model))
-    methods["torchslim-l1+bn+kd"] = dict(methods["torchslim-l1"], model=copy.deepcopy(pruned.model))
+def _first_batches(data, seed: int) -> None:
+    """Make the training loader yield epoch 0's first batches with the same augmentation, whatever ran before.
+
+    The shuffle order depends on the sampler's epoch (fine-tuning leaves it at its last),
+    the random crops on torch's global generator."""
+    torch.manual_seed(seed)
+    sampler = getattr(data.train_loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(0)
+
+
+def _recalibrate(model, data, args) -> dict:
+    """BN re-estimation in place; its seconds and the top-1 after it."""
+    from torchslim.bn_recalibration import recalibrate_batch_norm
+
+    _first_batches(data, args.seed)
+    started = time.perf_counter()
+    recalibrate_batch_norm(model, data.train_loader, num_batches=args.bn_batches)
+    return {"bn_seconds": time.perf_counter() - started, "top1_after_bn": evaluate_top1(model, data)}
+
+
+def _reconstruct(baseline, model, pruned, data, args) -> dict:
+    """Reconstruction in place; its seconds, what it refitted and the top-1 after it."""
+    from torchslim.reconstruction import reconstruct
+
+    _first_batches(data, args.seed)
+    started = time.perf_counter()
+    report = reconstruct(baseline, model, data.train_loader, group_set=pruned.result.group_set,
+                         mask=pruned.result.plan.mask, num_batches=args.rec_batches, seed=args.seed)  # fmt: skip
+    seconds = time.perf_counter() - started
+    return {"rec_seconds": seconds, "rec_batches": report.batches, "rec_layers": len(report.layers),
+            "rec_refitted": sum(after < before for before, after in report.layers.values()),
+            "rec_error_before": report.mean_error_before, "rec_error_after": report.mean_error_after,
+            "rec_layer_errors": report.layers,
+            "top1_after_rec": evaluate_top1(model, data)}  # fmt: skip
+
+
+def prepare_methods(baseline, data, args) -> dict[str, tuple[dict, torch.nn.Module | None]]:
+    """Each method's record up to fine-tuning and the model it fine-tunes (None: see SAME_FINETUNE).
+
+    Each tool prunes once; the later steps work on deep copies, so every model is
+    ready before any fine-tuning starts (fine-tuning changes its model in place).
+    """
+    methods: dict[str, tuple[dict, torch.nn.Module | None]] = {}
+    for criterion in args.extra_criteria:
+        other = ts_prune(copy.deepcopy(baseline), 32, args.target, round_to=args.round_to, criterion=criterion)
+        entry = {"macs_left": other.macs_left, "hit": other.hit, "prune_seconds": other.seconds,
+                 "top1_after_prune": evaluate_top1(other.model, data)}  # fmt: skip
+        entry.update(_recalibrate(other.model, data, args))
+        entry.update(_reconstruct(baseline, other.model, other, data, args))
+        methods[f"torchslim-{criterion}+bn+rec"] = (entry, other.model)
+    if args.only_extra:
+        return methods
+    ts = ts_prune(copy.deepcopy(baseline), 32, args.target, round_to=args.round_to)
+    start = {"macs_left": ts.macs_left, "hit": ts.hit, "prune_seconds": ts.seconds,
+             "top1_after_prune": evaluate_top1(ts.model, data)}  # fmt: skip
+    methods["torchslim-l1"] = (start, ts.model)
+    repaired = copy.deepcopy(ts.model)
+    bn = dict(start, **_recalibrate(repaired, data, args))
+    methods["torchslim-l1+bn"] = (bn, None)
+    # The +bn model is not fine-tuned: reconstruction continues from it.
+    rec = dict(bn, **_reconstruct(baseline, repaired, ts, data, args))
+    methods["torchslim-l1+bn+rec"] = (rec, repaired)
+    methods["torchslim-l1+bn+rec+kd"] = (dict(rec), copy.deepcopy(repaired))
+
     tp_round = None if args.round_to <= 1 else args.round_to
     peer = tp_prune(copy.deepcopy(baseline), 32, args.target, round_to=tp_round)
-    methods["torch-pruning-l1"] = {"model": peer.model, "macs_left": peer.macs_left, "hit": peer.hit,
-                                   "prune_seconds": peer.seconds, "tries": peer.tries}  # fmt: skip
+    start = {"macs_left": peer.macs_left, "hit": peer.hit, "prune_seconds": peer.seconds, "tries": peer.tries,
+             "ratio": peer.ratio, "top1_after_prune": evaluate_top1(peer.model, data)}  # fmt: skip
+    methods["torch-pruning-l1"] = (start, peer.model)
+    bn = dict(start, **_recalibrate(copy.deepcopy(peer.model), data, args))
+    methods["torch-pruning-l1+bn"] = (bn, None)
+    methods["torch-pruning-l1+kd"] = (dict(start), copy.deepcopy(peer.model))
     return methods
 
 
-def _distillation_loss(teacher, temperature: float = 4.0, alpha: float = 0.5):
+def _distillation_loss(teacher, temperature: float = TEMPERATURE, alpha: float = ALPHA):
     """The DistillationStrategy's soft-label loss with the unpruned baseline as teacher."""
     from torchslim.strategies.distill import soft_label_loss
 
@@ -96,40 +184,49 @@ def _distillation_loss(teacher, temperature: float = 4.0, alpha: float = 0.5):
     return loss
 
 
-def run_model(name: str, args) -> dict:
-    from torchslim.bn_recalibration import recalibrate_batch_norm
+def _describe(name: str, method: str, entry: dict) -> str:
+    steps = [f"MACs left {entry['macs_left']:.2%}", f"after prune {entry['top1_after_prune']:.2f}%"]
+    if "top1_after_bn" in entry:
+        steps.append(f"after BN {entry['top1_after_bn']:.2f}%")
+    if "top1_after_rec" in entry:
+        steps.append(f"after reconstruction {entry['top1_after_rec']:.2f}% ({entry['rec_seconds']:.1f} s)")
+    steps.append("fine-tune epochs " + " / ".join(f"{t:.2f}%" for t in entry["top1_per_epoch"]))
+    return f"{name} {method}: " + ", ".join(steps)
 
+
+def run_model(name: str, args) -> dict:
     data = fmnist_loaders(args.train_limit, args.val_limit, seed=args.seed)
     tag = f"n{args.train_limit}-e{args.baseline_epochs}-lr{args.baseline_lr}-s{args.seed}"
     started = time.perf_counter()
     baseline, record = cached_baseline(name, data, epochs=args.baseline_epochs, lr=args.baseline_lr,
                                        seed=args.seed, tag=tag)  # fmt: skip
     base_top1 = evaluate_top1(baseline, data)
-    log(f"{name}: baseline top-1 {base_top1:.2f}% ({'cached' if time.perf_counter() - started < 60 else 'trained'})")
+    how = "cached" if time.perf_counter() - started < 60 else "trained"
+    log(f"{name}: baseline top-1 {base_top1:.2f}% ({how})")
     result = {"baseline_top1": base_top1, "baseline": {k: v for k, v in record.items() if k != "history"},
               "macs": macs(baseline, 32), "methods": {}}  # fmt: skip
-    for method, entry in prune_methods(name, baseline, args).items():
-        model = entry.pop("model")
-        entry["top1_after_prune"] = evaluate_top1(model, data)
-        if "+bn" in method:
-            recalibrate_batch_norm(model, data.train_loader, num_batches=args.bn_batches)
-            entry["top1_after_bn"] = evaluate_top1(model, data)
-        if method == "torchslim-l1+bn":  # fine-tuning never reads the re-estimated statistics: same run as -l1
-            done = result["methods"]["torchslim-l1"]
-            entry.update({k: done[k] for k in ("top1_per_epoch", "top1_after_finetune", "drop_vs_baseline")})
-            entry["finetune"] = "same as torchslim-l1"
-            result["methods"][method] = entry
+    methods = prepare_methods(baseline, data, args)
+    for method, (entry, model) in methods.items():  # fine-tune in table order; shared runs come first
+        if model is None:
             continue
         loss_fn = _distillation_loss(baseline) if method.endswith("+kd") else None
+        started = time.perf_counter()
         history = train_epochs(model, data, epochs=args.finetune_epochs, lr=args.finetune_lr, seed=args.seed,
                                loss_fn=loss_fn)  # fmt: skip
+        entry["finetune_seconds"] = time.perf_counter() - started
+        entry["finetune"] = "distilled (T=4, alpha=0.5)" if loss_fn else "cross-entropy"
         entry["top1_per_epoch"] = [h["top1"] for h in history]
         entry["top1_after_finetune"] = history[-1]["top1"]
         entry["drop_vs_baseline"] = base_top1 - entry["top1_after_finetune"]
+        log(f"{name} {method}: fine-tuned in {entry['finetune_seconds']:.0f} s, top-1 per epoch "
+            + " / ".join(f"{t:.2f}%" for t in entry["top1_per_epoch"]))  # fmt: skip
+    for method, (entry, model) in methods.items():
+        if model is None:
+            done = methods[SAME_FINETUNE[method]][0]
+            entry.update({k: done[k] for k in ("top1_per_epoch", "top1_after_finetune", "drop_vs_baseline")})
+            entry["finetune"] = f"same as {SAME_FINETUNE[method]}"
         result["methods"][method] = entry
-        log(f"{name} {method}: MACs left {entry['macs_left']:.2%}, top-1 after prune {entry['top1_after_prune']:.2f}%"
-            + (f", after BN {entry['top1_after_bn']:.2f}%" if "top1_after_bn" in entry else "")
-            + f", after {args.finetune_epochs} fine-tune epochs {entry['top1_after_finetune']:.2f}%")  # fmt: skip
+        log(_describe(name, method, entry))
     return result
 
 
@@ -140,13 +237,25 @@ def main(argv=None) -> dict:
     payload = {
         "benchmark": "P1 accuracy",
         "machine": machine_info(args.threads),
-        "settings": {k: v for k, v in vars(args).items() if k != "models"},
+        "settings": {k: v for k, v in vars(args).items() if k != "models"}
+        | {"kd_temperature": TEMPERATURE, "kd_alpha": ALPHA},
         "data": f"Fashion-MNIST 32x32, train first {args.train_limit}, test first {args.val_limit}",
         "models": {},
     }
+    earlier = read_result("accuracy") if args.only_extra else None
+    spent_before = 0.0
+    if earlier is not None:  # add the extra methods to the full run's tables
+        payload, spent_before = earlier, earlier.get("seconds", 0.0)
+        payload["extra_run_machine"] = machine_info(args.threads)
+        payload["settings"]["extra_criteria"] = sorted(set(payload["settings"].get("extra_criteria", []))
+                                                       | set(args.extra_criteria))  # fmt: skip
     for name in args.models:
-        payload["models"][name] = run_model(name, args)
-        payload["seconds"] = time.perf_counter() - started
+        result = run_model(name, args)
+        if earlier is not None and name in earlier["models"]:
+            earlier["models"][name]["methods"].update(result["methods"])
+        else:
+            payload["models"][name] = result
+        payload["seconds"] = spent_before + time.perf_counter() - started
         write_result("accuracy", payload)
     log(f"P1 done in {time.perf_counter() - started:.0f} s")
     return payload

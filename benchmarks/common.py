@@ -101,6 +101,7 @@ class Pruned:
     tries: int = 1
     hit: bool = True  # within TOLERANCE of the target
     ratio: float | None = None  # Torch-Pruning's pruning_ratio
+    result: Any = None  # torchslim's PruneResult (group_set and plan, which reconstruction needs)
 
     @property
     def macs_left(self) -> float:
@@ -126,7 +127,7 @@ def ts_prune(model: nn.Module, input_size: int, target: float, *, round_to: int 
     seconds = time.perf_counter() - started
     report = result.report
     return Pruned(result.model, report.macs_before, report.macs_after, seconds,
-                  hit=abs(report.flops_reduction - target) <= TOLERANCE)  # fmt: skip
+                  hit=abs(report.flops_reduction - target) <= TOLERANCE, result=result)  # fmt: skip
 
 
 def _classifier_layers(model: nn.Module) -> list[nn.Module]:
