@@ -630,7 +630,17 @@ def fpgm_scores(weight: torch.Tensor) -> np.ndarray:
     return np.array([sum(np.linalg.norm(a - b) for b in flat) for a in flat])
 
 
-@pytest.mark.parametrize("criterion", ["l1_norm", "l2_norm", "fpgm", "bn_scale"])
+def group_l1_scores(model: CriteriaNet) -> np.ndarray:
+    """Every weight a conv1 channel owns: its filter, its BN scale, conv2's input slice; each member / its mean."""
+    parts = [
+        model.conv1.weight.detach().reshape(8, -1).abs().sum(1),
+        model.bn1.weight.detach().abs(),
+        model.conv2.weight.detach().transpose(0, 1).reshape(8, -1).abs().sum(1),
+    ]
+    return sum((p / p.mean()).double().numpy() for p in parts)
+
+
+@pytest.mark.parametrize("criterion", ["l1_norm", "l2_norm", "fpgm", "bn_scale", "l1_group"])
 def test_criteria_remove_the_lowest_scored_channels(criterion):
     model = criteria_net()
     weight = model.conv1.weight.detach().reshape(8, -1)
@@ -639,6 +649,7 @@ def test_criteria_remove_the_lowest_scored_channels(criterion):
         "l2_norm": weight.norm(dim=1).numpy(),
         "fpgm": fpgm_scores(model.conv1.weight),
         "bn_scale": model.bn1.weight.detach().abs().numpy(),
+        "l1_group": group_l1_scores(model),
     }[criterion]
     order = np.argsort(scores)
     assert scores[order[4]] - scores[order[3]] > 1e-3  # no tie at the cut

@@ -51,6 +51,14 @@ def bn_scale(weight: torch.Tensor) -> np.ndarray:
     return weight.detach().abs().double().cpu().numpy()
 
 
+@CRITERIA.register("l1_group", aliases=("group_l1",))
+def l1_group(weight: torch.Tensor) -> np.ndarray:
+    """L1 of every weight a channel owns: filters, batch-norm scale, depthwise filter and the
+    consumers' input slices (see :func:`score_group`), as Torch-Pruning's group magnitude does."""
+    weight = weight.detach()
+    return weight.reshape(weight.shape[0], -1).abs().sum(1).cpu().double().numpy()
+
+
 def list_criteria() -> list[str]:
     return CRITERIA.list()
 
@@ -66,16 +74,22 @@ def score_group(group_set: GroupSet, group: Group, model: nn.Module, criterion: 
         return score_fn.score_group(group_set, group, model)
     uses = {u.module: u for u in group_set.graph.uses}
     if criterion == "bn_scale" and group.members.get("norm"):
-        members = [(name, uses[name].in_ids) for name in group.members["norm"]]
+        members = [(name, uses[name].in_ids, False) for name in group.members["norm"]]
     else:
         score_fn = l1_norm if criterion == "bn_scale" else score_fn
-        members = [(name, uses[name].out_ids) for name in group.sources]
+        members = [(name, uses[name].out_ids, False) for name in group.sources]
+    if criterion == "l1_group":  # also what the channel feeds and what normalises it
+        members += [(name, uses[name].in_ids, False) for role in ("depthwise", "norm")
+                    for name in group.members.get(role, [])]  # fmt: skip
+        members += [(name, uses[name].in_ids, True) for name in group.members.get("consumer", [])]
     modules = dict(model.named_modules())
     scores = np.zeros(group.size)
-    for name, ids in members:
+    for name, ids, along_inputs in members:
         weight = getattr(modules[name], "weight", None)
         if weight is None:
             continue
+        if along_inputs:  # a consumer's input channels: its weight's axis 1
+            weight = weight.transpose(0, 1)
         positions, units = group_set.positions(ids, group)
         member_scores = score_fn(weight)[positions]
         mean = member_scores.mean() if len(member_scores) else 0.0
