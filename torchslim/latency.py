@@ -469,6 +469,7 @@ def _measure_ort(module: nn.Module, example: torch.Tensor, threads: int, warmup:
         options.log_severity_level = 3
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(workdir) / "layer")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no workers left spinning
         session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
         feed = {"x": example.numpy()}
         for _ in range(warmup + repeats):
