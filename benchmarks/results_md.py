@@ -39,7 +39,8 @@ def p2_section(payload: dict | None, goals: list) -> list[str]:
              "Speedup = median of per-round ratios of interleaved runs. In brackets: the ratio of the "
              "20th-percentile latencies (the less-disturbed end; the machine is shared) and, for ONNX Runtime, the "
              "ratio of summed per-node kernel times from ORT's profiler (scheduler stalls and inter-node waits "
-             "left out). `*` = MACs target missed by more than 1%.",
+             "left out), taken after all timing. Each model is timed in a fresh process (see benchmarks/latency.py: "
+             "a process that had profiled or timed other models timed slower). `*` = MACs target missed by more than 1%.",
              ""]  # fmt: skip
     settings = list(next(iter(payload["models"].values()))["timings"])
     for name, entry in payload["models"].items():
