@@ -66,46 +66,29 @@ def kernel_ms(path: Path, batch: int, threads: int, runs: int) -> float:
     nodes left out: on a busy shared machine the wall-clock ratio is compressed
     towards 1 by per-node waits that do not depend on the model's size.
     """
-    import collections
-    import json
+    from torchslim.latency_calibration import profile_nodes
 
-    import numpy as np
-    import onnxruntime as ort
-
-    from torchslim.latency import robust_ms
-
-    with tempfile.TemporaryDirectory(prefix="torchslim-prof-") as profile_dir:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(profile_dir) / "p")
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: np.random.randn(batch, 3, INPUT, INPUT).astype(np.float32)}
-        for _ in range(runs + 2):
-            session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
-    per_node = collections.defaultdict(list)
-    for event in events:
-        if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time"):
-            per_node[event["name"]].append(event["dur"] / 1000.0)
-    return float(sum(robust_ms(v[2:] or v) for v in per_node.values()))
+    return profile_nodes(path, batch, INPUT, threads, runs=runs, warmup=2)[1]
 
 
-def time_all(models: dict, args, workdir: Path) -> dict[str, dict]:
+def time_all(paths: dict[str, Path], args) -> dict[str, dict]:
+    """Time every variant: ONNX Runtime from its exported file, eager from its saved module.
+
+    Runs in a process that built nothing and profiled nothing (see :func:`measure_model`).
+    """
     from torchslim.export import torch_threads
-    from torchslim.latency import compare_latency, export_for_timing, robust_ms
+    from torchslim.latency import compare_latency, robust_ms
 
-    with torch_threads(args.threads):
-        paths = {label: export_for_timing(m, INPUT, workdir / f"v{i}.onnx") for i, (label, m) in enumerate(models.items())}
     timings = {}
+    models = {}
+    if "eager" in args.runtimes:
+        models = {label: torch.load(path.with_suffix(".pt"), weights_only=False) for label, path in paths.items()}
     for runtime in args.runtimes:
         for batch in args.batches:
             rounds = args.rounds if batch == 1 else max(5, args.rounds // 2)
-            comparison = compare_latency(models, INPUT, runtime=runtime, batch_size=batch, threads=args.threads,
-                                         warmup=3, rounds=rounds, onnx_paths=paths)  # fmt: skip
+            with torch_threads(args.threads):
+                comparison = compare_latency(models or dict.fromkeys(paths), INPUT, runtime=runtime, batch_size=batch,
+                                             threads=args.threads, warmup=3, rounds=rounds, onnx_paths=paths)  # fmt: skip
             base_fast = robust_ms(comparison.samples_ms["unpruned"])
             timings[f"{runtime} b{batch}"] = {
                 label: {
@@ -113,7 +96,7 @@ def time_all(models: dict, args, workdir: Path) -> dict[str, dict]:
                     "speedup": comparison.speedup[label],
                     "speedup_q20": base_fast / robust_ms(comparison.samples_ms[label]),
                 }
-                for label in models
+                for label in paths
             }
             timings[f"{runtime} b{batch}"]["_rounds"] = rounds
             line = ", ".join(f"{k} x{v['speedup']:.2f}" for k, v in timings[f"{runtime} b{batch}"].items() if k[0] != "_")
@@ -123,35 +106,49 @@ def time_all(models: dict, args, workdir: Path) -> dict[str, dict]:
     for batch in args.batches if "onnxruntime" in args.runtimes else ():
         entry = timings[f"onnxruntime b{batch}"]
         runs = max(5, entry["_rounds"] // 2)
-        kernels = {label: kernel_ms(paths[label], batch, args.threads, runs) for label in models}
-        for label in models:
+        kernels = {label: kernel_ms(paths[label], batch, args.threads, runs) for label in paths}
+        for label in paths:
             entry[label]["kernel_ms"] = kernels[label]
             entry[label]["kernel_speedup"] = kernels["unpruned"] / kernels[label]
     return timings
 
 
-def measure_model(name: str, args, workdir: str) -> dict:
-    """Build ``name``'s variants and time them (what one fresh process does)."""
+def build_and_save(name: str, args, workdir: str) -> tuple[dict, dict[str, Path]]:
+    """Build ``name``'s variants; save each as ONNX (for ORT) and as a pickled module (for eager)."""
+    from torchslim.export import torch_threads
+    from torchslim.latency import export_for_timing
+
     torch.set_num_threads(args.threads)
     log(f"{name}: building variants")
     models, info = build_variants(name, args)
     for label, entry in info.items():
         log(f"    {label}: MACs left {entry['macs_left']:.2%}{'' if entry['hit'] else ' (target missed)'}")
-    return {"variants": info, "timings": time_all(models, args, Path(workdir))}
+    paths = {}
+    with torch_threads(args.threads):
+        for index, (label, model) in enumerate(models.items()):
+            paths[label] = export_for_timing(model, INPUT, Path(workdir) / f"{name}-{index}.onnx")
+            torch.save(model.eval(), paths[label].with_suffix(".pt"))
+    return info, paths
 
 
-def measure_in_fresh_process(name: str, args, workdir: str) -> dict:
-    """:func:`measure_model` in a new process.
+def _time_in_process(paths: dict[str, Path], args) -> dict[str, dict]:
+    torch.set_num_threads(args.threads)
+    return time_all(paths, args)
 
-    A process that had already timed other models timed the next one slower and
-    less steadily (MobileNetV1 batch 8 after the round_to sweep: 1.80x, first in a
-    fresh process: 1.97x), so every model starts from a clean process.
+
+def measure_model(name: str, args, workdir: str) -> dict:
+    """Build ``name``'s variants in one fresh process, time them in another.
+
+    Timing never shares a process with building: latency-aware planning profiles
+    whole models under ORT's profiler, and timing runs made in a process after the
+    profiler had run there were slower; a process that had already timed other
+    models also timed the next one slower and less steadily (MobileNetV1 batch 8
+    after the round_to sweep: 1.80x, first in a fresh process: 1.97x).
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from torchslim.latency import in_fresh_process
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(measure_model, name, args, workdir).result()
+    info, paths = in_fresh_process(build_and_save, name, args, workdir)
+    return {"variants": info, "timings": in_fresh_process(_time_in_process, paths, args)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -185,7 +182,7 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="torchslim-p2-") as workdir:
         for name in args.models:
-            payload["models"][name] = measure_in_fresh_process(name, args, workdir)
+            payload["models"][name] = measure_model(name, args, workdir)
             payload["seconds"] = time.perf_counter() - started
             payload["machine_after"] = machine_info(args.threads)
             write_result(args.output, payload)

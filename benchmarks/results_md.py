@@ -79,7 +79,19 @@ def p2_section(payload: dict | None, goals: list) -> list[str]:
                           f"{plan['estimated_base_ms'] / plan['estimated_uniform_ms']:.2f}x); "
                           f"{plan['table_entries']} table entries, {plan['measured']} measured in this run, "
                           f"planning took {info['seconds']:.0f} s.", ""]  # fmt: skip
+                lines += _calibration_lines(plan.get("calibration"))
     return lines
+
+
+def _calibration_lines(calibration: dict | None) -> list[str]:
+    """What latency-aware planning measured when it profiled whole models (kernel sums, ORT profiler)."""
+    if not calibration:
+        return []
+    steps = ", ".join(f"{p['plan']} {p['measured_ms']:.2f} ms (estimated {p['estimated_ms']:.2f})"
+                      for p in calibration["profiles"])  # fmt: skip
+    return [f"Calibration profiles (summed kernel ms in the whole model): {steps}; chose the {calibration['chosen']} "
+            f"plan, measured kernel speedup {calibration['measured_speedup']:.2f}x "
+            f"(uniform {calibration['base_ms'] / calibration['uniform_ms']:.2f}x).", ""]
 
 
 def sweep_section(payload: dict | None) -> list[str]:

@@ -165,7 +165,8 @@ def compare_latency(
     """Time ``models`` interleaved on ``runtime``; speedups are against the first model.
 
     PyTorch runs with ``threads`` intra-op threads, ONNX Runtime sessions with
-    ``intra_op_num_threads=threads``. ``onnx_paths`` reuses exported files.
+    ``intra_op_num_threads=threads``. ``onnx_paths`` reuses exported files; on
+    ONNX Runtime a model whose file is given is not used and may be None.
     """
     from torchslim.export import paired_speedup, time_interleaved, torch_threads
 
@@ -190,6 +191,19 @@ def compare_latency(
         rounds=rounds,
         samples_ms={k: list(t.samples_ms) for k, t in timings.items()},
     )
+
+
+def in_fresh_process(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` in a newly spawned process, which inherits nothing from this one.
+
+    For timing: runs made in a process after ORT's profiler had run there, or after
+    it had timed other models, were measurably slower (see benchmarks/latency.py).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args, **kwargs).result()
 
 
 def _check_runtime(runtime: str) -> None:
@@ -748,6 +762,7 @@ class LatencyPlanInfo:
     table_path: str
     table_entries: int
     measured: int  # layer configurations measured now (not found in the cache)
+    calibration: dict | None = None  # whole-model profiles (torchslim.latency_calibration), when calibrated
 
     @property
     def estimated_speedup(self) -> float:
@@ -778,6 +793,7 @@ def prune_for_latency(
     inplace: bool = False,
     verify: bool = False,
     tolerance: float = 0.01,
+    calibrate: bool | None = None,
 ):
     """Latency-aware pruning: channel counts the runtime runs fast, and time taken where it is cheapest.
 
@@ -793,7 +809,11 @@ def prune_for_latency(
       both targets both must hold: the plan removes whichever is more.
 
     Layer latencies come from a :class:`LatencyTable` (measured once per
-    runtime, machine and thread count, cached). Returns the same
+    runtime, machine and thread count, cached). ``calibrate`` (default: on for
+    ONNX Runtime with a MACs target) scales them to what each layer costs inside
+    this model, from profiles of whole pruned models, and keeps the profiled plan
+    that measured fastest (:mod:`torchslim.latency_calibration`; a few seconds
+    per profiled plan). Returns the same
     :class:`~torchslim.pruner.PruneResult` as :func:`torchslim.prune`, with
     ``result.latency`` (a :class:`LatencyPlanInfo`) added.
     """
@@ -826,10 +846,23 @@ def prune_for_latency(
     base_ms = latency_model.base()
     uniform_ms = None
     plan = None
+    calibration = None
     if target_flops is not None:
         plan = search_uniform(builder, target_flops, tolerance)
         uniform_ms = latency_model.estimate(plan.mask)
-        plan = minimize_latency(builder, latency_model, plan, target_flops, tolerance, spread=spread)
+        if calibrate is None:
+            calibrate = runtime == "onnxruntime"
+        if calibrate:
+            from torchslim.latency_calibration import calibrated_minimize
+
+            uniform = plan
+            plan, latency_model, calibration = calibrated_minimize(
+                builder, latency_model, model, uniform, target_flops, tolerance, spread=spread,
+                input_size=input_size, batch=batch_size, threads=table.threads,
+            )  # fmt: skip
+            base_ms, uniform_ms = latency_model.base(), latency_model.estimate(uniform.mask)  # calibrated estimates
+        else:
+            plan = minimize_latency(builder, latency_model, plan, target_flops, tolerance, spread=spread)
     if latency_target is not None:
         reached = plan is not None and 1.0 - latency_model.estimate(plan.mask) / base_ms >= latency_target - tolerance
         if not reached:
@@ -840,6 +873,7 @@ def prune_for_latency(
         runtime=runtime, threads=table.threads, batch_size=batch_size, blocks=blocks, estimated_base_ms=base_ms,
         estimated_uniform_ms=uniform_ms, estimated_ms=latency_model.estimate(plan.mask), table_path=str(table.path),
         table_entries=len(table), measured=table.measured - measured_before,
+        calibration=None if calibration is None else {**asdict(calibration), "measured_speedup": calibration.measured_speedup},
     )  # fmt: skip
     return result
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import torch
 
 from torchslim.errors import ConfigError
-from torchslim.latency import DEFAULT_THREADS, RUNTIMES, compare_latency
+from torchslim.latency import DEFAULT_THREADS, RUNTIMES, compare_latency, export_for_timing, in_fresh_process
 from torchslim.models import build_from_manifest, seed_param_names
 from torchslim.profile import profile_model
 from torchslim.pruner import DEFAULT_ROUND_TO, prune
@@ -56,6 +58,13 @@ def add_parsers(subparsers) -> None:
         "a latency table measured on --runtime (built once per machine, cached in ~/.cache/torchslim).",
     )
     parser.add_argument("--latency-cache", default=None, help="Directory of the latency table (with --align latency).")
+    parser.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="With --align latency on onnxruntime: plan from the latency table alone, without profiling whole "
+        "pruned models to calibrate it (calibration takes a few seconds per profiled plan).",
+    )
     parser.add_argument("--rounds", type=int, default=30, help="Timed rounds (default 30).")
     parser.add_argument("--warmup", type=int, default=5, help="Untimed warm-up rounds (default 5).")
     parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
@@ -90,9 +99,23 @@ def _prune(loaded, args: argparse.Namespace):
         return prune_for_latency(
             loaded.model, example, target_flops=args.target_flops, runtime=args.runtime, threads=args.threads,
             batch_size=args.batch_size, criterion=args.criterion, aliases=aliases, cache_dir=args.latency_cache,
+            calibrate=args.calibrate and args.runtime == "onnxruntime",
         ).model  # fmt: skip
     return prune(loaded.model, example, target_flops=args.target_flops, criterion=args.criterion,
                  round_to=args.round_to, aliases=aliases).model  # fmt: skip
+
+
+def _compare_in_fresh_process(models: dict, input_size: int, options: dict):
+    """ORT timing of ``models`` exported here and timed in a new process.
+
+    Latency-aware planning ran ORT's profiler in this process, and timing runs made
+    after it were slower. Only the ONNX files cross over: a model class defined in
+    a user's file cannot be unpickled in the new process.
+    """
+    with tempfile.TemporaryDirectory(prefix="torchslim-bench-") as workdir:
+        paths = {label: export_for_timing(model, input_size, Path(workdir) / f"{label}.onnx")
+                 for label, model in models.items()}  # fmt: skip
+        return in_fresh_process(compare_latency, dict.fromkeys(models), input_size, onnx_paths=paths, **options)
 
 
 def run_latency(args: argparse.Namespace) -> int:
@@ -108,10 +131,12 @@ def run_latency(args: argparse.Namespace) -> int:
     macs = {label: profile_model(model, loaded.input_size).macs for label, model in models.items()}
     log(f"timing {', '.join(models)} on {args.runtime}, batch {args.batch_size}, {args.threads} threads, "
         f"{args.rounds} rounds ...")  # fmt: skip
-    result = compare_latency(
-        models, loaded.input_size, runtime=args.runtime, batch_size=args.batch_size, threads=args.threads,
-        device=args.device, warmup=args.warmup, rounds=args.rounds,
-    )  # fmt: skip
+    options = dict(runtime=args.runtime, batch_size=args.batch_size, threads=args.threads, device=args.device,
+                   warmup=args.warmup, rounds=args.rounds)  # fmt: skip
+    if args.align == "latency" and args.target_flops is not None and args.runtime == "onnxruntime":
+        result = _compare_in_fresh_process(models, loaded.input_size, options)
+    else:
+        result = compare_latency(models, loaded.input_size, **options)
     pruned = PRUNED in models
     payload = {
         "macs_ratio": macs[PRUNED] / macs[BASE] if pruned else 1.0,

@@ -1,0 +1,103 @@
+"""Calibrating the latency table with whole-model ORT profiles (tiny models at 32x32; no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_MODEL
+from test_latency import SyntheticTable, Wide, staircase_cost
+
+from torchslim.cli import main
+from torchslim.latency import ConvConfig, LatencyModel, LatencyTable, layer_configs, prune_for_latency
+from torchslim.latency_calibration import (
+    CalibratedLatencyModel,
+    CalibrationError,
+    ProfiledNode,
+    match_nodes,
+    profile_plan,
+)
+from torchslim.pruner import analyze
+
+
+@pytest.fixture
+def wide():
+    torch.manual_seed(0)
+    return Wide().eval()
+
+
+def node(cin, cout, hw, kernel=1, depthwise=False, ms=1.0):
+    weight = (cout, 1 if depthwise else cin, kernel, kernel)
+    return ProfiledNode("Conv", (1, cin, hw, hw), weight, (1, cout, hw, hw), ms)
+
+
+def test_profile_plan_times_every_layer_of_the_model(wide, tmp_path):
+    group_set = analyze(wide, torch.randn(1, 3, 32, 32))
+    unpruned = np.zeros(len(group_set.roots), dtype=bool)
+    in_model, kernel_sum = profile_plan(wide, group_set, unpruned, 32, batch=2, threads=1, workdir=tmp_path, runs=3)
+    assert set(in_model) == set(layer_configs(wide, 32))  # every conv and the Linear (a Gemm node)
+    assert all(ms > 0 for ms in in_model.values())
+    assert kernel_sum >= sum(in_model.values())
+
+
+def test_profile_plan_of_a_pruned_plan_matches_padded_nodes(wide, tmp_path):
+    group_set = analyze(wide, torch.randn(1, 3, 32, 32))
+    mask = np.zeros(len(group_set.roots), dtype=bool)
+    mask[group_set.groups[0].units[:12]] = True  # 48 -> 36 channels: ORT pads them to its block
+    in_model, _ = profile_plan(wide, group_set, mask, 32, batch=1, threads=1, workdir=tmp_path, runs=2)
+    assert set(in_model) == set(layer_configs(wide, 32))
+
+
+def test_match_nodes_accepts_block_padding_and_names_what_is_missing():
+    configs = {"a": ConvConfig(3, 20, 3, 1, 1, 16, 16), "dw": ConvConfig(20, 20, 3, 1, 20, 16, 16),
+               "b": ConvConfig(20, 36, 1, 1, 1, 16, 16)}  # fmt: skip
+    nodes = [node(3, 32, 16, kernel=3, ms=0.1), node(32, 32, 16, kernel=3, depthwise=True, ms=0.2), node(32, 48, 16, ms=0.3)]
+    assert match_nodes(nodes, configs) == {"a": 0.1, "dw": 0.2, "b": 0.3}
+    with pytest.raises(CalibrationError, match="layer b has no node"):
+        match_nodes(nodes[:2], configs)
+    with pytest.raises(CalibrationError, match="fits no layer"):  # 64 is more than one block of padding over 36
+        match_nodes(nodes[:2] + [node(32, 64, 16)], configs)
+
+
+def test_calibrated_model_scales_each_layer_by_its_in_model_factor(wide, tmp_path):
+    group_set = analyze(wide, torch.randn(1, 3, 32, 32))
+    table = SyntheticTable(tmp_path)
+    plain = LatencyModel(group_set, wide, 32, table)
+    calibrated = CalibratedLatencyModel(plain)
+    unpruned = np.zeros(len(group_set.roots), dtype=bool)
+    assert calibrated.base() == pytest.approx(plain.base())  # nothing observed: factor 1
+    configs = layer_configs(wide, 32)
+    calibrated.observe(unpruned, {name: 3.0 * staircase_cost(c) for name, c in configs.items() if name != "fc"})
+    expected = sum(staircase_cost(c) * (1.0 if name == "fc" else 3.0) for name, c in configs.items())
+    assert calibrated.base() == pytest.approx(expected)
+    assert calibrated.factors["stem.0"] == pytest.approx(3.0) and "fc" not in calibrated.factors
+
+
+def test_prune_for_latency_keeps_the_fastest_profiled_plan(wide, tmp_path):
+    example = torch.randn(1, 3, 32, 32)
+    result = prune_for_latency(wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), tolerance=0.02)
+    calibration = result.latency.calibration
+    profiles = calibration["profiles"]
+    assert [p["plan"] for p in profiles[:2]] == ["unpruned", "uniform"] and len(profiles) >= 2
+    assert calibration["chosen_ms"] == min(p["measured_ms"] for p in profiles[1:])
+    assert calibration["base_ms"] == profiles[0]["measured_ms"] > 0
+    assert abs(result.report.flops_reduction - 0.4) <= 0.02
+    assert result.model(example).shape == (1, 10)
+    plain = prune_for_latency(wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), tolerance=0.02,
+                              calibrate=False)  # fmt: skip
+    assert plain.latency.calibration is None
+
+
+def test_bench_latency_align_latency_calibrates_and_times_in_a_fresh_process(capsys, tmp_path, monkeypatch):
+    # A synthetic runtime with a channel block of 4 (the tiny model's layers are 16 wide).
+    monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=4))
+    monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
+    code = main(["bench", "latency", "--model", TINY_MODEL, "--target-flops", "0.5", "--align", "latency",
+                 "--latency-cache", str(tmp_path), "--input-size", "32", "--rounds", "2", "--warmup", "0",
+                 "--threads", "1", "--json"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    payload = json.loads(out)
+    assert 0.4 < payload["macs_ratio"] < 0.6 and payload["speedup"] > 0
