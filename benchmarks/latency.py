@@ -71,36 +71,113 @@ def kernel_ms(path: Path, batch: int, threads: int, runs: int) -> float:
     return profile_nodes(path, batch, INPUT, threads, runs=runs, warmup=2)[1]
 
 
+SLOW_STATE = 1.2  # a probe this much slower than the model's fastest probe: the machine was in its slow state
+
+
+def probe_ms(path: Path, threads: int, seconds: float = 1.0) -> float:
+    """The machine-state probe: median batch-1 ORT latency of ``path`` (the unpruned model) over ~``seconds``.
+
+    This shared machine has a slow state that lasts seconds to minutes: the same
+    process timing the same unpruned MobileNetV2 went from 3.9 ms to 6.45 ms a run
+    and stayed there, and in that state pruned models lose more than unpruned
+    ones (batch 8: 30.8 -> 38.1 ms unpruned, 15.4 -> 22.0 ms pruned, 2.00x -> 1.73x).
+    """
+    import numpy as np
+
+    from torchslim.latency import TimingSession
+
+    session = TimingSession(path, threads)
+    x = np.random.randn(1, 3, INPUT, INPUT).astype(np.float32)
+    for _ in range(3):
+        session(x)
+    samples, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end or len(samples) < 5:
+        started = time.perf_counter()
+        session(x)
+        samples.append((time.perf_counter() - started) * 1000.0)
+    return float(np.median(samples))
+
+
+def _probe_floor(path: Path, value: float | None = None) -> float:
+    """The fastest probe of this unpruned model on this machine in any run (cached); ``value`` updates it."""
+    import hashlib
+    import json
+
+    from common import CACHE
+
+    from torchslim.latency import machine_fingerprint, runtime_version
+
+    key = f"{machine_fingerprint()}-ort{runtime_version('onnxruntime')}-{hashlib.sha1(path.read_bytes()).hexdigest()[:12]}"
+    store = CACHE / "probe_floor.json"
+    floors = json.loads(store.read_text()) if store.is_file() else {}
+    if value is not None and value < floors.get(key, float("inf")):
+        floors[key] = value
+        store.parent.mkdir(parents=True, exist_ok=True)
+        store.write_text(json.dumps(floors, indent=1) + "\n")
+    return floors.get(key, float("inf"))
+
+
+def _time_block(paths: dict[str, Path], models: dict, runtime: str, batch: int, args) -> dict:
+    """One interleaved comparison of all variants on ``runtime`` at ``batch``, with a probe before and after."""
+    from torchslim.export import torch_threads
+    from torchslim.latency import compare_latency, robust_ms
+
+    rounds = args.rounds if batch == 1 else max(5, args.rounds // 2)
+    before = probe_ms(paths["unpruned"], args.threads)
+    with torch_threads(args.threads):
+        comparison = compare_latency(models or dict.fromkeys(paths), INPUT, runtime=runtime, batch_size=batch,
+                                     threads=args.threads, warmup=3, rounds=rounds, onnx_paths=paths)  # fmt: skip
+    after = probe_ms(paths["unpruned"], args.threads)
+    base_fast = robust_ms(comparison.samples_ms["unpruned"])
+    entry = {
+        label: {
+            "median_ms": comparison.median_ms[label],
+            "speedup": comparison.speedup[label],
+            "speedup_q20": base_fast / robust_ms(comparison.samples_ms[label]),
+        }
+        for label in paths
+    }
+    entry.update({"_rounds": rounds, "_probe_ms": [before, after]})
+    line = ", ".join(f"{k} x{v['speedup']:.2f}" for k, v in entry.items() if k[0] != "_")
+    log(f"    {runtime} batch {batch} ({rounds} rounds, probe {before:.2f}/{after:.2f} ms): {line}")
+    return entry
+
+
 def time_all(paths: dict[str, Path], args) -> dict[str, dict]:
     """Time every variant: ONNX Runtime from its exported file, eager from its saved module.
 
     Runs in a process that built nothing and profiled nothing (see :func:`measure_model`).
+    Each comparison is bracketed by machine-state probes (:func:`probe_ms`); one whose
+    probes ran more than ``SLOW_STATE`` times the fastest probe is timed again after
+    a pause (``--state-retries`` times at most), and the attempt with the fastest
+    probes is kept; one still slow is flagged ``_slow_state``.
     """
-    from torchslim.export import torch_threads
-    from torchslim.latency import compare_latency, robust_ms
-
-    timings = {}
     models = {}
     if "eager" in args.runtimes:
         models = {label: torch.load(path.with_suffix(".pt"), weights_only=False) for label, path in paths.items()}
-    for runtime in args.runtimes:
-        for batch in args.batches:
-            rounds = args.rounds if batch == 1 else max(5, args.rounds // 2)
-            with torch_threads(args.threads):
-                comparison = compare_latency(models or dict.fromkeys(paths), INPUT, runtime=runtime, batch_size=batch,
-                                             threads=args.threads, warmup=3, rounds=rounds, onnx_paths=paths)  # fmt: skip
-            base_fast = robust_ms(comparison.samples_ms["unpruned"])
-            timings[f"{runtime} b{batch}"] = {
-                label: {
-                    "median_ms": comparison.median_ms[label],
-                    "speedup": comparison.speedup[label],
-                    "speedup_q20": base_fast / robust_ms(comparison.samples_ms[label]),
-                }
-                for label in paths
-            }
-            timings[f"{runtime} b{batch}"]["_rounds"] = rounds
-            line = ", ".join(f"{k} x{v['speedup']:.2f}" for k, v in timings[f"{runtime} b{batch}"].items() if k[0] != "_")
-            log(f"    {runtime} batch {batch} ({rounds} rounds): {line}")
+    blocks = [(runtime, batch) for runtime in args.runtimes for batch in args.batches]
+    timings = {f"{r} b{b}": _time_block(paths, models, r, b, args) for r, b in blocks}
+    attempts = dict.fromkeys(timings, 1)
+    fastest_before = _probe_floor(paths["unpruned"])  # a run spent wholly in the slow state is still caught
+    for _ in range(args.state_retries):
+        floor = min([fastest_before] + [min(entry["_probe_ms"]) for entry in timings.values()])
+        slow = [(r, b) for r, b in blocks if max(timings[f"{r} b{b}"]["_probe_ms"]) > SLOW_STATE * floor]
+        if not slow:
+            break
+        log(f"    slow machine state during {', '.join(f'{r} b{b}' for r, b in slow)} (fastest probe {floor:.2f} ms): "
+            f"timing again in {args.state_wait:.0f} s")  # fmt: skip
+        time.sleep(args.state_wait)
+        for runtime, batch in slow:
+            key = f"{runtime} b{batch}"
+            again = _time_block(paths, models, runtime, batch, args)
+            attempts[key] += 1
+            if max(again["_probe_ms"]) < max(timings[key]["_probe_ms"]):
+                timings[key] = again
+    floor = min([fastest_before] + [min(entry["_probe_ms"]) for entry in timings.values()])
+    _probe_floor(paths["unpruned"], floor)
+    for key, entry in timings.items():
+        entry["_attempts"] = attempts[key]
+        entry["_slow_state"] = max(entry["_probe_ms"]) > SLOW_STATE * floor
     # Profiling last: timing runs made in a process after ORT's profiler had run there were
     # slower (MobileNetV2 batch 8: unpruned 31.8 -> 36.0 ms, speedup 1.99x -> 1.89x).
     for batch in args.batches if "onnxruntime" in args.runtimes else ():
@@ -163,6 +240,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tp-round-to", type=lambda v: None if v == "none" else int(v), nargs="+",
                         default=[None, 8, 16])  # fmt: skip
     parser.add_argument("--no-latency-aware", action="store_true")
+    parser.add_argument("--state-retries", type=int, default=3,
+                        help="times a comparison made in the machine's slow state is repeated (see probe_ms)")
+    parser.add_argument("--state-wait", type=float, default=30.0, help="seconds to wait before repeating one")
     parser.add_argument("--round-to-sweep", action="store_true",
                         help="only torchslim at round_to 8/16/32 on ORT (how the default was chosen)")  # fmt: skip
     parser.add_argument("--output", default="latency", help="results/<output>.json")

@@ -1,6 +1,6 @@
 """Run the benchmark suite (P1-P4) and write benchmarks/RESULTS.md: ``make bench``.
 
-    python benchmarks/run_all.py                 # everything (P3, P4, round_to sweep, P2, P1)
+    python benchmarks/run_all.py                 # everything (P3, P4, round_to sweep, P2, P1, P1 seeds)
     python benchmarks/run_all.py --only p2 p3    # some of them; RESULTS.md keeps the others' last results
     python benchmarks/run_all.py --quick         # fewer rounds / repeats, for a smoke run
 
@@ -25,7 +25,23 @@ import tool_cost  # noqa: E402
 from common import log  # noqa: E402
 from results_md import write_results_md  # noqa: E402
 
-STEPS = ("p3", "p4", "sweep", "p2", "p1")
+STEPS = ("p3", "p4", "sweep", "p2", "p1", "p1seeds")
+
+
+def p1_seeds(quick: bool) -> None:
+    """ResNet34's P1 starts fine-tuned with seeds 1 and 2, one process per seed (P1 trains on one thread)."""
+    import subprocess
+
+    if quick:  # it fine-tunes the full run's starts; there is no quick version of them
+        log("p1seeds: skipped with --quick")
+        return
+
+    script = str(Path(__file__).resolve().parent / "accuracy_seeds.py")
+    runs = [subprocess.Popen([sys.executable, script, "--models", "resnet34", "--seeds", str(seed)])
+            for seed in (1, 2)]  # fmt: skip
+    failed = [run.args for run in runs if run.wait() != 0]
+    if failed:
+        raise SystemExit(f"P1 seeds failed: {failed[0]}")
 
 
 def main(argv=None) -> int:
@@ -41,6 +57,7 @@ def main(argv=None) -> int:
         "p2": lambda: latency.main(["--rounds", "6" if quick else "40"]),
         "p1": lambda: accuracy.main(["--train-limit", "2000", "--val-limit", "1000", "--finetune-epochs", "1",
                                      "--baseline-epochs", "1"] if quick else []),  # fmt: skip
+        "p1seeds": lambda: p1_seeds(quick),
     }
     for step in STEPS:
         if step in args.only:

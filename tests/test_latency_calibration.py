@@ -101,3 +101,26 @@ def test_bench_latency_align_latency_calibrates_and_times_in_a_fresh_process(cap
     assert code == 0, err
     payload = json.loads(out)
     assert 0.4 < payload["macs_ratio"] < 0.6 and payload["speedup"] > 0
+
+
+def test_prune_cli_align_latency_plans_calibrates_and_saves(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=8))
+    monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
+    code = main(["prune", "--model", TINY_MODEL, "--target-flops", "0.5", "--align", "latency", "--input-size", "32",
+                 "--latency-cache", str(tmp_path / "cache"), "--threads", "1", "--verify", "--output",
+                 str(tmp_path / "out"), "--json"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["align"] == "latency" and payload["verified"] is True
+    assert abs(payload["flops_reduction"] - 0.5) <= 0.01
+    assert payload["latency"]["blocks"] == {"conv": 8, "depthwise": 8, "linear": 8}
+    assert payload["latency"]["calibration"]["profiles"][0]["plan"] == "unpruned"
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["pruning"]["align"] == "latency"
+
+
+def test_prune_cli_align_latency_rejects_global_ranking(capsys):
+    code = main(["prune", "--model", TINY_MODEL, "--target-flops", "0.5", "--align", "latency", "--global-ranking"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--global-ranking" in err and len(err.strip().splitlines()) == 1

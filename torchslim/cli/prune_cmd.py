@@ -10,6 +10,7 @@ from torchslim.criteria import data_criterion, list_criteria, prepare_data_crite
 from torchslim.data import DataBundle, build_loaders
 from torchslim.engine import evaluate
 from torchslim.errors import ConfigError
+from torchslim.latency import DEFAULT_THREADS, RUNTIMES, prune_for_latency
 from torchslim.models import save_model, seed_param_names
 from torchslim.profile import human
 from torchslim.pruner import DEFAULT_ROUND_TO, prune
@@ -44,6 +45,20 @@ def add_parsers(subparsers) -> None:
     parser.add_argument(
         "--global-ranking", action="store_true", help="Rank channels across layers instead of one ratio for all."
     )
+    latency = parser.add_argument_group("latency-aware pruning (--align latency)")
+    latency.add_argument(
+        "--align", choices=("round_to", "latency"), default="round_to",
+        help="round_to: one alignment for all layers. latency: per-layer alignment and channels traded between "
+        "layers to cut measured latency on --runtime at the same MACs (latency table cached in "
+        "~/.cache/torchslim/latency; on onnxruntime calibrated by profiling whole pruned models).",
+    )  # fmt: skip
+    latency.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime", help="Runtime to plan for.")
+    latency.add_argument("--latency-batch-size", type=int, default=1, help="Batch size to plan for (default 1).")
+    latency.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                         help=f"Intra-op threads to plan for (default {DEFAULT_THREADS}).")  # fmt: skip
+    latency.add_argument("--latency-cache", default=None, help="Directory of the latency table.")
+    latency.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                         help="Plan from the latency table alone (no whole-model profiles).")  # fmt: skip
     parser.add_argument("--output", help="Directory to save the pruned model to.")
     parser.add_argument(
         "--verify", action="store_true", help="Check the pruned model against the unpruned one (correctness oracle)."
@@ -87,6 +102,11 @@ def run_prune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--target-flops must be in (0, 1), got {args.target_flops}")
     if args.criterion not in list_criteria():
         raise ConfigError(f"--criterion {args.criterion!r} is unknown; choose from {', '.join(list_criteria())}")
+    if args.align == "latency" and args.global_ranking:
+        raise ConfigError("--global-ranking does not apply with --align latency (it plans its own allocation)")
+    for name in ("latency_batch_size", "threads"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     loaded = load_model_from_args(args)
     aliases = seed_param_names(loaded.name, loaded.model) if ":" not in loaded.name else {}
     data = _load_data(args, loaded) if args.data else None
@@ -97,18 +117,19 @@ def run_prune(args: argparse.Namespace) -> int:
     accuracy = {"top1_before": evaluate(loaded.model, data.val_loader).top1} if data is not None else {}
     reconstructing = data is not None and args.reconstruct_batches > 0  # needs the unpruned model kept
     started = time.perf_counter()
-    result = prune(
-        loaded.model,
-        loaded.example_input(),
-        target_flops=args.target_flops,
-        criterion=args.criterion,
-        pruned_params=args.pruned_params,
-        round_to=args.round_to,
-        global_ranking=args.global_ranking,
-        aliases=aliases,
-        inplace=not (args.verify or reconstructing),
-        verify=args.verify,
-    )
+    common = dict(target_flops=args.target_flops, criterion=args.criterion, pruned_params=args.pruned_params,
+                  aliases=aliases, inplace=not (args.verify or reconstructing), verify=args.verify)  # fmt: skip
+    if args.align == "latency":
+        result = prune_for_latency(loaded.model, loaded.example_input(), runtime=args.runtime, threads=args.threads,
+                                   batch_size=args.latency_batch_size, cache_dir=args.latency_cache,
+                                   calibrate=args.calibrate and args.runtime == "onnxruntime", **common)  # fmt: skip
+        plan = result.latency
+        log(f"latency-aware plan for {plan.runtime}, batch {plan.batch_size}, {plan.threads} threads: blocks "
+            f"{plan.blocks}, estimated speedup {plan.estimated_speedup:.2f}x"
+            + (f", measured kernel speedup {plan.calibration['measured_speedup']:.2f}x" if plan.calibration else ""))
+    else:
+        result = prune(loaded.model, loaded.example_input(), round_to=args.round_to,
+                       global_ranking=args.global_ranking, **common)  # fmt: skip
     report = result.report
     log(f"pruned in {report.seconds:.3f} s from model built to pruned model ready (total {time.perf_counter() - started:.3f} s)")
     if data is not None:
@@ -116,7 +137,8 @@ def run_prune(args: argparse.Namespace) -> int:
     if args.output:
         save_model(args.output, result.model, loaded.name, loaded.kwargs, input_size=loaded.input_size,
                    extra={"pruning": {"target_flops": args.target_flops, "criterion": args.criterion,
-                                      "round_to": args.round_to, "pruned_params": args.pruned_params,
+                                      "round_to": args.round_to, "align": args.align,
+                                      "pruned_params": args.pruned_params,
                                       "bn_recalibration_batches": accuracy.get("bn_batches", 0),
                                       "reconstruction_batches": accuracy.get("reconstruction_batches", 0)}})  # fmt: skip
         log(f"saved pruned model to {args.output}")
@@ -133,9 +155,12 @@ def run_prune(args: argparse.Namespace) -> int:
         "groups_skipped": report.groups_skipped,
         "seconds": report.seconds,
         "round_to": args.round_to,
+        "align": args.align,
         "output": args.output,
         **accuracy,
     }
+    if args.align == "latency":
+        payload["latency"] = result.latency.as_dict()
     if args.json:
         payload["skipped"] = report.skipped
         payload["channels"] = report.channels
