@@ -66,6 +66,27 @@ class LatencyComparison:
         return data
 
 
+def ort_session_options(threads: int, *, spinning: bool = True, profile_prefix: str | os.PathLike | None = None):
+    """ONNX Runtime session options for timing: ``threads`` intra-op threads, all graph optimisations,
+    sequential execution; workers spin within a run and stop when it returns (``spinning``, see
+    :class:`TimingSession`) or never spin; ORT's profiler on when ``profile_prefix`` is given."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = os.fspath(profile_prefix)
+    return options
+
+
 class TimingSession:
     """An ONNX Runtime session for timing: its worker threads spin during a run and stop when it returns.
 
@@ -84,14 +105,7 @@ class TimingSession:
     def __init__(self, path: str | os.PathLike, threads: int, device: str = "cpu") -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-        options.add_session_config_entry("session.force_spinning_stop", "1")
+        options = ort_session_options(threads)
         providers = ["CUDAExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
         missing = [p for p in providers if p not in ort.get_available_providers()]
         if missing:
@@ -476,14 +490,7 @@ def _measure_ort(module: nn.Module, example: torch.Tensor, threads: int, warmup:
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=["x"], output_names=["y"])
     with tempfile.TemporaryDirectory(prefix="torchslim-lut-") as workdir:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(workdir) / "layer")
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no workers left spinning
+        options = ort_session_options(threads, spinning=False, profile_prefix=Path(workdir) / "layer")
         session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
         feed = {"x": example.numpy()}
         for _ in range(warmup + repeats):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchslim.latency import ConvConfig, LatencyModel, export_for_timing, robust_ms
+from torchslim.latency import ConvConfig, LatencyModel, export_for_timing, ort_session_options, robust_ms
 
 NODE_OPS = ("Conv", "Gemm", "FusedConv", "FusedGemm", "MatMul")
 
@@ -37,18 +37,10 @@ class CalibrationError(RuntimeError):
 
 
 def _profile_session(path: Path, threads: int, profile_dir: str):
+    """A session timed as :class:`~torchslim.latency.TimingSession` times, with ORT's profiler on."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    options.enable_profiling = True
-    options.profile_file_prefix = str(Path(profile_dir) / "model")
-    # As the timing sessions run: workers spin within a run and stop when it returns.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    options.add_session_config_entry("session.force_spinning_stop", "1")
+    options = ort_session_options(threads, profile_prefix=Path(profile_dir) / "model")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
