@@ -99,6 +99,8 @@ def _calibration_lines(calibration: dict | None) -> list[str]:
     """What latency-aware planning measured when it profiled whole models (kernel sums, ORT profiler)."""
     if not calibration:
         return []
+    if "error" in calibration:
+        return [f"Calibration failed ({calibration['error']}); planned from the latency table alone.", ""]
     steps = ", ".join(f"{p['plan']} {p['measured_ms']:.2f} ms (estimated {p['estimated_ms']:.2f})"
                       for p in calibration["profiles"])  # fmt: skip
     return [f"Calibration profiles (summed kernel ms in the whole model): {steps}; chose the {calibration['chosen']} "

@@ -124,3 +124,17 @@ def test_prune_cli_align_latency_rejects_global_ranking(capsys):
     code = main(["prune", "--model", TINY_MODEL, "--target-flops", "0.5", "--align", "latency", "--global-ranking"])
     _, err = capsys.readouterr()
     assert code == 2 and "--global-ranking" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_model_calibration_cannot_match_is_planned_from_the_table_with_a_warning(wide, tmp_path, monkeypatch):
+    import torchslim.latency_calibration as calibration_module
+
+    def unmatched(nodes, configs, pad=16):
+        raise CalibrationError("layer fc has no node in the profile")
+
+    monkeypatch.setattr(calibration_module, "match_nodes", unmatched)
+    with pytest.warns(UserWarning, match="latency calibration skipped: layer fc has no node"):
+        result = prune_for_latency(wide, torch.randn(1, 3, 32, 32), target_flops=0.4, table=SyntheticTable(tmp_path),
+                                   tolerance=0.02)  # fmt: skip
+    assert result.latency.calibration == {"error": "layer fc has no node in the profile"}
+    assert abs(result.report.flops_reduction - 0.4) <= 0.02

@@ -28,6 +28,7 @@ import os
 import platform
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -854,21 +855,27 @@ def prune_for_latency(
     uniform_ms = None
     plan = None
     calibration = None
+    calibration_error = None
     if target_flops is not None:
         plan = search_uniform(builder, target_flops, tolerance)
         uniform_ms = latency_model.estimate(plan.mask)
         if calibrate is None:
             calibrate = runtime == "onnxruntime"
         if calibrate:
-            from torchslim.latency_calibration import calibrated_minimize
+            from torchslim.latency_calibration import CalibrationError, calibrated_minimize
 
             uniform = plan
-            plan, latency_model, calibration = calibrated_minimize(
-                builder, latency_model, model, uniform, target_flops, tolerance, spread=spread,
-                input_size=input_size, batch=batch_size, threads=table.threads,
-            )  # fmt: skip
-            base_ms, uniform_ms = latency_model.base(), latency_model.estimate(uniform.mask)  # calibrated estimates
-        else:
+            try:
+                plan, latency_model, calibration = calibrated_minimize(
+                    builder, latency_model, model, uniform, target_flops, tolerance, spread=spread,
+                    input_size=input_size, batch=batch_size, threads=table.threads,
+                )  # fmt: skip
+                base_ms, uniform_ms = latency_model.base(), latency_model.estimate(uniform.mask)  # calibrated
+            except CalibrationError as error:  # said, recorded, and planned from the table alone
+                warnings.warn(f"latency calibration skipped: {error}", stacklevel=2)
+                calibration_error = str(error)
+                calibrate = False
+        if not calibrate:
             plan = minimize_latency(builder, latency_model, plan, target_flops, tolerance, spread=spread)
     if latency_target is not None:
         reached = plan is not None and 1.0 - latency_model.estimate(plan.mask) / base_ms >= latency_target - tolerance
@@ -880,7 +887,11 @@ def prune_for_latency(
         runtime=runtime, threads=table.threads, batch_size=batch_size, blocks=blocks, estimated_base_ms=base_ms,
         estimated_uniform_ms=uniform_ms, estimated_ms=latency_model.estimate(plan.mask), table_path=str(table.path),
         table_entries=len(table), measured=table.measured - measured_before,
-        calibration=None if calibration is None else {**asdict(calibration), "measured_speedup": calibration.measured_speedup},
+        calibration=(
+            {"error": calibration_error} if calibration_error
+            else None if calibration is None
+            else {**asdict(calibration), "measured_speedup": calibration.measured_speedup}
+        ),
     )  # fmt: skip
     return result
 

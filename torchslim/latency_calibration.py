@@ -5,7 +5,8 @@ something else: its input was just written by the previous layer (warm caches,
 or at batch 8 an activation too large for them), and the runtime keeps its
 blocked layout from layer to layer. Measured on MobileNetV2 at 224 (ONNX
 Runtime, 2 threads, AVX-512): the table estimated a 2.14x speedup for a plan
-that ran at 1.87x, and a re-measured table put the same plan at 1.67x.
+that ran at 1.87x, and a table re-measured more carefully estimated 1.67x for
+its own plan, which ran at about 1.8x.
 
 So latency-aware pruning profiles whole models: the unpruned model, the uniform
 plan and each plan it proposes are exported and run under ONNX Runtime's

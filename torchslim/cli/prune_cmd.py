@@ -126,7 +126,8 @@ def run_prune(args: argparse.Namespace) -> int:
         plan = result.latency
         log(f"latency-aware plan for {plan.runtime}, batch {plan.batch_size}, {plan.threads} threads: blocks "
             f"{plan.blocks}, estimated speedup {plan.estimated_speedup:.2f}x"
-            + (f", measured kernel speedup {plan.calibration['measured_speedup']:.2f}x" if plan.calibration else ""))
+            + (f", measured kernel speedup {plan.calibration['measured_speedup']:.2f}x"
+               if plan.calibration and "measured_speedup" in plan.calibration else ""))  # fmt: skip
     else:
         result = prune(loaded.model, loaded.example_input(), round_to=args.round_to,
                        global_ranking=args.global_ranking, **common)  # fmt: skip
