@@ -72,15 +72,17 @@ def kernel_ms(path: Path, batch: int, threads: int, runs: int) -> float:
 
 
 SLOW_STATE = 1.2  # a probe this much slower than the model's fastest probe: the machine was in its slow state
+NORMAL_BAND = 1.12  # a round whose unpruned run took more than this times the fastest one ran in the slow state
 
 
 def probe_ms(path: Path, threads: int, seconds: float = 1.0) -> float:
     """The machine-state probe: median batch-1 ORT latency of ``path`` (the unpruned model) over ~``seconds``.
 
-    This shared machine has a slow state that lasts seconds to minutes: the same
-    process timing the same unpruned MobileNetV2 went from 3.9 ms to 6.45 ms a run
-    and stayed there, and in that state pruned models lose more than unpruned
-    ones (batch 8: 30.8 -> 38.1 ms unpruned, 15.4 -> 22.0 ms pruned, 2.00x -> 1.73x).
+    This shared machine has a slow state that comes and goes over seconds to
+    minutes: the same process timing the same unpruned MobileNetV2 went from
+    3.9 ms to 6.45 ms a run and stayed there, and in that state pruned models
+    lose more than unpruned ones (batch 8: 30.8 -> 38.1 ms unpruned, 15.4 ->
+    22.0 ms pruned, 2.00x -> 1.73x).
     """
     import numpy as np
 
@@ -107,7 +109,7 @@ def _probe_floor(path: Path, value: float | None = None) -> float:
 
     from torchslim.latency import machine_fingerprint, runtime_version
 
-    key = f"{machine_fingerprint()}-ort{runtime_version('onnxruntime')}-{hashlib.sha1(path.read_bytes()).hexdigest()[:12]}"
+    key = f"{machine_fingerprint()}-{runtime_version('onnxruntime')}-{hashlib.sha1(path.read_bytes()).hexdigest()[:12]}"
     store = CACHE / "probe_floor.json"
     floors = json.loads(store.read_text()) if store.is_file() else {}
     if value is not None and value < floors.get(key, float("inf")):
@@ -117,10 +119,10 @@ def _probe_floor(path: Path, value: float | None = None) -> float:
     return floors.get(key, float("inf"))
 
 
-def _time_block(paths: dict[str, Path], models: dict, runtime: str, batch: int, args) -> dict:
-    """One interleaved comparison of all variants on ``runtime`` at ``batch``, with a probe before and after."""
+def _compare(paths: dict[str, Path], models: dict, runtime: str, batch: int, args) -> dict:
+    """One interleaved comparison of all variants: per-round samples (ms) per label, and the probes around it."""
     from torchslim.export import torch_threads
-    from torchslim.latency import compare_latency, robust_ms
+    from torchslim.latency import compare_latency
 
     rounds = args.rounds if batch == 1 else max(5, args.rounds // 2)
     before = probe_ms(paths["unpruned"], args.threads)
@@ -128,18 +130,38 @@ def _time_block(paths: dict[str, Path], models: dict, runtime: str, batch: int, 
         comparison = compare_latency(models or dict.fromkeys(paths), INPUT, runtime=runtime, batch_size=batch,
                                      threads=args.threads, warmup=3, rounds=rounds, onnx_paths=paths)  # fmt: skip
     after = probe_ms(paths["unpruned"], args.threads)
-    base_fast = robust_ms(comparison.samples_ms["unpruned"])
-    entry = {
-        label: {
-            "median_ms": comparison.median_ms[label],
-            "speedup": comparison.speedup[label],
-            "speedup_q20": base_fast / robust_ms(comparison.samples_ms[label]),
-        }
-        for label in paths
-    }
-    entry.update({"_rounds": rounds, "_probe_ms": [before, after]})
-    line = ", ".join(f"{k} x{v['speedup']:.2f}" for k, v in entry.items() if k[0] != "_")
-    log(f"    {runtime} batch {batch} ({rounds} rounds, probe {before:.2f}/{after:.2f} ms): {line}")
+    log(f"    {runtime} batch {batch} ({rounds} rounds, probe {before:.2f}/{after:.2f} ms): "
+        + ", ".join(f"{k} x{v:.2f}" for k, v in comparison.speedup.items()))  # fmt: skip
+    return {"samples": comparison.samples_ms, "probes": [before, after], "rounds": rounds}
+
+
+def _summarise(attempts: list[dict], labels, probe_floor: float) -> dict:
+    """Speedups from the rounds, pooled over attempts, whose unpruned run was within ``NORMAL_BAND`` of
+    the fastest unpruned run (all rounds when fewer than half a comparison's worth qualify). Slow too:
+    every probe around it above ``SLOW_STATE`` times ``probe_floor`` (the whole comparison ran slow)."""
+    import numpy as np
+
+    from torchslim.latency import robust_ms
+
+    base = np.concatenate([np.asarray(a["samples"]["unpruned"]) for a in attempts])
+    normal = base <= NORMAL_BAND * base.min()
+    rounds = attempts[0]["rounds"]
+    probes = [p for a in attempts for p in a["probes"]]
+    slow = int(normal.sum()) < (rounds + 1) // 2 or min(probes) > SLOW_STATE * probe_floor
+    keep = np.ones_like(normal) if slow else normal
+    entry = {}
+    for label in labels:
+        samples = np.concatenate([np.asarray(a["samples"][label]) for a in attempts])[keep]
+        entry[label] = {
+            "median_ms": float(np.median(samples)),
+            "speedup": float(np.median(base[keep] / samples)),
+            "speedup_q20": robust_ms(base[keep]) / robust_ms(samples),
+            "speedup_all_rounds": float(np.median(np.concatenate(
+                [np.asarray(a["samples"]["unpruned"]) / np.asarray(a["samples"][label]) for a in attempts]))),
+        }  # fmt: skip
+    entry.update({"_rounds": rounds, "_rounds_used": int(keep.sum()), "_rounds_timed": int(len(base)),
+                  "_probe_ms": probes, "_attempts": len(attempts),
+                  "_slow_state": slow})  # fmt: skip
     return entry
 
 
@@ -147,37 +169,37 @@ def time_all(paths: dict[str, Path], args) -> dict[str, dict]:
     """Time every variant: ONNX Runtime from its exported file, eager from its saved module.
 
     Runs in a process that built nothing and profiled nothing (see :func:`measure_model`).
-    Each comparison is bracketed by machine-state probes (:func:`probe_ms`); one whose
-    probes ran more than ``SLOW_STATE`` times the fastest probe is timed again after
-    a pause (``--state-retries`` times at most), and the attempt with the fastest
-    probes is kept; one still slow is flagged ``_slow_state``.
+    The machine has a slow state (see :func:`probe_ms`). Every round of an
+    interleaved comparison times the unpruned model, and that time says which
+    state the round ran in: speedups come from the rounds whose unpruned run was
+    within ``NORMAL_BAND`` of the fastest (:func:`_summarise`). A comparison with
+    fewer than half its rounds in the normal state is timed again after a pause
+    (``--state-retries`` times at most), pooling the rounds; one that never gets
+    them is summarised from all its rounds and flagged ``_slow_state``.
     """
     models = {}
     if "eager" in args.runtimes:
         models = {label: torch.load(path.with_suffix(".pt"), weights_only=False) for label, path in paths.items()}
     blocks = [(runtime, batch) for runtime in args.runtimes for batch in args.batches]
-    timings = {f"{r} b{b}": _time_block(paths, models, r, b, args) for r, b in blocks}
-    attempts = dict.fromkeys(timings, 1)
-    fastest_before = _probe_floor(paths["unpruned"])  # a run spent wholly in the slow state is still caught
+    attempts = {f"{r} b{b}": [_compare(paths, models, r, b, args)] for r, b in blocks}
+
+    def floor() -> float:  # the fastest probe of this model on this machine, in this run or any before
+        return min([_probe_floor(paths["unpruned"])] + [p for runs in attempts.values() for a in runs for p in a["probes"]])
+
     for _ in range(args.state_retries):
-        floor = min([fastest_before] + [min(entry["_probe_ms"]) for entry in timings.values()])
-        slow = [(r, b) for r, b in blocks if max(timings[f"{r} b{b}"]["_probe_ms"]) > SLOW_STATE * floor]
+        slow = [(r, b) for r, b in blocks if _summarise(attempts[f"{r} b{b}"], paths, floor())["_slow_state"]]
         if not slow:
             break
-        log(f"    slow machine state during {', '.join(f'{r} b{b}' for r, b in slow)} (fastest probe {floor:.2f} ms): "
+        log(f"    too few rounds in the normal machine state for {', '.join(f'{r} b{b}' for r, b in slow)}: "
             f"timing again in {args.state_wait:.0f} s")  # fmt: skip
         time.sleep(args.state_wait)
         for runtime, batch in slow:
-            key = f"{runtime} b{batch}"
-            again = _time_block(paths, models, runtime, batch, args)
-            attempts[key] += 1
-            if max(again["_probe_ms"]) < max(timings[key]["_probe_ms"]):
-                timings[key] = again
-    floor = min([fastest_before] + [min(entry["_probe_ms"]) for entry in timings.values()])
-    _probe_floor(paths["unpruned"], floor)
+            attempts[f"{runtime} b{batch}"].append(_compare(paths, models, runtime, batch, args))
+    timings = {key: _summarise(runs, paths, floor()) for key, runs in attempts.items()}
+    _probe_floor(paths["unpruned"], floor())
     for key, entry in timings.items():
-        entry["_attempts"] = attempts[key]
-        entry["_slow_state"] = max(entry["_probe_ms"]) > SLOW_STATE * floor
+        log(f"    {key}: {entry['_rounds_used']} of {entry['_rounds_timed']} rounds in the normal state: "
+            + ", ".join(f"{k} x{v['speedup']:.2f}" for k, v in entry.items() if k[0] != "_"))  # fmt: skip
     # Profiling last: timing runs made in a process after ORT's profiler had run there were
     # slower (MobileNetV2 batch 8: unpruned 31.8 -> 36.0 ms, speedup 1.99x -> 1.89x).
     for batch in args.batches if "onnxruntime" in args.runtimes else ():

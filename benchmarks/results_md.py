@@ -44,11 +44,14 @@ def p2_section(payload: dict | None, goals: list) -> list[str]:
              "ratio of summed per-node kernel times from ORT's profiler (scheduler stalls and inter-node waits "
              "left out), taken after all timing. Each model's variants are built in one fresh process and timed in "
              "another (see benchmarks/latency.py: a process that had profiled or timed other models timed slower). "
-             "Each comparison is bracketed by probes (the unpruned model's batch-1 ORT latency over 1 s): this "
-             "shared machine has a slow state lasting seconds to minutes (the same unpruned MobileNetV2 at 3.9 ms, "
-             "then 6.45 ms), in which pruned models lose more than unpruned ones; a comparison whose probes ran "
-             "more than 1.2x the fastest probe is timed again after a pause, and the row under the table gives the "
-             "probes. `*` = MACs target missed by more than 1%; `†` = still timed in the slow state.",
+             "This shared machine has a slow state that comes and goes over seconds to minutes (the same unpruned "
+             "MobileNetV2 at 3.9 ms a run, then 6.45 ms), in which pruned models lose more than unpruned ones. "
+             "Every round times the unpruned model, and the speedups come from the rounds whose unpruned run was "
+             "within 1.12x of its fastest; a comparison with fewer than half its rounds in that state, or whose "
+             "probes (the unpruned model's batch-1 ORT latency over 1 s, before and after) all ran above 1.2x the "
+             "fastest probe, is timed again after a pause and the rounds are pooled. The last rows give the rounds "
+             "used of those timed and the probes. `*` = MACs target missed by more than 1%; `†` = too few rounds "
+             "in the normal state even so (all rounds used).",
              ""]  # fmt: skip
     settings = list(next(iter(payload["models"].values()))["timings"])
     for name, entry in payload["models"].items():
@@ -66,9 +69,10 @@ def p2_section(payload: dict | None, goals: list) -> list[str]:
             rows.append(cells)
         base = entry["timings"]
         rows.append(["unpruned (median ms)", "100%"] + [f"{base[s]['unpruned']['median_ms']:.1f} ms" for s in settings])
-        if all("_probe_ms" in base[s] for s in settings):
-            rows.append(["probes before/after (ms), attempts", ""] + [
-                "/".join(f"{v:.2f}" for v in base[s]["_probe_ms"]) + f", {base[s]['_attempts']}" for s in settings])  # fmt: skip
+        if all("_rounds_used" in base[s] for s in settings):
+            rows.append(["rounds used / timed", ""] + [f"{base[s]['_rounds_used']} / {base[s]['_rounds_timed']}"
+                                                       for s in settings])  # fmt: skip
+            rows.append(["probes (ms)", ""] + ["/".join(f"{v:.1f}" for v in base[s]["_probe_ms"]) for s in settings])
         lines += _table(["variant", "MACs left"] + settings, rows) + [""]
         ort_settings = [s for s in settings if s.startswith("onnxruntime")]
         if "torchslim r16" in entry["variants"]:
@@ -265,19 +269,24 @@ def _p1_goals(name: str, base: float, methods: dict, goals: list) -> None:
                       base - top1 <= GOAL_ISSUE8_PT))  # fmt: skip
 
 
-def _seed_runs(main: dict | None) -> dict[str, dict[str, dict[str, float]]]:
-    """Model -> method -> fine-tune seed -> final top-1: seed 0 from the main P1 run, others from accuracy_seeds-*.json."""
-    runs: dict[str, dict[str, dict[str, float]]] = {}
+def _seed_runs(main: dict | None) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Model -> method -> fine-tune seed -> top-1 per epoch: seed 0 from the main P1 run, others from
+    accuracy_seeds-*.json."""
+    runs: dict[str, dict[str, dict[str, list[float]]]] = {}
     for path in sorted(RESULTS_DIR.glob("accuracy_seeds-*.json")):
         for name, methods in json.loads(path.read_text())["models"].items():
             for method, by_seed in methods.items():
-                runs.setdefault(name, {}).setdefault(method, {}).update({s: t[-1] for s, t in by_seed.items()})
+                runs.setdefault(name, {}).setdefault(method, {}).update(by_seed)
     for name, methods in runs.items():
         for method, by_seed in methods.items():
             entry = ((main or {}).get("models", {}).get(name, {}).get("methods", {})).get(method)
-            if entry and entry.get("top1_after_finetune") is not None:
-                by_seed.setdefault("0", entry["top1_after_finetune"])
+            if entry and entry.get("top1_per_epoch"):
+                by_seed.setdefault("0", entry["top1_per_epoch"])
     return runs
+
+
+def _mean_sd(values: list[float]) -> str:
+    return f"{np.mean(values):.2f}" + (f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else "")
 
 
 def p1_seeds_section(main: dict | None, goals: list) -> list[str]:
@@ -287,17 +296,19 @@ def p1_seeds_section(main: dict | None, goals: list) -> list[str]:
     lines = ["### P1 over fine-tune seeds", "",
              "The same pruned starts as above, fine-tuned again with other seeds (training order and augmentation; "
              "recipe and test slice unchanged; `benchmarks/accuracy_seeds.py`). Seed 0 is the run above. "
-             "Top-1 after the last fine-tune epoch, in %.", ""]  # fmt: skip
+             "Top-1 in %: after the last fine-tune epoch per seed, then the mean ± sd over seeds after the first "
+             "and after the last epoch.", ""]  # fmt: skip
     for name, methods in runs.items():
         seeds = sorted({s for by_seed in methods.values() for s in by_seed}, key=int)
         rows, means = [], {}
         for method, by_seed in methods.items():
-            values = [by_seed[s] for s in seeds if s in by_seed]
-            means[method] = float(np.mean(values))
-            spread = f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else ""
-            rows.append([method] + [_top1(by_seed.get(s)) for s in seeds] + [f"{means[method]:.2f}{spread}"])
-        lines += [f"{name}:", ""] + _table(["method"] + [f"seed {s}" for s in seeds] + ["mean ± sd"], rows,
-                                            "l" + "r" * (len(seeds) + 1)) + [""]  # fmt: skip
+            finals = [by_seed[s][-1] for s in seeds if s in by_seed]
+            firsts = [by_seed[s][0] for s in seeds if s in by_seed]
+            means[method] = float(np.mean(finals))
+            rows.append([method] + [_top1(by_seed[s][-1] if s in by_seed else None) for s in seeds]
+                        + [_mean_sd(firsts), _mean_sd(finals)])  # fmt: skip
+        headers = ["method"] + [f"seed {s}" for s in seeds] + ["mean, epoch 1", "mean, last epoch"]
+        lines += [f"{name}:", ""] + _table(headers, rows, "l" + "r" * (len(seeds) + 2)) + [""]
         ours = max((m for m in means if m.startswith("torchslim")), key=means.get, default=None)
         peer = max((m for m in means if m.startswith("torch-pruning")), key=means.get, default=None)
         base = ((main or {}).get("models", {}).get(name, {})).get("baseline_top1")
