@@ -205,7 +205,10 @@ def time_all(paths: dict[str, Path], args) -> dict[str, dict]:
     for batch in args.batches if "onnxruntime" in args.runtimes else ():
         entry = timings[f"onnxruntime b{batch}"]
         runs = max(5, entry["_rounds"] // 2)
-        kernels = {label: kernel_ms(paths[label], batch, args.threads, runs) for label in paths}
+        kernels = {label: float("inf") for label in paths}
+        for _ in range(2):  # two interleaved passes, the faster kept: one pass can fall in the slow state
+            for label in paths:
+                kernels[label] = min(kernels[label], kernel_ms(paths[label], batch, args.threads, runs))
         for label in paths:
             entry[label]["kernel_ms"] = kernels[label]
             entry[label]["kernel_speedup"] = kernels["unpruned"] / kernels[label]
