@@ -193,6 +193,37 @@ def test_minimize_latency_lowers_the_estimate_at_the_same_macs(wide, tmp_path):
     assert abs(better.reduction - 0.5) <= 0.01 + 1e-9 or better is start
 
 
+def test_filled_moves_give_back_a_big_step_in_small_ones(tmp_path):
+    import torchvision
+
+    from torchslim.latency import _filled_moves
+
+    model = torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=10).eval()  # many groups of many widths
+    example = torch.randn(1, 3, 32, 32)
+    group_set, builder = _builder(model, example, allowed_block=8)
+    model_latency = LatencyModel(group_set, model, 32, SyntheticTable(tmp_path))
+    start = search_uniform(builder, 0.4, 0.02)
+    start_ms = model_latency.estimate(start.mask)
+    singles = []
+    for group, kept in start.keep.items():
+        for direction in (-1, 1):
+            count = builder.step(group, kept, direction)
+            if count is not None:
+                candidate = builder.build({**start.keep, group: count})
+                singles.append((group, count, candidate, model_latency.estimate(candidate.mask)))
+    step = lambda s: abs(s[2].reduction - start.reduction)  # noqa: E731
+    biggest = max((s for s in singles if s[1] < start.keep[s[0]]), key=step)
+    tolerance = 0.01  # prune_for_latency's default
+    assert step(biggest) > tolerance / 2  # the removal alone leaves the target
+    filled = list(_filled_moves(builder, start, start_ms, singles, [biggest], start.reduction, tolerance))
+    assert len(filled) == 1
+    for candidate in filled:
+        assert abs(candidate.reduction - start.reduction) <= tolerance / 2
+        changed = {g for g in start.keep if candidate.keep[g] != start.keep[g]}
+        removed = [g for g in changed if candidate.keep[g] < start.keep[g]]
+        assert len(removed) == 1 and len(changed) >= 2  # one step off, given back elsewhere
+
+
 def test_latency_model_base_matches_table_sum(wide, tmp_path):
     group_set = analyze(wide, torch.randn(1, 3, 32, 32))
     table = SyntheticTable(tmp_path)

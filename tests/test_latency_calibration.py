@@ -138,3 +138,38 @@ def test_a_model_calibration_cannot_match_is_planned_from_the_table_with_a_warni
                                    tolerance=0.02)  # fmt: skip
     assert result.latency.calibration == {"error": "layer fc has no node in the profile"}
     assert abs(result.report.flops_reduction - 0.4) <= 0.02
+
+
+def test_search_scaled_with_unit_scale_is_the_uniform_search(wide):
+    from test_latency import _builder
+
+    from torchslim.plan import search_scaled, search_uniform
+
+    _, builder = _builder(wide, torch.randn(1, 3, 32, 32), allowed_block=8)
+    uniform = search_uniform(builder, 0.4, 0.02)
+    assert search_scaled(builder, 0.4, 0.02, dict.fromkeys(builder.sizes, 1.0)).keep == uniform.keep
+
+
+def test_tilted_plan_prunes_high_resolution_groups_more_within_the_spread(tmp_path):
+    import torchvision
+    from test_latency import _builder
+
+    from torchslim.latency_calibration import tilted_plan
+    from torchslim.plan import search_uniform
+
+    model = torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=10).eval()
+    example = torch.randn(1, 3, 64, 64)
+    group_set, builder = _builder(model, example, allowed_block=8)
+    latency_model = LatencyModel(group_set, model, 64, SyntheticTable(tmp_path))
+    uniform = search_uniform(builder, 0.5, 0.01)
+    tilted = tilted_plan(builder, latency_model, uniform, 0.5, 0.01, tilt=0.5, spread=0.25)
+    assert abs(tilted.reduction - 0.5) <= 0.01
+    fraction = lambda plan, g: plan.keep[g] / builder.sizes[g]  # noqa: E731
+    resolution = {g.index: latency_model.configs[g.sources[0]].height // latency_model.configs[g.sources[0]].stride
+                  for g in group_set.prunable()}  # fmt: skip
+    high, low = max(resolution.values()), min(resolution.values())
+    assert all(fraction(tilted, g) <= fraction(uniform, g) for g, r in resolution.items() if r == high)
+    assert all(fraction(tilted, g) >= fraction(uniform, g) for g, r in resolution.items() if r == low)
+    assert tilted.keep != uniform.keep
+    step = 8 / min(builder.sizes.values())  # one alignment step of slack on the smallest group
+    assert all(abs(fraction(tilted, g) - fraction(uniform, g)) <= 0.25 + step for g in builder.sizes)

@@ -680,9 +680,12 @@ def minimize_latency(builder, model_latency: LatencyModel, plan, target: float, 
 
     Greedy exchange: each move takes one allowed step off one group and gives
     one step to another (or takes a single step when that alone stays within
-    ``tolerance / 2`` of the MACs ``target``), keeping the move that saves the
-    most estimated time. Each group's kept fraction stays within ``spread`` of
-    where ``plan`` put it, so accuracy is not traded away for speed.
+    ``tolerance / 2`` of the MACs ``target``), or takes one step off a group and
+    gives back its MACs in single steps to the groups that add the least time
+    per MAC (a step on a wide group can hold more MACs than any one step
+    elsewhere), keeping the move that saves the most estimated time. Each
+    group's kept fraction stays within ``spread`` of where ``plan`` put it, so
+    accuracy is not traded away for speed.
     """
     start = dict(plan.keep)
     bounds = {
@@ -715,10 +718,37 @@ def minimize_latency(builder, model_latency: LatencyModel, plan, target: float, 
                 ms = model_latency.estimate(candidate.mask)
                 if ms < best_ms:
                     best, best_ms = candidate, ms
+        for candidate in _filled_moves(builder, current, current_ms, singles, downs, target, tolerance):
+            ms = model_latency.estimate(candidate.mask)
+            if ms < best_ms:
+                best, best_ms = candidate, ms
         if best is None or best_ms >= current_ms * (1.0 - 1e-4):
             break
         current, current_ms = best, best_ms
     return current
+
+
+def _filled_moves(builder, current, current_ms: float, singles, downs, target: float, tolerance: float):
+    """For each removal in ``downs``: the plan that then adds single up-steps, cheapest estimated time per
+    MAC first, until the MACs reduction is back within ``tolerance / 2`` of ``target``."""
+    ups = []
+    for group, count, candidate, ms in singles:
+        added = current.reduction - candidate.reduction  # fraction of MACs the step gives back
+        if count > current.keep[group] and added > 0:
+            ups.append(((ms - current_ms) / added, group, count, added))
+    ups.sort()
+    for group, count, removed, _ in downs:
+        keep, candidate = {**current.keep, group: count}, removed
+        for _, up_group, up_count, added in ups:
+            if candidate.reduction <= target + tolerance / 2:
+                break
+            if up_group == group or candidate.reduction - added < target - tolerance / 2 - added / 4:
+                continue  # would overshoot (steps interact, so a quarter step of slack before building)
+            trial = builder.build({**keep, up_group: up_count})
+            if trial.reduction >= target - tolerance / 2:
+                keep, candidate = {**keep, up_group: up_count}, trial
+        if abs(candidate.reduction - target) <= tolerance / 2:
+            yield candidate
 
 
 def search_latency(builder, model_latency: LatencyModel, target: float, tolerance: float = 0.01):

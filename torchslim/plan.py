@@ -115,6 +115,23 @@ def search_global(builder: PlanBuilder, scores: dict[int, np.ndarray], target: f
     return _bisect_then_nudge(builder, plan_for, target, tolerance)
 
 
+def search_scaled(builder: PlanBuilder, target: float, tolerance: float, scale: dict[int, float],
+                  bounds: dict[int, tuple[float, float]] | None = None) -> Plan:  # fmt: skip
+    """Like :func:`search_uniform`, but group ``g`` keeps ``scale[g]`` times the common fraction, clipped to
+    ``bounds[g]`` (kept fractions): one bisected ratio for a fixed *shape* of allocation."""
+    bounds = bounds or {}
+
+    def plan_for(ratio: float) -> Plan:
+        keep = {}
+        for group, size in builder.sizes.items():
+            low, high = bounds.get(group, (0.0, 1.0))
+            fraction = min(high, max(low, (1.0 - ratio) * scale.get(group, 1.0)))
+            keep[group] = builder.aligned(group, size * min(1.0, fraction))
+        return builder.build(keep)
+
+    return _bisect_then_nudge(builder, plan_for, target, tolerance)
+
+
 def _bisect_then_nudge(builder: PlanBuilder, plan_for, target: float, tolerance: float) -> Plan:
     if not builder.sizes:
         raise PruningError("no prunable group: nothing selected by pruned_params can lose channels")
