@@ -136,18 +136,21 @@ def _compare(paths: dict[str, Path], models: dict, runtime: str, batch: int, arg
 
 
 def _summarise(attempts: list[dict], labels, probe_floor: float) -> dict:
-    """Speedups from the rounds, pooled over attempts, whose unpruned run was within ``NORMAL_BAND`` of
-    the fastest unpruned run (all rounds when fewer than half a comparison's worth qualify). Slow too:
-    every probe around it above ``SLOW_STATE`` times ``probe_floor`` (the whole comparison ran slow)."""
+    """Speedups from the attempts whose probes both ran within ``SLOW_STATE`` of ``probe_floor`` (all
+    attempts when none did: flagged slow), and among their pooled rounds from those whose unpruned run
+    was within ``NORMAL_BAND`` of the fastest (all of them when fewer than half a comparison's worth
+    qualify: flagged slow)."""
     import numpy as np
 
     from torchslim.latency import robust_ms
 
+    probes = [p for a in attempts for p in a["probes"]]
+    clean = [a for a in attempts if max(a["probes"]) <= SLOW_STATE * probe_floor]  # both probes fast
+    attempts = clean or attempts
     base = np.concatenate([np.asarray(a["samples"]["unpruned"]) for a in attempts])
     normal = base <= NORMAL_BAND * base.min()
     rounds = attempts[0]["rounds"]
-    probes = [p for a in attempts for p in a["probes"]]
-    slow = int(normal.sum()) < (rounds + 1) // 2 or min(probes) > SLOW_STATE * probe_floor
+    slow = not clean or int(normal.sum()) < (rounds + 1) // 2
     keep = np.ones_like(normal) if slow else normal
     entry = {}
     for label in labels:

@@ -46,12 +46,12 @@ def p2_section(payload: dict | None, goals: list) -> list[str]:
              "another (see benchmarks/latency.py: a process that had profiled or timed other models timed slower). "
              "This shared machine has a slow state that comes and goes over seconds to minutes (the same unpruned "
              "MobileNetV2 at 3.9 ms a run, then 6.45 ms), in which pruned models lose more than unpruned ones. "
-             "Every round times the unpruned model, and the speedups come from the rounds whose unpruned run was "
-             "within 1.12x of its fastest; a comparison with fewer than half its rounds in that state, or whose "
-             "probes (the unpruned model's batch-1 ORT latency over 1 s, before and after) all ran above 1.2x the "
-             "fastest probe, is timed again after a pause and the rounds are pooled. The last rows give the rounds "
-             "used of those timed and the probes. `*` = MACs target missed by more than 1%; `†` = too few rounds "
-             "in the normal state even so (all rounds used).",
+             "Each comparison is bracketed by probes (the unpruned model's batch-1 ORT latency over 1 s) and every "
+             "round times the unpruned model: speedups come from comparisons whose two probes ran within 1.2x of "
+             "the fastest probe, and from their rounds whose unpruned run was within 1.12x of its fastest; a "
+             "comparison without both is timed again after a pause (3 times at most) and the good attempts are "
+             "pooled. The last rows give the rounds used of those timed and the probes. `*` = MACs target missed "
+             "by more than 1%; `†` = never in the normal state (all rounds used).",
              ""]  # fmt: skip
     settings = list(next(iter(payload["models"].values()))["timings"])
     for name, entry in payload["models"].items():
