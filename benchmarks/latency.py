@@ -10,8 +10,10 @@ Variants:
 * torchslim uniform l1 with round_to 8 and 16 (``torchslim.prune``);
 * torchslim latency-aware, planned for batch 1 and for batch 8
   (``torchslim.latency.prune_for_latency``: per-group alignment read off the
-  measured latency table, channels traded between groups to minimise the
-  table's estimated ORT latency at the same MACs, from the table of that batch size);
+  measured latency table; candidate plans at the same MACs (uniform, traded
+  channels from the table, resolution-tilted, traded channels from the table
+  calibrated by whole-model profiles), the one whose whole-model ORT profile at
+  that batch size is fastest kept);
 * Torch-Pruning 1.6 L1, uniform ratio bisected to the target, round_to none, 8, 16.
 
 Also measured (``--round-to-sweep``): torchslim at round_to 8, 16 and 32 on ORT,

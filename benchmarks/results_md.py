@@ -89,7 +89,14 @@ def p2_section(payload: dict | None, goals: list) -> list[str]:
                           " / ".join(f"{v:.2f}x" for v in ort), met))  # fmt: skip
         for label, info in entry["variants"].items():
             plan = info.get("plan")
-            if plan:
+            calibration = (plan or {}).get("calibration") or {}
+            if plan and "measured_speedup" in calibration:  # the search's own estimates are not the result
+                lines += [f"{label}: blocks {plan['blocks']}, measured kernel speedup from whole-model profiles "
+                          f"{calibration['measured_speedup']:.2f}x (the uniform plan with the same blocks: "
+                          f"{calibration['base_ms'] / calibration['uniform_ms']:.2f}x); {plan['table_entries']} "
+                          f"latency-table entries, {plan['measured']} measured in this run, planning took "
+                          f"{info['seconds']:.0f} s.", ""]  # fmt: skip
+            elif plan:
                 lines += [f"{label}: blocks {plan['blocks']}, estimated speedup from the latency table "
                           f"{plan['estimated_speedup']:.2f}x (uniform plan with the same blocks: "
                           f"{plan['estimated_base_ms'] / plan['estimated_uniform_ms']:.2f}x); "
@@ -105,11 +112,10 @@ def _calibration_lines(calibration: dict | None) -> list[str]:
         return []
     if "error" in calibration:
         return [f"Calibration failed ({calibration['error']}); planned from the latency table alone.", ""]
-    steps = ", ".join(f"{p['plan']} {p['measured_ms']:.2f} ms (estimated {p['estimated_ms']:.2f})"
+    steps = ", ".join(f"{p['plan']} {p['measured_ms']:.2f} ms ({p['estimated_ms']:.2f})"
                       for p in calibration["profiles"])  # fmt: skip
-    return [f"Calibration profiles (summed kernel ms in the whole model): {steps}; chose the {calibration['chosen']} "
-            f"plan, measured kernel speedup {calibration['measured_speedup']:.2f}x "
-            f"(uniform {calibration['base_ms'] / calibration['uniform_ms']:.2f}x).", ""]
+    return [f"Profiles, in order (summed kernel ms in the whole model; in brackets the calibrated table's estimate "
+            f"before profiling it): {steps}; chose the {calibration['chosen']} plan.", ""]
 
 
 def sweep_section(payload: dict | None) -> list[str]:
