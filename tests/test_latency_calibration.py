@@ -177,3 +177,16 @@ def test_tilted_plan_prunes_high_resolution_groups_more_within_the_spread(tmp_pa
     assert tilted.keep != uniform.keep
     step = 8 / min(builder.sizes.values())  # one alignment step of slack on the smallest group
     assert all(abs(fraction(tilted, g) - fraction(uniform, g)) <= 0.25 + step for g in builder.sizes)
+
+
+def test_latency_aware_strategy_refuses_to_plan_under_torchrun():
+    from types import SimpleNamespace
+
+    from torchslim.errors import ConfigError
+    from torchslim.strategies.uniform import UniformPruneStrategy
+
+    config = SimpleNamespace(pruned_params=None, latency_target=None, target_ratio=0.5, start_epoch=0)
+    pruner = SimpleNamespace(align="latency", round_to=8, global_ranking=False, criterions={"*": "l1_norm"})
+    strategy = UniformPruneStrategy("uniform_strategy", config, pruner)
+    with pytest.raises(ConfigError, match="strategies.uniform_strategy: latency-aware pruning .* torchrun"):
+        strategy.on_compression_begin(SimpleNamespace(world_size=2))

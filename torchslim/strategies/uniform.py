@@ -18,7 +18,7 @@ from torchslim.pruner import analyze, plan_for_target, rank_units
 
 from .base import CompressionContext, Strategy
 from .prune_step import PruneStep, finish_pruning, snapshot
-from .sensitive import pruner_criterion, training_batches
+from .sensitive import pruner_criterion, refuse_distributed, training_batches
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ class UniformPruneStrategy(Strategy):
     def on_compression_begin(self, context: CompressionContext) -> None:
         """Plan once on the initial model, so a bad regex or an unreachable target fails before training."""
         if not self.done:
+            if getattr(self.pruner, "align", "round_to") == "latency" or getattr(self.config, "latency_target", None):
+                # Latency-aware plans come from timings (layer table, whole-model profiles) each rank would
+                # take on its own: the ranks would prune to different architectures.
+                refuse_distributed(context, self.name, "latency-aware pruning (align: latency / latency_target)")
             self.prepare_criterion(context)
             group_set = analyze(
                 context.model, context.example_input, self.config.pruned_params, context.aliases
