@@ -25,6 +25,9 @@ that share a start fine-tune deep copies of it. Methods:
   ``bn_scale``, which ranks channels by their batch-norm scale): the same
   pipeline with another of torchslim's criteria. ``--only-extra`` runs just
   these and adds them to the last full run's results.
+* ``torchslim-latency-aware+bn+rec`` (``--latency-aware``): the channel counts
+  of P2's latency-aware batch-1 plan (see :func:`latency_aware_prune`), with
+  BN re-estimation and reconstruction: what the faster architecture costs in accuracy.
 * ``torch-pruning-l1``: Torch-Pruning 1.6 MagnitudePruner (p=1), uniform
   ratio bisected to the MACs target, classifier ignored, fine-tuned as pruned.
 * ``torch-pruning-l1+bn``: Torch-Pruning's model after the same BN
@@ -47,8 +50,10 @@ import time
 
 import torch
 from common import (
+    Pruned,
     cached_baseline,
     fmnist_loaders,
+    fresh_model,
     log,
     machine_info,
     macs,
@@ -82,6 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rec-batches", type=int, default=10, help="training batches for reconstruction")
     parser.add_argument("--extra-criteria", nargs="*", default=["bn_scale"],
                         help="more torchslim criteria, each as method torchslim-<criterion>+bn+rec")  # fmt: skip
+    parser.add_argument("--latency-aware", action="store_true",
+                        help="add torchslim-latency-aware+bn+rec: the architecture P2 times as latency-aware b1")
     parser.add_argument("--only-extra", action="store_true",
                         help="run only the --extra-criteria methods and merge them into results/accuracy.json "
                         "(same settings; the baselines are cached)")  # fmt: skip
@@ -131,7 +138,7 @@ def _reconstruct(baseline, model, pruned, data, args) -> dict:
             "top1_after_rec": evaluate_top1(model, data)}  # fmt: skip
 
 
-def prepare_methods(baseline, data, args) -> dict[str, tuple[dict, torch.nn.Module | None]]:
+def prepare_methods(baseline, data, args, name: str) -> dict[str, tuple[dict, torch.nn.Module | None]]:
     """Each method's record up to fine-tuning and the model it fine-tunes (None: see SAME_FINETUNE).
 
     Each tool prunes once; the later steps work on deep copies, so every model is
@@ -145,6 +152,15 @@ def prepare_methods(baseline, data, args) -> dict[str, tuple[dict, torch.nn.Modu
         entry.update(_recalibrate(other.model, data, args))
         entry.update(_reconstruct(baseline, other.model, other, data, args))
         methods[f"torchslim-{criterion}+bn+rec"] = (entry, other.model)
+    if args.latency_aware:
+        aware = latency_aware_prune(baseline, name, args)
+        calibration = aware.result.latency.calibration or {}
+        entry = {"macs_left": aware.macs_left, "hit": aware.hit, "prune_seconds": aware.seconds,
+                 "latency_plan": {k: calibration.get(k) for k in ("chosen", "measured_speedup")},
+                 "top1_after_prune": evaluate_top1(aware.model, data)}  # fmt: skip
+        entry.update(_recalibrate(aware.model, data, args))
+        entry.update(_reconstruct(baseline, aware.model, aware, data, args))
+        methods["torchslim-latency-aware+bn+rec"] = (entry, aware.model)
     if args.only_extra:
         return methods
     ts = ts_prune(copy.deepcopy(baseline), 32, args.target, round_to=args.round_to)
@@ -168,6 +184,38 @@ def prepare_methods(baseline, data, args) -> dict[str, tuple[dict, torch.nn.Modu
     methods["torch-pruning-l1+bn"] = (bn, None)
     methods["torch-pruning-l1+kd"] = (dict(start), copy.deepcopy(peer.model))
     return methods
+
+
+def latency_aware_prune(baseline, name: str, args) -> Pruned:
+    """The architecture P2 times as "torchslim latency-aware b1", on this baseline.
+
+    Channel counts come from latency-aware planning of the same model at 224
+    (ONNX Runtime, batch 1, 2 threads), as benchmarks/latency.py plans it; where
+    candidate plans measure within noise of each other the choice can differ run
+    to run (the chosen candidate is recorded). Counts do not depend on the input
+    size or the weights; which channels go is this baseline's own l1 ranking.
+    Conv MACs scale alike at 32x32, so the MACs target still holds (``hit``).
+    """
+    import numpy as np
+
+    from torchslim.latency import prune_for_latency
+    from torchslim.plan import PlanBuilder
+    from torchslim.pruner import analyze, cut, rank_units
+
+    planned = prune_for_latency(fresh_model(name), torch.randn(1, 3, 224, 224), target_flops=args.target,
+                                runtime="onnxruntime", threads=2, batch_size=1)  # fmt: skip
+    counts = {layer: after for layer, (_, after) in planned.report.channels.items()}
+    model = copy.deepcopy(baseline)
+    example = torch.randn(1, 3, 32, 32)
+    started = time.perf_counter()
+    group_set = analyze(model, example)
+    scores = rank_units(group_set, model, "l1_norm")
+    builder = PlanBuilder(group_set, {g: np.argsort(v, kind="stable") for g, v in scores.items()}, 1)
+    plan = builder.build({g: counts.get(group_set.groups[g].sources[0], n) for g, n in builder.sizes.items()})
+    result = cut(model, group_set, plan, example, inplace=True, verify=False, started=started)
+    result.latency = planned.latency
+    return Pruned(result.model, plan.macs_before, plan.macs_after, time.perf_counter() - started,
+                  hit=abs(plan.reduction - args.target) <= 0.01, result=result)  # fmt: skip
 
 
 def _distillation_loss(teacher, temperature: float = TEMPERATURE, alpha: float = ALPHA):
@@ -205,7 +253,7 @@ def run_model(name: str, args) -> dict:
     log(f"{name}: baseline top-1 {base_top1:.2f}% ({how})")
     result = {"baseline_top1": base_top1, "baseline": {k: v for k, v in record.items() if k != "history"},
               "macs": macs(baseline, 32), "methods": {}}  # fmt: skip
-    methods = prepare_methods(baseline, data, args)
+    methods = prepare_methods(baseline, data, args, name)
     for method, (entry, model) in methods.items():  # fine-tune in table order; shared runs come first
         if model is None:
             continue

@@ -43,9 +43,10 @@ def run_model(name: str, args, settings) -> dict[str, dict[str, list[float]]]:
     tag = f"n{settings.train_limit}-e{settings.baseline_epochs}-lr{settings.baseline_lr}-s{settings.seed}"
     baseline, _ = cached_baseline(name, data, epochs=settings.baseline_epochs, lr=settings.baseline_lr,
                                   seed=settings.seed, tag=tag)  # fmt: skip
-    criteria = sorted({m.split("-")[1].split("+")[0] for m in args.methods if m.startswith("torchslim-")} - {"l1"})
-    settings.extra_criteria = criteria
-    prepared = prepare_methods(baseline, data, settings)
+    settings.latency_aware = "torchslim-latency-aware+bn+rec" in args.methods
+    criteria = {m.split("-")[1].split("+")[0] for m in args.methods if m.startswith("torchslim-") and "latency" not in m}
+    settings.extra_criteria = sorted(criteria - {"l1"})
+    prepared = prepare_methods(baseline, data, settings, name)
     missing = [m for m in args.methods if m not in prepared or prepared[m][1] is None]
     if missing:
         raise SystemExit(f"no fine-tuned start for method {missing[0]!r} (choose from {sorted(prepared)})")

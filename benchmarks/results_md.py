@@ -200,7 +200,9 @@ def p1_section(payload: dict | None, goals: list) -> list[str]:
              f"round_to={s['round_to']} for both tools; BN re-estimation on {s['bn_batches']} training batches{rec}; "
              f"{payload.get('seconds', 0) / 60:.0f} min in all. Top-1 in %; `-`: the step is not part of the method; "
              "a `+bn` method's fine-tune is the run without BN re-estimation (fine-tuning does not read the "
-             "re-estimated statistics); `*` = MACs target missed by more than 1%.", ""]  # fmt: skip
+             "re-estimated statistics); `torchslim-latency-aware+bn+rec` has the channel counts of P2's "
+             "latency-aware batch-1 plan for the model at 224 (this baseline's l1 ranking picks the channels); "
+             "`*` = MACs target missed by more than 1%.", ""]  # fmt: skip
     for name, r in payload["models"].items():
         base = r["baseline_top1"]
         methods = r["methods"]
