@@ -188,8 +188,10 @@ def time_all(paths: dict[str, Path], args) -> dict[str, dict]:
     blocks = [(runtime, batch) for runtime in args.runtimes for batch in args.batches]
     attempts = {f"{r} b{b}": [_compare(paths, models, r, b, args)] for r, b in blocks}
 
+    fastest_before = _probe_floor(paths["unpruned"])  # read (and the model file hashed) once
+
     def floor() -> float:  # the fastest probe of this model on this machine, in this run or any before
-        return min([_probe_floor(paths["unpruned"])] + [p for runs in attempts.values() for a in runs for p in a["probes"]])
+        return min([fastest_before] + [p for runs in attempts.values() for a in runs for p in a["probes"]])
 
     for _ in range(args.state_retries):
         slow = [(r, b) for r, b in blocks if _summarise(attempts[f"{r} b{b}"], paths, floor())["_slow_state"]]
