@@ -28,6 +28,10 @@ that share a start fine-tune deep copies of it. Methods:
 * ``torchslim-latency-aware+bn+rec`` (``--latency-aware``): the channel counts
   of P2's latency-aware batch-1 plan (see :func:`latency_aware_prune`), with
   BN re-estimation and reconstruction: what the faster architecture costs in accuracy.
+* ``torchslim-latency-scored+bn+rec`` (``--latency-scored``): latency-aware
+  planning of this baseline itself at 224, weighing accuracy: among the
+  profiled plans within 2% of the fastest, the one with the best top-1 after
+  BN re-estimation on held-out training images (see :func:`latency_scored_prune`).
 * ``torch-pruning-l1``: Torch-Pruning 1.6 MagnitudePruner (p=1), uniform
   ratio bisected to the MACs target, classifier ignored, fine-tuned as pruned.
 * ``torch-pruning-l1+bn``: Torch-Pruning's model after the same BN
@@ -89,6 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="more torchslim criteria, each as method torchslim-<criterion>+bn+rec")  # fmt: skip
     parser.add_argument("--latency-aware", action="store_true",
                         help="add torchslim-latency-aware+bn+rec: the architecture P2 times as latency-aware b1")
+    parser.add_argument("--latency-scored", action="store_true",
+                        help="add torchslim-latency-scored+bn+rec: latency-aware planning that weighs held-out top-1")
     parser.add_argument("--only-extra", action="store_true",
                         help="run only the --extra-criteria methods and merge them into results/accuracy.json "
                         "(same settings; the baselines are cached)")  # fmt: skip
@@ -152,15 +158,20 @@ def prepare_methods(baseline, data, args, name: str) -> dict[str, tuple[dict, to
         entry.update(_recalibrate(other.model, data, args))
         entry.update(_reconstruct(baseline, other.model, other, data, args))
         methods[f"torchslim-{criterion}+bn+rec"] = (entry, other.model)
-    if args.latency_aware:
-        aware = latency_aware_prune(baseline, name, args)
+    latency_methods = {"torchslim-latency-aware+bn+rec": args.latency_aware and latency_aware_prune,
+                       "torchslim-latency-scored+bn+rec": args.latency_scored and latency_scored_prune}  # fmt: skip
+    for method, planner in latency_methods.items():
+        if not planner:
+            continue
+        aware = planner(baseline, name, args, data)
         calibration = aware.result.latency.calibration or {}
         entry = {"macs_left": aware.macs_left, "hit": aware.hit, "prune_seconds": aware.seconds,
-                 "latency_plan": {k: calibration.get(k) for k in ("chosen", "measured_speedup")},
+                 "latency_plan": {k: calibration.get(k) for k in ("chosen", "chosen_by", "measured_speedup", "scores",
+                                                                  "profiles")},
                  "top1_after_prune": evaluate_top1(aware.model, data)}  # fmt: skip
         entry.update(_recalibrate(aware.model, data, args))
         entry.update(_reconstruct(baseline, aware.model, aware, data, args))
-        methods["torchslim-latency-aware+bn+rec"] = (entry, aware.model)
+        methods[method] = (entry, aware.model)
     if args.only_extra:
         return methods
     ts = ts_prune(copy.deepcopy(baseline), 32, args.target, round_to=args.round_to)
@@ -186,7 +197,7 @@ def prepare_methods(baseline, data, args, name: str) -> dict[str, tuple[dict, to
     return methods
 
 
-def latency_aware_prune(baseline, name: str, args) -> Pruned:
+def latency_aware_prune(baseline, name: str, args, data=None) -> Pruned:
     """The architecture P2 times as "torchslim latency-aware b1", on this baseline.
 
     Channel counts come from latency-aware planning of the same model at 224
@@ -216,6 +227,54 @@ def latency_aware_prune(baseline, name: str, args) -> Pruned:
     result.latency = planned.latency
     return Pruned(result.model, plan.macs_before, plan.macs_after, time.perf_counter() - started,
                   hit=abs(plan.reduction - args.target) <= 0.01, result=result)  # fmt: skip
+
+
+SCORE_IMAGES = 1000  # held-out training images a latency-scored plan is chosen on
+
+
+def held_out_batches(train_limit: int, count: int = SCORE_IMAGES) -> list:
+    """Fashion-MNIST training images [train_limit, train_limit + count) as evaluation batches: neither
+    fine-tuned on nor in the test slice, so choosing a plan on them leaks nothing into the table."""
+    from torchslim.data.fashion_mnist import FASHION_MNIST_STATS
+    from torchslim.data.loaders import build_datasets
+    from torchslim.data.tensor_dataset import TensorImageDataset
+    from torchslim.sensitivity import cache_batches
+
+    train, _, _, _ = build_datasets("fashion-mnist", image_size=32)
+    end = train_limit + count
+    if end > len(train):
+        raise ValueError(f"no {count} held-out training images after the first {train_limit}")
+    held_out = TensorImageDataset(train.images[train_limit:end], train.labels[train_limit:end], FASHION_MNIST_STATS)
+    return cache_batches(torch.utils.data.DataLoader(held_out, batch_size=256), None, "cpu")
+
+
+def latency_scored_prune(baseline, name: str, args, data) -> Pruned:
+    """Latency-aware planning of this baseline at 224 (ONNX Runtime, batch 1, 2 threads) with a plan score.
+
+    As a user with data would run it (``torchslim prune --align latency --data``):
+    the profiled plans within 2% of the fastest are each cut out of the baseline,
+    BN-re-estimated as the ``+bn`` methods are, and scored by top-1 on held-out
+    training images (:func:`held_out_batches`); the best one is kept.
+    """
+    from torchslim.bn_recalibration import recalibrate_batch_norm
+    from torchslim.latency import prune_for_latency
+    from torchslim.sensitivity import evaluate_batches
+
+    batches = held_out_batches(args.train_limit)
+
+    def score(candidate) -> float:
+        _first_batches(data, args.seed)
+        recalibrate_batch_norm(candidate, data.train_loader, num_batches=args.bn_batches)
+        return evaluate_batches(candidate, batches)
+
+    started = time.perf_counter()
+    planned = prune_for_latency(copy.deepcopy(baseline), torch.randn(1, 3, 224, 224), target_flops=args.target,
+                                runtime="onnxruntime", threads=2, batch_size=1, score=score)  # fmt: skip
+    before, after = macs(baseline, 32), macs(planned.model, 32)
+    log(f"{name}: latency-scored plan {planned.latency.calibration.get('chosen')} from scores "
+        + ", ".join(f"{e['plan']} {e['score']:.2f}%" for e in planned.latency.calibration.get("scores", [])))  # fmt: skip
+    return Pruned(planned.model, before, after, time.perf_counter() - started,
+                  hit=abs(1 - after / before - args.target) <= 0.01, result=planned)  # fmt: skip
 
 
 def _distillation_loss(teacher, temperature: float = TEMPERATURE, alpha: float = ALPHA):

@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from common import fresh_model, log, machine_info, macs, tp_prune_cached, ts_prune, write_result
 
+from torchslim.latency import STEADY_BAND  # a round slower than this times the fastest ran in the slow state
+
 MODELS = ("mobilenet_v1", "mobilenet_v2", "resnet34")
 INPUT = 224
 
@@ -74,7 +76,6 @@ def kernel_ms(path: Path, batch: int, threads: int, runs: int) -> float:
 
 
 SLOW_STATE = 1.2  # a probe this much slower than the model's fastest probe: the machine was in its slow state
-NORMAL_BAND = 1.12  # a round whose unpruned run took more than this times the fastest one ran in the slow state
 
 
 def probe_ms(path: Path, threads: int, seconds: float = 1.0) -> float:
@@ -140,7 +141,7 @@ def _compare(paths: dict[str, Path], models: dict, runtime: str, batch: int, arg
 def _summarise(attempts: list[dict], labels, probe_floor: float) -> dict:
     """Speedups from the attempts whose probes both ran within ``SLOW_STATE`` of ``probe_floor`` (all
     attempts when none did: flagged slow), and among their pooled rounds from those whose unpruned run
-    was within ``NORMAL_BAND`` of the fastest (all of them when fewer than half a comparison's worth
+    was within ``STEADY_BAND`` of the fastest (all of them when fewer than half a comparison's worth
     qualify: flagged slow)."""
     import numpy as np
 
@@ -150,7 +151,7 @@ def _summarise(attempts: list[dict], labels, probe_floor: float) -> dict:
     clean = [a for a in attempts if max(a["probes"]) <= SLOW_STATE * probe_floor]  # both probes fast
     attempts = clean or attempts
     base = np.concatenate([np.asarray(a["samples"]["unpruned"]) for a in attempts])
-    normal = base <= NORMAL_BAND * base.min()
+    normal = base <= STEADY_BAND * base.min()
     rounds = attempts[0]["rounds"]
     slow = not clean or int(normal.sum()) < (rounds + 1) // 2
     keep = np.ones_like(normal) if slow else normal
@@ -177,7 +178,7 @@ def time_all(paths: dict[str, Path], args) -> dict[str, dict]:
     The machine has a slow state (see :func:`probe_ms`). Every round of an
     interleaved comparison times the unpruned model, and that time says which
     state the round ran in: speedups come from the rounds whose unpruned run was
-    within ``NORMAL_BAND`` of the fastest (:func:`_summarise`). A comparison with
+    within ``STEADY_BAND`` of the fastest (:func:`_summarise`). A comparison with
     fewer than half its rounds in the normal state is timed again after a pause
     (``--state-retries`` times at most), pooling the rounds; one that never gets
     them is summarised from all its rounds and flagged ``_slow_state``.

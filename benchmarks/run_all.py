@@ -26,6 +26,9 @@ from common import log  # noqa: E402
 from results_md import write_results_md  # noqa: E402
 
 STEPS = ("p3", "p4", "sweep", "p2", "p1", "p1seeds")
+# Every P1 row RESULTS.md shows: the three models, torchslim's other criteria and both latency-aware plans.
+P1_FULL = ["--models", "mobilenet_v2", "resnet34", "mobilenet_v1", "--extra-criteria", "bn_scale", "l1_group",
+           "--latency-aware", "--latency-scored"]  # fmt: skip
 
 
 def p1_seeds(quick: bool) -> None:
@@ -55,8 +58,8 @@ def main(argv=None) -> int:
         "p4": lambda: throughput.main(["--rounds", "2" if quick else "10"]),
         "sweep": lambda: latency.main(["--round-to-sweep", "--rounds", "6" if quick else "40"]),
         "p2": lambda: latency.main(["--rounds", "6" if quick else "40"]),
-        "p1": lambda: accuracy.main(["--train-limit", "2000", "--val-limit", "1000", "--finetune-epochs", "1",
-                                     "--baseline-epochs", "1"] if quick else []),  # fmt: skip
+        "p1": lambda: accuracy.main(P1_FULL + (["--train-limit", "2000", "--val-limit", "1000", "--finetune-epochs",
+                                                "1", "--baseline-epochs", "1"] if quick else [])),  # fmt: skip
         "p1seeds": lambda: p1_seeds(quick),
     }
     for step in STEPS:

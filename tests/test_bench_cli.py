@@ -13,7 +13,8 @@ from torchslim.cli import main
 from torchslim.models import save_model
 from torchslim.pruner import prune
 
-KEYS = {"macs_ratio", "latency_base_ms", "latency_pruned_ms", "speedup", "runtime", "threads", "batch_size"}
+KEYS = {"macs_ratio", "latency_base_ms", "latency_pruned_ms", "speedup", "runtime", "threads", "batch_size", "rounds",
+        "rounds_used"}
 FAST = ["--input-size", "32", "--rounds", "2", "--warmup", "0", "--threads", "1"]
 
 
@@ -33,6 +34,7 @@ def test_bench_latency_json_prunes_and_times(capsys, runtime):
     assert payload["runtime"] == runtime and payload["threads"] == 1 and payload["batch_size"] == 2
     assert 0.4 < payload["macs_ratio"] < 0.6
     assert payload["latency_base_ms"] > 0 and payload["latency_pruned_ms"] > 0 and payload["speedup"] > 0
+    assert payload["rounds"] == 2 and 1 <= payload["rounds_used"] <= 2
 
 
 def test_bench_latency_without_target_times_the_model_alone(capsys):

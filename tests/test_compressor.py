@@ -375,3 +375,25 @@ def test_use_gpu_true_without_cuda_is_a_config_error(inputs, tmp_path, capsys):
     code, out, err = run_cli(capsys, "compress", "--config", str(path), "--use_gpu", "True", "--json")
     assert code == 2 and "CUDA" in err and "Traceback" not in err
     assert not ckpt.exists()
+
+
+def test_latency_aware_run_weighs_validation_accuracy_among_measured_plans(inputs, tmp_path, capsys, monkeypatch):
+    from test_latency import staircase_cost
+
+    from torchslim.latency import LatencyTable
+
+    monkeypatch.setenv("TORCHSLIM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=8))
+    monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
+    config = tiny_config(inputs["factory"], inputs["data"], tmp_path / "ckpt", **{
+        "pruners.pruner_1.align": "latency", "pruners.pruner_1.latency_speed_slack": 1.0,
+        "strategies.uniform_pruning_strategy.start_epoch": 0, "compressor.epoch": 1,
+    })  # fmt: skip
+    code, out, err = run_cli(capsys, "compress", "--config", str(write_config(tmp_path / "c.yaml", config)), "--json")
+    assert code == 0, err
+    (event,) = json.loads(out)["events"]
+    plan = event["latency_plan"]
+    assert plan["chosen_by"] == "score" and plan["scores"] and plan["measured_speedup"] > 0
+    best = max(plan["scores"], key=lambda entry: entry["score"])
+    assert plan["chosen"] == best["plan"] and all(0 <= entry["score"] <= 100 for entry in plan["scores"])
+    assert abs(event["flops_reduction"] - 0.5) <= 0.01

@@ -280,6 +280,33 @@ def test_compare_latency_structure(wide, runtime):
     assert result.as_dict()["runtime"] == runtime and "samples_ms" not in result.as_dict()
 
 
+def test_compare_latency_uses_the_steady_rounds(wide, monkeypatch):
+    import torchslim.export as export
+    from torchslim.export import TimingResult
+
+    # Rounds 3 and 4 ran while the machine was slowed down: the base model took 1.6x as long.
+    samples = {"base": [4.0, 4.1, 6.5, 6.4, 4.0], "pruned": [2.0, 2.05, 4.0, 4.0, 2.0]}
+    monkeypatch.setattr(export, "time_interleaved", lambda functions, warmup, rounds: {
+        label: TimingResult.from_samples(samples[label]) for label in functions})  # fmt: skip
+    result = compare_latency({"base": wide, "pruned": wide}, 32, runtime="eager", rounds=5)
+    assert (result.rounds_used, result.steady) == (3, True)
+    assert result.speedup["pruned"] == pytest.approx(2.0) and result.median_ms["base"] == pytest.approx(4.0)
+    assert result.samples_ms["pruned"] == samples["pruned"]  # every round is kept for the record
+    samples.update(base=[4.0, 6.5, 6.4, 6.5, 6.6], pruned=[2.0, 4.0, 4.0, 4.0, 4.0])  # mostly slow: all rounds
+    result = compare_latency({"base": wide, "pruned": wide}, 32, runtime="eager", rounds=5)
+    assert (result.rounds_used, result.steady) == (5, False)
+    assert result.speedup["pruned"] == pytest.approx(6.5 / 4.0)
+
+
+def test_steady_rounds_band():
+    from torchslim.latency import steady_rounds
+
+    used, steady = steady_rounds([10.0, 11.2, 11.3, 10.5])
+    assert used.tolist() == [True, True, False, True] and steady
+    used, steady = steady_rounds([10.0, 20.0, 20.0])
+    assert used.all() and not steady
+
+
 def test_compare_latency_rejects_unknown_runtime(wide):
     with pytest.raises(ConfigError):
         compare_latency({"base": wide}, 32, runtime="tvm", rounds=1)

@@ -16,6 +16,7 @@ from torchslim.latency_calibration import (
     CalibratedLatencyModel,
     CalibrationError,
     ProfiledNode,
+    choose_by_score,
     match_nodes,
     profile_plan,
 )
@@ -94,6 +95,59 @@ def test_prune_for_latency_keeps_the_fastest_profiled_plan(wide, tmp_path):
     assert plain.latency.calibration is None
 
 
+def _stem_width_plans(wide):
+    """Three plans of ``wide`` that keep 48, 32 and 16 stem channels (the stem's own group only)."""
+    from test_latency import _builder
+
+    group_set, builder = _builder(wide, torch.randn(1, 3, 32, 32))
+    stem = next(g for g in builder.sizes if group_set.groups[g].sources[0] == "stem.0")
+    plans = {kept: builder.build({g: kept if g == stem else n for g, n in builder.sizes.items()}) for kept in (48, 32, 16)}
+    return group_set, plans
+
+
+def test_choose_by_score_takes_the_best_score_within_the_speed_slack(wide):
+    group_set, plans = _stem_width_plans(wide)
+    candidates = [("fast", plans[16], 1.00), ("near", plans[32], 1.015), ("slow", plans[48], 1.10)]
+    before = {k: v.clone() for k, v in wide.state_dict().items()}
+    widths = []
+
+    def stem_width(pruned):  # a score that prefers wider stems: the slow plan would win if it were scored
+        widths.append(pruned.stem[0].out_channels)
+        return float(pruned.stem[0].out_channels)
+
+    (label, plan, ms), record = choose_by_score(candidates, wide, group_set, stem_width, speed_slack=0.02)
+    assert (label, ms) == ("near", 1.015) and plan is plans[32]
+    assert sorted(widths) == [16, 32] and [r["plan"] for r in record] == ["fast", "near"]  # "slow" is not scored
+    assert all(torch.equal(before[k], v) for k, v in wide.state_dict().items())  # scored on copies
+    (label, _, _), record = choose_by_score(candidates, wide, group_set, stem_width, speed_slack=0.0)
+    assert label == "fast" and len(record) == 1
+    with pytest.raises(CalibrationError, match="returned nan for the fast plan"):
+        choose_by_score(candidates, wide, group_set, lambda pruned: float("nan"), speed_slack=0.02)
+
+
+def test_prune_for_latency_with_a_score_keeps_the_best_scored_near_fastest_plan(wide, tmp_path):
+    example = torch.randn(1, 3, 32, 32)
+    seen = []
+
+    def narrow_stem(pruned):  # prefers the plan that keeps the fewest stem channels
+        seen.append(pruned.stem[0].out_channels)
+        return -float(pruned.stem[0].out_channels)
+
+    result = prune_for_latency(wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), tolerance=0.02,
+                               score=narrow_stem, speed_slack=1.0)  # fmt: skip
+    calibration = result.latency.calibration
+    assert calibration["chosen_by"] == "score" and len(calibration["scores"]) == len(seen) >= 1
+    best = max(calibration["scores"], key=lambda entry: entry["score"])
+    assert calibration["chosen"] == best["plan"] and calibration["chosen_ms"] == best["measured_ms"]
+    assert result.model.stem[0].out_channels == min(seen)
+    fastest = min(p["measured_ms"] for p in calibration["profiles"] if not p["plan"].startswith("unpruned"))
+    assert all(entry["measured_ms"] <= 2.0 * fastest for entry in calibration["scores"])
+    with pytest.warns(UserWarning, match="plan score was not used"):
+        plain = prune_for_latency(wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), tolerance=0.02,
+                                  calibrate=False, score=narrow_stem)  # fmt: skip
+    assert plain.latency.calibration is None
+
+
 def test_bench_latency_align_latency_calibrates_and_times_in_a_fresh_process(capsys, tmp_path, monkeypatch):
     # A synthetic runtime with a channel block of 4 (the tiny model's layers are 16 wide).
     monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=4))
@@ -122,6 +176,22 @@ def test_prune_cli_align_latency_plans_calibrates_and_saves(capsys, tmp_path, mo
     assert payload["latency"]["calibration"]["profiles"][0]["plan"] == "unpruned"
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["pruning"]["align"] == "latency"
+
+
+def test_prune_cli_align_latency_with_data_scores_the_near_fastest_plans(capsys, tmp_path, monkeypatch, tiny_fmnist):
+    monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=8))
+    monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
+    argv = ["prune", "--model", TINY_MODEL, "--target-flops", "0.5", "--align", "latency", "--input-size", "32",
+            "--latency-cache", str(tmp_path / "cache"), "--threads", "1", "--data", tiny_fmnist, "--bn-batches", "2",
+            "--reconstruct-batches", "0", "--speed-slack", "0.5", "--json"]  # fmt: skip
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    calibration = json.loads(out)["latency"]["calibration"]
+    assert calibration["chosen_by"] == "score" and calibration["scores"]
+    assert calibration["chosen"] == max(calibration["scores"], key=lambda entry: entry["score"])["plan"]
+    assert main(argv[:-3] + ["--speed-slack", "-0.1"]) == 2
+    assert "--speed-slack must be >= 0" in capsys.readouterr().err
 
 
 def test_prune_cli_align_latency_rejects_global_ranking(capsys):

@@ -29,7 +29,7 @@ import platform
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,9 +57,11 @@ class LatencyComparison:
     batch_size: int
     device: str
     median_ms: dict[str, float]
-    speedup: dict[str, float]  # label -> median of the per-round ratios base/label
+    speedup: dict[str, float]  # label -> median of the per-round ratios base/label, over the rounds used
     rounds: int
-    samples_ms: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    samples_ms: dict[str, list[float]] = field(default_factory=dict, repr=False)  # every round, used or not
+    rounds_used: int = 0  # the steady rounds (see steady_rounds), or all when too few were steady
+    steady: bool = True  # False: fewer than half the rounds were steady, so all were used
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -164,6 +166,22 @@ def _make_callables(
     return functions
 
 
+# A round whose first (base) model took more than this times its fastest round ran while the machine was
+# slowed down: on a shared 2-core host the same unpruned MobileNetV2 went from 3.9 to 6.45 ms a run for
+# seconds to minutes, and pruned models lost more in that state (batch 8: 2.00x -> 1.73x).
+STEADY_BAND = 1.12
+
+
+def steady_rounds(base_ms, band: float = STEADY_BAND) -> tuple[np.ndarray, bool]:
+    """Which rounds to use: those whose base-model time is within ``band`` of its fastest, or all of them
+    (and False) when fewer than half are."""
+    base = np.asarray(base_ms, dtype=float)
+    steady = base <= band * base.min()
+    if int(steady.sum()) < (len(base) + 1) // 2:
+        return np.ones_like(steady), False
+    return steady, True
+
+
 def compare_latency(
     models: dict[str, nn.Module],
     input_size: int,
@@ -182,8 +200,11 @@ def compare_latency(
     PyTorch runs with ``threads`` intra-op threads, ONNX Runtime sessions with
     ``intra_op_num_threads=threads``. ``onnx_paths`` reuses exported files; on
     ONNX Runtime a model whose file is given is not used and may be None.
+    Medians and speedups come from the :func:`steady_rounds` (every model is
+    timed in every round, so the first model's time says how fast the machine
+    ran that round); ``steady`` says whether there were enough of them.
     """
-    from torchslim.export import paired_speedup, time_interleaved, torch_threads
+    from torchslim.export import time_interleaved, torch_threads
 
     if not models:
         raise ValueError("compare_latency needs at least one model")
@@ -195,16 +216,20 @@ def compare_latency(
             workdir=workdir, onnx_paths=onnx_paths,
         )  # fmt: skip
         timings = time_interleaved(functions, warmup=warmup, rounds=rounds)
-    base = next(iter(models))
+    samples = {k: np.asarray(t.samples_ms, dtype=float) for k, t in timings.items()}
+    base = samples[next(iter(models))]
+    used, steady = steady_rounds(base)
     return LatencyComparison(
         runtime=runtime,
         threads=threads,
         batch_size=batch_size,
         device=device,
-        median_ms={k: t.median_ms for k, t in timings.items()},
-        speedup={k: paired_speedup(timings[base], t) for k, t in timings.items()},
+        median_ms={k: float(np.median(s[used])) for k, s in samples.items()},
+        speedup={k: float(np.median(base[used] / s[used])) for k, s in samples.items()},
         rounds=rounds,
         samples_ms={k: list(t.samples_ms) for k, t in timings.items()},
+        rounds_used=int(used.sum()),
+        steady=steady,
     )
 
 
@@ -832,6 +857,8 @@ def prune_for_latency(
     verify: bool = False,
     tolerance: float = 0.01,
     calibrate: bool | None = None,
+    score: Callable[[nn.Module], float] | None = None,
+    speed_slack: float = 0.02,
 ):
     """Latency-aware pruning: channel counts the runtime runs fast, and time taken where it is cheapest.
 
@@ -851,7 +878,10 @@ def prune_for_latency(
     ONNX Runtime with a MACs target) scales them to what each layer costs inside
     this model, from profiles of whole pruned models, and keeps the profiled plan
     that measured fastest (:mod:`torchslim.latency_calibration`; a few seconds
-    per profiled plan). Returns the same
+    per profiled plan). ``score(pruned_copy) -> float`` (higher is better, e.g.
+    top-1 after BN re-estimation on a validation slice) makes the choice weigh
+    accuracy: the best-scoring profiled plan within ``speed_slack`` of the
+    fastest wins (needs calibration: without it there is one plan). Returns the same
     :class:`~torchslim.pruner.PruneResult` as :func:`torchslim.prune`, with
     ``result.latency`` (a :class:`LatencyPlanInfo`) added.
     """
@@ -898,7 +928,8 @@ def prune_for_latency(
             try:
                 plan, latency_model, calibration = calibrated_minimize(
                     builder, latency_model, model, uniform, target_flops, tolerance, spread=spread,
-                    input_size=input_size, batch=batch_size, threads=table.threads,
+                    input_size=input_size, batch=batch_size, threads=table.threads, score=score,
+                    speed_slack=speed_slack,
                 )  # fmt: skip
                 base_ms, uniform_ms = latency_model.base(), latency_model.estimate(uniform.mask)  # calibrated
             except CalibrationError as error:  # said, recorded, and planned from the table alone
@@ -911,6 +942,9 @@ def prune_for_latency(
         reached = plan is not None and 1.0 - latency_model.estimate(plan.mask) / base_ms >= latency_target - tolerance
         if not reached:
             plan = search_latency(builder, latency_model, latency_target, tolerance)
+    if score is not None and calibration is None:
+        warnings.warn("the plan score was not used: only a calibrated MACs-target plan has measured "
+                      "alternatives to choose from", stacklevel=2)  # fmt: skip
     table.save()
     result = cut(model, group_set, plan, example_input, inplace=inplace, verify=verify, started=started)
     result.latency = LatencyPlanInfo(
@@ -928,15 +962,18 @@ def prune_for_latency(
 
 
 def prune_as_configured(model: nn.Module, example_input: torch.Tensor, *, target_flops: float, pruner, strategy,
-                        criterion: str, aliases: dict[str, str] | None = None, inplace: bool = True):  # fmt: skip
+                        criterion: str, aliases: dict[str, str] | None = None, inplace: bool = True,
+                        score: Callable[[nn.Module], float] | None = None):  # fmt: skip
     """What a pruning strategy calls: :func:`torchslim.prune`, or :func:`prune_for_latency` when the
-    pruner config says ``align: latency`` or the strategy sets ``latency_target``."""
+    pruner config says ``align: latency`` or the strategy sets ``latency_target`` (``score``, when
+    given, weighs accuracy among the measured plans within the pruner's ``latency_speed_slack``)."""
     latency_target = getattr(strategy, "latency_target", None)
     if getattr(pruner, "align", "round_to") == "latency" or latency_target is not None:
         return prune_for_latency(
             model, example_input, target_flops=target_flops, latency_target=latency_target,
             runtime=getattr(pruner, "runtime", "onnxruntime"), criterion=criterion,
-            pruned_params=strategy.pruned_params, aliases=aliases, inplace=inplace,
+            pruned_params=strategy.pruned_params, aliases=aliases, inplace=inplace, score=score,
+            speed_slack=getattr(pruner, "latency_speed_slack", 0.02),
         )  # fmt: skip
     from torchslim.pruner import prune
 

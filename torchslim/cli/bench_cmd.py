@@ -35,7 +35,8 @@ def add_parsers(subparsers) -> None:
         description="Prune --model to --target-flops (or load a pruned --model-path) and time the unpruned and "
         "the pruned model on ONNX Runtime or PyTorch eager, interleaved round by round with fixed threads. "
         "The speedup is the median of the per-round ratios, which holds on a busy machine where absolute "
-        "times drift. With --model-path and no target, the unpruned model is the saved model's base "
+        "times drift, over the steady rounds: those whose unpruned run took at most 1.12x its fastest (rounds "
+        "that ran while the machine was slowed down are left out; a warning says when most were). With --model-path and no target, the unpruned model is the saved model's base "
         "architecture; with a target, the saved model is pruned further.",
     )
     add_model_arguments(parser)
@@ -137,6 +138,11 @@ def run_latency(args: argparse.Namespace) -> int:
         result = _compare_in_fresh_process(models, loaded.input_size, options)
     else:
         result = compare_latency(models, loaded.input_size, **options)
+    if not result.steady:
+        base = result.samples_ms[BASE]
+        log(f"warning: the machine's speed changed while timing: the unpruned model took {min(base):.3f}-"
+            f"{max(base):.3f} ms a round and fewer than half the rounds were within 1.12x of the fastest, so "
+            "all rounds are used; rerun on a quieter machine or with more --rounds")  # fmt: skip
     pruned = PRUNED in models
     payload = {
         "macs_ratio": macs[PRUNED] / macs[BASE] if pruned else 1.0,
@@ -146,6 +152,8 @@ def run_latency(args: argparse.Namespace) -> int:
         "runtime": args.runtime,
         "threads": args.threads,
         "batch_size": args.batch_size,
+        "rounds": result.rounds,
+        "rounds_used": result.rounds_used,
     }
     if args.json:
         emit_json(payload)
@@ -155,6 +163,6 @@ def run_latency(args: argparse.Namespace) -> int:
         rows.append([PRUNED, f"{macs[PRUNED] / 1e6:.1f}M", f"{payload['macs_ratio']:.1%}",
                      f"{result.median_ms[PRUNED]:.3f}", f"{payload['speedup']:.2f}x"])  # fmt: skip
     print(table(["model", "MACs", "MACs left", "median ms", "speedup"], rows))
-    print(f"\n{args.runtime}, batch {args.batch_size}, {args.threads} threads, {args.rounds} interleaved rounds; "
-          "speedup = median of per-round ratios")  # fmt: skip
+    print(f"\n{args.runtime}, batch {args.batch_size}, {args.threads} threads, {result.rounds_used} of "
+          f"{args.rounds} interleaved rounds steady; speedup = median of per-round ratios")  # fmt: skip
     return 0

@@ -59,6 +59,11 @@ def add_parsers(subparsers) -> None:
     latency.add_argument("--latency-cache", default=None, help="Directory of the latency table.")
     latency.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                          help="Plan from the latency table alone (no whole-model profiles).")  # fmt: skip
+    latency.add_argument(
+        "--speed-slack", type=float, default=0.02,
+        help="With --data: among the profiled plans within this fraction of the fastest, keep the one with the best "
+        "top-1 after BN re-estimation on up to 1000 validation images (default 0.02; 0: the fastest).",
+    )  # fmt: skip
     parser.add_argument("--output", help="Directory to save the pruned model to.")
     parser.add_argument(
         "--verify", action="store_true", help="Check the pruned model against the unpruned one (correctness oracle)."
@@ -104,6 +109,8 @@ def run_prune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--criterion {args.criterion!r} is unknown; choose from {', '.join(list_criteria())}")
     if args.align == "latency" and args.global_ranking:
         raise ConfigError("--global-ranking does not apply with --align latency (it plans its own allocation)")
+    if args.speed_slack < 0:
+        raise ConfigError(f"--speed-slack must be >= 0, got {args.speed_slack}")
     for name in ("latency_batch_size", "threads"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -120,9 +127,12 @@ def run_prune(args: argparse.Namespace) -> int:
     common = dict(target_flops=args.target_flops, criterion=args.criterion, pruned_params=args.pruned_params,
                   aliases=aliases, inplace=not (args.verify or reconstructing), verify=args.verify)  # fmt: skip
     if args.align == "latency":
+        calibrate = args.calibrate and args.runtime == "onnxruntime"
+        score = _plan_score(args, data) if data is not None and calibrate and args.speed_slack > 0 else None
         result = prune_for_latency(loaded.model, loaded.example_input(), runtime=args.runtime, threads=args.threads,
                                    batch_size=args.latency_batch_size, cache_dir=args.latency_cache,
-                                   calibrate=args.calibrate and args.runtime == "onnxruntime", **common)  # fmt: skip
+                                   calibrate=calibrate, score=score, speed_slack=args.speed_slack,
+                                   **common)  # fmt: skip
         plan = result.latency
         log(f"latency-aware plan for {plan.runtime}, batch {plan.batch_size}, {plan.threads} threads: blocks "
             f"{plan.blocks}, estimated speedup {plan.estimated_speedup:.2f}x"
@@ -187,6 +197,21 @@ def run_prune(args: argparse.Namespace) -> int:
             print(f"top-1 after reconstructing {accuracy['reconstructed_layers']} layers on "
                   f"{accuracy['reconstruction_batches']} training batches: {accuracy['top1_after_reconstruction']:.2f}%")  # fmt: skip
     return 0 if report.verified in (None, True) else 1
+
+
+def _plan_score(args: argparse.Namespace, data: DataBundle):
+    """Top-1 of a candidate plan on the first 1000 validation images, after BN re-estimation as ``--bn-batches`` says."""
+    from torchslim.sensitivity import cache_batches, evaluate_batches
+    from torchslim.strategies.uniform import LATENCY_SCORE_SAMPLES
+
+    batches = cache_batches(data.val_loader, LATENCY_SCORE_SAMPLES, "cpu")
+
+    def score(candidate) -> float:
+        if args.bn_batches > 0:
+            recalibrate_batch_norm(candidate, data.train_loader, num_batches=args.bn_batches)
+        return evaluate_batches(candidate, batches)
+
+    return score
 
 
 def _recover_accuracy(args: argparse.Namespace, pruned, original, data: DataBundle) -> dict:

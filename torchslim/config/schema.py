@@ -165,6 +165,11 @@ class StructurePrunerConfig:
     runtime: str = spec(
         choice(("onnxruntime", "eager"), "runtime"), "onnxruntime", doc="runtime whose latency align=latency measures"
     )
+    latency_speed_slack: float = spec(
+        as_float, 0.02, check=_NON_NEGATIVE,
+        doc="align=latency in a run with validation data: among the measured plans within this fraction of the "
+        "fastest, the best top-1 after BN re-estimation (on up to 1000 validation images) wins; 0: the fastest",
+    )  # fmt: skip
 
     def criterion_for(self, param_name: str) -> str | None:
         """The criterion for a parameter: exact key, then the first regex key that

@@ -20,6 +20,9 @@ from .base import CompressionContext, Strategy
 from .prune_step import PruneStep, finish_pruning, snapshot
 from .sensitive import pruner_criterion, refuse_distributed, training_batches
 
+# Validation images a latency-aware plan's accuracy is measured on, per candidate plan.
+LATENCY_SCORE_SAMPLES = 1000
+
 log = logging.getLogger(__name__)
 
 
@@ -64,6 +67,7 @@ class UniformPruneStrategy(Strategy):
         result = prune_as_configured(
             context.model, context.example_input, target_flops=self.config.target_ratio, pruner=self.pruner,
             strategy=self.config, criterion=self.criterion, aliases=context.aliases, inplace=True,
+            score=self.latency_plan_score(context),
         )  # fmt: skip
         self.done = True
         report = result.report
@@ -78,7 +82,30 @@ class UniformPruneStrategy(Strategy):
             "groups_pruned": report.groups_pruned,
             "seconds": report.seconds,
         }
+        calibration = getattr(getattr(result, "latency", None), "calibration", None)
+        if calibration:  # which measured plan a latency-aware prune kept, and why
+            keys = ("chosen", "chosen_by", "measured_speedup", "scores", "error")
+            event["latency_plan"] = {key: calibration[key] for key in keys if key in calibration}
         finish_pruning(context, event, None, before, PruneStep(original, result.group_set, result.plan.mask))
+
+    def latency_plan_score(self, context: CompressionContext):
+        """Top-1 on the first validation images after the run's BN re-estimation, for latency-aware
+        plans to weigh accuracy (:func:`torchslim.latency_calibration.choose_by_score`); None when
+        the pruner is not latency-aware, has no speed slack, or the run has no validation data."""
+        if getattr(self.pruner, "align", "round_to") != "latency" or context.val_loader is None:
+            return None
+        if getattr(self.pruner, "latency_speed_slack", 0.0) <= 0:
+            return None
+        from torchslim.sensitivity import cache_batches, evaluate_batches
+
+        batches = cache_batches(context.val_loader, LATENCY_SCORE_SAMPLES, context.device)
+
+        def score(candidate) -> float:
+            if context.after_prune is not None:
+                context.after_prune(candidate)
+            return evaluate_batches(candidate, batches)
+
+        return score
 
     def state_dict(self) -> dict[str, Any]:
         return {"done": self.done}
