@@ -20,6 +20,7 @@ from torchslim.latency_calibration import (
     match_nodes,
     profile_plan,
 )
+from torchslim.errors import PruningError
 from torchslim.pruner import analyze
 
 
@@ -121,7 +122,7 @@ def test_choose_by_score_takes_the_best_score_within_the_speed_slack(wide):
     assert all(torch.equal(before[k], v) for k, v in wide.state_dict().items())  # scored on copies
     (label, _, _), record = choose_by_score(candidates, wide, group_set, stem_width, speed_slack=0.0)
     assert label == "fast" and len(record) == 1
-    with pytest.raises(CalibrationError, match="returned nan for the fast plan"):
+    with pytest.raises(PruningError, match="returned nan for the fast plan"):
         choose_by_score(candidates, wide, group_set, lambda pruned: float("nan"), speed_slack=0.02)
 
 

@@ -309,6 +309,7 @@ def choose_by_score(candidates: list[tuple[str, object, float]], model: nn.Modul
     Each plan is cut out of a copy of ``model`` and handed to ``score``
     (higher is better, e.g. top-1 in percent); ``model`` is never changed.
     """
+    from torchslim.errors import PruningError
     from torchslim.graph.surgery import apply_plan
 
     if speed_slack < 0:
@@ -321,8 +322,8 @@ def choose_by_score(candidates: list[tuple[str, object, float]], model: nn.Modul
         pruned = copy.deepcopy(model)
         apply_plan(pruned, group_set, plan.mask)
         value = float(score(pruned))
-        if not np.isfinite(value):
-            raise CalibrationError(f"the plan score returned {value} for the {label} plan")
+        if not np.isfinite(value):  # the caller's function is broken: not a reason to plan without calibration
+            raise PruningError(f"the plan score returned {value} for the {label} plan")
         record.append({"plan": label, "measured_ms": ms, "score": value})
         if value > best_score:
             best, best_score = (label, plan, ms), value

@@ -36,8 +36,9 @@ def add_parsers(subparsers) -> None:
         "the pruned model on ONNX Runtime or PyTorch eager, interleaved round by round with fixed threads. "
         "The speedup is the median of the per-round ratios, which holds on a busy machine where absolute "
         "times drift, over the steady rounds: those whose unpruned run took at most 1.12x its fastest (rounds "
-        "that ran while the machine was slowed down are left out; a warning says when most were). With --model-path and no target, the unpruned model is the saved model's base "
-        "architecture; with a target, the saved model is pruned further.",
+        "that ran while the machine was slowed down are left out; a warning says when most were). With "
+        "--model-path and no target, the unpruned model is the saved model's base architecture; with a "
+        "target, the saved model is pruned further.",
     )
     add_model_arguments(parser)
     parser.add_argument("--target-flops", type=float, default=None, help="Fraction of MACs to remove, e.g. 0.5.")

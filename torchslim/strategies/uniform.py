@@ -91,8 +91,11 @@ class UniformPruneStrategy(Strategy):
     def latency_plan_score(self, context: CompressionContext):
         """Top-1 on the first validation images after the run's BN re-estimation, for latency-aware
         plans to weigh accuracy (:func:`torchslim.latency_calibration.choose_by_score`); None when
-        the pruner is not latency-aware, has no speed slack, or the run has no validation data."""
+        the pruner is not latency-aware on ONNX Runtime (the runtime whose plans are profiled), has no
+        speed slack, or the run has no validation data."""
         if getattr(self.pruner, "align", "round_to") != "latency" or context.val_loader is None:
+            return None
+        if getattr(self.pruner, "runtime", "onnxruntime") != "onnxruntime":  # no calibration: one plan
             return None
         if getattr(self.pruner, "latency_speed_slack", 0.0) <= 0:
             return None
