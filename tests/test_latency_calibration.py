@@ -11,6 +11,7 @@ from conftest import TINY_MODEL
 from test_latency import SyntheticTable, Wide, staircase_cost
 
 from torchslim.cli import main
+from torchslim.errors import PruningError
 from torchslim.latency import ConvConfig, LatencyModel, LatencyTable, layer_configs, prune_for_latency
 from torchslim.latency_calibration import (
     CalibratedLatencyModel,
@@ -20,7 +21,6 @@ from torchslim.latency_calibration import (
     match_nodes,
     profile_plan,
 )
-from torchslim.errors import PruningError
 from torchslim.pruner import analyze
 
 
