@@ -68,6 +68,8 @@ from common import (
     write_result,
 )
 
+from torchslim.criteria import data_criterion, prepare_data_criterion
+
 MODELS = ("mobilenet_v2", "resnet34")  # mobilenet_v1 works too
 # The methods whose fine-tune is another's (BN statistics are not read by fine-tuning, see the docstring).
 SAME_FINETUNE = {"torchslim-l1+bn": "torchslim-l1", "torch-pruning-l1+bn": "torch-pruning-l1"}
@@ -152,7 +154,11 @@ def prepare_methods(baseline, data, args, name: str) -> dict[str, tuple[dict, to
     """
     methods: dict[str, tuple[dict, torch.nn.Module | None]] = {}
     for criterion in args.extra_criteria:
-        other = ts_prune(copy.deepcopy(baseline), 32, args.target, round_to=args.round_to, criterion=criterion)
+        candidate = copy.deepcopy(baseline)
+        if data_criterion(criterion) is not None:  # taylor, activation_mean: scored on the first training batches
+            _first_batches(data, args.seed)
+            prepare_data_criterion(candidate, criterion, data.train_loader)
+        other = ts_prune(candidate, 32, args.target, round_to=args.round_to, criterion=criterion)
         entry = {"macs_left": other.macs_left, "hit": other.hit, "prune_seconds": other.seconds,
                  "top1_after_prune": evaluate_top1(other.model, data)}  # fmt: skip
         entry.update(_recalibrate(other.model, data, args))

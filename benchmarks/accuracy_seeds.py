@@ -25,7 +25,11 @@ from accuracy import parse_args as parse_main_args
 from accuracy import prepare_methods
 from common import cached_baseline, fmnist_loaders, log, machine_info, read_result, train_epochs, write_result
 
-METHODS = ("torchslim-l1", "torchslim-l1+bn+rec", "torchslim-l1_group+bn+rec", "torch-pruning-l1")
+METHODS = ("torchslim-l1", "torchslim-l1+bn+rec", "torchslim-l1_group+bn+rec", "torchslim-taylor+bn+rec",
+           "torch-pruning-l1")  # fmt: skip
+# The starts accuracy.prepare_methods builds unless told only_extra (the others come from criteria/flags).
+CORE_METHODS = {"torchslim-l1", "torchslim-l1+bn", "torchslim-l1+bn+rec", "torchslim-l1+bn+rec+kd", "torch-pruning-l1",
+                "torch-pruning-l1+bn", "torch-pruning-l1+kd"}  # fmt: skip
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,6 +50,7 @@ def run_model(name: str, args, settings) -> dict[str, dict[str, list[float]]]:
     settings.latency_aware = "torchslim-latency-aware+bn+rec" in args.methods
     criteria = {m.split("-")[1].split("+")[0] for m in args.methods if m.startswith("torchslim-") and "latency" not in m}
     settings.extra_criteria = sorted(criteria - {"l1"})
+    settings.only_extra = not any(m in CORE_METHODS for m in args.methods)  # skip pruning starts nobody tunes
     prepared = prepare_methods(baseline, data, settings, name)
     missing = [m for m in args.methods if m not in prepared or prepared[m][1] is None]
     if missing:

@@ -27,8 +27,8 @@ from results_md import write_results_md  # noqa: E402
 
 STEPS = ("p3", "p4", "sweep", "p2", "p1", "p1seeds")
 # Every P1 row RESULTS.md shows: the three models, torchslim's other criteria and both latency-aware plans.
-P1_FULL = ["--models", "mobilenet_v2", "resnet34", "mobilenet_v1", "--extra-criteria", "bn_scale", "l1_group",
-           "--latency-aware", "--latency-scored"]  # fmt: skip
+P1_FULL = ["--models", "mobilenet_v2", "resnet34", "mobilenet_v1", "--extra-criteria", "bn_scale", "l1_group", "fpgm",
+           "taylor", "--latency-aware", "--latency-scored"]  # fmt: skip
 
 
 def p1_seeds(quick: bool) -> None:
