@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -397,3 +398,8 @@ def test_latency_aware_run_weighs_validation_accuracy_among_measured_plans(input
     best = max(plan["scores"], key=lambda entry: entry["score"])
     assert plan["chosen"] == best["plan"] and all(0 <= entry["score"] <= 100 for entry in plan["scores"])
     assert abs(event["flops_reduction"] - 0.5) <= 0.01
+    config["compressor"]["checkpoint_path"] = str(tmp_path / "ckpt2")  # the human summary says the same
+    code, out, err = run_cli(capsys, "compress", "--config", str(write_config(tmp_path / "c2.yaml", config)))
+    assert code == 0, err
+    assert re.search(r"latency-aware plan: the [a-z0-9. ]+ plan, measured kernel speedup [0-9.]+x, chosen by "
+                     r"validation top-1 among the near-fastest \([a-z0-9. ]+ [0-9.]+%", out)  # plans are re-measured: any may win

@@ -152,6 +152,12 @@ def summary_table(summary: CompressionSummary) -> str:
             text += f", after BN re-estimation: {event['top1_after_bn_recalibration']:.2f}%"
         if "top1_after_reconstruction" in event:
             text += f", after reconstruction: {event['top1_after_reconstruction']:.2f}%"
+        if event.get("latency_plan", {}).get("chosen"):
+            plan = event["latency_plan"]
+            how = ", ".join(f"{e['plan']} {e['score']:.2f}%" for e in plan.get("scores") or [])
+            text += (f"\nlatency-aware plan: the {plan['chosen']} plan, measured kernel speedup "
+                     f"{plan['measured_speedup']:.2f}x, chosen by "
+                     + (f"validation top-1 among the near-fastest ({how})" if how else "speed"))  # fmt: skip
         if "teacher_percent_of_epoch" in event:
             text += f"\ndistillation at epoch {event['epoch']}: teacher took {event['teacher_percent_of_epoch']:.0f}% of the epoch"
     if summary.top1_per_epoch:
