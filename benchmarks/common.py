@@ -23,7 +23,7 @@ from torchslim.models import build_model
 from torchslim.profile import profile_model
 
 ROOT = Path(__file__).resolve().parent
-RESULTS = ROOT / "results"
+RESULTS = ROOT / "results"  # where write_result / read_result go; see use_results_dir
 CACHE = ROOT / "cache"
 TOLERANCE = 0.01  # "within 1%" of the MACs target: |reduction - target| <= 0.01
 
@@ -65,6 +65,12 @@ def torch_pruning_version() -> str | None:
         return version("torch-pruning")
     except Exception:
         return None
+
+
+def use_results_dir(path: Path) -> None:
+    """Send this process's results to ``path`` instead (a smoke run must not overwrite the real results)."""
+    global RESULTS
+    RESULTS = path
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:

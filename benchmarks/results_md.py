@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from statistics import median
 
+import common
 import numpy as np
-from common import RESULTS as RESULTS_DIR
 from common import ROOT, read_result
 
 GOAL_SPEEDUP = 1.85
@@ -298,7 +298,7 @@ def _seed_runs(main: dict | None) -> dict[str, dict[str, dict[str, list[float]]]
     """Model -> method -> fine-tune seed -> top-1 per epoch: seed 0 from the main P1 run, others from
     accuracy_seeds-*.json."""
     runs: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for path in sorted(RESULTS_DIR.glob("accuracy_seeds-*.json")):
+    for path in sorted(common.RESULTS.glob("accuracy_seeds-*.json")):
         for name, methods in json.loads(path.read_text())["models"].items():
             for method, by_seed in methods.items():
                 runs.setdefault(name, {}).setdefault(method, {}).update(by_seed)
@@ -353,7 +353,7 @@ def write_results_md(path: Path | None = None) -> Path:
                 + p1_section(read_result("accuracy"), goals)
                 + p1_seeds_section(read_result("accuracy"), goals))  # fmt: skip
     header = ["# torchslim benchmark results", "",
-              "Written by `make bench` (`benchmarks/run_all.py`); raw numbers in `benchmarks/results/*.json`. "
+              f"Written by `make bench` (`benchmarks/run_all.py`); raw numbers in `benchmarks/{common.RESULTS.name}/*.json`. "
               "Goals and method: `../shared/docs/benchmarks.md` (P1-P4). The machine is shared, so times are compared only within one "
               "interleaved run, as ratios.", "", "## Goals", ""]  # fmt: skip
     rows = [[p, what, value, "met" if met else "**missed**"] for p, what, value, met in goals]

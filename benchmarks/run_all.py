@@ -2,7 +2,7 @@
 
     python benchmarks/run_all.py                 # everything (P3, P4, round_to sweep, P2, P1, P1 seeds)
     python benchmarks/run_all.py --only p2 p3    # some of them; RESULTS.md keeps the others' last results
-    python benchmarks/run_all.py --quick         # fewer rounds / repeats, for a smoke run
+    python benchmarks/run_all.py --quick         # a smoke run: results-quick/ and RESULTS-quick.md
 
 Needs Torch-Pruning 1.6.1 (``pip install torch-pruning==1.6.1``, the ``bench`` extra)
 and Fashion-MNIST for P1. The Fashion-MNIST baselines, Torch-Pruning's bisected
@@ -22,7 +22,7 @@ import accuracy  # noqa: E402
 import latency  # noqa: E402
 import throughput  # noqa: E402
 import tool_cost  # noqa: E402
-from common import log  # noqa: E402
+from common import ROOT, log, use_results_dir  # noqa: E402
 from results_md import write_results_md  # noqa: E402
 
 STEPS = ("p3", "p4", "sweep", "p2", "p1", "p1seeds")
@@ -53,6 +53,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and repeats")
     args = parser.parse_args(argv)
     quick = args.quick
+    report = ROOT / ("RESULTS-quick.md" if quick else "RESULTS.md")
+    if quick:  # chance-level P1 numbers must never mix with, or replace, the real ones
+        use_results_dir(ROOT / "results-quick")
     runs = {
         "p3": lambda: tool_cost.main(["--repeats", "2" if quick else "5", "--tp-repeats", "1" if quick else "2"]),
         "p4": lambda: throughput.main(["--rounds", "2" if quick else "10"]),
@@ -68,8 +71,8 @@ def main(argv=None) -> int:
             log(f"== {step} ==")
             runs[step]()
             log(f"== {step} done in {time.perf_counter() - started:.0f} s ==")
-            write_results_md()
-    log(f"wrote {write_results_md()}")
+            write_results_md(report)
+    log(f"wrote {write_results_md(report)}")
     return 0
 
 
