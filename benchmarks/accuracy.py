@@ -69,6 +69,7 @@ from common import (
 )
 
 from torchslim.criteria import data_criterion, prepare_data_criterion
+from torchslim.latency_calibration import SCORE_SAMPLES
 
 MODELS = ("mobilenet_v2", "resnet34")  # mobilenet_v1 works too
 # The methods whose fine-tune is another's (BN statistics are not read by fine-tuning, see the docstring).
@@ -235,10 +236,7 @@ def latency_aware_prune(baseline, name: str, args, data=None) -> Pruned:
                   hit=abs(plan.reduction - args.target) <= 0.01, result=result)  # fmt: skip
 
 
-SCORE_IMAGES = 1000  # held-out training images a latency-scored plan is chosen on
-
-
-def held_out_batches(train_limit: int, count: int = SCORE_IMAGES) -> list:
+def held_out_batches(train_limit: int, count: int = SCORE_SAMPLES) -> list:
     """Fashion-MNIST training images [train_limit, train_limit + count) as evaluation batches: neither
     fine-tuned on nor in the test slice, so choosing a plan on them leaks nothing into the table."""
     from torchslim.data.fashion_mnist import FASHION_MNIST_STATS
@@ -264,14 +262,13 @@ def latency_scored_prune(baseline, name: str, args, data) -> Pruned:
     """
     from torchslim.bn_recalibration import recalibrate_batch_norm
     from torchslim.latency import prune_for_latency
-    from torchslim.sensitivity import evaluate_batches
+    from torchslim.sensitivity import top1_score
 
-    batches = held_out_batches(args.train_limit)
-
-    def score(candidate) -> float:
+    def recalibrate(candidate) -> None:
         _first_batches(data, args.seed)
         recalibrate_batch_norm(candidate, data.train_loader, num_batches=args.bn_batches)
-        return evaluate_batches(candidate, batches)
+
+    score = top1_score(held_out_batches(args.train_limit), recalibrate)
 
     started = time.perf_counter()
     planned = prune_for_latency(copy.deepcopy(baseline), torch.randn(1, 3, 224, 224), target_flops=args.target,

@@ -39,6 +39,7 @@ from torch import nn
 from torchslim.latency import ConvConfig, LatencyModel, export_for_timing, ort_session_options, robust_ms
 
 NODE_OPS = ("Conv", "Gemm", "FusedConv", "FusedGemm", "MatMul")
+SCORE_SAMPLES = 1000  # validation images a candidate plan's top-1 is measured on, where data is given
 
 
 class CalibrationError(RuntimeError):

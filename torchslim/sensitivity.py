@@ -315,6 +315,17 @@ def evaluate_batches(model: nn.Module, batches: Sequence[Batch], metric: str = "
     return 100.0 * correct / max(total, 1)
 
 
+def top1_score(batches: Sequence[Batch], before: Callable[[nn.Module], Any] | None = None) -> Callable[[nn.Module], float]:
+    """``score(model)``: ``before(model)`` (e.g. BN re-estimation of a pruned copy), then top-1 on ``batches``."""
+
+    def score(model: nn.Module) -> float:
+        if before is not None:
+            before(model)
+        return evaluate_batches(model, batches)
+
+    return score
+
+
 def group_scores(
     group_set: GroupSet,
     model: nn.Module,

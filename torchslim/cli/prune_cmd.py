@@ -201,17 +201,14 @@ def run_prune(args: argparse.Namespace) -> int:
 
 def _plan_score(args: argparse.Namespace, data: DataBundle):
     """Top-1 of a candidate plan on the first 1000 validation images, after BN re-estimation as ``--bn-batches`` says."""
-    from torchslim.sensitivity import cache_batches, evaluate_batches
-    from torchslim.strategies.uniform import LATENCY_SCORE_SAMPLES
+    from torchslim.latency_calibration import SCORE_SAMPLES
+    from torchslim.sensitivity import cache_batches, top1_score
 
-    batches = cache_batches(data.val_loader, LATENCY_SCORE_SAMPLES, "cpu")
+    def recalibrate(candidate) -> None:
+        recalibrate_batch_norm(candidate, data.train_loader, num_batches=args.bn_batches)
 
-    def score(candidate) -> float:
-        if args.bn_batches > 0:
-            recalibrate_batch_norm(candidate, data.train_loader, num_batches=args.bn_batches)
-        return evaluate_batches(candidate, batches)
-
-    return score
+    batches = cache_batches(data.val_loader, SCORE_SAMPLES, "cpu")
+    return top1_score(batches, recalibrate if args.bn_batches > 0 else None)
 
 
 def _recover_accuracy(args: argparse.Namespace, pruned, original, data: DataBundle) -> dict:

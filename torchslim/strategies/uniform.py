@@ -20,9 +20,6 @@ from .base import CompressionContext, Strategy
 from .prune_step import PruneStep, finish_pruning, snapshot
 from .sensitive import pruner_criterion, refuse_distributed, training_batches
 
-# Validation images a latency-aware plan's accuracy is measured on, per candidate plan.
-LATENCY_SCORE_SAMPLES = 1000
-
 log = logging.getLogger(__name__)
 
 
@@ -99,16 +96,10 @@ class UniformPruneStrategy(Strategy):
             return None
         if getattr(self.pruner, "latency_speed_slack", 0.0) <= 0:
             return None
-        from torchslim.sensitivity import cache_batches, evaluate_batches
+        from torchslim.latency_calibration import SCORE_SAMPLES
+        from torchslim.sensitivity import cache_batches, top1_score
 
-        batches = cache_batches(context.val_loader, LATENCY_SCORE_SAMPLES, context.device)
-
-        def score(candidate) -> float:
-            if context.after_prune is not None:
-                context.after_prune(candidate)
-            return evaluate_batches(candidate, batches)
-
-        return score
+        return top1_score(cache_batches(context.val_loader, SCORE_SAMPLES, context.device), context.after_prune)
 
     def state_dict(self) -> dict[str, Any]:
         return {"done": self.done}
