@@ -134,6 +134,34 @@ def sweep_section(payload: dict | None) -> list[str]:
     return lines + _table(["model", "variant", "MACs left"] + settings, rows, "llr" + "r" * len(settings)) + [""]
 
 
+def candidates_section(payload: dict | None) -> list[str]:
+    """The plans latency-aware planning profiled, each timed wall-clock (benchmarks/latency_candidates.py)."""
+    if not payload:
+        return []
+    lines = ["## Latency-aware candidates on the clock (ONNX Runtime, -50% MACs)", "", f"Machine: {_machine(payload)}.",
+             "Every plan latency-aware planning profiled (the kept one marked), with its summed kernel time from "
+             "ORT's profiler as planning measured it, and its wall-clock speedup over the unpruned model in each of "
+             "several interleaved runs (each in a fresh process, steady rounds). A single run can time one "
+             "session far slower than the others for its whole length (0.76x for a plan that ran at 1.85x in the "
+             "other runs), so the median of runs is the number to read.", ""]  # fmt: skip
+    for name, by_batch in payload["models"].items():
+        for batch, entry in by_batch.items():
+            runs = entry["runs"]
+            rows = []
+            for label, kernel in sorted(entry["kernel_ms"].items(), key=lambda item: item[1]):
+                mark = " (kept)" if label == entry["chosen"] else ""
+                wall = [run["speedup"][label] for run in runs]
+                rows.append([label + mark, f"{kernel:.3f}", _x(entry["base_kernel_ms"] / kernel), _x(median(wall))]
+                            + [_x(value) for value in wall])  # fmt: skip
+            headers = ["plan", "kernel ms", "kernel speedup", "wall, median of runs"]
+            headers += [f"run {i + 1}" for i in range(len(runs))]
+            steady = ", ".join(f"{run['rounds_used']}/{run['rounds']}" for run in runs)
+            lines += [f"{name}, batch {batch[1:]} (unpruned kernel sum {entry['base_kernel_ms']:.3f} ms; steady "
+                      f"rounds per run {steady}):", ""]  # fmt: skip
+            lines += _table(headers, rows) + [""]
+    return lines
+
+
 def p3_section(payload: dict | None, goals: list) -> list[str]:
     if not payload:
         return ["## P3 tool cost", "", "(not run)", ""]
@@ -348,7 +376,8 @@ def p1_seeds_section(main: dict | None, goals: list) -> list[str]:
 def write_results_md(path: Path | None = None) -> Path:
     path = path or ROOT / "RESULTS.md"
     goals: list[tuple[str, str, str, bool]] = []
-    sections = (p2_section(read_result("latency"), goals) + sweep_section(read_result("round_to_sweep"))
+    sections = (p2_section(read_result("latency"), goals) + candidates_section(read_result("latency_candidates"))
+                + sweep_section(read_result("round_to_sweep"))
                 + p3_section(read_result("tool_cost"), goals) + p4_section(read_result("throughput"), goals)
                 + p1_section(read_result("accuracy"), goals)
                 + p1_seeds_section(read_result("accuracy"), goals))  # fmt: skip

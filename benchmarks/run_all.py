@@ -1,6 +1,6 @@
 """Run the benchmark suite (P1-P4) and write benchmarks/RESULTS.md: ``make bench``.
 
-    python benchmarks/run_all.py                 # everything (P3, P4, round_to sweep, P2, P1, P1 seeds)
+    python benchmarks/run_all.py                 # everything (P3, P4, round_to sweep, P2, candidates, P1, P1 seeds)
     python benchmarks/run_all.py --only p2 p3    # some of them; RESULTS.md keeps the others' last results
     python benchmarks/run_all.py --quick         # a smoke run: results-quick/ and RESULTS-quick.md
 
@@ -20,12 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import accuracy  # noqa: E402
 import latency  # noqa: E402
+import latency_candidates  # noqa: E402
 import throughput  # noqa: E402
 import tool_cost  # noqa: E402
 from common import ROOT, log, use_results_dir  # noqa: E402
 from results_md import write_results_md  # noqa: E402
 
-STEPS = ("p3", "p4", "sweep", "p2", "p1", "p1seeds")
+STEPS = ("p3", "p4", "sweep", "p2", "candidates", "p1", "p1seeds")
 # Every P1 row RESULTS.md shows: the three models, torchslim's other criteria and both latency-aware plans.
 P1_FULL = ["--models", "mobilenet_v2", "resnet34", "mobilenet_v1", "--extra-criteria", "bn_scale", "l1_group", "fpgm",
            "taylor", "--latency-aware", "--latency-scored"]  # fmt: skip
@@ -61,6 +62,7 @@ def main(argv=None) -> int:
         "p4": lambda: throughput.main(["--rounds", "2" if quick else "10"]),
         "sweep": lambda: latency.main(["--round-to-sweep", "--rounds", "6" if quick else "40"]),
         "p2": lambda: latency.main(["--rounds", "6" if quick else "40"]),
+        "candidates": lambda: latency_candidates.main(["--rounds", "6", "--repeats", "1"] if quick else []),
         "p1": lambda: accuracy.main(P1_FULL + (["--train-limit", "2000", "--val-limit", "1000", "--finetune-epochs",
                                                 "1", "--baseline-epochs", "1"] if quick else [])),  # fmt: skip
         "p1seeds": lambda: p1_seeds(quick),
