@@ -19,7 +19,6 @@ the fastest (all of them) is handed to the score, which keeps a copy.
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 import time
 from pathlib import Path
@@ -39,8 +38,8 @@ def candidate_plans(name: str, target: float, batch: int, threads: int, workdir:
     base = fresh_model(name)
     kept: list[torch.nn.Module] = []
 
-    def keep(candidate) -> float:
-        kept.append(copy.deepcopy(candidate))
+    def keep(candidate) -> float:  # each candidate is already a fresh pruned copy (choose_by_score)
+        kept.append(candidate)
         return 0.0  # all equal: the fastest is kept, as without a score
 
     result = prune_for_latency(base, torch.randn(1, 3, INPUT, INPUT), target_flops=target, runtime="onnxruntime",
