@@ -92,15 +92,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bn-batches", type=int, default=20)
     parser.add_argument("--rec-batches", type=int, default=10, help="training batches for reconstruction")
-    parser.add_argument("--extra-criteria", nargs="*", default=["bn_scale"],
-                        help="more torchslim criteria, each as method torchslim-<criterion>+bn+rec")  # fmt: skip
-    parser.add_argument("--latency-aware", action="store_true",
-                        help="add torchslim-latency-aware+bn+rec: the architecture P2 times as latency-aware b1")
-    parser.add_argument("--latency-scored", action="store_true",
-                        help="add torchslim-latency-scored+bn+rec: latency-aware planning that weighs held-out top-1")
-    parser.add_argument("--only-extra", action="store_true",
-                        help="run only the --extra-criteria methods and merge them into results/accuracy.json "
-                        "(same settings; the baselines are cached)")  # fmt: skip
+    parser.add_argument(
+        "--extra-criteria",
+        nargs="*",
+        default=["bn_scale"],
+        help="more torchslim criteria, each as method torchslim-<criterion>+bn+rec",
+    )
+    parser.add_argument(
+        "--latency-aware",
+        action="store_true",
+        help="add torchslim-latency-aware+bn+rec: the architecture P2 times as latency-aware b1",
+    )
+    parser.add_argument(
+        "--latency-scored",
+        action="store_true",
+        help="add torchslim-latency-scored+bn+rec: latency-aware planning that weighs held-out top-1",
+    )
+    parser.add_argument(
+        "--only-extra",
+        action="store_true",
+        help="run only the --extra-criteria methods and merge them into results/accuracy.json "
+        "(same settings; the baselines are cached)",
+    )
     return parser.parse_args(argv)
 
 
@@ -137,14 +150,26 @@ def _reconstruct(baseline, model, pruned, data, args) -> dict:
 
     _first_batches(data, args.seed)
     started = time.perf_counter()
-    report = reconstruct(baseline, model, data.train_loader, group_set=pruned.result.group_set,
-                         mask=pruned.result.plan.mask, num_batches=args.rec_batches, seed=args.seed)  # fmt: skip
+    report = reconstruct(
+        baseline,
+        model,
+        data.train_loader,
+        group_set=pruned.result.group_set,
+        mask=pruned.result.plan.mask,
+        num_batches=args.rec_batches,
+        seed=args.seed,
+    )
     seconds = time.perf_counter() - started
-    return {"rec_seconds": seconds, "rec_batches": report.batches, "rec_layers": len(report.layers),
-            "rec_refitted": sum(after < before for before, after in report.layers.values()),
-            "rec_error_before": report.mean_error_before, "rec_error_after": report.mean_error_after,
-            "rec_layer_errors": report.layers,
-            "top1_after_rec": evaluate_top1(model, data)}  # fmt: skip
+    return {
+        "rec_seconds": seconds,
+        "rec_batches": report.batches,
+        "rec_layers": len(report.layers),
+        "rec_refitted": sum(after < before for before, after in report.layers.values()),
+        "rec_error_before": report.mean_error_before,
+        "rec_error_after": report.mean_error_after,
+        "rec_layer_errors": report.layers,
+        "top1_after_rec": evaluate_top1(model, data),
+    }
 
 
 def prepare_methods(baseline, data, args, name: str) -> dict[str, tuple[dict, torch.nn.Module | None]]:
@@ -156,34 +181,52 @@ def prepare_methods(baseline, data, args, name: str) -> dict[str, tuple[dict, to
     methods: dict[str, tuple[dict, torch.nn.Module | None]] = {}
     for criterion in args.extra_criteria:
         candidate = copy.deepcopy(baseline)
-        if data_criterion(criterion) is not None:  # taylor, activation_mean: scored on the first training batches
+        if (
+            data_criterion(criterion) is not None
+        ):  # taylor, activation_mean: scored on the first training batches
             _first_batches(data, args.seed)
             prepare_data_criterion(candidate, criterion, data.train_loader)
         other = ts_prune(candidate, 32, args.target, round_to=args.round_to, criterion=criterion)
-        entry = {"macs_left": other.macs_left, "hit": other.hit, "prune_seconds": other.seconds,
-                 "top1_after_prune": evaluate_top1(other.model, data)}  # fmt: skip
+        entry = {
+            "macs_left": other.macs_left,
+            "hit": other.hit,
+            "prune_seconds": other.seconds,
+            "top1_after_prune": evaluate_top1(other.model, data),
+        }
         entry.update(_recalibrate(other.model, data, args))
         entry.update(_reconstruct(baseline, other.model, other, data, args))
         methods[f"torchslim-{criterion}+bn+rec"] = (entry, other.model)
-    latency_methods = {"torchslim-latency-aware+bn+rec": args.latency_aware and latency_aware_prune,
-                       "torchslim-latency-scored+bn+rec": args.latency_scored and latency_scored_prune}  # fmt: skip
+    latency_methods = {
+        "torchslim-latency-aware+bn+rec": args.latency_aware and latency_aware_prune,
+        "torchslim-latency-scored+bn+rec": args.latency_scored and latency_scored_prune,
+    }
     for method, planner in latency_methods.items():
         if not planner:
             continue
         aware = planner(baseline, name, args, data)
         calibration = aware.result.latency.calibration or {}
-        entry = {"macs_left": aware.macs_left, "hit": aware.hit, "prune_seconds": aware.seconds,
-                 "latency_plan": {k: calibration.get(k) for k in ("chosen", "chosen_by", "measured_speedup", "scores",
-                                                                  "profiles")},
-                 "top1_after_prune": evaluate_top1(aware.model, data)}  # fmt: skip
+        entry = {
+            "macs_left": aware.macs_left,
+            "hit": aware.hit,
+            "prune_seconds": aware.seconds,
+            "latency_plan": {
+                k: calibration.get(k)
+                for k in ("chosen", "chosen_by", "measured_speedup", "scores", "profiles")
+            },
+            "top1_after_prune": evaluate_top1(aware.model, data),
+        }
         entry.update(_recalibrate(aware.model, data, args))
         entry.update(_reconstruct(baseline, aware.model, aware, data, args))
         methods[method] = (entry, aware.model)
     if args.only_extra:
         return methods
     ts = ts_prune(copy.deepcopy(baseline), 32, args.target, round_to=args.round_to)
-    start = {"macs_left": ts.macs_left, "hit": ts.hit, "prune_seconds": ts.seconds,
-             "top1_after_prune": evaluate_top1(ts.model, data)}  # fmt: skip
+    start = {
+        "macs_left": ts.macs_left,
+        "hit": ts.hit,
+        "prune_seconds": ts.seconds,
+        "top1_after_prune": evaluate_top1(ts.model, data),
+    }
     methods["torchslim-l1"] = (start, ts.model)
     repaired = copy.deepcopy(ts.model)
     bn = dict(start, **_recalibrate(repaired, data, args))
@@ -195,8 +238,14 @@ def prepare_methods(baseline, data, args, name: str) -> dict[str, tuple[dict, to
 
     tp_round = None if args.round_to <= 1 else args.round_to
     peer = tp_prune(copy.deepcopy(baseline), 32, args.target, round_to=tp_round)
-    start = {"macs_left": peer.macs_left, "hit": peer.hit, "prune_seconds": peer.seconds, "tries": peer.tries,
-             "ratio": peer.ratio, "top1_after_prune": evaluate_top1(peer.model, data)}  # fmt: skip
+    start = {
+        "macs_left": peer.macs_left,
+        "hit": peer.hit,
+        "prune_seconds": peer.seconds,
+        "tries": peer.tries,
+        "ratio": peer.ratio,
+        "top1_after_prune": evaluate_top1(peer.model, data),
+    }
     methods["torch-pruning-l1"] = (start, peer.model)
     bn = dict(start, **_recalibrate(copy.deepcopy(peer.model), data, args))
     methods["torch-pruning-l1+bn"] = (bn, None)
@@ -220,8 +269,14 @@ def latency_aware_prune(baseline, name: str, args, data=None) -> Pruned:
     from torchslim.plan import PlanBuilder
     from torchslim.pruner import analyze, cut, rank_units
 
-    planned = prune_for_latency(fresh_model(name), torch.randn(1, 3, 224, 224), target_flops=args.target,
-                                runtime="onnxruntime", threads=2, batch_size=1)  # fmt: skip
+    planned = prune_for_latency(
+        fresh_model(name),
+        torch.randn(1, 3, 224, 224),
+        target_flops=args.target,
+        runtime="onnxruntime",
+        threads=2,
+        batch_size=1,
+    )
     counts = {layer: after for layer, (_, after) in planned.report.channels.items()}
     model = copy.deepcopy(baseline)
     example = torch.randn(1, 3, 32, 32)
@@ -232,8 +287,14 @@ def latency_aware_prune(baseline, name: str, args, data=None) -> Pruned:
     plan = builder.build({g: counts.get(group_set.groups[g].sources[0], n) for g, n in builder.sizes.items()})
     result = cut(model, group_set, plan, example, inplace=True, verify=False, started=started)
     result.latency = planned.latency
-    return Pruned(result.model, plan.macs_before, plan.macs_after, time.perf_counter() - started,
-                  hit=abs(plan.reduction - args.target) <= 0.01, result=result)  # fmt: skip
+    return Pruned(
+        result.model,
+        plan.macs_before,
+        plan.macs_after,
+        time.perf_counter() - started,
+        hit=abs(plan.reduction - args.target) <= 0.01,
+        result=result,
+    )
 
 
 def held_out_batches(train_limit: int, count: int = SCORE_SAMPLES) -> list:
@@ -248,7 +309,9 @@ def held_out_batches(train_limit: int, count: int = SCORE_SAMPLES) -> list:
     end = train_limit + count
     if end > len(train):
         raise ValueError(f"no {count} held-out training images after the first {train_limit}")
-    held_out = TensorImageDataset(train.images[train_limit:end], train.labels[train_limit:end], FASHION_MNIST_STATS)
+    held_out = TensorImageDataset(
+        train.images[train_limit:end], train.labels[train_limit:end], FASHION_MNIST_STATS
+    )
     return cache_batches(torch.utils.data.DataLoader(held_out, batch_size=256), None, "cpu")
 
 
@@ -271,13 +334,28 @@ def latency_scored_prune(baseline, name: str, args, data) -> Pruned:
     score = top1_score(held_out_batches(args.train_limit), recalibrate)
 
     started = time.perf_counter()
-    planned = prune_for_latency(copy.deepcopy(baseline), torch.randn(1, 3, 224, 224), target_flops=args.target,
-                                runtime="onnxruntime", threads=2, batch_size=1, score=score)  # fmt: skip
+    planned = prune_for_latency(
+        copy.deepcopy(baseline),
+        torch.randn(1, 3, 224, 224),
+        target_flops=args.target,
+        runtime="onnxruntime",
+        threads=2,
+        batch_size=1,
+        score=score,
+    )
     before, after = macs(baseline, 32), macs(planned.model, 32)
-    log(f"{name}: latency-scored plan {planned.latency.calibration.get('chosen')} from scores "
-        + ", ".join(f"{e['plan']} {e['score']:.2f}%" for e in planned.latency.calibration.get("scores", [])))  # fmt: skip
-    return Pruned(planned.model, before, after, time.perf_counter() - started,
-                  hit=abs(1 - after / before - args.target) <= 0.01, result=planned)  # fmt: skip
+    log(
+        f"{name}: latency-scored plan {planned.latency.calibration.get('chosen')} from scores "
+        + ", ".join(f"{e['plan']} {e['score']:.2f}%" for e in planned.latency.calibration.get("scores", []))
+    )
+    return Pruned(
+        planned.model,
+        before,
+        after,
+        time.perf_counter() - started,
+        hit=abs(1 - after / before - args.target) <= 0.01,
+        result=planned,
+    )
 
 
 def _distillation_loss(teacher, temperature: float = TEMPERATURE, alpha: float = ALPHA):
@@ -308,28 +386,36 @@ def run_model(name: str, args) -> dict:
     data = fmnist_loaders(args.train_limit, args.val_limit, seed=args.seed)
     tag = f"n{args.train_limit}-e{args.baseline_epochs}-lr{args.baseline_lr}-s{args.seed}"
     started = time.perf_counter()
-    baseline, record = cached_baseline(name, data, epochs=args.baseline_epochs, lr=args.baseline_lr,
-                                       seed=args.seed, tag=tag)  # fmt: skip
+    baseline, record = cached_baseline(
+        name, data, epochs=args.baseline_epochs, lr=args.baseline_lr, seed=args.seed, tag=tag
+    )
     base_top1 = evaluate_top1(baseline, data)
     how = "cached" if time.perf_counter() - started < 60 else "trained"
     log(f"{name}: baseline top-1 {base_top1:.2f}% ({how})")
-    result = {"baseline_top1": base_top1, "baseline": {k: v for k, v in record.items() if k != "history"},
-              "macs": macs(baseline, 32), "methods": {}}  # fmt: skip
+    result = {
+        "baseline_top1": base_top1,
+        "baseline": {k: v for k, v in record.items() if k != "history"},
+        "macs": macs(baseline, 32),
+        "methods": {},
+    }
     methods = prepare_methods(baseline, data, args, name)
     for method, (entry, model) in methods.items():  # fine-tune in table order; shared runs come first
         if model is None:
             continue
         loss_fn = _distillation_loss(baseline) if method.endswith("+kd") else None
         started = time.perf_counter()
-        history = train_epochs(model, data, epochs=args.finetune_epochs, lr=args.finetune_lr, seed=args.seed,
-                               loss_fn=loss_fn)  # fmt: skip
+        history = train_epochs(
+            model, data, epochs=args.finetune_epochs, lr=args.finetune_lr, seed=args.seed, loss_fn=loss_fn
+        )
         entry["finetune_seconds"] = time.perf_counter() - started
         entry["finetune"] = "distilled (T=4, alpha=0.5)" if loss_fn else "cross-entropy"
         entry["top1_per_epoch"] = [h["top1"] for h in history]
         entry["top1_after_finetune"] = history[-1]["top1"]
         entry["drop_vs_baseline"] = base_top1 - entry["top1_after_finetune"]
-        log(f"{name} {method}: fine-tuned in {entry['finetune_seconds']:.0f} s, top-1 per epoch "
-            + " / ".join(f"{t:.2f}%" for t in entry["top1_per_epoch"]))  # fmt: skip
+        log(
+            f"{name} {method}: fine-tuned in {entry['finetune_seconds']:.0f} s, top-1 per epoch "
+            + " / ".join(f"{t:.2f}%" for t in entry["top1_per_epoch"])
+        )
     for method, (entry, model) in methods.items():
         if model is None:
             done = methods[SAME_FINETUNE[method]][0]
@@ -357,8 +443,9 @@ def main(argv=None) -> dict:
     if earlier is not None:  # add the extra methods to the full run's tables
         payload, spent_before = earlier, earlier.get("seconds", 0.0)
         payload["extra_run_machine"] = machine_info(args.threads)
-        payload["settings"]["extra_criteria"] = sorted(set(payload["settings"].get("extra_criteria", []))
-                                                       | set(args.extra_criteria))  # fmt: skip
+        payload["settings"]["extra_criteria"] = sorted(
+            set(payload["settings"].get("extra_criteria", [])) | set(args.extra_criteria)
+        )
     for name in args.models:
         result = run_model(name, args)
         if earlier is not None and name in earlier["models"]:

@@ -25,17 +25,31 @@ from accuracy import parse_args as parse_main_args
 from accuracy import prepare_methods
 from common import cached_baseline, fmnist_loaders, log, machine_info, read_result, train_epochs, write_result
 
-METHODS = ("torchslim-l1", "torchslim-l1+bn+rec", "torchslim-l1_group+bn+rec", "torchslim-taylor+bn+rec",
-           "torch-pruning-l1")  # fmt: skip
+METHODS = (
+    "torchslim-l1",
+    "torchslim-l1+bn+rec",
+    "torchslim-l1_group+bn+rec",
+    "torchslim-taylor+bn+rec",
+    "torch-pruning-l1",
+)
 # The starts accuracy.prepare_methods builds unless told only_extra (the others come from criteria/flags).
-CORE_METHODS = {"torchslim-l1", "torchslim-l1+bn", "torchslim-l1+bn+rec", "torchslim-l1+bn+rec+kd", "torch-pruning-l1",
-                "torch-pruning-l1+bn", "torch-pruning-l1+kd"}  # fmt: skip
+CORE_METHODS = {
+    "torchslim-l1",
+    "torchslim-l1+bn",
+    "torchslim-l1+bn+rec",
+    "torchslim-l1+bn+rec+kd",
+    "torch-pruning-l1",
+    "torch-pruning-l1+bn",
+    "torch-pruning-l1+kd",
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet34"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="fine-tune seeds (0 is the main run)")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[1, 2], help="fine-tune seeds (0 is the main run)"
+    )
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--threads", type=int, default=1)
     return parser.parse_args(argv)
@@ -45,10 +59,15 @@ def run_model(name: str, args, settings) -> dict[str, dict[str, list[float]]]:
     """Method -> seed -> top-1 per fine-tune epoch."""
     data = fmnist_loaders(settings.train_limit, settings.val_limit, seed=settings.seed)
     tag = f"n{settings.train_limit}-e{settings.baseline_epochs}-lr{settings.baseline_lr}-s{settings.seed}"
-    baseline, _ = cached_baseline(name, data, epochs=settings.baseline_epochs, lr=settings.baseline_lr,
-                                  seed=settings.seed, tag=tag)  # fmt: skip
+    baseline, _ = cached_baseline(
+        name, data, epochs=settings.baseline_epochs, lr=settings.baseline_lr, seed=settings.seed, tag=tag
+    )
     settings.latency_aware = "torchslim-latency-aware+bn+rec" in args.methods
-    criteria = {m.split("-")[1].split("+")[0] for m in args.methods if m.startswith("torchslim-") and "latency" not in m}
+    criteria = {
+        m.split("-")[1].split("+")[0]
+        for m in args.methods
+        if m.startswith("torchslim-") and "latency" not in m
+    }
     settings.extra_criteria = sorted(criteria - {"l1"})
     settings.only_extra = not any(m in CORE_METHODS for m in args.methods)  # skip pruning starts nobody tunes
     prepared = prepare_methods(baseline, data, settings, name)
@@ -57,14 +76,21 @@ def run_model(name: str, args, settings) -> dict[str, dict[str, list[float]]]:
         raise SystemExit(f"no fine-tuned start for method {missing[0]!r} (choose from {sorted(prepared)})")
     results: dict[str, dict[str, list[float]]] = {}
     for seed in args.seeds:
-        seeded = fmnist_loaders(settings.train_limit, settings.val_limit, seed=seed)  # same test slice, new order
+        seeded = fmnist_loaders(
+            settings.train_limit, settings.val_limit, seed=seed
+        )  # same test slice, new order
         for method in args.methods:
             model = copy.deepcopy(prepared[method][1])
             started = time.perf_counter()
-            history = train_epochs(model, seeded, epochs=settings.finetune_epochs, lr=settings.finetune_lr, seed=seed)
+            history = train_epochs(
+                model, seeded, epochs=settings.finetune_epochs, lr=settings.finetune_lr, seed=seed
+            )
             results.setdefault(method, {})[str(seed)] = [h["top1"] for h in history]
-            log(f"{name} {method} seed {seed}: top-1 per epoch "
-                + " / ".join(f"{h['top1']:.2f}%" for h in history) + f" ({time.perf_counter() - started:.0f} s)")
+            log(
+                f"{name} {method} seed {seed}: top-1 per epoch "
+                + " / ".join(f"{h['top1']:.2f}%" for h in history)
+                + f" ({time.perf_counter() - started:.0f} s)"
+            )
     return results
 
 

@@ -122,8 +122,15 @@ def macs(model: nn.Module, input_size: int) -> int:
     return profile_model(model, input_size).macs
 
 
-def ts_prune(model: nn.Module, input_size: int, target: float, *, round_to: int = 16, criterion: str = "l1_norm",
-             **kwargs: Any) -> Pruned:  # fmt: skip
+def ts_prune(
+    model: nn.Module,
+    input_size: int,
+    target: float,
+    *,
+    round_to: int = 16,
+    criterion: str = "l1_norm",
+    **kwargs: Any,
+) -> Pruned:
     """torchslim: trace, score, plan to the MACs target, cut (timed from the built model)."""
     from torchslim.pruner import prune
 
@@ -132,8 +139,14 @@ def ts_prune(model: nn.Module, input_size: int, target: float, *, round_to: int 
     result = prune(model, example, target_flops=target, criterion=criterion, round_to=round_to, **kwargs)
     seconds = time.perf_counter() - started
     report = result.report
-    return Pruned(result.model, report.macs_before, report.macs_after, seconds,
-                  hit=abs(report.flops_reduction - target) <= TOLERANCE, result=result)  # fmt: skip
+    return Pruned(
+        result.model,
+        report.macs_before,
+        report.macs_after,
+        seconds,
+        hit=abs(report.flops_reduction - target) <= TOLERANCE,
+        result=result,
+    )
 
 
 def _classifier_layers(model: nn.Module) -> list[nn.Module]:
@@ -158,8 +171,9 @@ def tp_prune_once(model: nn.Module, example: torch.Tensor, ratio: float, round_t
     return model
 
 
-def tp_prune(model: nn.Module, input_size: int, target: float, *, round_to: int | None = None,
-             max_tries: int = 14) -> Pruned:  # fmt: skip
+def tp_prune(
+    model: nn.Module, input_size: int, target: float, *, round_to: int | None = None, max_tries: int = 14
+) -> Pruned:
     """Torch-Pruning bisected on its pruning ratio until MACs drop by ``target`` within 1%.
 
     Every try rebuilds Torch-Pruning's dependency graph on a fresh copy (that is
@@ -189,10 +203,14 @@ def tp_prune(model: nn.Module, input_size: int, target: float, *, round_to: int 
             high = ratio
     seconds = time.perf_counter() - started
     reduction, pruned, after, ratio = best
-    return Pruned(pruned, before, after, seconds, tries, hit=abs(reduction - target) <= TOLERANCE, ratio=ratio)
+    return Pruned(
+        pruned, before, after, seconds, tries, hit=abs(reduction - target) <= TOLERANCE, ratio=ratio
+    )
 
 
-def tp_prune_cached(name: str, model: nn.Module, input_size: int, target: float, round_to: int | None) -> Pruned:
+def tp_prune_cached(
+    name: str, model: nn.Module, input_size: int, target: float, round_to: int | None
+) -> Pruned:
     """:func:`tp_prune`, with the ratio its bisection found cached in benchmarks/cache/ (bisection is slow)."""
     path = CACHE / "torch_pruning_ratios.json"
     key = f"{name}|{input_size}|{target}|{round_to}|{torch_pruning_version()}"
@@ -200,10 +218,18 @@ def tp_prune_cached(name: str, model: nn.Module, input_size: int, target: float,
     if key in known:
         started = time.perf_counter()
         before = macs(model, input_size)
-        pruned = tp_prune_once(copy.deepcopy(model), torch.randn(1, 3, input_size, input_size), known[key], round_to)
+        pruned = tp_prune_once(
+            copy.deepcopy(model), torch.randn(1, 3, input_size, input_size), known[key], round_to
+        )
         after = macs(pruned, input_size)
-        return Pruned(pruned, before, after, time.perf_counter() - started,
-                      hit=abs(1 - after / before - target) <= TOLERANCE, ratio=known[key])  # fmt: skip
+        return Pruned(
+            pruned,
+            before,
+            after,
+            time.perf_counter() - started,
+            hit=abs(1 - after / before - target) <= TOLERANCE,
+            ratio=known[key],
+        )
     result = tp_prune(model, input_size, target, round_to=round_to)
     known[key] = result.ratio
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -225,12 +251,28 @@ FMNIST_SPEC = "fashion-mnist"
 def fmnist_loaders(train_limit: int | None, val_limit: int | None, batch_size: int = 128, seed: int = 0):
     from torchslim.data import build_loaders
 
-    return build_loaders(FMNIST_SPEC, batch_size=batch_size, image_size=32, train_limit=train_limit,
-                         val_limit=val_limit, num_workers=0, seed=seed)  # fmt: skip
+    return build_loaders(
+        FMNIST_SPEC,
+        batch_size=batch_size,
+        image_size=32,
+        train_limit=train_limit,
+        val_limit=val_limit,
+        num_workers=0,
+        seed=seed,
+    )
 
 
-def train_epochs(model: nn.Module, data, *, epochs: int, lr: float, seed: int, weight_decay: float = 5e-4,
-                 progress: bool = False, loss_fn=None) -> list[dict[str, float]]:  # fmt: skip
+def train_epochs(
+    model: nn.Module,
+    data,
+    *,
+    epochs: int,
+    lr: float,
+    seed: int,
+    weight_decay: float = 5e-4,
+    progress: bool = False,
+    loss_fn=None,
+) -> list[dict[str, float]]:
     """SGD + momentum, cosine LR per batch over ``epochs``, with the engine's train/evaluate loops.
 
     ``loss_fn(outputs, targets, images)`` replaces cross-entropy (distillation)."""
@@ -238,19 +280,36 @@ def train_epochs(model: nn.Module, data, *, epochs: int, lr: float, seed: int, w
 
     torch.manual_seed(seed)
     optimizer = build_optimizer(model, lr=lr, momentum=0.9, l2_decay=weight_decay)
-    scheduler = build_lr_scheduler(optimizer, strategy="cosine_decay", epochs=epochs,
-                                   steps_per_epoch=len(data.train_loader))  # fmt: skip
+    scheduler = build_lr_scheduler(
+        optimizer, strategy="cosine_decay", epochs=epochs, steps_per_epoch=len(data.train_loader)
+    )
     history = []
     for epoch in range(epochs):
-        stats = train_one_epoch(model, data.train_loader, optimizer, scheduler=scheduler, epoch=epoch,
-                                progress=progress, loss_fn=loss_fn)  # fmt: skip
+        stats = train_one_epoch(
+            model,
+            data.train_loader,
+            optimizer,
+            scheduler=scheduler,
+            epoch=epoch,
+            progress=progress,
+            loss_fn=loss_fn,
+        )
         result = evaluate(model, data.val_loader)
-        history.append({"epoch": epoch, "train_loss": stats.loss, "top1": result.top1, "top5": result.top5,
-                        "images_per_s": stats.images_per_s})  # fmt: skip
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": stats.loss,
+                "top1": result.top1,
+                "top5": result.top5,
+                "images_per_s": stats.images_per_s,
+            }
+        )
     return history
 
 
-def cached_baseline(name: str, data, *, epochs: int, lr: float, seed: int, tag: str) -> tuple[nn.Module, dict]:
+def cached_baseline(
+    name: str, data, *, epochs: int, lr: float, seed: int, tag: str
+) -> tuple[nn.Module, dict]:
     """The Fashion-MNIST baseline of ``name``: trained once, then loaded from benchmarks/cache/."""
     from torchslim.engine import evaluate
     from torchslim.models import load_model, save_model
@@ -263,7 +322,14 @@ def cached_baseline(name: str, data, *, epochs: int, lr: float, seed: int, tag: 
     started = time.perf_counter()
     history = train_epochs(model, data, epochs=epochs, lr=lr, seed=seed)
     result = evaluate(model, data.val_loader)
-    record = {"epochs": epochs, "lr": lr, "seed": seed, "top1": result.top1, "top5": result.top5,
-              "seconds": time.perf_counter() - started, "history": history}  # fmt: skip
+    record = {
+        "epochs": epochs,
+        "lr": lr,
+        "seed": seed,
+        "top1": result.top1,
+        "top5": result.top5,
+        "seconds": time.perf_counter() - started,
+        "history": history,
+    }
     save_model(directory, model, name, {"num_classes": 10}, input_size=32, extra={"baseline": record})
     return model.eval(), record

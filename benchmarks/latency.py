@@ -45,21 +45,39 @@ def build_variants(name: str, args) -> tuple[dict[str, torch.nn.Module], dict[st
     for round_to in args.ts_round_to:
         pruned = ts_prune(base, INPUT, args.target, round_to=round_to)
         models[f"torchslim r{round_to}"] = pruned.model
-        info[f"torchslim r{round_to}"] = {"macs_left": pruned.macs_left, "hit": pruned.hit, "seconds": pruned.seconds}
+        info[f"torchslim r{round_to}"] = {
+            "macs_left": pruned.macs_left,
+            "hit": pruned.hit,
+            "seconds": pruned.seconds,
+        }
     for batch in [] if args.no_latency_aware else args.batches:
         started = time.perf_counter()
-        result = prune_for_latency(base, torch.randn(1, 3, INPUT, INPUT), target_flops=args.target,
-                                   runtime="onnxruntime", threads=args.threads, batch_size=batch)  # fmt: skip
+        result = prune_for_latency(
+            base,
+            torch.randn(1, 3, INPUT, INPUT),
+            target_flops=args.target,
+            runtime="onnxruntime",
+            threads=args.threads,
+            batch_size=batch,
+        )
         left = result.report.macs_after / result.report.macs_before
         label = f"torchslim latency-aware b{batch}"
         models[label] = result.model
-        info[label] = {"macs_left": left, "hit": abs(1 - left - args.target) <= 0.01,
-                       "seconds": time.perf_counter() - started, "plan": result.latency.as_dict()}  # fmt: skip
+        info[label] = {
+            "macs_left": left,
+            "hit": abs(1 - left - args.target) <= 0.01,
+            "seconds": time.perf_counter() - started,
+            "plan": result.latency.as_dict(),
+        }
     for round_to in args.tp_round_to:
         label = f"torch-pruning r{round_to or 'none'}"
         pruned = tp_prune_cached(name, base, INPUT, args.target, round_to)
         models[label] = pruned.model
-        info[label] = {"macs_left": macs(pruned.model, INPUT) / before, "hit": pruned.hit, "ratio": pruned.ratio}
+        info[label] = {
+            "macs_left": macs(pruned.model, INPUT) / before,
+            "hit": pruned.hit,
+            "ratio": pruned.ratio,
+        }
     return models, info
 
 
@@ -130,11 +148,21 @@ def _compare(paths: dict[str, Path], models: dict, runtime: str, batch: int, arg
     rounds = args.rounds if batch == 1 else max(5, args.rounds // 2)
     before = probe_ms(paths["unpruned"], args.threads)
     with torch_threads(args.threads):
-        comparison = compare_latency(models or dict.fromkeys(paths), INPUT, runtime=runtime, batch_size=batch,
-                                     threads=args.threads, warmup=3, rounds=rounds, onnx_paths=paths)  # fmt: skip
+        comparison = compare_latency(
+            models or dict.fromkeys(paths),
+            INPUT,
+            runtime=runtime,
+            batch_size=batch,
+            threads=args.threads,
+            warmup=3,
+            rounds=rounds,
+            onnx_paths=paths,
+        )
     after = probe_ms(paths["unpruned"], args.threads)
-    log(f"    {runtime} batch {batch} ({rounds} rounds, probe {before:.2f}/{after:.2f} ms): "
-        + ", ".join(f"{k} x{v:.2f}" for k, v in comparison.speedup.items()))  # fmt: skip
+    log(
+        f"    {runtime} batch {batch} ({rounds} rounds, probe {before:.2f}/{after:.2f} ms): "
+        + ", ".join(f"{k} x{v:.2f}" for k, v in comparison.speedup.items())
+    )
     return {"samples": comparison.samples_ms, "probes": [before, after], "rounds": rounds}
 
 
@@ -162,12 +190,27 @@ def _summarise(attempts: list[dict], labels, probe_floor: float) -> dict:
             "median_ms": float(np.median(samples)),
             "speedup": float(np.median(base[keep] / samples)),
             "speedup_q20": robust_ms(base[keep]) / robust_ms(samples),
-            "speedup_all_rounds": float(np.median(np.concatenate(
-                [np.asarray(a["samples"]["unpruned"]) / np.asarray(a["samples"][label]) for a in attempts]))),
-        }  # fmt: skip
-    entry.update({"_rounds": rounds, "_rounds_used": int(keep.sum()), "_rounds_timed": int(len(base)),
-                  "_probe_ms": probes, "_attempts": len(attempts),
-                  "_slow_state": slow})  # fmt: skip
+            "speedup_all_rounds": float(
+                np.median(
+                    np.concatenate(
+                        [
+                            np.asarray(a["samples"]["unpruned"]) / np.asarray(a["samples"][label])
+                            for a in attempts
+                        ]
+                    )
+                )
+            ),
+        }
+    entry.update(
+        {
+            "_rounds": rounds,
+            "_rounds_used": int(keep.sum()),
+            "_rounds_timed": int(len(base)),
+            "_probe_ms": probes,
+            "_attempts": len(attempts),
+            "_slow_state": slow,
+        }
+    )
     return entry
 
 
@@ -185,7 +228,9 @@ def time_all(paths: dict[str, Path], args) -> dict[str, dict]:
     """
     models = {}
     if "eager" in args.runtimes:
-        models = {label: torch.load(path.with_suffix(".pt"), weights_only=False) for label, path in paths.items()}
+        models = {
+            label: torch.load(path.with_suffix(".pt"), weights_only=False) for label, path in paths.items()
+        }
     blocks = [(runtime, batch) for runtime in args.runtimes for batch in args.batches]
     attempts = {f"{r} b{b}": [_compare(paths, models, r, b, args)] for r, b in blocks}
 
@@ -198,16 +243,20 @@ def time_all(paths: dict[str, Path], args) -> dict[str, dict]:
         slow = [(r, b) for r, b in blocks if _summarise(attempts[f"{r} b{b}"], paths, floor())["_slow_state"]]
         if not slow:
             break
-        log(f"    too few rounds in the normal machine state for {', '.join(f'{r} b{b}' for r, b in slow)}: "
-            f"timing again in {args.state_wait:.0f} s")  # fmt: skip
+        log(
+            f"    too few rounds in the normal machine state for {', '.join(f'{r} b{b}' for r, b in slow)}: "
+            f"timing again in {args.state_wait:.0f} s"
+        )
         time.sleep(args.state_wait)
         for runtime, batch in slow:
             attempts[f"{runtime} b{batch}"].append(_compare(paths, models, runtime, batch, args))
     timings = {key: _summarise(runs, paths, floor()) for key, runs in attempts.items()}
     _probe_floor(paths["unpruned"], floor())
     for key, entry in timings.items():
-        log(f"    {key}: {entry['_rounds_used']} of {entry['_rounds_timed']} rounds in the normal state: "
-            + ", ".join(f"{k} x{v['speedup']:.2f}" for k, v in entry.items() if k[0] != "_"))  # fmt: skip
+        log(
+            f"    {key}: {entry['_rounds_used']} of {entry['_rounds_timed']} rounds in the normal state: "
+            + ", ".join(f"{k} x{v['speedup']:.2f}" for k, v in entry.items() if k[0] != "_")
+        )
     # Profiling last: timing runs made in a process after ORT's profiler had run there were
     # slower (MobileNetV2 batch 8: unpruned 31.8 -> 36.0 ms, speedup 1.99x -> 1.89x).
     for batch in args.batches if "onnxruntime" in args.runtimes else ():
@@ -270,14 +319,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--runtimes", nargs="+", default=["onnxruntime", "eager"])
     parser.add_argument("--ts-round-to", type=int, nargs="+", default=[8, 16])
-    parser.add_argument("--tp-round-to", type=lambda v: None if v == "none" else int(v), nargs="+",
-                        default=[None, 8, 16])  # fmt: skip
+    parser.add_argument(
+        "--tp-round-to", type=lambda v: None if v == "none" else int(v), nargs="+", default=[None, 8, 16]
+    )
     parser.add_argument("--no-latency-aware", action="store_true")
-    parser.add_argument("--state-retries", type=int, default=3,
-                        help="times a comparison made in the machine's slow state is repeated (see probe_ms)")
+    parser.add_argument(
+        "--state-retries",
+        type=int,
+        default=3,
+        help="times a comparison made in the machine's slow state is repeated (see probe_ms)",
+    )
     parser.add_argument("--state-wait", type=float, default=30.0, help="seconds to wait before repeating one")
-    parser.add_argument("--round-to-sweep", action="store_true",
-                        help="only torchslim at round_to 8/16/32 on ORT (how the default was chosen)")  # fmt: skip
+    parser.add_argument(
+        "--round-to-sweep",
+        action="store_true",
+        help="only torchslim at round_to 8/16/32 on ORT (how the default was chosen)",
+    )
     parser.add_argument("--output", default="latency", help="results/<output>.json")
     return parser.parse_args(argv)
 
@@ -290,8 +347,13 @@ def main(argv=None) -> dict:
         if args.output == "latency":
             args.output = "round_to_sweep"
     torch.set_num_threads(args.threads)
-    payload = {"benchmark": "P2 latency", "machine": machine_info(args.threads), "input_size": INPUT,
-               "settings": {k: v for k, v in vars(args).items() if k != "models"}, "models": {}}  # fmt: skip
+    payload = {
+        "benchmark": "P2 latency",
+        "machine": machine_info(args.threads),
+        "input_size": INPUT,
+        "settings": {k: v for k, v in vars(args).items() if k != "models"},
+        "models": {},
+    }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="torchslim-p2-") as workdir:
         for name in args.models:

@@ -42,15 +42,31 @@ def candidate_plans(name: str, target: float, batch: int, threads: int, workdir:
         kept.append(candidate)
         return 0.0  # all equal: the fastest is kept, as without a score
 
-    result = prune_for_latency(base, torch.randn(1, 3, INPUT, INPUT), target_flops=target, runtime="onnxruntime",
-                               threads=threads, batch_size=batch, score=keep, speed_slack=1.0)  # fmt: skip
+    result = prune_for_latency(
+        base,
+        torch.randn(1, 3, INPUT, INPUT),
+        target_flops=target,
+        runtime="onnxruntime",
+        threads=threads,
+        batch_size=batch,
+        score=keep,
+        speed_slack=1.0,
+    )
     calibration = result.latency.calibration
     labels = [entry["plan"] for entry in calibration["scores"]]
-    paths = {"unpruned": str(export_for_timing(base, INPUT, Path(workdir) / f"{name}-b{batch}-unpruned.onnx"))}
+    paths = {
+        "unpruned": str(export_for_timing(base, INPUT, Path(workdir) / f"{name}-b{batch}-unpruned.onnx"))
+    }
     for label, model in zip(labels, kept, strict=True):
-        paths[label] = str(export_for_timing(model, INPUT, Path(workdir) / f"{name}-b{batch}-{label.replace(' ', '_')}.onnx"))
-    return {"paths": paths, "chosen": calibration["chosen"], "base_kernel_ms": calibration["base_ms"],
-            "kernel_ms": {entry["plan"]: entry["measured_ms"] for entry in calibration["scores"]}}  # fmt: skip
+        paths[label] = str(
+            export_for_timing(model, INPUT, Path(workdir) / f"{name}-b{batch}-{label.replace(' ', '_')}.onnx")
+        )
+    return {
+        "paths": paths,
+        "chosen": calibration["chosen"],
+        "base_kernel_ms": calibration["base_ms"],
+        "kernel_ms": {entry["plan"]: entry["measured_ms"] for entry in calibration["scores"]},
+    }
 
 
 def measure(name: str, batch: int, args, workdir: str) -> dict:
@@ -61,12 +77,22 @@ def measure(name: str, batch: int, args, workdir: str) -> dict:
     rounds = args.rounds if batch == 1 else max(5, args.rounds // 2)
     runs = []
     for repeat in range(args.repeats):
-        comparison = in_fresh_process(compare_latency, dict.fromkeys(paths), INPUT, onnx_paths=paths,
-                                      runtime="onnxruntime", batch_size=batch, threads=args.threads, warmup=5,
-                                      rounds=rounds)  # fmt: skip
+        comparison = in_fresh_process(
+            compare_latency,
+            dict.fromkeys(paths),
+            INPUT,
+            onnx_paths=paths,
+            runtime="onnxruntime",
+            batch_size=batch,
+            threads=args.threads,
+            warmup=5,
+            rounds=rounds,
+        )
         runs.append({"speedup": comparison.speedup, "rounds_used": comparison.rounds_used, "rounds": rounds})
-        log(f"{name} b{batch} run {repeat + 1}: {comparison.rounds_used}/{rounds} steady rounds, "
-            + ", ".join(f"{k} x{v:.3f}" for k, v in comparison.speedup.items() if k != "unpruned"))  # fmt: skip
+        log(
+            f"{name} b{batch} run {repeat + 1}: {comparison.rounds_used}/{rounds} steady rounds, "
+            + ", ".join(f"{k} x{v:.3f}" for k, v in comparison.speedup.items() if k != "unpruned")
+        )
     return {**plans, "runs": runs}
 
 
@@ -76,11 +102,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=40, help="timed rounds per run at batch 1 (half at batch 8)")
+    parser.add_argument(
+        "--rounds", type=int, default=40, help="timed rounds per run at batch 1 (half at batch 8)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs, each in a fresh process")
     args = parser.parse_args(argv)
-    payload = {"benchmark": "latency-aware candidates on the clock", "machine": machine_info(args.threads),
-               "input_size": INPUT, "settings": vars(args), "models": {}}  # fmt: skip
+    payload = {
+        "benchmark": "latency-aware candidates on the clock",
+        "machine": machine_info(args.threads),
+        "input_size": INPUT,
+        "settings": vars(args),
+        "models": {},
+    }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="torchslim-candidates-") as workdir:
         for name in args.models:

@@ -28,8 +28,19 @@ from results_md import write_results_md  # noqa: E402
 
 STEPS = ("p3", "p4", "sweep", "p2", "candidates", "p1", "p1seeds")
 # Every P1 row RESULTS.md shows: the three models, torchslim's other criteria and both latency-aware plans.
-P1_FULL = ["--models", "mobilenet_v2", "resnet34", "mobilenet_v1", "--extra-criteria", "bn_scale", "l1_group", "fpgm",
-           "taylor", "--latency-aware", "--latency-scored"]  # fmt: skip
+P1_FULL = [
+    "--models",
+    "mobilenet_v2",
+    "resnet34",
+    "mobilenet_v1",
+    "--extra-criteria",
+    "bn_scale",
+    "l1_group",
+    "fpgm",
+    "taylor",
+    "--latency-aware",
+    "--latency-scored",
+]
 
 
 def p1_seeds(quick: bool) -> None:
@@ -41,8 +52,10 @@ def p1_seeds(quick: bool) -> None:
         return
 
     script = str(Path(__file__).resolve().parent / "accuracy_seeds.py")
-    runs = [subprocess.Popen([sys.executable, script, "--models", "resnet34", "--seeds", str(seed)])
-            for seed in (1, 2)]  # fmt: skip
+    runs = [
+        subprocess.Popen([sys.executable, script, "--models", "resnet34", "--seeds", str(seed)])
+        for seed in (1, 2)
+    ]
     failed = [run.args for run in runs if run.wait() != 0]
     if failed:
         raise SystemExit(f"P1 seeds failed: {failed[0]}")
@@ -58,13 +71,30 @@ def main(argv=None) -> int:
     if quick:  # chance-level P1 numbers must never mix with, or replace, the real ones
         use_results_dir(ROOT / "results-quick")
     runs = {
-        "p3": lambda: tool_cost.main(["--repeats", "2" if quick else "5", "--tp-repeats", "1" if quick else "2"]),
+        "p3": lambda: tool_cost.main(
+            ["--repeats", "2" if quick else "5", "--tp-repeats", "1" if quick else "2"]
+        ),
         "p4": lambda: throughput.main(["--rounds", "2" if quick else "10"]),
         "sweep": lambda: latency.main(["--round-to-sweep", "--rounds", "6" if quick else "40"]),
         "p2": lambda: latency.main(["--rounds", "6" if quick else "40"]),
         "candidates": lambda: latency_candidates.main(["--rounds", "6", "--repeats", "1"] if quick else []),
-        "p1": lambda: accuracy.main(P1_FULL + (["--train-limit", "2000", "--val-limit", "1000", "--finetune-epochs",
-                                                "1", "--baseline-epochs", "1"] if quick else [])),  # fmt: skip
+        "p1": lambda: accuracy.main(
+            P1_FULL
+            + (
+                [
+                    "--train-limit",
+                    "2000",
+                    "--val-limit",
+                    "1000",
+                    "--finetune-epochs",
+                    "1",
+                    "--baseline-epochs",
+                    "1",
+                ]
+                if quick
+                else []
+            )
+        ),
         "p1seeds": lambda: p1_seeds(quick),
     }
     for step in STEPS:

@@ -97,10 +97,20 @@ def baseline(args: argparse.Namespace, data: SimpleNamespace) -> tuple[torch.nn.
     model = build_model(MODEL, num_classes=10, width_mult=WIDTH)
     started = time.perf_counter()
     history = train_epochs(model, data, epochs=args.epochs, lr=0.1, seed=0, weight_decay=4e-5)
-    record = {"epochs": args.epochs, "train_images": args.train_limit, "seconds": time.perf_counter() - started,
-              "history": history}  # fmt: skip
-    save_model(directory, model, MODEL, {"num_classes": 10, "width_mult": WIDTH}, input_size=SIZE,
-               extra={"baseline": record})  # fmt: skip
+    record = {
+        "epochs": args.epochs,
+        "train_images": args.train_limit,
+        "seconds": time.perf_counter() - started,
+        "history": history,
+    }
+    save_model(
+        directory,
+        model,
+        MODEL,
+        {"num_classes": 10, "width_mult": WIDTH},
+        input_size=SIZE,
+        extra={"baseline": record},
+    )
     log(f"baseline trained in {record['seconds']:.0f} s, cached in {directory}")
     return model.eval(), record
 
@@ -119,20 +129,20 @@ def strategy_config(method: str, args: argparse.Namespace, work: Path) -> dict[s
             "target_ratio": args.target,
             "delta_rate": 0.1,
             "sensitivities_file": str(work / "sensitivities.json"),
-        },  # fmt: skip
+        },
         "sensitive-level": {  # the same table, the seed's allocation rule (one allowed-loss level)
             "class": "SensitivePruneStrategy",
             "target_ratio": args.target,
             "delta_rate": 0.1,
             "sensitivities_file": str(work / "sensitivities.json"),
             "allocation": "level",
-        },  # fmt: skip
+        },
         "auto": {
             "class": "AutoPruneStrategy",
             "controller": "sa_controller",
             "min_ratio": args.target,  # at least the target: never fewer MACs removed than asked
             "max_ratio": args.target + 0.01,
-        },  # fmt: skip
+        },
     }
     return {
         "version": 1.0,
@@ -146,7 +156,7 @@ def strategy_config(method: str, args: argparse.Namespace, work: Path) -> dict[s
                 "init_temperature": 1.0,
                 "max_iter_number": args.sa_iterations,
             }
-        },  # fmt: skip
+        },
         "strategies": {method: {**common, **strategies[method]}},
         "compressor": {"epoch": 1, "checkpoint_path": None, "strategies": [method]},
         "train": {"data": "fashion-mnist", "seed": 0},
@@ -165,10 +175,15 @@ def run_method(method: str, base: torch.nn.Module, data: SimpleNamespace, args: 
     device = torch.device(args.device)
     model = copy.deepcopy(base).to(device)
     context = CompressionContext(
-        model=model, base_name=MODEL, base_kwargs={"num_classes": 10, "width_mult": WIDTH},
-        example_input=torch.zeros(1, 3, SIZE, SIZE, device=device), aliases=seed_param_names(MODEL, model),
-        device=device, train_loader=data.train_loader, val_loader=data.search_loader,
-    )  # fmt: skip
+        model=model,
+        base_name=MODEL,
+        base_kwargs={"num_classes": 10, "width_mult": WIDTH},
+        example_input=torch.zeros(1, 3, SIZE, SIZE, device=device),
+        aliases=seed_param_names(MODEL, model),
+        device=device,
+        train_loader=data.train_loader,
+        val_loader=data.search_loader,
+    )
     context.evaluate = lambda m=None: evaluate(
         m if m is not None else context.model, data.val_loader, device=device
     )
@@ -182,8 +197,14 @@ def run_method(method: str, base: torch.nn.Module, data: SimpleNamespace, args: 
     plot_channels(
         channel_counts(base), channel_counts(pruned), channels_png, title=f"{method}: channels per layer"
     )
-    history = train_epochs(pruned, SimpleNamespace(train_loader=data.train_loader, val_loader=data.val_loader),
-                           epochs=args.finetune_epochs, lr=0.01, seed=0, weight_decay=4e-5)  # fmt: skip
+    history = train_epochs(
+        pruned,
+        SimpleNamespace(train_loader=data.train_loader, val_loader=data.val_loader),
+        epochs=args.finetune_epochs,
+        lr=0.01,
+        seed=0,
+        weight_decay=4e-5,
+    )
     macs = profile_model(pruned, SIZE).macs
     row = {
         "method": method,
@@ -222,9 +243,11 @@ def main() -> None:
     for method in args.methods:
         log(f"--- {method}")
         row = run_method(method, base, data, args)
-        log(f"{method}: MACs -{row['macs_reduction']:.2%}, top-1 {row['top1_after_prune']:.2f} / "
+        log(
+            f"{method}: MACs -{row['macs_reduction']:.2%}, top-1 {row['top1_after_prune']:.2f} / "
             f"{row['top1_after_bn_recalibration']:.2f} (BN) / {row['top1_after_finetune']:.2f} (fine-tuned), "
-            f"{row['strategy_seconds']:.0f} s")  # fmt: skip
+            f"{row['strategy_seconds']:.0f} s"
+        )
         rows.append(row)
     payload = {
         "benchmark": "smart_pruning",
@@ -245,8 +268,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     print(f"| baseline | 0% | {base_top1:.2f} | - | - |")
     for row in rows:
-        print(f"| {row['method']} ({row['criterion']}) | {row['macs_reduction']:.1%} | {row['top1_after_prune']:.2f} "
-              f"| {row['top1_after_bn_recalibration']:.2f} | {row['top1_after_finetune']:.2f} |")  # fmt: skip
+        print(
+            f"| {row['method']} ({row['criterion']}) | {row['macs_reduction']:.1%} | {row['top1_after_prune']:.2f} "
+            f"| {row['top1_after_bn_recalibration']:.2f} | {row['top1_after_finetune']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

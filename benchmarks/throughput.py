@@ -35,7 +35,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_epoch(model, loader, optimizer, scheduler, max_batches: int, device: torch.device) -> tuple[int, float]:
+def bare_epoch(
+    model, loader, optimizer, scheduler, max_batches: int, device: torch.device
+) -> tuple[int, float]:
     model.train()
     seen = 0
     started = time.perf_counter()
@@ -53,12 +55,22 @@ def bare_epoch(model, loader, optimizer, scheduler, max_batches: int, device: to
     return seen, time.perf_counter() - started
 
 
-def engine_epoch(model, loader, optimizer, scheduler, max_batches: int, device: torch.device) -> tuple[int, float]:
+def engine_epoch(
+    model, loader, optimizer, scheduler, max_batches: int, device: torch.device
+) -> tuple[int, float]:
     from torchslim.engine import train_one_epoch
 
     started = time.perf_counter()
-    stats = train_one_epoch(model, loader, optimizer, scheduler=scheduler, device=device, hooks=_NoOpHooks(),
-                            progress=False, max_batches=max_batches)  # fmt: skip
+    stats = train_one_epoch(
+        model,
+        loader,
+        optimizer,
+        scheduler=scheduler,
+        device=device,
+        hooks=_NoOpHooks(),
+        progress=False,
+        max_batches=max_batches,
+    )
     _sync(device)
     return stats.images, time.perf_counter() - started
 
@@ -70,8 +82,9 @@ def run_model(name: str, args) -> dict:
     device = torch.device(args.device)
     model = fresh_model(name, num_classes=10).to(device)
     optimizer = build_optimizer(model, lr=0.01, momentum=0.9, l2_decay=5e-4)
-    scheduler = build_lr_scheduler(optimizer, strategy="cosine_decay", epochs=1000,
-                                   steps_per_epoch=args.batches)  # fmt: skip
+    scheduler = build_lr_scheduler(
+        optimizer, strategy="cosine_decay", epochs=1000, steps_per_epoch=args.batches
+    )
     runners = {"engine": engine_epoch, "bare": bare_epoch}
     for runner in runners.values():  # warm-up
         runner(model, data.train_loader, optimizer, scheduler, 3, device)
@@ -79,7 +92,9 @@ def run_model(name: str, args) -> dict:
     for r in range(args.rounds):
         order = list(runners) if r % 2 == 0 else list(reversed(runners))
         for label in order:
-            images, seconds = runners[label](model, data.train_loader, optimizer, scheduler, args.batches, device)
+            images, seconds = runners[label](
+                model, data.train_loader, optimizer, scheduler, args.batches, device
+            )
             rates[label].append(images / seconds)
     ratios = [e / b for e, b in zip(rates["engine"], rates["bare"], strict=True)]
     result = {
@@ -90,8 +105,10 @@ def run_model(name: str, args) -> dict:
         "engine_runs": rates["engine"],
         "bare_runs": rates["bare"],
     }
-    log(f"{name}: engine {result['engine_images_per_s']:.1f} img/s, bare {result['bare_images_per_s']:.1f} img/s, "
-        f"ratio {result['ratio']:.3f} (paired {result['paired_ratio_median']:.3f})")  # fmt: skip
+    log(
+        f"{name}: engine {result['engine_images_per_s']:.1f} img/s, bare {result['bare_images_per_s']:.1f} img/s, "
+        f"ratio {result['ratio']:.3f} (paired {result['paired_ratio_median']:.3f})"
+    )
     return result
 
 
@@ -109,10 +126,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    payload = {"benchmark": "P4 throughput", "machine": machine_info(args.threads),
-               "settings": {k: v for k, v in vars(args).items() if k != "models"},
-               "data": "Fashion-MNIST 32x32 (in memory, random-crop augmentation), batch loader shared",
-               "models": {}}  # fmt: skip
+    payload = {
+        "benchmark": "P4 throughput",
+        "machine": machine_info(args.threads),
+        "settings": {k: v for k, v in vars(args).items() if k != "models"},
+        "data": "Fashion-MNIST 32x32 (in memory, random-crop augmentation), batch loader shared",
+        "models": {},
+    }
     for name in args.models:
         payload["models"][name] = run_model(name, args)
         write_result("throughput", payload)

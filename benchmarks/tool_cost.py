@@ -43,9 +43,16 @@ def phases(model, input_size: int, target: float, round_to: int) -> dict[str, fl
     t5 = clock()
     apply_plan(pruned, group_set, plan.mask)
     t6 = clock()
-    times.update({"trace (torch.fx + shape propagation)": t1 - t0, "groups": t2 - t1, "l1 scores": t3 - t2,
-                  "plan search (bisect + nudge)": t4 - t3, "deepcopy (inplace=False)": t5 - t4,
-                  "surgery (apply_plan)": t6 - t5})  # fmt: skip
+    times.update(
+        {
+            "trace (torch.fx + shape propagation)": t1 - t0,
+            "groups": t2 - t1,
+            "l1 scores": t3 - t2,
+            "plan search (bisect + nudge)": t4 - t3,
+            "deepcopy (inplace=False)": t5 - t4,
+            "surgery (apply_plan)": t6 - t5,
+        }
+    )
     return times
 
 
@@ -69,7 +76,9 @@ def run_model(name: str, args) -> dict:
         started = time.perf_counter()
         tp_prune_once(model, torch.randn(1, 3, input_size, input_size), tp_ratio or 0.3, None)
         tp_step_times.append(time.perf_counter() - started)
-    breakdown = [phases(fresh_model(name), input_size, target, args.round_to) for _ in range(args.phase_repeats)]
+    breakdown = [
+        phases(fresh_model(name), input_size, target, args.round_to) for _ in range(args.phase_repeats)
+    ]
     result = {
         "torchslim_seconds": statistics.median(ts_times),
         "torchslim_min_seconds": min(ts_times),
@@ -86,9 +95,11 @@ def run_model(name: str, args) -> dict:
         "speedup_vs_one_step": statistics.median(tp_step_times) / statistics.median(ts_times),
         "phases_median_seconds": {k: statistics.median(b[k] for b in breakdown) for k in breakdown[0]},
     }
-    log(f"{name}: torchslim {result['torchslim_seconds']:.2f} s (min {min(ts_times):.2f} s, MACs left {ts_left:.2%}), Torch-Pruning bisection "
+    log(
+        f"{name}: torchslim {result['torchslim_seconds']:.2f} s (min {min(ts_times):.2f} s, MACs left {ts_left:.2%}), Torch-Pruning bisection "
         f"{result['torch_pruning_bisection_seconds']:.2f} s ({tp_tries} tries, MACs left {tp_left:.2%}), "
-        f"one TP step {result['torch_pruning_one_step_seconds']:.2f} s")  # fmt: skip
+        f"one TP step {result['torch_pruning_one_step_seconds']:.2f} s"
+    )
     for phase, seconds in result["phases_median_seconds"].items():
         log(f"    {phase}: {seconds:.3f} s")
     return result
@@ -97,7 +108,11 @@ def run_model(name: str, args) -> dict:
 def _tp_ratio_for(peer, model) -> float | None:
     """Torch-Pruning's kept fraction of the first conv's channels: the ratio its bisection settled on."""
     for module, original in zip(peer.model.modules(), model.modules(), strict=False):
-        if isinstance(module, torch.nn.Conv2d) and module.groups == 1 and module.out_channels != original.out_channels:
+        if (
+            isinstance(module, torch.nn.Conv2d)
+            and module.groups == 1
+            and module.out_channels != original.out_channels
+        ):
             return 1.0 - module.out_channels / original.out_channels
     return None
 
@@ -117,8 +132,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    payload = {"benchmark": "P3 tool cost", "machine": machine_info(args.threads),
-               "settings": {k: v for k, v in vars(args).items() if k != "models"}, "models": {}}  # fmt: skip
+    payload = {
+        "benchmark": "P3 tool cost",
+        "machine": machine_info(args.threads),
+        "settings": {k: v for k, v in vars(args).items() if k != "models"},
+        "models": {},
+    }
     for name in args.models:
         payload["models"][name] = run_model(name, args)
         write_result("tool_cost", payload)

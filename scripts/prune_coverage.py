@@ -216,9 +216,17 @@ def run_one(name: str, target: float, wanted_size: int, round_to: int) -> dict[s
 
 def run_isolated(name: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [
-        sys.executable, __file__, "--worker", name, "--target-flops", str(args.target_flops),
-        "--input-size", str(args.input_size), "--round-to", str(args.round_to),
-    ]  # fmt: skip
+        sys.executable,
+        __file__,
+        "--worker",
+        name,
+        "--target-flops",
+        str(args.target_flops),
+        "--input-size",
+        str(args.input_size),
+        "--round-to",
+        str(args.round_to),
+    ]
     if args.threads:
         command += ["--threads", str(args.threads)]
     started = time.perf_counter()

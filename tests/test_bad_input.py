@@ -97,20 +97,33 @@ class CliServer:
         self.count = 0
         self.log = open(work / "server.stderr", "w")  # noqa: SIM115 (closed in close())
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-            text=True, env=BASE_ENV, cwd=REPO,
-        )  # fmt: skip
+            [sys.executable, "-c", SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=BASE_ENV,
+            cwd=REPO,
+        )
 
     def __call__(self, *argv: str, env: dict[str, str] | None = None, timeout: float = 240) -> Run:
         self.count += 1
         out, err = self.work / f"{self.count}.stdout", self.work / f"{self.count}.stderr"
-        job = {"argv": list(argv), "env": env or {}, "cwd": str(REPO), "stdout": str(out), "stderr": str(err),
-               "timeout": timeout}  # fmt: skip
+        job = {
+            "argv": list(argv),
+            "env": env or {},
+            "cwd": str(REPO),
+            "stdout": str(out),
+            "stderr": str(err),
+            "timeout": timeout,
+        }
         self.process.stdin.write(json.dumps(job) + "\n")
         self.process.stdin.flush()
         reply = self.process.stdout.readline()
         if not reply:
-            raise RuntimeError(f"the CLI fork server died: {(self.work / 'server.stderr').read_text()[-3000:]}")
+            raise RuntimeError(
+                f"the CLI fork server died: {(self.work / 'server.stderr').read_text()[-3000:]}"
+            )
         return Run(json.loads(reply)["returncode"], out.read_text(), err.read_text())
 
     def close(self) -> None:
@@ -122,9 +135,13 @@ class CliServer:
 def plain_cli(*argv: str, env: dict[str, str] | None = None, timeout: float = 240) -> Run:
     """``python -m torchslim ARGV`` in a fresh interpreter."""
     done = subprocess.run(
-        [sys.executable, "-m", "torchslim", *argv], capture_output=True, text=True, timeout=timeout,
-        env={**BASE_ENV, **(env or {})}, cwd=REPO,
-    )  # fmt: skip
+        [sys.executable, "-m", "torchslim", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**BASE_ENV, **(env or {})},
+        cwd=REPO,
+    )
     return Run(done.returncode, done.stdout, done.stderr)
 
 
@@ -142,7 +159,9 @@ def cli(tmp_path_factory):
 
 def error_line(run: Run, command: str, exit_code: int, *needles: str) -> str:
     """The one error line of a failed run; checks exit code, no traceback, and that it names ``needles``."""
-    assert run.returncode == exit_code, f"exit {run.returncode}, expected {exit_code}; stderr:\n{run.stderr[-3000:]}"
+    assert run.returncode == exit_code, (
+        f"exit {run.returncode}, expected {exit_code}; stderr:\n{run.stderr[-3000:]}"
+    )
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     prefix = f"torchslim {command}: error: "
     lines = [line for line in run.stderr.splitlines() if line.strip()]  # \r of progress bars splits too
@@ -192,19 +211,41 @@ def write_png(path: Path, value: int) -> str:
     return str(path)
 
 
-def write_config(path: Path, checkpoint: Path, *, model: str, data: str, epochs: int = 1, start_epoch: int = 0,
-                 target: float = 0.4, pruned: str = ".*") -> str:  # fmt: skip
+def write_config(
+    path: Path,
+    checkpoint: Path,
+    *,
+    model: str,
+    data: str,
+    epochs: int = 1,
+    start_epoch: int = 0,
+    target: float = 0.4,
+    pruned: str = ".*",
+) -> str:
     config = {
         "version": 1.0,
         "pruners": {"pruner_1": {"class": "StructurePruner", "criterions": {"*": "l1_norm"}, "round_to": 2}},
         "strategies": {
-            "uniform": {"class": "UniformPruneStrategy", "pruner": "pruner_1", "start_epoch": start_epoch,
-                        "target_ratio": target, "pruned_params": pruned},
+            "uniform": {
+                "class": "UniformPruneStrategy",
+                "pruner": "pruner_1",
+                "start_epoch": start_epoch,
+                "target_ratio": target,
+                "pruned_params": pruned,
+            },
         },
         "compressor": {"epoch": epochs, "checkpoint_path": str(checkpoint), "strategies": ["uniform"]},
-        "train": {"model": model, "data": data, "batch_size": 16, "lr": 0.05, "lr_strategy": "cosine_decay",
-                  "input_size": 16, "num_workers": 0, "device": "cpu"},
-    }  # fmt: skip
+        "train": {
+            "model": model,
+            "data": data,
+            "batch_size": 16,
+            "lr": 0.05,
+            "lr_strategy": "cosine_decay",
+            "input_size": 16,
+            "num_workers": 0,
+            "device": "cpu",
+        },
+    }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return str(path)
 
@@ -227,7 +268,11 @@ def inputs(tmp_path_factory) -> dict:
     # ImageNet lists: three classes of flat images, and one file in val that is not an image at all.
     imagenet = root / "imagenet"
     for split, count in (("train", 9), ("val", 6)):
-        lines = [f"{split}/{i}.png {i % 3}" for i in range(count) if write_png(imagenet / split / f"{i}.png", 25 * i)]
+        lines = [
+            f"{split}/{i}.png {i % 3}"
+            for i in range(count)
+            if write_png(imagenet / split / f"{i}.png", 25 * i)
+        ]
         (imagenet / f"{split}_list.txt").write_text("\n".join(lines) + "\n")
     (imagenet / "val" / "broken.jpg").write_bytes(b"this is not a JPEG")
     with open(imagenet / "val_list.txt", "a") as handle:
@@ -293,9 +338,13 @@ def test_malformed_config(cli, tmp_path):
 
 
 def test_unknown_config_key_suggests_the_right_one(cli, inputs, tmp_path):
-    config = Path(write_config(tmp_path / "typo.yaml", tmp_path / "ckpt", model=TINY_MODEL, data=inputs["data"]))
+    config = Path(
+        write_config(tmp_path / "typo.yaml", tmp_path / "ckpt", model=TINY_MODEL, data=inputs["data"])
+    )
     config.write_text(config.read_text().replace("batch_size:", "batch_sise:"))
-    message = error_line(cli("compress", "--config", str(config)), "compress", 2, str(config), "train.batch_sise")
+    message = error_line(
+        cli("compress", "--config", str(config)), "compress", 2, str(config), "train.batch_sise"
+    )
     assert "did you mean 'batch_size'" in message
     assert not (tmp_path / "ckpt").exists()
 
@@ -313,25 +362,57 @@ def test_missing_data(cli, inputs, trained, tmp_path, command):
         argv = ["--model-path", trained["eval_model"], "--data", data]
         argv += ["--model", inputs["model"]] if command == "eval" else []
     message = error_line(cli(command, *argv), command, 3, str(absent), "does not exist")
-    assert "apt-get install dataset-fashion-mnist" in message and "fashion-mnist:DIR" in message  # how to get it
+    assert (
+        "apt-get install dataset-fashion-mnist" in message and "fashion-mnist:DIR" in message
+    )  # how to get it
 
 
 @pytest.mark.parametrize(
     "command, layout",
-    [("compress", "imagenet"), ("compress", "folder"), ("eval", "imagenet"), ("eval", "folder"),
-     ("infer", "imagenet"), ("infer", "images")],
-)  # fmt: skip
+    [
+        ("compress", "imagenet"),
+        ("compress", "folder"),
+        ("eval", "imagenet"),
+        ("eval", "folder"),
+        ("infer", "imagenet"),
+        ("infer", "images"),
+    ],
+)
 def test_undecodable_image_is_named(cli, inputs, trained, tmp_path, command, layout):
-    broken = inputs["imagenet"] / "val" / "broken.jpg" if layout != "folder" else inputs["folder"] / "val" / "dog" / "broken.jpg"
+    broken = (
+        inputs["imagenet"] / "val" / "broken.jpg"
+        if layout != "folder"
+        else inputs["folder"] / "val" / "dog" / "broken.jpg"
+    )
     data = f"{layout}:{inputs[layout]}" if layout != "images" else None
     if command == "compress":
         argv = ["--config", trained["config"], "--data", data, "--checkpoint-path", str(tmp_path / "ckpt")]
     elif command == "eval":
         argv = ["--model-path", trained["eval_model"], "--model", inputs["model"], "--data", data]
     elif layout == "images":
-        argv = ["--model-path", trained["eval_model"], "--images", str(broken), "--runs", "1", "--warmup", "0"]
+        argv = [
+            "--model-path",
+            trained["eval_model"],
+            "--images",
+            str(broken),
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+        ]
     else:
-        argv = ["--model-path", trained["eval_model"], "--data", data, "--limit", "7", "--runs", "1", "--warmup", "0"]
+        argv = [
+            "--model-path",
+            trained["eval_model"],
+            "--data",
+            data,
+            "--limit",
+            "7",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+        ]
     error_line(cli(command, *argv), command, 3, str(broken))
     if command == "compress":
         assert not list((tmp_path / "ckpt").glob("[0-9]*"))
@@ -354,24 +435,40 @@ def test_skip_bad_images_succeeds_and_counts(cli, inputs, trained, tmp_path, com
 def write_lists(directory: Path, imagenet: Path, val_labels: list[str]) -> Path:
     """ImageNet lists in ``directory`` over the images of ``imagenet``, with the given val labels."""
     directory.mkdir()
-    (directory / "train_list.txt").write_text("".join(f"{imagenet}/train/{i}.png {i % 3}\n" for i in range(9)))
-    lines = ["# a comment, then a blank line", ""] + [f"{imagenet}/val/{i}.png {label}" for i, label in enumerate(val_labels)]
+    (directory / "train_list.txt").write_text(
+        "".join(f"{imagenet}/train/{i}.png {i % 3}\n" for i in range(9))
+    )
+    lines = ["# a comment, then a blank line", ""] + [
+        f"{imagenet}/val/{i}.png {label}" for i, label in enumerate(val_labels)
+    ]
     (directory / "val_list.txt").write_text("\n".join(lines) + "\n")
     return directory
 
 
 @pytest.mark.parametrize(
     "command, bad_label, problem",
-    [("eval", "-1", "is negative"), ("compress", "one", "is not an integer"),
-     ("eval", "12", "out of range for a model with 10 classes"),
-     ("compress", "12", "out of range for a model with 3 classes"), ("infer", "1.5", "is not an integer")],
-)  # fmt: skip
+    [
+        ("eval", "-1", "is negative"),
+        ("compress", "one", "is not an integer"),
+        ("eval", "12", "out of range for a model with 10 classes"),
+        ("compress", "12", "out of range for a model with 3 classes"),
+        ("infer", "1.5", "is not an integer"),
+    ],
+)
 def test_label_out_of_range_names_file_and_line(cli, inputs, trained, tmp_path, command, bad_label, problem):
     lists = write_lists(tmp_path / "lists", inputs["imagenet"], ["0", "1", bad_label, "2"])
     data = f"imagenet:{lists}"
     if command == "compress":
-        argv = ["--config", trained["config"], "--data", data, "--checkpoint-path", str(tmp_path / "ckpt"),
-                "--num-classes", "3"]  # fmt: skip
+        argv = [
+            "--config",
+            trained["config"],
+            "--data",
+            data,
+            "--checkpoint-path",
+            str(tmp_path / "ckpt"),
+            "--num-classes",
+            "3",
+        ]
     elif command == "eval":
         argv = ["--model-path", trained["eval_model"], "--model", inputs["model"], "--data", data]
     else:
@@ -397,9 +494,18 @@ def foreign_weights(inputs) -> Path:
 @pytest.mark.parametrize("command", ["compress", "prune", "flops", "params"])
 def test_pretrained_file_of_another_model(cli, inputs, trained, foreign_weights, tmp_path, command):
     if command == "compress":
-        argv = ["--config", trained["config"], "--model", TINY_MODEL, "--checkpoint-path", str(tmp_path / "ckpt")]
+        argv = [
+            "--config",
+            trained["config"],
+            "--model",
+            TINY_MODEL,
+            "--checkpoint-path",
+            str(tmp_path / "ckpt"),
+        ]
     else:
-        argv = ["--model", TINY_MODEL, "--input-size", "16"] + (["--target-flops", "0.3"] if command == "prune" else [])
+        argv = ["--model", TINY_MODEL, "--input-size", "16"] + (
+            ["--target-flops", "0.3"] if command == "prune" else []
+        )
     run = cli(command, *argv, "--pretrained", str(foreign_weights))
     error_line(run, command, 4, str(foreign_weights), "'stem.0.weight'")  # the first key that does not match
 
@@ -411,7 +517,9 @@ def test_saved_model_whose_weights_do_not_match_its_manifest(cli, inputs, traine
     manifest = json.loads((saved / "manifest.json").read_text())
     name = grow_first_pruned_weight(manifest)
     (saved / "manifest.json").write_text(json.dumps(manifest))
-    argv = ["--model-path", str(saved), "--model", inputs["model"]] + (["--data", inputs["data"]] if command == "eval" else [])
+    argv = ["--model-path", str(saved), "--model", inputs["model"]] + (
+        ["--data", inputs["data"]] if command == "eval" else []
+    )
     error_line(cli(command, *argv), command, 4, str(saved / "model.safetensors"), f"'{name}'")
 
 
@@ -428,8 +536,17 @@ def grow_first_pruned_weight(manifest: dict) -> str:
 def test_checkpoint_of_another_model(cli, inputs, trained, tmp_path):
     checkpoint = copy_checkpoint(trained, tmp_path / "ckpt")
     before = (checkpoint / "0" / "MANIFEST.json").read_bytes()
-    run = cli("compress", "--config", trained["config"], "--checkpoint-path", str(checkpoint),
-              "--model", inputs["other_model"], "--num-epochs", "2")  # fmt: skip
+    run = cli(
+        "compress",
+        "--config",
+        trained["config"],
+        "--checkpoint-path",
+        str(checkpoint),
+        "--model",
+        inputs["other_model"],
+        "--num-epochs",
+        "2",
+    )
     error_line(run, "compress", 6, str(checkpoint / "0"), inputs["model"], inputs["other_model"])
     assert "epoch 1:" not in run.stderr and not (checkpoint / "1").exists()
     assert (checkpoint / "0" / "MANIFEST.json").read_bytes() == before
@@ -443,7 +560,9 @@ def test_checkpoint_whose_weights_do_not_match_its_manifest(cli, trained, tmp_pa
     (checkpoint / "0" / "meta.json").write_text(json.dumps(meta))
     fix_checkpoint_hashes(checkpoint / "0")
     verify_checkpoint(checkpoint / "0")
-    run = cli("compress", "--config", trained["config"], "--checkpoint-path", str(checkpoint), "--num-epochs", "2")
+    run = cli(
+        "compress", "--config", trained["config"], "--checkpoint-path", str(checkpoint), "--num-epochs", "2"
+    )
     error_line(run, "compress", 6, str(checkpoint / "0"), f"'{name}'", "manifest")
     assert "epoch 1:" not in run.stderr and not (checkpoint / "1").exists()
 
@@ -452,16 +571,33 @@ def test_checkpoint_whose_weights_do_not_match_its_manifest(cli, trained, tmp_pa
 
 
 def test_unreachable_flops_target_prune(cli):
-    run = cli("prune", "--model", TINY_MODEL, "--input-size", "16", "--target-flops", "0.99",
-              "--pruned-params", r"head\.0\.weight")  # fmt: skip
+    run = cli(
+        "prune",
+        "--model",
+        TINY_MODEL,
+        "--input-size",
+        "16",
+        "--target-flops",
+        "0.99",
+        "--pruned-params",
+        r"head\.0\.weight",
+    )
     error_line(run, "prune", 5, "99.00%", "unreachable")
 
 
 @pytest.mark.parametrize("start_epoch", [0, 1])
 def test_unreachable_flops_target_compress_fails_before_training(cli, inputs, tmp_path, start_epoch):
     checkpoint = tmp_path / "ckpt"
-    config = write_config(tmp_path / "c.yaml", checkpoint, model=TINY_MODEL, data=inputs["data"], epochs=2,
-                          start_epoch=start_epoch, target=0.99, pruned=r"head\.0\.weight")  # fmt: skip
+    config = write_config(
+        tmp_path / "c.yaml",
+        checkpoint,
+        model=TINY_MODEL,
+        data=inputs["data"],
+        epochs=2,
+        start_epoch=start_epoch,
+        target=0.99,
+        pruned=r"head\.0\.weight",
+    )
     run = cli("compress", "--config", config)
     error_line(run, "compress", 5, "99.00%", "unreachable")
     assert "epoch 0:" not in run.stderr  # nothing was trained
@@ -474,8 +610,16 @@ def test_unreachable_flops_target_compress_fails_before_training(cli, inputs, tm
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cli, trained, tmp_path):
     checkpoint = copy_checkpoint(trained, tmp_path / "ckpt")
     files = {p.name: p.read_bytes() for p in (checkpoint / "0").iterdir() if p.is_file()}
-    run = cli("compress", "--config", trained["config"], "--checkpoint-path", str(checkpoint), "--num-epochs", "2",
-              env={"TINY_LOGIT_SCALE": "inf"})  # fmt: skip
+    run = cli(
+        "compress",
+        "--config",
+        trained["config"],
+        "--checkpoint-path",
+        str(checkpoint),
+        "--num-epochs",
+        "2",
+        env={"TINY_LOGIT_SCALE": "inf"},
+    )
     message = error_line(run, "compress", 7, "epoch 1", "batch 0")
     assert "nan" in message.lower()
     assert "resuming from checkpoint" in run.stderr

@@ -13,8 +13,17 @@ from torchslim.cli import main
 from torchslim.models import save_model
 from torchslim.pruner import prune
 
-KEYS = {"macs_ratio", "latency_base_ms", "latency_pruned_ms", "speedup", "runtime", "threads", "batch_size", "rounds",
-        "rounds_used"}
+KEYS = {
+    "macs_ratio",
+    "latency_base_ms",
+    "latency_pruned_ms",
+    "speedup",
+    "runtime",
+    "threads",
+    "batch_size",
+    "rounds",
+    "rounds_used",
+}
 FAST = ["--input-size", "32", "--rounds", "2", "--warmup", "0", "--threads", "1"]
 
 
@@ -26,8 +35,25 @@ def run(capsys, argv):
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "eager"])
 def test_bench_latency_json_prunes_and_times(capsys, runtime):
-    code, out, _ = run(capsys, ["bench", "latency", "--model", TINY_MODEL, "--target-flops", "0.5", "--round-to", "2",
-                                "--runtime", runtime, "--batch-size", "2", "--json", *FAST])  # fmt: skip
+    code, out, _ = run(
+        capsys,
+        [
+            "bench",
+            "latency",
+            "--model",
+            TINY_MODEL,
+            "--target-flops",
+            "0.5",
+            "--round-to",
+            "2",
+            "--runtime",
+            runtime,
+            "--batch-size",
+            "2",
+            "--json",
+            *FAST,
+        ],
+    )
     assert code == 0
     payload = json.loads(out)
     assert set(payload) == KEYS
@@ -38,7 +64,9 @@ def test_bench_latency_json_prunes_and_times(capsys, runtime):
 
 
 def test_bench_latency_without_target_times_the_model_alone(capsys):
-    code, out, _ = run(capsys, ["bench", "latency", "--model", TINY_MODEL, "--runtime", "eager", "--json", *FAST])
+    code, out, _ = run(
+        capsys, ["bench", "latency", "--model", TINY_MODEL, "--runtime", "eager", "--json", *FAST]
+    )
     payload = json.loads(out)
     assert code == 0 and payload["macs_ratio"] == 1.0
     assert payload["latency_pruned_ms"] is None and payload["speedup"] is None
@@ -47,15 +75,42 @@ def test_bench_latency_without_target_times_the_model_alone(capsys):
 def test_bench_latency_saved_pruned_model_against_its_base(capsys, tmp_path):
     pruned = prune(tiny_net(), torch.randn(1, 3, 32, 32), target_flops=0.5, round_to=2).model
     save_model(tmp_path / "m", pruned, TINY_MODEL, {}, input_size=32)
-    code, out, _ = run(capsys, ["bench", "latency", "--model-path", str(tmp_path / "m"), "--model", TINY_MODEL,
-                                "--runtime", "eager", "--json", *FAST])  # fmt: skip
+    code, out, _ = run(
+        capsys,
+        [
+            "bench",
+            "latency",
+            "--model-path",
+            str(tmp_path / "m"),
+            "--model",
+            TINY_MODEL,
+            "--runtime",
+            "eager",
+            "--json",
+            *FAST,
+        ],
+    )
     assert code == 0
     assert 0.4 < json.loads(out)["macs_ratio"] < 0.6
 
 
 def test_bench_latency_text_table(capsys):
-    code, out, _ = run(capsys, ["bench", "latency", "--model", TINY_MODEL, "--target-flops", "0.5", "--round-to", "2",
-                                "--runtime", "eager", *FAST])  # fmt: skip
+    code, out, _ = run(
+        capsys,
+        [
+            "bench",
+            "latency",
+            "--model",
+            TINY_MODEL,
+            "--target-flops",
+            "0.5",
+            "--round-to",
+            "2",
+            "--runtime",
+            "eager",
+            *FAST,
+        ],
+    )
     assert code == 0 and "unpruned" in out and "pruned" in out and "speedup" in out
 
 

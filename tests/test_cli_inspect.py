@@ -167,9 +167,18 @@ KEY_OPTIONS = {
     "models": ["--torchvision", "--json"],
     "params": ["--model", "--model-path", "--pattern", "--num-classes", "--pretrained", "--json"],
     "flops": ["--model", "--model-path", "--input-size", "--num-classes", "--per-layer", "--json"],
-    "prune": ["--model", "--target-flops", "--criterion", "--pruned-params", "--round-to", "--global-ranking",
-              "--output", "--verify", "--json"],
-}  # fmt: skip
+    "prune": [
+        "--model",
+        "--target-flops",
+        "--criterion",
+        "--pruned-params",
+        "--round-to",
+        "--global-ranking",
+        "--output",
+        "--verify",
+        "--json",
+    ],
+}
 
 
 def test_main_help(capsys):

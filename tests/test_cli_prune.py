@@ -20,10 +20,24 @@ def run(capsys, argv: list[str]) -> tuple[int, str, str]:
 
 def test_prune_mobilenet_v2_verify_json_and_reload(capsys, tmp_path):
     output = tmp_path / "pruned"
-    code, out, err = run(capsys, [
-        "prune", "--model", "mobilenet_v2", "--input-size", "64", "--num-classes", "10",
-        "--target-flops", "0.5", "--verify", "--json", "--output", str(output),
-    ])  # fmt: skip
+    code, out, err = run(
+        capsys,
+        [
+            "prune",
+            "--model",
+            "mobilenet_v2",
+            "--input-size",
+            "64",
+            "--num-classes",
+            "10",
+            "--target-flops",
+            "0.5",
+            "--verify",
+            "--json",
+            "--output",
+            str(output),
+        ],
+    )
     assert code == 0, err
     lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) == 1
@@ -61,10 +75,23 @@ def test_prune_mobilenet_v2_verify_json_and_reload(capsys, tmp_path):
 
 
 def test_prune_text_output_with_pruned_params(capsys):
-    code, out, err = run(capsys, [
-        "prune", "--model", "MobileNet", "--input-size", "32", "--num-classes", "10",
-        "--target-flops", "0.3", "--pruned-params", ".*_sep_weights", "--verify",
-    ])  # fmt: skip
+    code, out, err = run(
+        capsys,
+        [
+            "prune",
+            "--model",
+            "MobileNet",
+            "--input-size",
+            "32",
+            "--num-classes",
+            "10",
+            "--target-flops",
+            "0.3",
+            "--pruned-params",
+            ".*_sep_weights",
+            "--verify",
+        ],
+    )
     assert code == 0, err
     assert "MACs removed: " in out and "verify: OK" in out
     removed = float(out.split("MACs removed: ")[1].split("%")[0]) / 100
@@ -75,10 +102,23 @@ def test_prune_text_output_with_pruned_params(capsys):
 
 def test_bad_target_flops_exits_2_and_writes_nothing(capsys, tmp_path):
     output = tmp_path / "never"
-    code, out, err = run(capsys, [
-        "prune", "--model", "mobilenet_v2", "--input-size", "64", "--num-classes", "10",
-        "--target-flops", "1.5", "--json", "--output", str(output),
-    ])  # fmt: skip
+    code, out, err = run(
+        capsys,
+        [
+            "prune",
+            "--model",
+            "mobilenet_v2",
+            "--input-size",
+            "64",
+            "--num-classes",
+            "10",
+            "--target-flops",
+            "1.5",
+            "--json",
+            "--output",
+            str(output),
+        ],
+    )
     assert code == 2
     assert out == ""
     lines = err.strip().splitlines()
@@ -91,20 +131,60 @@ def test_bad_target_flops_exits_2_and_writes_nothing(capsys, tmp_path):
 def test_prune_errors_are_one_line_with_their_exit_codes(capsys, tmp_path):
     output = tmp_path / "never"
     # An unknown criterion is a config error (2).
-    code, _, err = run(capsys, ["prune", "--model", "mobilenet_v1", "--target-flops", "0.5", "--criterion", "nope",
-                                "--output", str(output)])  # fmt: skip
+    code, _, err = run(
+        capsys,
+        [
+            "prune",
+            "--model",
+            "mobilenet_v1",
+            "--target-flops",
+            "0.5",
+            "--criterion",
+            "nope",
+            "--output",
+            str(output),
+        ],
+    )
     assert code == 2 and "--criterion 'nope' is unknown" in err and len(err.strip().splitlines()) == 1
     # An unreachable request is a pruning error (5).
-    code, _, err = run(capsys, [
-        "prune", "--model", "mobilenet_v1", "--input-size", "32", "--num-classes", "10", "--target-flops", "0.9",
-        "--pruned-params", "conv2_1_sep_weights", "--output", str(output),
-    ])  # fmt: skip
+    code, _, err = run(
+        capsys,
+        [
+            "prune",
+            "--model",
+            "mobilenet_v1",
+            "--input-size",
+            "32",
+            "--num-classes",
+            "10",
+            "--target-flops",
+            "0.9",
+            "--pruned-params",
+            "conv2_1_sep_weights",
+            "--output",
+            str(output),
+        ],
+    )
     assert code == 5 and "unreachable" in err and "Traceback" not in err
     # A pattern that matches nothing names the parameters it could have matched.
-    code, _, err = run(capsys, [
-        "prune", "--model", "mobilenet_v1", "--input-size", "32", "--num-classes", "10", "--target-flops", "0.5",
-        "--pruned-params", "nothing", "--output", str(output),
-    ])  # fmt: skip
+    code, _, err = run(
+        capsys,
+        [
+            "prune",
+            "--model",
+            "mobilenet_v1",
+            "--input-size",
+            "32",
+            "--num-classes",
+            "10",
+            "--target-flops",
+            "0.5",
+            "--pruned-params",
+            "nothing",
+            "--output",
+            str(output),
+        ],
+    )
     assert code == 5 and "matches no parameter" in err and "conv1_weights" in err
     # An unknown model is a model error (4).
     code, _, err = run(

@@ -27,7 +27,7 @@ from torchslim.models import build_model
 SEED_CONFIGS = Path(__file__).parent / "data" / "seed_configs"
 N_TRAIN, N_VAL = 200, 50
 
-TINY_FACTORY = '''
+TINY_FACTORY = """
 from torch import nn
 
 
@@ -38,7 +38,7 @@ def factory(num_classes=10):
         nn.Conv2d(32, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
     )
-'''
+"""
 
 
 # ---------------------------------------------------------------- generated inputs
@@ -67,8 +67,14 @@ def tiny_config(factory: str, data: str, checkpoint_path: Path, **changes) -> di
     config = {
         "version": 1.0,
         # round_to 8: the tiny model's layers are too narrow for the default 16 to reach -50% MACs
-        "pruners": {"pruner_1": {"class": "StructurePruner", "pruning_axis": {"*": 0}, "criterions": {"*": "l1_norm"},
-                                 "round_to": 8}},  # fmt: skip
+        "pruners": {
+            "pruner_1": {
+                "class": "StructurePruner",
+                "pruning_axis": {"*": 0},
+                "criterions": {"*": "l1_norm"},
+                "round_to": 8,
+            }
+        },
         "strategies": {
             "uniform_pruning_strategy": {
                 "class": "UniformPruneStrategy",
@@ -78,7 +84,11 @@ def tiny_config(factory: str, data: str, checkpoint_path: Path, **changes) -> di
                 "pruned_params": r"[0-9]+\.weight",
             }
         },
-        "compressor": {"epoch": 3, "checkpoint_path": str(checkpoint_path), "strategies": ["uniform_pruning_strategy"]},
+        "compressor": {
+            "epoch": 3,
+            "checkpoint_path": str(checkpoint_path),
+            "strategies": ["uniform_pruning_strategy"],
+        },
         "train": {
             "model": factory,
             "data": data,
@@ -141,7 +151,9 @@ def resumed_run(inputs, tmp_path_factory) -> dict:
         deadline = time.monotonic() + 240
         while not (ckpt / "0" / "MANIFEST.json").exists():
             if first.poll() is not None:
-                pytest.fail(f"compress exited ({first.returncode}) before its first checkpoint:\n{first_err.read_text()}")
+                pytest.fail(
+                    f"compress exited ({first.returncode}) before its first checkpoint:\n{first_err.read_text()}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail("no checkpoint within 240 s")
             time.sleep(0.02)
@@ -189,9 +201,16 @@ def test_final_eval_model_reproduces_logged_top1(resumed_run, inputs, capsys):
     ckpt = resumed_run["ckpt"]
     records = {r["epoch"]: r for r in map(json.loads, (ckpt / "metrics.jsonl").read_text().splitlines())}
     code, out, err = run_cli(
-        capsys, "eval", "--model-path", str(ckpt / "2" / "eval_model"), "--data", inputs["data"], "--json",
-        "--model", inputs["factory"],  # the manifest names user code: naming it says we trust it
-    )  # fmt: skip
+        capsys,
+        "eval",
+        "--model-path",
+        str(ckpt / "2" / "eval_model"),
+        "--data",
+        inputs["data"],
+        "--json",
+        "--model",
+        inputs["factory"],  # the manifest names user code: naming it says we trust it
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["samples"] == N_VAL
@@ -216,7 +235,9 @@ def test_inference_model_matches_eval_model(resumed_run, inputs, capsys):
 
     results = {}
     for path, trust in ((eval_dir, ["--model", inputs["factory"]]), (eval_dir / "model.onnx", [])):
-        code, out, err = run_cli(capsys, "eval", "--model-path", str(path), "--data", inputs["data"], "--json", *trust)
+        code, out, err = run_cli(
+            capsys, "eval", "--model-path", str(path), "--data", inputs["data"], "--json", *trust
+        )
         assert code == 0, err
         results[path.name] = json.loads(out)["top1"]
     assert results["model.onnx"] == results["eval_model"]
@@ -244,9 +265,21 @@ def test_seed_config_dry_run_selects_equivalent_layers(model_name, inputs, tmp_p
 
     monkeypatch.chdir(tmp_path)  # the seed's relative checkpoint_path would land here
     code, out, err = run_cli(
-        capsys, "compress", "--config", str(path), "--model", model_name, "--dry-run", "--json",
-        "--input-size", "64", "--num-classes", "10", "--data", inputs["data"],
-    )  # fmt: skip
+        capsys,
+        "compress",
+        "--config",
+        str(path),
+        "--model",
+        model_name,
+        "--dry-run",
+        "--json",
+        "--input-size",
+        "64",
+        "--num-classes",
+        "10",
+        "--data",
+        inputs["data"],
+    )
     assert code == 0, err
     payload = json.loads(out)
     assert payload["dry_run"] is True
@@ -277,15 +310,30 @@ def test_seed_config_dry_run_selects_equivalent_layers(model_name, inputs, tmp_p
 BAD_CONFIGS = {
     "unknown_key": ({"train.bogus_key": 1}, "train.bogus_key"),
     "wrong_type": ({"train.batch_size": "many"}, "train.batch_size"),
-    "missing_pruner": ({"strategies.uniform_pruning_strategy.pruner": None}, "strategies.uniform_pruning_strategy.pruner"),
-    "undefined_pruner": ({"strategies.uniform_pruning_strategy.pruner": "pruner_9"}, "strategies.uniform_pruning_strategy.pruner"),
+    "missing_pruner": (
+        {"strategies.uniform_pruning_strategy.pruner": None},
+        "strategies.uniform_pruning_strategy.pruner",
+    ),
+    "undefined_pruner": (
+        {"strategies.uniform_pruning_strategy.pruner": "pruner_9"},
+        "strategies.uniform_pruning_strategy.pruner",
+    ),
     "regex_matches_nothing": (
         {"strategies.uniform_pruning_strategy.pruned_params": "no_such_layer.*"},
         "strategies.uniform_pruning_strategy.pruned_params",
     ),
-    "target_ratio_one": ({"strategies.uniform_pruning_strategy.target_ratio": 1.0}, "strategies.uniform_pruning_strategy.target_ratio"),
-    "target_ratio_zero": ({"strategies.uniform_pruning_strategy.target_ratio": 0}, "strategies.uniform_pruning_strategy.target_ratio"),
-    "target_ratio_negative": ({"strategies.uniform_pruning_strategy.target_ratio": -0.5}, "strategies.uniform_pruning_strategy.target_ratio"),
+    "target_ratio_one": (
+        {"strategies.uniform_pruning_strategy.target_ratio": 1.0},
+        "strategies.uniform_pruning_strategy.target_ratio",
+    ),
+    "target_ratio_zero": (
+        {"strategies.uniform_pruning_strategy.target_ratio": 0},
+        "strategies.uniform_pruning_strategy.target_ratio",
+    ),
+    "target_ratio_negative": (
+        {"strategies.uniform_pruning_strategy.target_ratio": -0.5},
+        "strategies.uniform_pruning_strategy.target_ratio",
+    ),
 }
 
 
@@ -303,7 +351,9 @@ def _assert_config_error(code: int, out: str, err: str, key_path: str, ckpt: Pat
 def test_bad_config_is_one_line_exit_2_and_writes_nothing(case, inputs, tmp_path, capsys):
     changes, key_path = BAD_CONFIGS[case]
     ckpt = tmp_path / "ckpt"
-    config = write_config(tmp_path / "bad.yaml", tiny_config(inputs["factory"], inputs["data"], ckpt, **changes))
+    config = write_config(
+        tmp_path / "bad.yaml", tiny_config(inputs["factory"], inputs["data"], ckpt, **changes)
+    )
     for extra in ([], ["--dry-run"]):
         code, out, err = run_cli(capsys, "compress", "--config", str(config), "--json", *extra)
         _assert_config_error(code, out, err, key_path, ckpt)
@@ -314,11 +364,16 @@ def test_regex_matching_nothing_in_a_real_process(inputs, tmp_path):
     """Found before training starts, exit 2 (not PruningError's 5 at start_epoch), no traceback."""
     ckpt = tmp_path / "ckpt"
     changes = {"strategies.uniform_pruning_strategy.pruned_params": "no_such_layer.*"}
-    config = write_config(tmp_path / "bad.yaml", tiny_config(inputs["factory"], inputs["data"], ckpt, **changes))
+    config = write_config(
+        tmp_path / "bad.yaml", tiny_config(inputs["factory"], inputs["data"], ckpt, **changes)
+    )
     done = subprocess.run(
         [sys.executable, "-m", "torchslim", "compress", "--config", str(config), "--json"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     _assert_config_error(done.returncode, done.stdout, done.stderr, "pruned_params", ckpt)
     assert "no_such_layer" in done.stderr and "epoch 0" not in done.stderr
 
@@ -331,15 +386,44 @@ def _args(*argv: str):
 
 
 def test_seed_flag_spellings_override_config(inputs, tmp_path):
-    path = write_config(tmp_path / "c.yaml", tiny_config(inputs["factory"], inputs["data"], tmp_path / "ckpt"))
-    config = config_from_args(_args(
-        "--config_file", str(path), "--num_epochs", "7", "--batch_size", "50", "--use_gpu", "False",
-        "--lr", "0.3", "--lr_strategy", "piecewise_decay", "--l2_decay", "1e-4", "--momentum_rate", "0.8",
-        "--step_epochs", "2", "5", "--model", "MobileNetV2", "--total_images", "1281167",
-    ))  # fmt: skip
+    path = write_config(
+        tmp_path / "c.yaml", tiny_config(inputs["factory"], inputs["data"], tmp_path / "ckpt")
+    )
+    config = config_from_args(
+        _args(
+            "--config_file",
+            str(path),
+            "--num_epochs",
+            "7",
+            "--batch_size",
+            "50",
+            "--use_gpu",
+            "False",
+            "--lr",
+            "0.3",
+            "--lr_strategy",
+            "piecewise_decay",
+            "--l2_decay",
+            "1e-4",
+            "--momentum_rate",
+            "0.8",
+            "--step_epochs",
+            "2",
+            "5",
+            "--model",
+            "MobileNetV2",
+            "--total_images",
+            "1281167",
+        )
+    )
     assert config.compressor.epoch == 7
     train = config.train
-    assert (train.batch_size, train.device, train.lr, train.lr_strategy) == (50, "cpu", 0.3, "piecewise_decay")
+    assert (train.batch_size, train.device, train.lr, train.lr_strategy) == (
+        50,
+        "cpu",
+        0.3,
+        "piecewise_decay",
+    )
     assert (train.l2_decay, train.momentum_rate, train.step_epochs) == (1e-4, 0.8, [2, 5])
     assert train.model == "MobileNetV2" and train.total_images == 1281167
     assert config_from_args(_args("--config", str(path), "--use_gpu", "True")).train.device == "cuda"
@@ -352,11 +436,22 @@ def test_seed_flag_spellings_override_config(inputs, tmp_path):
 
 def test_override_flags_apply_to_a_run(inputs, tmp_path, capsys):
     ckpt = tmp_path / "ckpt"
-    path = write_config(tmp_path / "c.yaml", tiny_config(inputs["factory"], inputs["data"], ckpt, **{"train.device": "auto"}))
+    path = write_config(
+        tmp_path / "c.yaml", tiny_config(inputs["factory"], inputs["data"], ckpt, **{"train.device": "auto"})
+    )
     code, out, err = run_cli(
-        capsys, "compress", "--config_file", str(path), "--num-epochs", "1", "--batch_size", "100",
-        "--use_gpu", "False", "--json",
-    )  # fmt: skip
+        capsys,
+        "compress",
+        "--config_file",
+        str(path),
+        "--num-epochs",
+        "1",
+        "--batch_size",
+        "100",
+        "--use_gpu",
+        "False",
+        "--json",
+    )
     assert code == 0, err
     summary = json.loads(out)
     assert summary["epochs_run"] == [0]  # compressor.epoch 3 overridden
@@ -378,7 +473,9 @@ def test_use_gpu_true_without_cuda_is_a_config_error(inputs, tmp_path, capsys):
     assert not ckpt.exists()
 
 
-def test_latency_aware_run_weighs_validation_accuracy_among_measured_plans(inputs, tmp_path, capsys, monkeypatch):
+def test_latency_aware_run_weighs_validation_accuracy_among_measured_plans(
+    inputs, tmp_path, capsys, monkeypatch
+):
     from test_latency import staircase_cost
 
     from torchslim.latency import LatencyTable
@@ -386,11 +483,20 @@ def test_latency_aware_run_weighs_validation_accuracy_among_measured_plans(input
     monkeypatch.setenv("TORCHSLIM_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=8))
     monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
-    config = tiny_config(inputs["factory"], inputs["data"], tmp_path / "ckpt", **{
-        "pruners.pruner_1.align": "latency", "pruners.pruner_1.latency_speed_slack": 1.0,
-        "strategies.uniform_pruning_strategy.start_epoch": 0, "compressor.epoch": 1,
-    })  # fmt: skip
-    code, out, err = run_cli(capsys, "compress", "--config", str(write_config(tmp_path / "c.yaml", config)), "--json")
+    config = tiny_config(
+        inputs["factory"],
+        inputs["data"],
+        tmp_path / "ckpt",
+        **{
+            "pruners.pruner_1.align": "latency",
+            "pruners.pruner_1.latency_speed_slack": 1.0,
+            "strategies.uniform_pruning_strategy.start_epoch": 0,
+            "compressor.epoch": 1,
+        },
+    )
+    code, out, err = run_cli(
+        capsys, "compress", "--config", str(write_config(tmp_path / "c.yaml", config)), "--json"
+    )
     assert code == 0, err
     (event,) = json.loads(out)["events"]
     plan = event["latency_plan"]
@@ -401,5 +507,8 @@ def test_latency_aware_run_weighs_validation_accuracy_among_measured_plans(input
     config["compressor"]["checkpoint_path"] = str(tmp_path / "ckpt2")  # the human summary says the same
     code, out, err = run_cli(capsys, "compress", "--config", str(write_config(tmp_path / "c2.yaml", config)))
     assert code == 0, err
-    assert re.search(r"latency-aware plan: the [a-z0-9. ]+ plan, measured kernel speedup [0-9.]+x, chosen by "
-                     r"validation top-1 among the near-fastest \([a-z0-9. ]+ [0-9.]+%", out)  # plans are re-measured: any may win
+    assert re.search(
+        r"latency-aware plan: the [a-z0-9. ]+ plan, measured kernel speedup [0-9.]+x, chosen by "
+        r"validation top-1 among the near-fastest \([a-z0-9. ]+ [0-9.]+%",
+        out,
+    )  # plans are re-measured: any may win

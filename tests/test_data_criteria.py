@@ -35,10 +35,18 @@ def net_with_a_dead_channel(flatten: bool = False) -> nn.Sequential:
     The dead channel's filter is the *largest* by norm, so weight criteria keep it and only data can tell.
     """
     torch.manual_seed(0)
-    head = [nn.Flatten(), nn.Linear(8 * 4 * 4, 5)] if flatten else [
-        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
-    ]  # fmt: skip
+    head = (
+        [nn.Flatten(), nn.Linear(8 * 4 * 4, 5)]
+        if flatten
+        else [
+            nn.Conv2d(8, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, 5),
+        ]
+    )
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), *head)
     with torch.no_grad():
         model[0].weight[DEAD] *= 10
@@ -48,8 +56,13 @@ def net_with_a_dead_channel(flatten: bool = False) -> nn.Sequential:
 
 def batches(count: int = 3, size: int = 8, side: int = 4, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
-    return [(torch.randn(size, 3, side, side, generator=generator), torch.randint(0, 5, (size,), generator=generator))
-            for _ in range(count)]  # fmt: skip
+    return [
+        (
+            torch.randn(size, 3, side, side, generator=generator),
+            torch.randint(0, 5, (size,), generator=generator),
+        )
+        for _ in range(count)
+    ]
 
 
 def first_group(model: nn.Module, side: int = 4):

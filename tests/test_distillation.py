@@ -311,7 +311,9 @@ def test_distilling_run_resumes_after_a_kill_with_one_saved_teacher(inputs, tmp_
     assert summary.epochs_run == [1, 2]
     assert teacher_weights.stat().st_mtime_ns == saved_once.st_mtime_ns  # loaded, not written again
     assert teacher_weights.stat().st_ino == saved_once.st_ino
-    teacher, _ = load_model(checkpoint / TEACHER_DIR, trusted=inputs["model"])  # the initial (unpruned) model, once
+    teacher, _ = load_model(
+        checkpoint / TEACHER_DIR, trusted=inputs["model"]
+    )  # the initial (unpruned) model, once
     initial = build_model(inputs["model"], num_classes=10)
     initial.load_state_dict(load_file(inputs["init"]))
     assert all(torch.equal(teacher.state_dict()[k], v) for k, v in initial.state_dict().items())
@@ -522,9 +524,16 @@ def test_adapters_stay_identical_across_torchrun_ranks(inputs, tmp_path):
     script = tmp_path / "dump.py"
     script.write_text(textwrap.dedent(DUMP_ADAPTERS))
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(script), str(path), str(tmp_path),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(path),
+        str(tmp_path),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -16,10 +16,26 @@ from torchslim.engine import read_jsonl
 def test_torchrun_two_processes_match_single_process_eval(tmp_path, tiny_fmnist):
     config = write_config(tmp_path / "config.yaml", tmp_path / "ckpt", epochs=2, start_epoch=1)
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "torchslim", "compress", "--config", str(config), "--model", TINY_MODEL, "--data", tiny_fmnist, "--json",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=subprocess_env(), cwd=REPO)
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "torchslim",
+        "compress",
+        "--config",
+        str(config),
+        "--model",
+        TINY_MODEL,
+        "--data",
+        tiny_fmnist,
+        "--json",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=subprocess_env(), cwd=REPO
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1  # only rank 0 reports
@@ -28,7 +44,9 @@ def test_torchrun_two_processes_match_single_process_eval(tmp_path, tiny_fmnist)
     records = read_jsonl(tmp_path / "ckpt" / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [0, 1]  # one writer: no duplicated records
     eval_model = str(tmp_path / "ckpt" / "1" / "eval_model")
-    single = torchslim("eval", "--model-path", eval_model, "--model", TINY_MODEL, "--data", tiny_fmnist, "--json")
+    single = torchslim(
+        "eval", "--model-path", eval_model, "--model", TINY_MODEL, "--data", tiny_fmnist, "--json"
+    )
     assert single.returncode == 0, single.stderr
     evaluated = json.loads(single.stdout)
     assert evaluated["samples"] == 128

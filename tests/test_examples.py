@@ -22,12 +22,22 @@ from torchslim.models import save_model
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "classification" / "pruning"
 SEED_CONFIGS = Path(__file__).parent / "data" / "seed_configs"
 SEED_FLAGS = [
-    "--use_gpu", "--batch_size", "--model", "--pretrained_model", "--config_file", "--lr", "--lr_strategy",
-    "--l2_decay", "--momentum_rate", "--num_epochs", "--step_epochs", "--total_images",
-]  # fmt: skip
+    "--use_gpu",
+    "--batch_size",
+    "--model",
+    "--pretrained_model",
+    "--config_file",
+    "--lr",
+    "--lr_strategy",
+    "--l2_decay",
+    "--momentum_rate",
+    "--num_epochs",
+    "--step_epochs",
+    "--total_images",
+]
 N_VAL = 20
 
-TINY_FACTORY = '''
+TINY_FACTORY = """
 from torch import nn
 
 
@@ -36,7 +46,7 @@ def factory(num_classes=10):
         nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes),
     )
-'''
+"""
 
 
 def run_script(name: str, argv: list[str], capsys) -> tuple[int, str, str]:
@@ -68,7 +78,9 @@ def tiny(tmp_path_factory) -> dict:
     data.mkdir()
     for prefix, count in (("train", 40), ("t10k", N_VAL)):
         labels = (np.arange(count) % 10).astype(np.uint8)
-        _write_idx(data / f"{prefix}-images-idx3-ubyte.gz", labels[:, None, None] * 25 + np.zeros((count, 28, 28)))
+        _write_idx(
+            data / f"{prefix}-images-idx3-ubyte.gz", labels[:, None, None] * 25 + np.zeros((count, 28, 28))
+        )
         _write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", labels)
     factory_file = root / "tiny_model.py"
     factory_file.write_text(TINY_FACTORY)
@@ -92,13 +104,35 @@ def test_compress_help_lists_the_seed_flags(capsys):
 def test_compress_translates_seed_flags_to_torchslim():
     namespace = runpy.run_path(str(EXAMPLE / "compress.py"))
     args, rest = namespace["parse"](
-        ["--model", "MobileNetV2", "--use_gpu", "False", "--batch_size", "500", "--num_epochs", "2",
-         "--step_epochs", "1", "2", "--total_images", "1281167", "--data", "fashion-mnist", "--json"]
-    )  # fmt: skip
+        [
+            "--model",
+            "MobileNetV2",
+            "--use_gpu",
+            "False",
+            "--batch_size",
+            "500",
+            "--num_epochs",
+            "2",
+            "--step_epochs",
+            "1",
+            "2",
+            "--total_images",
+            "1281167",
+            "--data",
+            "fashion-mnist",
+            "--json",
+        ]
+    )
     argv = namespace["torchslim_argv"](args, rest)
     assert argv[:3] == ["compress", "--config", str(EXAMPLE / "configs" / "mobilenet_v2.yaml")]
     joined = " ".join(argv)
-    for part in ("--use_gpu False", "--batch_size 500", "--num_epochs 2", "--step_epochs 1 2", "--model MobileNetV2"):
+    for part in (
+        "--use_gpu False",
+        "--batch_size 500",
+        "--num_epochs 2",
+        "--step_epochs 1 2",
+        "--model MobileNetV2",
+    ):
         assert part in joined
     assert argv[-3:] == ["--data", "fashion-mnist", "--json"]
     # no --model: the seed's default MobileNet(V1) and its config
@@ -127,7 +161,12 @@ def test_example_configs_hold_the_seed_recipes(model):
     assert config.compressor.strategies == seed.compressor.strategies
     batch_size, lr_strategy, epochs, l2_decay = RECIPES[model]
     train = config.train
-    assert (train.batch_size, train.lr_strategy, train.l2_decay, train.lr) == (batch_size, lr_strategy, l2_decay, 0.1)
+    assert (train.batch_size, train.lr_strategy, train.l2_decay, train.lr) == (
+        batch_size,
+        lr_strategy,
+        l2_decay,
+        0.1,
+    )
     assert config.compressor.epoch == epochs
     assert train.model == model and train.data.startswith("imagenet:")
     assert config.compressor.checkpoint_path == f"./checkpoints/{model}/"
@@ -138,21 +177,38 @@ def test_example_configs_hold_the_seed_recipes(model):
 def test_eval_script_on_a_tiny_model(tiny, capsys):
     code, out, err = run_script(
         "eval.py",
-        ["--model_path", str(tiny["model_dir"]), "--model_name", "__model__", "--params_name", "__params__",
-         "--data", tiny["data"], "--use_gpu", "False", "--model", tiny["factory"], "--json"],
+        [
+            "--model_path",
+            str(tiny["model_dir"]),
+            "--model_name",
+            "__model__",
+            "--params_name",
+            "__params__",
+            "--data",
+            tiny["data"],
+            "--use_gpu",
+            "False",
+            "--model",
+            tiny["factory"],
+            "--json",
+        ],
         capsys,
-    )  # fmt: skip
+    )
     assert code == 0, err
     assert "ignored" in err
     result = json.loads(out)
     assert result["samples"] == N_VAL and 0 <= result["top1"] <= result["top5"] <= 100
     # a checkpoint root finds its newest eval model; the ONNX model scores the same
     root = str(tiny["model_dir"].parents[1])
-    code, out_root, err = run_script("eval.py", ["--model_path", root, "--data", tiny["data"], "--model", tiny["factory"]], capsys)
+    code, out_root, err = run_script(
+        "eval.py", ["--model_path", root, "--data", tiny["data"], "--model", tiny["factory"]], capsys
+    )
     assert code == 0, err
     assert f"top-1 {result['top1']:.2f}%" in out_root
     code, out_onnx, err = run_script(
-        "eval.py", ["--model_path", str(tiny["model_dir"] / "model.onnx"), "--data", tiny["data"], "--json"], capsys
+        "eval.py",
+        ["--model_path", str(tiny["model_dir"] / "model.onnx"), "--data", tiny["data"], "--json"],
+        capsys,
     )
     assert code == 0, err
     assert json.loads(out_onnx)["top1"] == result["top1"]
@@ -161,17 +217,30 @@ def test_eval_script_on_a_tiny_model(tiny, capsys):
 def test_infer_script_on_a_tiny_model(tiny, capsys):
     code, out, err = run_script(
         "infer.py",
-        ["--model_path", str(tiny["model_dir"]), "--model_name", "__model__.infer", "--params_name", "__params__",
-         "--data", tiny["data"], "--batch_size", "4", "--json"],
+        [
+            "--model_path",
+            str(tiny["model_dir"]),
+            "--model_name",
+            "__model__.infer",
+            "--params_name",
+            "__params__",
+            "--data",
+            tiny["data"],
+            "--batch_size",
+            "4",
+            "--json",
+        ],
         capsys,
-    )  # fmt: skip
+    )
     assert code == 0, err
     assert "ignored" in err
     result = json.loads(out)
     assert result["batch_size"] == 4 and result["ms_per_sample"] > 0
     assert [p["label"] for p in result["predictions"]] == [0, 1, 2, 3]
     assert all(len(p["classes"]) == 5 and 0 <= p["classes"][0] < 10 for p in result["predictions"])
-    code, out, err = run_script("infer.py", ["--model_path", str(tiny["model_dir"]), "--data", tiny["data"]], capsys)
+    code, out, err = run_script(
+        "infer.py", ["--model_path", str(tiny["model_dir"]), "--data", tiny["data"]], capsys
+    )
     assert code == 0, err
     assert "ms/sample" in out
 
@@ -180,10 +249,25 @@ def test_run_sh_dry_run(tiny, tmp_path):
     """run.sh end to end (bash -> compress.py -> torchslim): without weights it warns and goes on."""
     env = {**os.environ, "PYTHON": sys.executable}
     done = subprocess.run(
-        ["bash", str(EXAMPLE / "run.sh"), "mobilenet_v1", "--dry-run", "--json", "--data", tiny["data"],
-         "--input-size", "32", "--num-classes", "10"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            "bash",
+            str(EXAMPLE / "run.sh"),
+            "mobilenet_v1",
+            "--dry-run",
+            "--json",
+            "--data",
+            tiny["data"],
+            "--input-size",
+            "32",
+            "--num-classes",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "pretrain/mobilenet_v1.pth not found" in done.stderr
     (plan,) = json.loads(done.stdout)["strategies"]

@@ -18,7 +18,9 @@ TIMING_KEYS = {"images_per_s"}
 
 
 def compress(config: Path, data: str, *extra: str):
-    return torchslim("compress", "--config", str(config), "--model", TINY_MODEL, "--data", data, "--json", *extra)
+    return torchslim(
+        "compress", "--config", str(config), "--model", TINY_MODEL, "--data", data, "--json", *extra
+    )
 
 
 def comparable(records: list[dict]) -> list[dict]:

@@ -36,7 +36,9 @@ class Wide(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 48, 3, 2, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU())
-        self.dw = nn.Sequential(nn.Conv2d(48, 48, 3, 1, 1, groups=48, bias=False), nn.BatchNorm2d(48), nn.ReLU())
+        self.dw = nn.Sequential(
+            nn.Conv2d(48, 48, 3, 1, 1, groups=48, bias=False), nn.BatchNorm2d(48), nn.ReLU()
+        )
         self.pw = nn.Sequential(nn.Conv2d(48, 96, 1, bias=False), nn.BatchNorm2d(96), nn.ReLU())
         self.a = nn.Sequential(nn.Conv2d(96, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
         self.b = nn.Sequential(nn.Conv2d(64, 96, 3, 1, 1, bias=False), nn.BatchNorm2d(96))
@@ -99,7 +101,9 @@ def test_fast_channel_counts_keep_staircase_bottoms():
 @pytest.mark.parametrize("block", [8, 16, 32])
 def test_block_from_latencies_finds_the_staircase(block):
     rng = np.random.default_rng(0)
-    latencies = {c: 0.1 + 0.01 * math.ceil(c / block) * block + rng.normal(0, 1e-4) for c in range(64, 161, 4)}
+    latencies = {
+        c: 0.1 + 0.01 * math.ceil(c / block) * block + rng.normal(0, 1e-4) for c in range(64, 161, 4)
+    }
     latencies[100] *= 3  # one noisy sample does not change the answer
     assert block_from_latencies(latencies) == block
 
@@ -150,7 +154,11 @@ def test_unknown_runtime_is_a_config_error(tmp_path):
 
 
 def test_detect_blocks_reads_the_synthetic_runtime(tmp_path):
-    assert detect_blocks(SyntheticTable(tmp_path, block=16), passes=1) == {"conv": 16, "depthwise": 16, "linear": 16}
+    assert detect_blocks(SyntheticTable(tmp_path, block=16), passes=1) == {
+        "conv": 16,
+        "depthwise": 16,
+        "linear": 16,
+    }
     assert detect_blocks(SyntheticTable(tmp_path / "b8", block=8), passes=1)["conv"] == 8
 
 
@@ -198,7 +206,9 @@ def test_filled_moves_give_back_a_big_step_in_small_ones(tmp_path):
 
     from torchslim.latency import _filled_moves
 
-    model = torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=10).eval()  # many groups of many widths
+    model = torchvision.models.mobilenet_v2(
+        width_mult=0.5, num_classes=10
+    ).eval()  # many groups of many widths
     example = torch.randn(1, 3, 32, 32)
     group_set, builder = _builder(model, example, allowed_block=8)
     model_latency = LatencyModel(group_set, model, 32, SyntheticTable(tmp_path))
@@ -242,8 +252,9 @@ def test_group_blocks_take_the_largest_member_block(wide):
 
 def test_prune_for_latency_hits_the_macs_target_with_aligned_counts(wide, tmp_path):
     example = torch.randn(1, 3, 32, 32)
-    result = prune_for_latency(wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), verify=True,
-                               tolerance=0.02)  # fmt: skip
+    result = prune_for_latency(
+        wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), verify=True, tolerance=0.02
+    )
     assert abs(result.report.flops_reduction - 0.4) <= 0.02
     assert result.report.verified
     assert result.latency.blocks == {"conv": 16, "depthwise": 16, "linear": 16}
@@ -273,8 +284,9 @@ def test_prune_for_latency_needs_a_target(wide, tmp_path):
 @pytest.mark.parametrize("runtime", ["onnxruntime", "eager"])
 def test_compare_latency_structure(wide, runtime):
     pruned = prune(wide, torch.randn(1, 3, 32, 32), target_flops=0.4, round_to=8, tolerance=0.05).model
-    result = compare_latency({"base": wide, "pruned": pruned}, 32, runtime=runtime, batch_size=2, threads=1,
-                             warmup=1, rounds=3)  # fmt: skip
+    result = compare_latency(
+        {"base": wide, "pruned": pruned}, 32, runtime=runtime, batch_size=2, threads=1, warmup=1, rounds=3
+    )
     assert set(result.median_ms) == {"base", "pruned"} and result.speedup["base"] == 1.0
     assert len(result.samples_ms["pruned"]) == 3 and result.median_ms["pruned"] > 0
     assert result.as_dict()["runtime"] == runtime and "samples_ms" not in result.as_dict()
@@ -286,13 +298,20 @@ def test_compare_latency_uses_the_steady_rounds(wide, monkeypatch):
 
     # Rounds 3 and 4 ran while the machine was slowed down: the base model took 1.6x as long.
     samples = {"base": [4.0, 4.1, 6.5, 6.4, 4.0], "pruned": [2.0, 2.05, 4.0, 4.0, 2.0]}
-    monkeypatch.setattr(export, "time_interleaved", lambda functions, warmup, rounds: {
-        label: TimingResult.from_samples(samples[label]) for label in functions})  # fmt: skip
+    monkeypatch.setattr(
+        export,
+        "time_interleaved",
+        lambda functions, warmup, rounds: {
+            label: TimingResult.from_samples(samples[label]) for label in functions
+        },
+    )
     result = compare_latency({"base": wide, "pruned": wide}, 32, runtime="eager", rounds=5)
     assert (result.rounds_used, result.steady) == (3, True)
     assert result.speedup["pruned"] == pytest.approx(2.0) and result.median_ms["base"] == pytest.approx(4.0)
     assert result.samples_ms["pruned"] == samples["pruned"]  # every round is kept for the record
-    samples.update(base=[4.0, 6.5, 6.4, 6.5, 6.6], pruned=[2.0, 4.0, 4.0, 4.0, 4.0])  # mostly slow: all rounds
+    samples.update(
+        base=[4.0, 6.5, 6.4, 6.5, 6.6], pruned=[2.0, 4.0, 4.0, 4.0, 4.0]
+    )  # mostly slow: all rounds
     result = compare_latency({"base": wide, "pruned": wide}, 32, runtime="eager", rounds=5)
     assert (result.rounds_used, result.steady) == (5, False)
     assert result.speedup["pruned"] == pytest.approx(6.5 / 4.0)
@@ -323,10 +342,12 @@ def test_prune_as_configured_dispatches_on_align(wide, tmp_path, monkeypatch):
     example = torch.randn(1, 3, 32, 32)
     strategy = SimpleNamespace(pruned_params=None, latency_target=None)
     fixed = SimpleNamespace(round_to=8, global_ranking=False, align="round_to", runtime="onnxruntime")
-    result = prune_as_configured(wide, example, target_flops=0.4, pruner=fixed, strategy=strategy,
-                                 criterion="l1_norm", inplace=False)  # fmt: skip
+    result = prune_as_configured(
+        wide, example, target_flops=0.4, pruner=fixed, strategy=strategy, criterion="l1_norm", inplace=False
+    )
     assert not hasattr(result, "latency")
     aware = SimpleNamespace(**{**vars(fixed), "align": "latency"})
-    result = prune_as_configured(wide, example, target_flops=0.4, pruner=aware, strategy=strategy,
-                                 criterion="l1_norm", inplace=False)  # fmt: skip
+    result = prune_as_configured(
+        wide, example, target_flops=0.4, pruner=aware, strategy=strategy, criterion="l1_norm", inplace=False
+    )
     assert result.latency.runtime == "onnxruntime" and (tmp_path / "latency").is_dir()

@@ -38,7 +38,9 @@ def node(cin, cout, hw, kernel=1, depthwise=False, ms=1.0):
 def test_profile_plan_times_every_layer_of_the_model(wide, tmp_path):
     group_set = analyze(wide, torch.randn(1, 3, 32, 32))
     unpruned = np.zeros(len(group_set.roots), dtype=bool)
-    in_model, kernel_sum = profile_plan(wide, group_set, unpruned, 32, batch=2, threads=1, workdir=tmp_path, runs=3)
+    in_model, kernel_sum = profile_plan(
+        wide, group_set, unpruned, 32, batch=2, threads=1, workdir=tmp_path, runs=3
+    )
     assert set(in_model) == set(layer_configs(wide, 32))  # every conv and the Linear (a Gemm node)
     assert all(ms > 0 for ms in in_model.values())
     assert kernel_sum >= sum(in_model.values())
@@ -53,13 +55,22 @@ def test_profile_plan_of_a_pruned_plan_matches_padded_nodes(wide, tmp_path):
 
 
 def test_match_nodes_accepts_block_padding_and_names_what_is_missing():
-    configs = {"a": ConvConfig(3, 20, 3, 1, 1, 16, 16), "dw": ConvConfig(20, 20, 3, 1, 20, 16, 16),
-               "b": ConvConfig(20, 36, 1, 1, 1, 16, 16)}  # fmt: skip
-    nodes = [node(3, 32, 16, kernel=3, ms=0.1), node(32, 32, 16, kernel=3, depthwise=True, ms=0.2), node(32, 48, 16, ms=0.3)]
+    configs = {
+        "a": ConvConfig(3, 20, 3, 1, 1, 16, 16),
+        "dw": ConvConfig(20, 20, 3, 1, 20, 16, 16),
+        "b": ConvConfig(20, 36, 1, 1, 1, 16, 16),
+    }
+    nodes = [
+        node(3, 32, 16, kernel=3, ms=0.1),
+        node(32, 32, 16, kernel=3, depthwise=True, ms=0.2),
+        node(32, 48, 16, ms=0.3),
+    ]
     assert match_nodes(nodes, configs) == {"a": 0.1, "dw": 0.2, "b": 0.3}
     with pytest.raises(CalibrationError, match="layer b has no node"):
         match_nodes(nodes[:2], configs)
-    with pytest.raises(CalibrationError, match="fits no layer"):  # 64 is more than one block of padding over 36
+    with pytest.raises(
+        CalibrationError, match="fits no layer"
+    ):  # 64 is more than one block of padding over 36
         match_nodes(nodes[:2] + [node(32, 64, 16)], configs)
 
 
@@ -71,7 +82,9 @@ def test_calibrated_model_scales_each_layer_by_its_in_model_factor(wide, tmp_pat
     unpruned = np.zeros(len(group_set.roots), dtype=bool)
     assert calibrated.base() == pytest.approx(plain.base())  # nothing observed: factor 1
     configs = layer_configs(wide, 32)
-    calibrated.observe(unpruned, {name: 3.0 * staircase_cost(c) for name, c in configs.items() if name != "fc"})
+    calibrated.observe(
+        unpruned, {name: 3.0 * staircase_cost(c) for name, c in configs.items() if name != "fc"}
+    )
     expected = sum(staircase_cost(c) * (1.0 if name == "fc" else 3.0) for name, c in configs.items())
     assert calibrated.base() == pytest.approx(expected)
     assert calibrated.factors["stem.0"] == pytest.approx(3.0) and "fc" not in calibrated.factors
@@ -79,7 +92,9 @@ def test_calibrated_model_scales_each_layer_by_its_in_model_factor(wide, tmp_pat
 
 def test_prune_for_latency_keeps_the_fastest_profiled_plan(wide, tmp_path):
     example = torch.randn(1, 3, 32, 32)
-    result = prune_for_latency(wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), tolerance=0.02)
+    result = prune_for_latency(
+        wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), tolerance=0.02
+    )
     calibration = result.latency.calibration
     profiles = calibration["profiles"]
     assert [p["plan"] for p in profiles[:2]] == ["unpruned", "uniform"] and len(profiles) >= 2
@@ -87,12 +102,15 @@ def test_prune_for_latency_keeps_the_fastest_profiled_plan(wide, tmp_path):
     assert calibration["chosen_ms"] == min(pruned)  # the fastest of all profiles, repeats included
     unpruned = [p["measured_ms"] for p in profiles if p["plan"].startswith("unpruned")]
     assert len(unpruned) == 2 and calibration["base_ms"] == min(unpruned) > 0
-    candidates = [p for p in profiles if not p["plan"].startswith("unpruned") and not p["plan"].endswith("(again)")]
+    candidates = [
+        p for p in profiles if not p["plan"].startswith("unpruned") and not p["plan"].endswith("(again)")
+    ]
     assert sum(p["plan"].endswith("(again)") for p in profiles) == min(3, len(candidates)) + 1
     assert abs(result.report.flops_reduction - 0.4) <= 0.02
     assert result.model(example).shape == (1, 10)
-    plain = prune_for_latency(wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), tolerance=0.02,
-                              calibrate=False)  # fmt: skip
+    plain = prune_for_latency(
+        wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), tolerance=0.02, calibrate=False
+    )
     assert plain.latency.calibration is None
 
 
@@ -102,7 +120,10 @@ def _stem_width_plans(wide):
 
     group_set, builder = _builder(wide, torch.randn(1, 3, 32, 32))
     stem = next(g for g in builder.sizes if group_set.groups[g].sources[0] == "stem.0")
-    plans = {kept: builder.build({g: kept if g == stem else n for g, n in builder.sizes.items()}) for kept in (48, 32, 16)}
+    plans = {
+        kept: builder.build({g: kept if g == stem else n for g, n in builder.sizes.items()})
+        for kept in (48, 32, 16)
+    }
     return group_set, plans
 
 
@@ -118,7 +139,10 @@ def test_choose_by_score_takes_the_best_score_within_the_speed_slack(wide):
 
     (label, plan, ms), record = choose_by_score(candidates, wide, group_set, stem_width, speed_slack=0.02)
     assert (label, ms) == ("near", 1.015) and plan is plans[32]
-    assert sorted(widths) == [16, 32] and [r["plan"] for r in record] == ["fast", "near"]  # "slow" is not scored
+    assert sorted(widths) == [16, 32] and [r["plan"] for r in record] == [
+        "fast",
+        "near",
+    ]  # "slow" is not scored
     assert all(torch.equal(before[k], v) for k, v in wide.state_dict().items())  # scored on copies
     (label, _, _), record = choose_by_score(candidates, wide, group_set, stem_width, speed_slack=0.0)
     assert label == "fast" and len(record) == 1
@@ -134,8 +158,15 @@ def test_prune_for_latency_with_a_score_keeps_the_best_scored_near_fastest_plan(
         seen.append(pruned.stem[0].out_channels)
         return -float(pruned.stem[0].out_channels)
 
-    result = prune_for_latency(wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), tolerance=0.02,
-                               score=narrow_stem, speed_slack=1.0)  # fmt: skip
+    result = prune_for_latency(
+        wide,
+        example,
+        target_flops=0.4,
+        table=SyntheticTable(tmp_path),
+        tolerance=0.02,
+        score=narrow_stem,
+        speed_slack=1.0,
+    )
     calibration = result.latency.calibration
     assert calibration["chosen_by"] == "score" and len(calibration["scores"]) == len(seen) >= 1
     best = max(calibration["scores"], key=lambda entry: entry["score"])
@@ -144,8 +175,15 @@ def test_prune_for_latency_with_a_score_keeps_the_best_scored_near_fastest_plan(
     fastest = min(p["measured_ms"] for p in calibration["profiles"] if not p["plan"].startswith("unpruned"))
     assert all(entry["measured_ms"] <= 2.0 * fastest for entry in calibration["scores"])
     with pytest.warns(UserWarning, match="plan score was not used"):
-        plain = prune_for_latency(wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), tolerance=0.02,
-                                  calibrate=False, score=narrow_stem)  # fmt: skip
+        plain = prune_for_latency(
+            wide,
+            example,
+            target_flops=0.4,
+            table=SyntheticTable(tmp_path),
+            tolerance=0.02,
+            calibrate=False,
+            score=narrow_stem,
+        )
     assert plain.latency.calibration is None
 
 
@@ -153,9 +191,29 @@ def test_bench_latency_align_latency_calibrates_and_times_in_a_fresh_process(cap
     # A synthetic runtime with a channel block of 4 (the tiny model's layers are 16 wide).
     monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=4))
     monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
-    code = main(["bench", "latency", "--model", TINY_MODEL, "--target-flops", "0.5", "--align", "latency",
-                 "--latency-cache", str(tmp_path), "--input-size", "32", "--rounds", "2", "--warmup", "0",
-                 "--threads", "1", "--json"])  # fmt: skip
+    code = main(
+        [
+            "bench",
+            "latency",
+            "--model",
+            TINY_MODEL,
+            "--target-flops",
+            "0.5",
+            "--align",
+            "latency",
+            "--latency-cache",
+            str(tmp_path),
+            "--input-size",
+            "32",
+            "--rounds",
+            "2",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--json",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     payload = json.loads(out)
@@ -165,9 +223,27 @@ def test_bench_latency_align_latency_calibrates_and_times_in_a_fresh_process(cap
 def test_prune_cli_align_latency_plans_calibrates_and_saves(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=8))
     monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
-    code = main(["prune", "--model", TINY_MODEL, "--target-flops", "0.5", "--align", "latency", "--input-size", "32",
-                 "--latency-cache", str(tmp_path / "cache"), "--threads", "1", "--verify", "--output",
-                 str(tmp_path / "out"), "--json"])  # fmt: skip
+    code = main(
+        [
+            "prune",
+            "--model",
+            TINY_MODEL,
+            "--target-flops",
+            "0.5",
+            "--align",
+            "latency",
+            "--input-size",
+            "32",
+            "--latency-cache",
+            str(tmp_path / "cache"),
+            "--threads",
+            "1",
+            "--verify",
+            "--output",
+            str(tmp_path / "out"),
+            "--json",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     payload = json.loads(out)
@@ -179,12 +255,35 @@ def test_prune_cli_align_latency_plans_calibrates_and_saves(capsys, tmp_path, mo
     assert manifest["pruning"]["align"] == "latency"
 
 
-def test_prune_cli_align_latency_with_data_scores_the_near_fastest_plans(capsys, tmp_path, monkeypatch, tiny_fmnist):
+def test_prune_cli_align_latency_with_data_scores_the_near_fastest_plans(
+    capsys, tmp_path, monkeypatch, tiny_fmnist
+):
     monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=8))
     monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
-    argv = ["prune", "--model", TINY_MODEL, "--target-flops", "0.5", "--align", "latency", "--input-size", "32",
-            "--latency-cache", str(tmp_path / "cache"), "--threads", "1", "--data", tiny_fmnist, "--bn-batches", "2",
-            "--reconstruct-batches", "0", "--speed-slack", "0.5", "--json"]  # fmt: skip
+    argv = [
+        "prune",
+        "--model",
+        TINY_MODEL,
+        "--target-flops",
+        "0.5",
+        "--align",
+        "latency",
+        "--input-size",
+        "32",
+        "--latency-cache",
+        str(tmp_path / "cache"),
+        "--threads",
+        "1",
+        "--data",
+        tiny_fmnist,
+        "--bn-batches",
+        "2",
+        "--reconstruct-batches",
+        "0",
+        "--speed-slack",
+        "0.5",
+        "--json",
+    ]
     code = main(argv)
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -196,12 +295,16 @@ def test_prune_cli_align_latency_with_data_scores_the_near_fastest_plans(capsys,
 
 
 def test_prune_cli_align_latency_rejects_global_ranking(capsys):
-    code = main(["prune", "--model", TINY_MODEL, "--target-flops", "0.5", "--align", "latency", "--global-ranking"])
+    code = main(
+        ["prune", "--model", TINY_MODEL, "--target-flops", "0.5", "--align", "latency", "--global-ranking"]
+    )
     _, err = capsys.readouterr()
     assert code == 2 and "--global-ranking" in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_model_calibration_cannot_match_is_planned_from_the_table_with_a_warning(wide, tmp_path, monkeypatch):
+def test_a_model_calibration_cannot_match_is_planned_from_the_table_with_a_warning(
+    wide, tmp_path, monkeypatch
+):
     import torchslim.latency_calibration as calibration_module
 
     def unmatched(nodes, configs, pad=16):
@@ -209,8 +312,9 @@ def test_a_model_calibration_cannot_match_is_planned_from_the_table_with_a_warni
 
     monkeypatch.setattr(calibration_module, "match_nodes", unmatched)
     with pytest.warns(UserWarning, match="latency calibration skipped: layer fc has no node"):
-        result = prune_for_latency(wide, torch.randn(1, 3, 32, 32), target_flops=0.4, table=SyntheticTable(tmp_path),
-                                   tolerance=0.02)  # fmt: skip
+        result = prune_for_latency(
+            wide, torch.randn(1, 3, 32, 32), target_flops=0.4, table=SyntheticTable(tmp_path), tolerance=0.02
+        )
     assert result.latency.calibration == {"error": "layer fc has no node in the profile"}
     assert abs(result.report.flops_reduction - 0.4) <= 0.02
 
@@ -240,8 +344,10 @@ def test_tilted_plan_prunes_high_resolution_groups_more_within_the_spread(tmp_pa
     tilted = tilted_plan(builder, latency_model, uniform, 0.5, 0.01, tilt=0.5, spread=0.25)
     assert abs(tilted.reduction - 0.5) <= 0.01
     fraction = lambda plan, g: plan.keep[g] / builder.sizes[g]  # noqa: E731
-    resolution = {g.index: latency_model.configs[g.sources[0]].height // latency_model.configs[g.sources[0]].stride
-                  for g in group_set.prunable()}  # fmt: skip
+    resolution = {
+        g.index: latency_model.configs[g.sources[0]].height // latency_model.configs[g.sources[0]].stride
+        for g in group_set.prunable()
+    }
     high, low = max(resolution.values()), min(resolution.values())
     assert all(fraction(tilted, g) <= fraction(uniform, g) for g, r in resolution.items() if r == high)
     assert all(fraction(tilted, g) >= fraction(uniform, g) for g, r in resolution.items() if r == low)

@@ -888,8 +888,11 @@ def test_flops_of_saved_model_in_a_fresh_process(saved):
     _, resnet, _, size = cases["resnet18"]
     done = subprocess.run(
         [sys.executable, "-m", "torchslim", "flops", "--model-path", str(tmp_path / "resnet18"), "--json"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
     assert payload["macs"] == resnet.report.macs_after == profile_model(resnet.model, size).macs
@@ -903,8 +906,11 @@ def test_saved_models_reproduce_outputs_in_a_fresh_process(saved):
     directories = [str(tmp_path / k) for k in cases]
     done = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS_CHECK, factory_name, *directories],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == dict.fromkeys(directories, True)
 

@@ -144,7 +144,9 @@ def test_a_pruned_network_moves_closer_to_the_unpruned_one():
     shuffled = DataLoader(loader.dataset, batch_size=64, shuffle=True)  # draws its order from the global RNG
     rng = torch.get_rng_state()
     report = reconstruct(model, pruned, shuffled, group_set=result.group_set, mask=result.plan.mask)
-    assert torch.equal(torch.get_rng_state(), rng)  # switching reconstruction on changes nothing else in a run
+    assert torch.equal(
+        torch.get_rng_state(), rng
+    )  # switching reconstruction on changes nothing else in a run
 
     with torch.no_grad():
         error_after = (pruned(batch) - reference).pow(2).mean() / reference.var()
@@ -156,9 +158,16 @@ def test_a_pruned_network_moves_closer_to_the_unpruned_one():
 
 def test_compressor_reconstructs_after_pruning_and_reports_it(tiny_fmnist, tmp_path, capsys):
     def run(batches: int) -> dict:
-        config = write_config(tmp_path / f"c{batches}.yaml", tmp_path / f"ckpt{batches}", epochs=2, start_epoch=1,
-                              model=TINY_MODEL, data=tiny_fmnist, reconstruction_batches=batches,
-                              bn_recalibration_batches=2)  # fmt: skip
+        config = write_config(
+            tmp_path / f"c{batches}.yaml",
+            tmp_path / f"ckpt{batches}",
+            epochs=2,
+            start_epoch=1,
+            model=TINY_MODEL,
+            data=tiny_fmnist,
+            reconstruction_batches=batches,
+            bn_recalibration_batches=2,
+        )
         capsys.readouterr()
         assert main(["compress", "--config", str(config), "--json", "--no-progress"]) == 0
         return json.loads(capsys.readouterr().out)
@@ -171,13 +180,18 @@ def test_compressor_reconstructs_after_pruning_and_reports_it(tiny_fmnist, tmp_p
     (plain,) = off["events"]
     assert "reconstruction" not in plain and "top1_after_reconstruction" not in plain
     assert plain["top1_after_bn_recalibration"] == event["top1_after_bn_recalibration"]
-    assert sorted(on["top1_per_epoch"]) == ["0", "1"]  # JSON keys: the epochs, each evaluated after fine-tuning
+    assert sorted(on["top1_per_epoch"]) == [
+        "0",
+        "1",
+    ]  # JSON keys: the epochs, each evaluated after fine-tuning
 
     from torchslim.cli.compress_cmd import summary_table
     from torchslim.compressor import CompressionSummary, ModelStats
 
     stats = ModelStats(**on["before"])
-    text = summary_table(CompressionSummary(stats, stats, events=on["events"], top1_per_epoch={0: 12.5, 1: 50.0}))
+    text = summary_table(
+        CompressionSummary(stats, stats, events=on["events"], top1_per_epoch={0: 12.5, 1: 50.0})
+    )
     assert f"after reconstruction: {event['top1_after_reconstruction']:.2f}%" in text
     assert "top-1 after each fine-tune epoch: epoch 0: 12.50%, epoch 1: 50.00%" in text
 
@@ -195,7 +209,9 @@ def test_prune_command_reconstructs_and_saves_the_refitted_model(tiny_fmnist, tm
     assert main([*common, "--reconstruct-batches", "0", "--output", str(tmp_path / "off")]) == 0
     off = json.loads(capsys.readouterr().out)
     assert "top1_after_reconstruction" not in off
-    assert off["top1_after_bn_recalibration"] == on["top1_after_bn_recalibration"]  # same plan, same statistics
+    assert (
+        off["top1_after_bn_recalibration"] == on["top1_after_bn_recalibration"]
+    )  # same plan, same statistics
 
     refitted, manifest = load_model(tmp_path / "on", trusted=TINY_MODEL)
     plain, _ = load_model(tmp_path / "off", trusted=TINY_MODEL)
@@ -236,8 +252,9 @@ def test_ranks_fit_on_the_data_of_all_ranks_and_agree(tmp_path):
         reconstruct(model, pruned, batches, group_set=group_set, mask=mask)
         fits.append(pruned.state_dict())
     assert not torch.allclose(fits[0]["second.weight"], fits[1]["second.weight"])  # the ranks' data differ
-    mp.start_processes(_distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
-                       start_method="fork")  # fmt: skip
+    mp.start_processes(
+        _distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="fork"
+    )
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for key in ("second.weight", "norm.running_mean"):
         assert torch.equal(results[0][key], results[1][key]), key  # every rank writes the same weights

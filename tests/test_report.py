@@ -28,27 +28,72 @@ def run_dir(tmp_path):
     pruned = prune(base, torch.randn(1, 3, 32, 32), target_flops=0.5, round_to=2).model
     manifest = make_manifest(TINY_MODEL, {"num_classes": 10}, pruned)
     root = tmp_path / "run"
-    before = {"macs": base_profile.macs, "params": base_profile.params, "size_bytes": base_profile.size_bytes,
-              "top1": 81.5, "top5": 99.0}  # fmt: skip
-    event = {"strategy": "uniform", "epoch": 0, "macs_before": base_profile.macs,
-             "macs_after": profile_model(pruned, 32).macs, "flops_reduction": 0.5, "top1_after_prune": 40.0}  # fmt: skip
+    before = {
+        "macs": base_profile.macs,
+        "params": base_profile.params,
+        "size_bytes": base_profile.size_bytes,
+        "top1": 81.5,
+        "top5": 99.0,
+    }
+    event = {
+        "strategy": "uniform",
+        "epoch": 0,
+        "macs_before": base_profile.macs,
+        "macs_after": profile_model(pruned, 32).macs,
+        "flops_reduction": 0.5,
+        "top1_after_prune": 40.0,
+    }
     for epoch in (0, 1):
-        record = {"epoch": epoch, "train_loss": 1.0 - 0.2 * epoch, "train_top1": 60.0 + epoch, "lr": 0.01,
-                  "images_per_s": 100.0, "macs": event["macs_after"], "params": 1, "top1": 70.0 + 5 * epoch,
-                  "top5": 98.0, "val_loss": 0.9 - 0.1 * epoch}  # fmt: skip
-        meta = {"format": "torchslim.checkpoint/1", "epoch": epoch, "model": TINY_MODEL, "manifest": manifest,
-                "metrics": record, "before": before, "events": [event], "strategies": {}}  # fmt: skip
+        record = {
+            "epoch": epoch,
+            "train_loss": 1.0 - 0.2 * epoch,
+            "train_top1": 60.0 + epoch,
+            "lr": 0.01,
+            "images_per_s": 100.0,
+            "macs": event["macs_after"],
+            "params": 1,
+            "top1": 70.0 + 5 * epoch,
+            "top5": 98.0,
+            "val_loss": 0.9 - 0.1 * epoch,
+        }
+        meta = {
+            "format": "torchslim.checkpoint/1",
+            "epoch": epoch,
+            "model": TINY_MODEL,
+            "manifest": manifest,
+            "metrics": record,
+            "before": before,
+            "events": [event],
+            "strategies": {},
+        }
         save_checkpoint(root / str(epoch), tensors={"model": pruned.state_dict()}, meta=meta)
         append_jsonl(root / "metrics.jsonl", record)
-        save_model(root / str(epoch) / "eval_model", pruned, TINY_MODEL, {"num_classes": 10}, input_size=32,
-                   manifest=manifest)
+        save_model(
+            root / str(epoch) / "eval_model",
+            pruned,
+            TINY_MODEL,
+            {"num_classes": 10},
+            input_size=32,
+            manifest=manifest,
+        )
     return root
 
 
 def test_report_writes_markdown_and_plots(capsys, run_dir, tmp_path):
     output = tmp_path / "out" / "report.md"
-    code = main(["report", "--run", str(run_dir), "--model", TINY_MODEL, "--output", str(output), "--no-timing",
-                 "--json"])  # fmt: skip
+    code = main(
+        [
+            "report",
+            "--run",
+            str(run_dir),
+            "--model",
+            TINY_MODEL,
+            "--output",
+            str(output),
+            "--no-timing",
+            "--json",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     payload = json.loads(out)

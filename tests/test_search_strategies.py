@@ -76,23 +76,53 @@ def chain_net(widths=(16, 32, 32, 48), num_classes: int = 4) -> nn.Sequential:
 def context_for(model: nn.Module, count: int = 96) -> CompressionContext:
     images, labels = toy_data(count, seed=1)
     loader = DataLoader(TensorDataset(images, labels), batch_size=32)
-    return CompressionContext(model=model, base_name="chain", base_kwargs={}, example_input=torch.zeros(1, 3, SIDE, SIDE),
-                              aliases={}, train_loader=loader, val_loader=loader)  # fmt: skip
+    return CompressionContext(
+        model=model,
+        base_name="chain",
+        base_kwargs={},
+        example_input=torch.zeros(1, 3, SIDE, SIDE),
+        aliases={},
+        train_loader=loader,
+        val_loader=loader,
+    )
 
 
-def slim_config(strategy: dict, *, epochs: int = 1, checkpoint: Path | None = None, criterion: str = "l1_norm",
-                max_iter: int = 8, round_to: int = 4):  # fmt: skip
+def slim_config(
+    strategy: dict,
+    *,
+    epochs: int = 1,
+    checkpoint: Path | None = None,
+    criterion: str = "l1_norm",
+    max_iter: int = 8,
+    round_to: int = 4,
+):
     name = "s"
-    return parse_config({
-        "version": 1.0,
-        "pruners": {"p": {"class": "StructurePruner", "criterions": {"*": criterion}, "round_to": round_to}},
-        "controllers": {"sa": {"class": "SAController", "init_temperature": 1.0, "reduce_rate": 0.8,
-                               "max_iter_number": max_iter}},
-        "strategies": {name: {"pruner": "p", "pruned_params": r".*\.weight", "start_epoch": 0, **strategy}},
-        "compressor": {"epoch": epochs, "checkpoint_path": None if checkpoint is None else str(checkpoint),
-                       "strategies": [name]},
-        "train": {"seed": 0},
-    }, source="<test>")  # fmt: skip
+    return parse_config(
+        {
+            "version": 1.0,
+            "pruners": {
+                "p": {"class": "StructurePruner", "criterions": {"*": criterion}, "round_to": round_to}
+            },
+            "controllers": {
+                "sa": {
+                    "class": "SAController",
+                    "init_temperature": 1.0,
+                    "reduce_rate": 0.8,
+                    "max_iter_number": max_iter,
+                }
+            },
+            "strategies": {
+                name: {"pruner": "p", "pruned_params": r".*\.weight", "start_epoch": 0, **strategy}
+            },
+            "compressor": {
+                "epoch": epochs,
+                "checkpoint_path": None if checkpoint is None else str(checkpoint),
+                "strategies": [name],
+            },
+            "train": {"seed": 0},
+        },
+        source="<test>",
+    )
 
 
 def reduction(before: nn.Module, after: nn.Module) -> float:
@@ -122,8 +152,14 @@ def run_controller(controller: SAController, iterations: int, proposals: list) -
 
 
 def make_controller() -> SAController:
-    return SAController([(0, 9)] * 4, reduce_rate=0.9, init_temperature=5.0, max_iter_number=150, seed=3,
-                        constrain=lambda t: sum(t) <= 28)  # fmt: skip
+    return SAController(
+        [(0, 9)] * 4,
+        reduce_rate=0.9,
+        init_temperature=5.0,
+        max_iter_number=150,
+        seed=3,
+        constrain=lambda t: sum(t) <= 28,
+    )
 
 
 def test_sa_controller_finds_the_optimum_within_the_constraint():
@@ -278,8 +314,9 @@ def test_sensitive_strategy_with_a_data_criterion(criterion):
 def test_iterative_sensitive_pruning_in_steps_survives_a_restart(tmp_path):
     model = chain_net()
     original = copy.deepcopy(model)
-    config = slim_config({**SENSITIVE, "num_steps": 2, "sensitivities_file": str(tmp_path / "sens.json")}, epochs=4,
-                         round_to=1)  # fmt: skip
+    config = slim_config(
+        {**SENSITIVE, "num_steps": 2, "sensitivities_file": str(tmp_path / "sens.json")}, epochs=4, round_to=1
+    )
     context = context_for(model)
     strategy = strategy_of(config)
     context.epoch = 0
@@ -313,11 +350,19 @@ def test_seed_config_reaches_its_target_on_mobilenet_v1(file, overrides, low, hi
     config = load_config(SEED_CONFIGS / file)
     name = config.compressor.strategies[0]
     small = {
-        "train.model": "mobilenet_v1", "train.data": tiny_fmnist, "train.device": "cpu", "train.batch_size": 32,
-        "train.train_limit": 32, "train.val_limit": 32, "train.num_workers": 0, "train.lr": 0.01,
-        "compressor.epoch": 1, "compressor.checkpoint_path": None, f"strategies.{name}.eval_rate": 0.5,
+        "train.model": "mobilenet_v1",
+        "train.data": tiny_fmnist,
+        "train.device": "cpu",
+        "train.batch_size": 32,
+        "train.train_limit": 32,
+        "train.val_limit": 32,
+        "train.num_workers": 0,
+        "train.lr": 0.01,
+        "compressor.epoch": 1,
+        "compressor.checkpoint_path": None,
+        f"strategies.{name}.eval_rate": 0.5,
         **overrides,
-    }  # fmt: skip
+    }
     if "sensitivities_file" in vars(config.strategies[name]):
         small[f"strategies.{name}.sensitivities_file"] = str(tmp_path / "mobilenet_acc_top1_sensitive.data")
     summary = Compressor(apply_overrides(config, small), progress=False, log=lambda message: None).run()
@@ -328,17 +373,41 @@ def test_seed_config_reaches_its_target_on_mobilenet_v1(file, overrides, low, hi
 
 def test_compressor_resumes_a_killed_search_without_repeating_candidates(tiny_fmnist, tmp_path, monkeypatch):
     """A search spread over epochs is killed in its second epoch; the rerun continues at the next candidate."""
-    config = parse_config({
-        "version": 1.0,
-        "pruners": {"p": {"class": "StructurePruner", "round_to": 4}},
-        "controllers": {"sa": {"class": "SAController", "init_temperature": 1.0, "max_iter_number": 6}},
-        "strategies": {"auto": {**AUTO, "pruner": "p", "pruned_params": r".*\.weight", "start_epoch": 0,
-                                "end_epoch": 2, "min_ratio": 0.3, "eval_rate": 0.25}},
-        "compressor": {"epoch": 3, "checkpoint_path": str(tmp_path / "run"), "save_eval_model": False,
-                       "save_inference_model": False, "strategies": ["auto"]},
-        "train": {"model": TINY_MODEL, "data": tiny_fmnist, "batch_size": 64, "device": "cpu", "num_workers": 0,
-                  "lr": 0.01, "bn_recalibration_batches": 1},
-    }, source="<test>")  # fmt: skip
+    config = parse_config(
+        {
+            "version": 1.0,
+            "pruners": {"p": {"class": "StructurePruner", "round_to": 4}},
+            "controllers": {"sa": {"class": "SAController", "init_temperature": 1.0, "max_iter_number": 6}},
+            "strategies": {
+                "auto": {
+                    **AUTO,
+                    "pruner": "p",
+                    "pruned_params": r".*\.weight",
+                    "start_epoch": 0,
+                    "end_epoch": 2,
+                    "min_ratio": 0.3,
+                    "eval_rate": 0.25,
+                }
+            },
+            "compressor": {
+                "epoch": 3,
+                "checkpoint_path": str(tmp_path / "run"),
+                "save_eval_model": False,
+                "save_inference_model": False,
+                "strategies": ["auto"],
+            },
+            "train": {
+                "model": TINY_MODEL,
+                "data": tiny_fmnist,
+                "batch_size": 64,
+                "device": "cpu",
+                "num_workers": 0,
+                "lr": 0.01,
+                "bn_recalibration_batches": 1,
+            },
+        },
+        source="<test>",
+    )
     seen: list[int] = []
 
     def report(self, iteration, tokens, reward):

@@ -81,10 +81,27 @@ def base(cli, tmp_path_factory) -> dict:
     config = write_config(root / "config.yaml", root / "ckpt", model=TINY_MODEL, data=data)
     run = cli("compress", "--config", config, "--json")
     assert run.returncode == 0, run.stderr[-3000:]
-    run = cli("prune", "--model", TINY_MODEL, "--input-size", "16", "--target-flops", "0.3", "--round-to", "2",
-              "--output", str(root / "pruned"))  # fmt: skip
+    run = cli(
+        "prune",
+        "--model",
+        TINY_MODEL,
+        "--input-size",
+        "16",
+        "--target-flops",
+        "0.3",
+        "--round-to",
+        "2",
+        "--output",
+        str(root / "pruned"),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    return {"root": root, "config": config, "data": data, "checkpoint": root / "ckpt", "pruned": root / "pruned"}
+    return {
+        "root": root,
+        "config": config,
+        "data": data,
+        "checkpoint": root / "ckpt",
+        "pruned": root / "pruned",
+    }
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -103,7 +120,9 @@ def plant_in_checkpoint(base: dict, tmp_path: Path, file: str, marker: Path) -> 
 def test_resume_refuses_a_pickle_payload_in_a_fresh_interpreter(base, tmp_path):
     marker = tmp_path / "PWNED"
     checkpoint = plant_in_checkpoint(base, tmp_path, "model.pt", marker)
-    run = plain_cli("compress", "--config", base["config"], "--checkpoint-path", str(checkpoint), "--num-epochs", "2")
+    run = plain_cli(
+        "compress", "--config", base["config"], "--checkpoint-path", str(checkpoint), "--num-epochs", "2"
+    )
     error_line(run, "compress", 6, str(checkpoint / "0" / "model.pt"), "weights_only")
     assert not marker.exists()
     assert "epoch 1:" not in run.stderr and not (checkpoint / "1").exists()
@@ -113,7 +132,9 @@ def test_resume_refuses_a_pickle_payload_in_a_fresh_interpreter(base, tmp_path):
 def test_resume_refuses_a_pickle_payload_in_any_state_dict(cli, base, tmp_path, file):
     marker = tmp_path / "PWNED"
     checkpoint = plant_in_checkpoint(base, tmp_path, file, marker)
-    run = cli("compress", "--config", base["config"], "--checkpoint-path", str(checkpoint), "--num-epochs", "2")
+    run = cli(
+        "compress", "--config", base["config"], "--checkpoint-path", str(checkpoint), "--num-epochs", "2"
+    )
     error_line(run, "compress", 6, str(checkpoint / "0" / file), "weights_only")
     assert not marker.exists()
     with pytest.raises(Exception, match="weights_only"):
@@ -130,7 +151,9 @@ def test_resume_never_builds_a_model_the_checkpoint_names(cli, base, tmp_path):
     meta["manifest"].update(model="os:system", kwargs={"command": f"touch {shlex.quote(str(marker))}"})
     (checkpoint / "0" / "meta.json").write_text(json.dumps(meta))
     fix_checkpoint_hashes(checkpoint / "0")
-    run = cli("compress", "--config", base["config"], "--checkpoint-path", str(checkpoint), "--num-epochs", "2")
+    run = cli(
+        "compress", "--config", base["config"], "--checkpoint-path", str(checkpoint), "--num-epochs", "2"
+    )
     error_line(run, "compress", 6, str(checkpoint / "0"), "manifest")
     assert not marker.exists()
 
@@ -148,7 +171,9 @@ def test_pretrained_file_with_a_pickle_payload_is_refused(cli, base, tmp_path, c
     if command == "compress":
         argv = ["--config", base["config"], "--checkpoint-path", str(tmp_path / "ckpt")]
     else:
-        argv = ["--model", TINY_MODEL, "--input-size", "16"] + (["--target-flops", "0.3"] if command == "prune" else [])
+        argv = ["--model", TINY_MODEL, "--input-size", "16"] + (
+            ["--target-flops", "0.3"] if command == "prune" else []
+        )
     run = cli(command, *argv, "--pretrained", str(weights))
     error_line(run, command, 4, str(weights), "weights_only=True")
     assert not marker.exists()
@@ -161,8 +186,15 @@ def test_init_model_directory_is_checked_before_its_manifest_is_built(cli, base,
     manifest = json.loads((saved / "manifest.json").read_text())
     manifest.update(model="os:system", kwargs={"command": f"touch {shlex.quote(str(marker))}"})
     (saved / "manifest.json").write_text(json.dumps(manifest))
-    run = cli("compress", "--config", base["config"], "--checkpoint-path", str(tmp_path / "ckpt"),
-              "--pretrained", str(saved))  # fmt: skip
+    run = cli(
+        "compress",
+        "--config",
+        base["config"],
+        "--checkpoint-path",
+        str(tmp_path / "ckpt"),
+        "--pretrained",
+        str(saved),
+    )
     error_line(run, "compress", 4, str(saved), "os:system")
     assert not marker.exists()
 
@@ -240,7 +272,9 @@ def test_checkpoint_state_dicts_load_with_weights_only(base):
     manifest = verify_checkpoint(directory)
     assert json.loads((directory / "meta.json").read_text())["epoch"] == 0
     for file in manifest["state_dicts"].values():
-        torch.load(directory / file, weights_only=True, map_location="cpu")  # raises on anything but plain data
+        torch.load(
+            directory / file, weights_only=True, map_location="cpu"
+        )  # raises on anything but plain data
     tensors, _ = load_checkpoint(directory)
     assert set(tensors) == set(manifest["state_dicts"])
 
@@ -267,8 +301,18 @@ def test_no_code_path_unpickles_freely():
                 value = keywords.get("weights_only")
                 if not (isinstance(value, ast.Constant) and value.value is True):
                     problems.append(f"{where}:{call.lineno}: torch.load without weights_only=True")
-            elif name in ("pickle.load", "pickle.loads", "yaml.load", "yaml.unsafe_load", "torch.jit.load",
-                          "dill.load", "dill.loads", "joblib.load", "eval", "exec"):  # fmt: skip
+            elif name in (
+                "pickle.load",
+                "pickle.loads",
+                "yaml.load",
+                "yaml.unsafe_load",
+                "torch.jit.load",
+                "dill.load",
+                "dill.loads",
+                "joblib.load",
+                "eval",
+                "exec",
+            ):
                 problems.append(f"{where}:{call.lineno}: {name}(...)")
             elif name in ("np.load", "numpy.load"):
                 value = keywords.get("allow_pickle")
@@ -277,5 +321,7 @@ def test_no_code_path_unpickles_freely():
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef) and any("Unpickler" in ast.unparse(b) for b in node.bases):
                 if not any(isinstance(f, ast.FunctionDef) and f.name == "find_class" for f in node.body):
-                    problems.append(f"{where}:{node.lineno}: Unpickler subclass {node.name} without find_class")
+                    problems.append(
+                        f"{where}:{node.lineno}: Unpickler subclass {node.name} without find_class"
+                    )
     assert not problems, "\n".join(problems)

@@ -93,8 +93,15 @@ def setup():
 
 
 def fresh_table(model: nn.Module, **changes) -> SensitivityTable:
-    values = {"model": "chain", "fingerprint": model_fingerprint(model), "criterion": "l1_norm",
-              "metric": "top1_acc", "data": "random val[:64]", "samples": 64, **changes}  # fmt: skip
+    values = {
+        "model": "chain",
+        "fingerprint": model_fingerprint(model),
+        "criterion": "l1_norm",
+        "metric": "top1_acc",
+        "data": "random val[:64]",
+        "samples": 64,
+        **changes,
+    }
     return SensitivityTable(**values)
 
 
@@ -138,8 +145,9 @@ def test_scan_writes_the_documented_format_and_leaves_the_model_alone(setup, tmp
     model, group_set, scores, batches = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
     path = tmp_path / "sens.json"
-    table = scan_sensitivity(model, group_set, scores, batches, fresh_table(model), ratios=RATIOS, path=path,
-                             progress=False)  # fmt: skip
+    table = scan_sensitivity(
+        model, group_set, scores, batches, fresh_table(model), ratios=RATIOS, path=path, progress=False
+    )
     data = json.loads(path.read_text())
     assert data["format"] == FORMAT
     assert {
@@ -173,12 +181,30 @@ def test_matching_table_is_reused_and_a_foreign_one_refused(setup, tmp_path):
         model, group_set, scores, batches, fresh_table(model), ratios=RATIOS, path=path, progress=False
     )
     calls = []
-    scan_sensitivity(model, group_set, scores, batches, open_table(path, fresh_table(model)), ratios=RATIOS, path=path,
-                     progress=False, on_result=lambda *a: calls.append(a))  # fmt: skip
+    scan_sensitivity(
+        model,
+        group_set,
+        scores,
+        batches,
+        open_table(path, fresh_table(model)),
+        ratios=RATIOS,
+        path=path,
+        progress=False,
+        on_result=lambda *a: calls.append(a),
+    )
     assert calls == []
     # one more ratio: only that one is measured, for every group
-    scan_sensitivity(model, group_set, scores, batches, open_table(path, fresh_table(model)), ratios=(*RATIOS, 0.9),
-                     path=path, progress=False, on_result=lambda *a: calls.append(a))  # fmt: skip
+    scan_sensitivity(
+        model,
+        group_set,
+        scores,
+        batches,
+        open_table(path, fresh_table(model)),
+        ratios=(*RATIOS, 0.9),
+        path=path,
+        progress=False,
+        on_result=lambda *a: calls.append(a),
+    )
     assert sorted(c[1] for c in calls) == [0.9] * len(group_set.prunable())
     with pytest.raises(PruningError, match="criterion: 'l1_norm' != 'fpgm'.*delete it"):
         open_table(path, fresh_table(model, criterion="fpgm"))
@@ -200,14 +226,32 @@ def test_killed_scan_restarts_where_it_stopped_and_evaluates_nothing_twice(setup
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        scan_sensitivity(model, group_set, scores, batches, open_table(path, fresh_table(model)), ratios=RATIOS,
-                         path=path, progress=False, on_result=killer)  # fmt: skip
+        scan_sensitivity(
+            model,
+            group_set,
+            scores,
+            batches,
+            open_table(path, fresh_table(model)),
+            ratios=RATIOS,
+            path=path,
+            progress=False,
+            on_result=killer,
+        )
     first_run = list(evaluated)
     saved = json.loads(path.read_text())["groups"]
     assert sum(len(r) for r in saved.values()) == 5
     restarted: list[tuple[str, float]] = []
-    scan_sensitivity(model, group_set, scores, batches, open_table(path, fresh_table(model)), ratios=RATIOS,
-                     path=path, progress=False, on_result=lambda g, r, e: restarted.append((g, r)))  # fmt: skip
+    scan_sensitivity(
+        model,
+        group_set,
+        scores,
+        batches,
+        open_table(path, fresh_table(model)),
+        ratios=RATIOS,
+        path=path,
+        progress=False,
+        on_result=lambda g, r, e: restarted.append((g, r)),
+    )
     everything = first_run + restarted
     assert len(everything) == len(set(everything)), "a (group, ratio) was evaluated twice"
     assert len(everything) == len(group_set.prunable()) * len(RATIOS)
@@ -215,8 +259,9 @@ def test_killed_scan_restarts_where_it_stopped_and_evaluates_nothing_twice(setup
     assert finished_first and not finished_first & {g for g, _ in restarted}, (
         "a finished group was scanned again"
     )
-    uninterrupted = scan_sensitivity(model, group_set, scores, batches, fresh_table(model), ratios=RATIOS,
-                                     progress=False)  # fmt: skip
+    uninterrupted = scan_sensitivity(
+        model, group_set, scores, batches, fresh_table(model), ratios=RATIOS, progress=False
+    )
     assert SensitivityTable.load(path).groups == uninterrupted.groups
 
 
@@ -225,8 +270,17 @@ def test_shards_merge_into_the_full_scan(setup, tmp_path):
     parts = []
     for k in (1, 2):
         names = shard_groups(group_set, (k, 2))
-        part = scan_sensitivity(model, group_set, scores, batches, fresh_table(model), ratios=RATIOS, groups=names,
-                                path=tmp_path / f"part{k}.json", progress=False)  # fmt: skip
+        part = scan_sensitivity(
+            model,
+            group_set,
+            scores,
+            batches,
+            fresh_table(model),
+            ratios=RATIOS,
+            groups=names,
+            path=tmp_path / f"part{k}.json",
+            progress=False,
+        )
         assert set(part.groups) == set(names)
         parts.append(SensitivityTable.load(tmp_path / f"part{k}.json"))
     full = scan_sensitivity(
@@ -305,8 +359,23 @@ def test_sensitivity_command_scans_resumes_merges_and_plots(tiny_fmnist, tmp_pat
     weights = tmp_path / "tiny.pt"
     torch.save(calibrated(TinyNet(num_classes=10)).state_dict(), weights)
     output, plot = tmp_path / "sens.json", tmp_path / "curves.png"
-    common = ["sensitivity", "--model", TINY_MODEL, "--pretrained", str(weights), "--data", tiny_fmnist,
-              "--val-limit", "64", "--ratios", "0.25", "0.5", "--device", "cpu", "--no-progress"]  # fmt: skip
+    common = [
+        "sensitivity",
+        "--model",
+        TINY_MODEL,
+        "--pretrained",
+        str(weights),
+        "--data",
+        tiny_fmnist,
+        "--val-limit",
+        "64",
+        "--ratios",
+        "0.25",
+        "0.5",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert main([*common, "--output", str(output), "--plot", str(plot), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["format"] == FORMAT and payload["samples"] == 64 and len(payload["groups"]) >= 2
@@ -318,8 +387,20 @@ def test_sensitivity_command_scans_resumes_merges_and_plots(tiny_fmnist, tmp_pat
     for k in (1, 2):
         assert main([*common, "--shard", f"{k}/2", "--output", str(tmp_path / f"p{k}.json")]) == 0
     merged = tmp_path / "merged.json"
-    assert main(["sensitivity", "--merge", str(tmp_path / "p1.json"), str(tmp_path / "p2.json"), "--output",
-                 str(merged), "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "sensitivity",
+                "--merge",
+                str(tmp_path / "p1.json"),
+                str(tmp_path / "p2.json"),
+                "--output",
+                str(merged),
+                "--json",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert json.loads(merged.read_text())["groups"] == json.loads(written)["groups"]
     assert main([*common, "--criterion", "nope"]) == 2
@@ -340,8 +421,17 @@ def test_recalibrated_scan_measures_the_pruned_and_re_estimated_model(setup, tmp
     table = fresh_table(model, recalibrated=True)
     buffers = [b.clone() for b in model.buffers()]
     measured = {}
-    scan_sensitivity(model, group_set, scores, batches, table, ratios=(0.5,), progress=False, after_mask=recalibrate,
-                     on_result=lambda g, r, e: measured.setdefault(g, e["metric"]))  # fmt: skip
+    scan_sensitivity(
+        model,
+        group_set,
+        scores,
+        batches,
+        table,
+        ratios=(0.5,),
+        progress=False,
+        after_mask=recalibrate,
+        on_result=lambda g, r, e: measured.setdefault(g, e["metric"]),
+    )
     base = copy.deepcopy(model)
     recalibrate(base)
     assert table.base_metric == pytest.approx(evaluate_batches(base, batches))

@@ -116,7 +116,9 @@ def resolve_device(name: str) -> torch.device:
 class Compressor:
     """Runs a :class:`SlimConfig`: strategies, fine-tuning, checkpoints, eval and inference models."""
 
-    def __init__(self, config: SlimConfig, *, progress: bool = True, log=_stderr, skip_bad_images: bool = False) -> None:
+    def __init__(
+        self, config: SlimConfig, *, progress: bool = True, log=_stderr, skip_bad_images: bool = False
+    ) -> None:
         self.config = config
         self.skip_bad_images = skip_bad_images
         self.train = config.train
@@ -128,7 +130,9 @@ class Compressor:
             self.device = torch.device("cuda", self.dist.local_rank)
         if not self.dist.is_main:
             self.progress, self.log = False, lambda message: None
-        self.checkpoint_root = Path(config.compressor.checkpoint_path) if config.compressor.checkpoint_path else None
+        self.checkpoint_root = (
+            Path(config.compressor.checkpoint_path) if config.compressor.checkpoint_path else None
+        )
         self.model_name = canonical_name(self.train.model or DEFAULT_MODEL)
         self.data: DataBundle | None = None
         self.strategies: list[Strategy] = []
@@ -204,7 +208,9 @@ class Compressor:
             context.reconstruct = self.reconstruct
         return context
 
-    def reconstruct(self, original: nn.Module, pruned: nn.Module, group_set: Any, mask: Any) -> dict[str, Any]:
+    def reconstruct(
+        self, original: nn.Module, pruned: nn.Module, group_set: Any, mask: Any
+    ) -> dict[str, Any]:
         """Refit the layers a pruning step cut into, on ``train.reconstruction_batches`` training batches."""
         report = reconstruct(
             original,
@@ -246,7 +252,9 @@ class Compressor:
         model, _ = self.build_initial_model()
         model.to(self.device)
         classes = num_outputs(model, self.input_size(), self.device)
-        if classes is not None:  # a label the model has no output for: a DataError naming it, not an IndexError
+        if (
+            classes is not None
+        ):  # a label the model has no output for: a DataError naming it, not an IndexError
             check_label_range(data, classes)
         context = self.make_context(model)
         check_pruned_params(self.config, context.model, context.aliases)  # before anything is written
@@ -304,7 +312,9 @@ class Compressor:
         hooks = _StrategyHooks(self.strategies, context)
         model = context.model
         if self.dist.enabled:  # wrapped per epoch: pruning may have replaced the parameters
-            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            model = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         return train_one_epoch(
             model,
             data.train_loader,
@@ -323,7 +333,11 @@ class Compressor:
 
     def evaluate(self, model: nn.Module) -> EvalResult:
         return evaluate(
-            model, self.load_data().val_loader, device=self.device, progress=self.progress, distributed=self.dist.enabled
+            model,
+            self.load_data().val_loader,
+            device=self.device,
+            progress=self.progress,
+            distributed=self.dist.enabled,
         )
 
     def evaluate_if_due(self, model: nn.Module, epoch: int) -> EvalResult | None:
@@ -440,8 +454,15 @@ class Compressor:
     def save_eval_model(self, context, directory: Path, manifest: dict, record: dict) -> None:
         model = context.model
         extra = {"metrics": record, "preprocess": preprocess_record(self.data_spec, self.input_size())}
-        save_model(directory, model, self.model_name, context.base_kwargs, input_size=self.input_size(),
-                   manifest=manifest, extra=extra)  # fmt: skip
+        save_model(
+            directory,
+            model,
+            self.model_name,
+            context.base_kwargs,
+            input_size=self.input_size(),
+            manifest=manifest,
+            extra=extra,
+        )
         if self.config.compressor.save_inference_model:
             export_onnx(_cpu_copy(model), context.example_input.cpu(), directory / "model.onnx")
 
@@ -450,7 +471,8 @@ class Compressor:
         if self.checkpoint_root is None:
             return None
         latest = find_latest_checkpoint(
-            self.checkpoint_root, on_corrupt=lambda path, error: self.log(f"skipping corrupt checkpoint {path}: {error}")
+            self.checkpoint_root,
+            on_corrupt=lambda path, error: self.log(f"skipping corrupt checkpoint {path}: {error}"),
         )
         if latest is None:
             return None
@@ -469,7 +491,9 @@ class Compressor:
             )
         try:
             model = build_from_manifest(manifest, trusted=self.model_name)
-            check_state_dict(model, tensors["model"], f"checkpoint {latest}: weights do not match its manifest")
+            check_state_dict(
+                model, tensors["model"], f"checkpoint {latest}: weights do not match its manifest"
+            )
         except ModelError as error:
             raise CheckpointError(str(error)) from None
         model.load_state_dict(tensors["model"])
@@ -480,7 +504,10 @@ class Compressor:
             strategy.load_state_dict({**state, **tensors.get("strategies", {}).get(strategy.name, {})})
         if self.dist.is_main:
             _truncate_metrics(self.checkpoint_root / METRICS_FILE, meta["epoch"])
-            if self.config.compressor.save_eval_model and not (latest / "eval_model" / MANIFEST_FILE).is_file():
+            if (
+                self.config.compressor.save_eval_model
+                and not (latest / "eval_model" / MANIFEST_FILE).is_file()
+            ):
                 # killed between the checkpoint and its eval model: write it now
                 self.save_eval_model(context, latest / "eval_model", manifest, meta.get("metrics", {}))
         self.log(f"resuming from checkpoint {latest} (epoch {meta['epoch']} done)")
@@ -506,7 +533,11 @@ def check_pruned_params(config: SlimConfig, model: nn.Module, aliases: dict[str,
         problem = f"{pattern!r} matches no parameter of the model; names look like: {sample}, ..."
         path = ("strategies", strategy.name, "pruned_params")
         origins = getattr(config, "_origins", None)
-        raise Context(origins).error(path, problem) if origins is not None else make_error(config.source, path, problem)
+        raise (
+            Context(origins).error(path, problem)
+            if origins is not None
+            else make_error(config.source, path, problem)
+        )
 
 
 def plan_strategies(compressor: Compressor) -> list[dict[str, Any]]:
@@ -526,22 +557,40 @@ def plan_strategies(compressor: Compressor) -> list[dict[str, Any]]:
         pruner = compressor.config.pruner_of(strategy)
         pattern = re.compile(strategy.pruned_params)
         matched = [
-            n for n, _ in model.named_parameters() if pattern.match(n) or pattern.match(context.aliases.get(n, "\0"))
+            n
+            for n, _ in model.named_parameters()
+            if pattern.match(n) or pattern.match(context.aliases.get(n, "\0"))
         ]
         target = getattr(strategy, "target_ratio", None) or strategy.max_ratio
         result = prune(
-            copy.deepcopy(model), context.example_input, target_flops=target,
-            criterion=pruner.criterions.get("*", "l1_norm"), pruned_params=strategy.pruned_params,
-            round_to=pruner.round_to, global_ranking=pruner.global_ranking, aliases=context.aliases, inplace=True,
-        )  # fmt: skip
+            copy.deepcopy(model),
+            context.example_input,
+            target_flops=target,
+            criterion=pruner.criterions.get("*", "l1_norm"),
+            pruned_params=strategy.pruned_params,
+            round_to=pruner.round_to,
+            global_ranking=pruner.global_ranking,
+            aliases=context.aliases,
+            inplace=True,
+        )
         report = result.report
-        plans.append({
-            "strategy": strategy.name, "class": type(strategy).class_name, "start_epoch": strategy.start_epoch,
-            "pruned_params": strategy.pruned_params, "matched_params": len(matched), "matched": matched,
-            "groups_prunable": len(result.group_set.prunable()), "groups_skipped": report.groups_skipped,
-            "target_ratio": target, "macs_before": report.macs_before, "macs_after": report.macs_after,
-            "flops_reduction": report.flops_reduction, "channels": report.channels,
-        })  # fmt: skip
+        plans.append(
+            {
+                "strategy": strategy.name,
+                "class": type(strategy).class_name,
+                "start_epoch": strategy.start_epoch,
+                "pruned_params": strategy.pruned_params,
+                "matched_params": len(matched),
+                "matched": matched,
+                "groups_prunable": len(result.group_set.prunable()),
+                "groups_skipped": report.groups_skipped,
+                "target_ratio": target,
+                "macs_before": report.macs_before,
+                "macs_after": report.macs_after,
+                "flops_reduction": report.flops_reduction,
+                "channels": report.channels,
+            }
+        )
     return plans
 
 

@@ -32,7 +32,9 @@ class DemoSettings:
     data: str = "fashion-mnist"
 
 
-def _config(settings: DemoSettings, name: str, epochs: int, strategies: dict[str, Any], init: str | None) -> dict:
+def _config(
+    settings: DemoSettings, name: str, epochs: int, strategies: dict[str, Any], init: str | None
+) -> dict:
     return {
         "version": 1.0,
         "pruners": {"pruner_1": {"class": "StructurePruner", "criterions": {"*": "l1_norm"}, "round_to": 8}},
@@ -63,42 +65,62 @@ def run_demo(settings: DemoSettings, log=lambda m: print(m, file=sys.stderr, flu
         f"{settings.val_limit} validation images (to fit a few CPU minutes); outputs in {settings.output}/"
     )
     log(f"[1/3] baseline: {settings.baseline_epochs} epochs of plain training (no strategy)")
-    baseline = parse_config(_config(settings, "baseline", settings.baseline_epochs, {}, None), source="<demo baseline>")
+    baseline = parse_config(
+        _config(settings, "baseline", settings.baseline_epochs, {}, None), source="<demo baseline>"
+    )
     Compressor(baseline, progress=sys.stderr.isatty()).run()
     baseline_dir = Path(settings.output) / "baseline" / str(settings.baseline_epochs - 1) / "eval_model"
     strategy = {
         "uniform_pruning_strategy": {
-            "class": "UniformPruneStrategy", "pruner": "pruner_1", "start_epoch": 0,
-            "target_ratio": settings.target_ratio, "pruned_params": ".*",
+            "class": "UniformPruneStrategy",
+            "pruner": "pruner_1",
+            "start_epoch": 0,
+            "target_ratio": settings.target_ratio,
+            "pruned_params": ".*",
         }
-    }  # fmt: skip
-    log(f"[2/3] prune -{settings.target_ratio:.0%} MACs (uniform, l1_norm, round_to 8), then fine-tune {settings.finetune_epochs} epochs")
+    }
+    log(
+        f"[2/3] prune -{settings.target_ratio:.0%} MACs (uniform, l1_norm, round_to 8), then fine-tune {settings.finetune_epochs} epochs"
+    )
     pruned_config = parse_config(
-        _config(settings, "pruned", settings.finetune_epochs, strategy, str(baseline_dir)), source="<demo pruned>"
+        _config(settings, "pruned", settings.finetune_epochs, strategy, str(baseline_dir)),
+        source="<demo pruned>",
     )
     compressor = Compressor(pruned_config, progress=sys.stderr.isatty())
     summary = compressor.run()
     pruned_dir = Path(settings.output) / "pruned" / str(settings.finetune_epochs - 1) / "eval_model"
     log("[3/3] evaluate both eval models and time them in PyTorch and ONNX Runtime (batch 1, 1 thread)")
     rows, models, input_size = [], {}, None
-    for label, directory in (("baseline", baseline_dir), (f"-{settings.target_ratio:.0%} pruned", pruned_dir)):
+    for label, directory in (
+        ("baseline", baseline_dir),
+        (f"-{settings.target_ratio:.0%} pruned", pruned_dir),
+    ):
         model, manifest = load_model(directory)
         input_size = manifest["input_size"]
         result = evaluate(model, compressor.load_data().val_loader)
         rows.append(row_for(label, model, input_size, result.top1, result.top5))
         models[label] = (model, directory / "model.onnx")
-    timings = time_models(models, input_size, threads=1)  # batch 1 of a 32x32 model: one thread is the fair setting
+    timings = time_models(
+        models, input_size, threads=1
+    )  # batch 1 of a 32x32 model: one thread is the fair setting
     for row in rows:
         row.torch_ms, row.ort_ms = timings[row.label]
     for event in summary.events:
-        for key, text in (("top1_after_prune", "right after pruning"), ("top1_after_bn_recalibration", "after BN re-estimation"),
-                          ("top1_after_reconstruction", "after reconstruction")):  # fmt: skip
+        for key, text in (
+            ("top1_after_prune", "right after pruning"),
+            ("top1_after_bn_recalibration", "after BN re-estimation"),
+            ("top1_after_reconstruction", "after reconstruction"),
+        ):
             if key in event:
                 log(f"top-1 {text}, before fine-tuning: {event[key]:.2f}%")
     return rows
 
 
 def print_demo_table(rows: list[ResultRow], settings: DemoSettings) -> None:
-    print(f"\n{settings.model} on Fashion-MNIST (32x32; {settings.train_limit} train / {settings.val_limit} val images)")
+    print(
+        f"\n{settings.model} on Fashion-MNIST (32x32; {settings.train_limit} train / {settings.val_limit} val images)"
+    )
     print(results_table(rows))
-    print(f"\nEval models and ONNX inference models are in {settings.output}/baseline and {settings.output}/pruned.")
+    print(
+        f"\nEval models and ONNX inference models are in {settings.output}/baseline and {settings.output}/pruned."
+    )

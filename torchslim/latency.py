@@ -69,7 +69,9 @@ class LatencyComparison:
         return data
 
 
-def ort_session_options(threads: int, *, spinning: bool = True, profile_prefix: str | os.PathLike | None = None):
+def ort_session_options(
+    threads: int, *, spinning: bool = True, profile_prefix: str | os.PathLike | None = None
+):
     """ONNX Runtime session options for timing: ``threads`` intra-op threads, all graph optimisations,
     sequential execution; workers spin within a run and stop when it returns (``spinning``, see
     :class:`TimingSession`) or never spin; ORT's profiler on when ``profile_prefix`` is given."""
@@ -112,7 +114,9 @@ class TimingSession:
         providers = ["CUDAExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
         missing = [p for p in providers if p not in ort.get_available_providers()]
         if missing:
-            raise ConfigError(f"ONNX Runtime provider {missing[0]} is not available in this onnxruntime build")
+            raise ConfigError(
+                f"ONNX Runtime provider {missing[0]} is not available in this onnxruntime build"
+            )
         self.session = ort.InferenceSession(os.fspath(path), options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
 
@@ -212,9 +216,15 @@ def compare_latency(
         if workdir is None and runtime == "onnxruntime":
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="torchslim-latency-"))
         functions = _make_callables(
-            models, input_size, runtime=runtime, batch_size=batch_size, threads=threads, device=device,
-            workdir=workdir, onnx_paths=onnx_paths,
-        )  # fmt: skip
+            models,
+            input_size,
+            runtime=runtime,
+            batch_size=batch_size,
+            threads=threads,
+            device=device,
+            workdir=workdir,
+            onnx_paths=onnx_paths,
+        )
         timings = time_interleaved(functions, warmup=warmup, rounds=rounds)
     samples = {k: np.asarray(t.samples_ms, dtype=float) for k, t in timings.items()}
     base = samples[next(iter(models))]
@@ -282,13 +292,29 @@ class ConvConfig:
         groups = in_channels if self.depthwise else self.groups
         if self.depthwise:
             out_channels = in_channels
-        return ConvConfig(in_channels, out_channels, self.kernel, self.stride, groups, self.height, self.width,
-                          self.batch, self.linear)  # fmt: skip
+        return ConvConfig(
+            in_channels,
+            out_channels,
+            self.kernel,
+            self.stride,
+            groups,
+            self.height,
+            self.width,
+            self.batch,
+            self.linear,
+        )
 
     def macs(self) -> int:
         out_h = (self.height + 2 * (self.kernel // 2) - self.kernel) // self.stride + 1
         out_w = (self.width + 2 * (self.kernel // 2) - self.kernel) // self.stride + 1
-        return self.batch * out_h * out_w * self.out_channels * (self.in_channels // self.groups) * self.kernel**2
+        return (
+            self.batch
+            * out_h
+            * out_w
+            * self.out_channels
+            * (self.in_channels // self.groups)
+            * self.kernel**2
+        )
 
 
 def layer_configs(model: nn.Module, input_size: int, batch: int = 1) -> dict[str, ConvConfig]:
@@ -301,11 +327,19 @@ def layer_configs(model: nn.Module, input_size: int, batch: int = 1) -> dict[str
             x = inputs[0]
             if isinstance(module, nn.Conv2d):
                 configs[name] = ConvConfig(
-                    module.in_channels, module.out_channels, module.kernel_size[0], module.stride[0],
-                    module.groups, int(x.shape[-2]), int(x.shape[-1]), batch,
-                )  # fmt: skip
+                    module.in_channels,
+                    module.out_channels,
+                    module.kernel_size[0],
+                    module.stride[0],
+                    module.groups,
+                    int(x.shape[-2]),
+                    int(x.shape[-1]),
+                    batch,
+                )
             elif isinstance(module, nn.Linear):
-                configs[name] = ConvConfig(module.in_features, module.out_features, 1, 1, 1, 1, 1, batch, linear=True)
+                configs[name] = ConvConfig(
+                    module.in_features, module.out_features, 1, 1, 1, 1, 1, batch, linear=True
+                )
 
         return record
 
@@ -330,9 +364,14 @@ def _layer_module(config: ConvConfig) -> nn.Module:
     if config.linear:
         return nn.Linear(config.in_channels, config.out_channels)
     conv = nn.Conv2d(
-        config.in_channels, config.out_channels, config.kernel, config.stride, config.kernel // 2,
-        groups=config.groups, bias=True,
-    )  # fmt: skip
+        config.in_channels,
+        config.out_channels,
+        config.kernel,
+        config.stride,
+        config.kernel // 2,
+        groups=config.groups,
+        bias=True,
+    )
     return nn.Sequential(conv, nn.ReLU())
 
 
@@ -407,7 +446,11 @@ class LatencyTable:
     def _load(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             data = json.loads(self.path.read_text())
-            if (data.get("machine"), data.get("runtime"), data.get("format")) == (self.machine, self.version, TABLE_FORMAT):
+            if (data.get("machine"), data.get("runtime"), data.get("format")) == (
+                self.machine,
+                self.version,
+                TABLE_FORMAT,
+            ):
                 self.entries = {str(k): float(v) for k, v in data.get("entries", {}).items()}
 
     def save(self) -> Path:
@@ -459,8 +502,14 @@ class LatencyTable:
         """
         if self.threads == 1:
             return self
-        return LatencyTable(self.runtime, threads=1, cache_dir=self.cache_dir, repeats=self.repeats,
-                            warmup=self.warmup, measure=self.measure)  # fmt: skip
+        return LatencyTable(
+            self.runtime,
+            threads=1,
+            cache_dir=self.cache_dir,
+            repeats=self.repeats,
+            warmup=self.warmup,
+            measure=self.measure,
+        )
 
     def lookup_min(self, configs: list[ConvConfig], passes: int = 3) -> list[float]:
         """Like :meth:`lookup_many`, but configurations not yet in the table are measured in
@@ -611,8 +660,9 @@ def block_from_latencies(latencies: dict[int, float]) -> int:
     return best_block
 
 
-def detect_blocks(table: LatencyTable, low: int = 64, high: int = 160, probe_step: int = 4,
-                  passes: int = 3) -> dict[str, int]:  # fmt: skip
+def detect_blocks(
+    table: LatencyTable, low: int = 64, high: int = 160, probe_step: int = 4, passes: int = 3
+) -> dict[str, int]:
     """The channel block each layer kind ("conv", "depthwise", "linear") runs fast at on ``table``'s runtime.
 
     Measured once and cached in the table: a probe layer's latency at every
@@ -669,12 +719,16 @@ class LatencyModel:
     table holds its configurations.
     """
 
-    def __init__(self, group_set, model: nn.Module, input_size: int, table: LatencyTable, batch: int = 1) -> None:
+    def __init__(
+        self, group_set, model: nn.Module, input_size: int, table: LatencyTable, batch: int = 1
+    ) -> None:
         self.group_set = group_set
         self.table = table
         self.configs = layer_configs(model, input_size, batch)
         self.uses = [
-            u for u in group_set.graph.uses if u.role in ("conv", "linear", "depthwise", "fixed") and u.module in self.configs
+            u
+            for u in group_set.graph.uses
+            if u.role in ("conv", "linear", "depthwise", "fixed") and u.module in self.configs
         ]
 
     def _kept(self, ids: np.ndarray, mask: np.ndarray) -> int:
@@ -699,8 +753,16 @@ class LatencyModel:
         return self.estimate(np.zeros(len(self.group_set.roots), dtype=bool))
 
 
-def minimize_latency(builder, model_latency: LatencyModel, plan, target: float, tolerance: float = 0.01, *,
-                     spread: float = 0.25, max_moves: int = 200):  # fmt: skip
+def minimize_latency(
+    builder,
+    model_latency: LatencyModel,
+    plan,
+    target: float,
+    tolerance: float = 0.01,
+    *,
+    spread: float = 0.25,
+    max_moves: int = 200,
+):
     """Trade channels between groups to lower the estimated latency at (nearly) the same MACs.
 
     Greedy exchange: each move takes one allowed step off one group and gives
@@ -714,7 +776,10 @@ def minimize_latency(builder, model_latency: LatencyModel, plan, target: float, 
     """
     start = dict(plan.keep)
     bounds = {
-        g: (max(1, int((k / builder.sizes[g] - spread) * builder.sizes[g])), int((k / builder.sizes[g] + spread) * builder.sizes[g]))
+        g: (
+            max(1, int((k / builder.sizes[g] - spread) * builder.sizes[g])),
+            int((k / builder.sizes[g] + spread) * builder.sizes[g]),
+        )
         for g, k in start.items()
     }
     current, current_ms = plan, model_latency.estimate(plan.mask)
@@ -927,10 +992,19 @@ def prune_for_latency(
             uniform = plan
             try:
                 plan, latency_model, calibration = calibrated_minimize(
-                    builder, latency_model, model, uniform, target_flops, tolerance, spread=spread,
-                    input_size=input_size, batch=batch_size, threads=table.threads, score=score,
+                    builder,
+                    latency_model,
+                    model,
+                    uniform,
+                    target_flops,
+                    tolerance,
+                    spread=spread,
+                    input_size=input_size,
+                    batch=batch_size,
+                    threads=table.threads,
+                    score=score,
                     speed_slack=speed_slack,
-                )  # fmt: skip
+                )
                 base_ms, uniform_ms = latency_model.base(), latency_model.estimate(uniform.mask)  # calibrated
             except CalibrationError as error:  # said, recorded, and planned from the table alone
                 warnings.warn(f"latency calibration skipped: {error}", stacklevel=2)
@@ -939,44 +1013,82 @@ def prune_for_latency(
         if not calibrate:
             plan = minimize_latency(builder, latency_model, plan, target_flops, tolerance, spread=spread)
     if latency_target is not None:
-        reached = plan is not None and 1.0 - latency_model.estimate(plan.mask) / base_ms >= latency_target - tolerance
+        reached = (
+            plan is not None
+            and 1.0 - latency_model.estimate(plan.mask) / base_ms >= latency_target - tolerance
+        )
         if not reached:
             plan = search_latency(builder, latency_model, latency_target, tolerance)
     if score is not None and calibration is None:
-        warnings.warn("the plan score was not used: only a calibrated MACs-target plan has measured "
-                      "alternatives to choose from", stacklevel=2)  # fmt: skip
+        warnings.warn(
+            "the plan score was not used: only a calibrated MACs-target plan has measured "
+            "alternatives to choose from",
+            stacklevel=2,
+        )
     table.save()
     result = cut(model, group_set, plan, example_input, inplace=inplace, verify=verify, started=started)
     result.latency = LatencyPlanInfo(
-        runtime=runtime, threads=table.threads, batch_size=batch_size, blocks=blocks, estimated_base_ms=base_ms,
-        estimated_uniform_ms=uniform_ms, estimated_ms=latency_model.estimate(plan.mask), table_path=str(table.path),
-        table_entries=len(table), measured=table.measured - measured_before,
+        runtime=runtime,
+        threads=table.threads,
+        batch_size=batch_size,
+        blocks=blocks,
+        estimated_base_ms=base_ms,
+        estimated_uniform_ms=uniform_ms,
+        estimated_ms=latency_model.estimate(plan.mask),
+        table_path=str(table.path),
+        table_entries=len(table),
+        measured=table.measured - measured_before,
         calibration=(
-            {"error": calibration_error} if calibration_error
-            else None if calibration is None
+            {"error": calibration_error}
+            if calibration_error
+            else None
+            if calibration is None
             else {**asdict(calibration), "measured_speedup": calibration.measured_speedup}
         ),
-    )  # fmt: skip
+    )
     return result
 
 
-
-def prune_as_configured(model: nn.Module, example_input: torch.Tensor, *, target_flops: float, pruner, strategy,
-                        criterion: str, aliases: dict[str, str] | None = None, inplace: bool = True,
-                        score: Callable[[nn.Module], float] | None = None):  # fmt: skip
+def prune_as_configured(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    target_flops: float,
+    pruner,
+    strategy,
+    criterion: str,
+    aliases: dict[str, str] | None = None,
+    inplace: bool = True,
+    score: Callable[[nn.Module], float] | None = None,
+):
     """What a pruning strategy calls: :func:`torchslim.prune`, or :func:`prune_for_latency` when the
     pruner config says ``align: latency`` or the strategy sets ``latency_target`` (``score``, when
     given, weighs accuracy among the measured plans within the pruner's ``latency_speed_slack``)."""
     latency_target = getattr(strategy, "latency_target", None)
     if getattr(pruner, "align", "round_to") == "latency" or latency_target is not None:
         return prune_for_latency(
-            model, example_input, target_flops=target_flops, latency_target=latency_target,
-            runtime=getattr(pruner, "runtime", "onnxruntime"), criterion=criterion,
-            pruned_params=strategy.pruned_params, aliases=aliases, inplace=inplace, score=score,
+            model,
+            example_input,
+            target_flops=target_flops,
+            latency_target=latency_target,
+            runtime=getattr(pruner, "runtime", "onnxruntime"),
+            criterion=criterion,
+            pruned_params=strategy.pruned_params,
+            aliases=aliases,
+            inplace=inplace,
+            score=score,
             speed_slack=getattr(pruner, "latency_speed_slack", 0.02),
-        )  # fmt: skip
+        )
     from torchslim.pruner import prune
 
-    return prune(model, example_input, target_flops=target_flops, criterion=criterion,
-                 pruned_params=strategy.pruned_params, round_to=pruner.round_to,
-                 global_ranking=pruner.global_ranking, aliases=aliases, inplace=inplace)  # fmt: skip
+    return prune(
+        model,
+        example_input,
+        target_flops=target_flops,
+        criterion=criterion,
+        pruned_params=strategy.pruned_params,
+        round_to=pruner.round_to,
+        global_ranking=pruner.global_ranking,
+        aliases=aliases,
+        inplace=inplace,
+    )

@@ -65,13 +65,16 @@ class ProfiledNode:
     ms: float
 
 
-def profile_nodes(onnx_path: str | Path, batch: int, input_size: int, threads: int, runs: int = 30,
-                  warmup: int = 5) -> tuple[list[ProfiledNode], float]:  # fmt: skip
+def profile_nodes(
+    onnx_path: str | Path, batch: int, input_size: int, threads: int, runs: int = 30, warmup: int = 5
+) -> tuple[list[ProfiledNode], float]:
     """The conv/Gemm nodes of ``onnx_path`` in execution order, each with a low quantile of its kernel
     time over ``runs`` runs (ms), and the summed kernel time of all nodes (ms)."""
     with tempfile.TemporaryDirectory(prefix="torchslim-calibrate-") as profile_dir:
         session = _profile_session(Path(onnx_path), threads, profile_dir)
-        feed = {session.get_inputs()[0].name: np.random.randn(batch, 3, input_size, input_size).astype(np.float32)}
+        feed = {
+            session.get_inputs()[0].name: np.random.randn(batch, 3, input_size, input_size).astype(np.float32)
+        }
         for _ in range(warmup + runs):
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
@@ -95,7 +98,9 @@ def profile_nodes(onnx_path: str | Path, batch: int, input_size: int, threads: i
         outputs = [next(iter(shape.values())) for shape in args.get("output_type_shape", [])]
         if len(inputs) < 2 or not outputs:
             continue
-        nodes.append(ProfiledNode(args["op_name"], tuple(inputs[0]), tuple(inputs[1]), tuple(outputs[0]), times[name]))
+        nodes.append(
+            ProfiledNode(args["op_name"], tuple(inputs[0]), tuple(inputs[1]), tuple(outputs[0]), times[name])
+        )
     return nodes, float(sum(times.values()))
 
 
@@ -107,9 +112,11 @@ def _fits(node: ProfiledNode, config: ConvConfig, pad: int) -> bool:
         return actual <= reported < actual + pad
 
     if config.linear:
-        return len(node.input_shape) == 2 and close(node.input_shape[1], config.in_channels) and (
-            close(node.output_shape[-1], config.out_channels)
-        )  # fmt: skip
+        return (
+            len(node.input_shape) == 2
+            and close(node.input_shape[1], config.in_channels)
+            and (close(node.output_shape[-1], config.out_channels))
+        )
     if len(node.input_shape) != 4 or len(node.weight_shape) != 4:
         return False
     if node.weight_shape[-1] != config.kernel or tuple(node.input_shape[2:]) != (config.height, config.width):
@@ -131,7 +138,9 @@ def match_nodes(nodes: list[ProfiledNode], configs: dict[str, ConvConfig], pad: 
                 del remaining[index]
                 break
         else:
-            raise CalibrationError(f"profiled {node.op} node {node.input_shape} x {node.weight_shape} fits no layer")
+            raise CalibrationError(
+                f"profiled {node.op} node {node.input_shape} x {node.weight_shape} fits no layer"
+            )
     if remaining:
         raise CalibrationError(f"layer {remaining[0][0]} has no node in the profile")
     return matched
@@ -160,14 +169,24 @@ class CalibratedLatencyModel:
 
     def estimate(self, mask: np.ndarray) -> float:
         configs = self.base_model.layer_configs(mask)
-        return float(sum(self.base_model.table.lookup(c) * self.factors.get(n, 1.0) for n, c in configs.items()))
+        return float(
+            sum(self.base_model.table.lookup(c) * self.factors.get(n, 1.0) for n, c in configs.items())
+        )
 
     def base(self) -> float:
         return self.estimate(np.zeros(len(self.base_model.group_set.roots), dtype=bool))
 
 
-def profile_plan(model: nn.Module, group_set, mask: np.ndarray, input_size: int, batch: int, threads: int,
-                 workdir: Path, runs: int = 30) -> tuple[dict[str, float], float]:  # fmt: skip
+def profile_plan(
+    model: nn.Module,
+    group_set,
+    mask: np.ndarray,
+    input_size: int,
+    batch: int,
+    threads: int,
+    workdir: Path,
+    runs: int = 30,
+) -> tuple[dict[str, float], float]:
     """Cut ``mask`` out of a copy of ``model``, export it and profile it: per-layer in-model ms and the kernel sum."""
     from torchslim.graph.surgery import apply_plan
     from torchslim.latency import layer_configs
@@ -188,8 +207,16 @@ def profile_plan(model: nn.Module, group_set, mask: np.ndarray, input_size: int,
 TILTS = (0.25, 0.5)
 
 
-def tilted_plan(builder, latency_model: LatencyModel, uniform, target: float, tolerance: float, *, tilt: float,
-                spread: float):  # fmt: skip
+def tilted_plan(
+    builder,
+    latency_model: LatencyModel,
+    uniform,
+    target: float,
+    tolerance: float,
+    *,
+    tilt: float,
+    spread: float,
+):
     """The MACs-target plan whose groups keep fractions scaled by ``(resolution / mean resolution) ** -tilt``.
 
     High-resolution layers cost more time per MAC (their activations are large,
@@ -226,7 +253,9 @@ class CalibrationInfo:
     chosen_ms: float
     plans_profiled: int
     chosen: str  # "uniform", "table" (uncalibrated table plan), "tilt T" (tilted_plan) or "calibrated"
-    profiles: list[dict] = field(default_factory=list)  # per profiled plan: label, estimated (before) and measured ms
+    profiles: list[dict] = field(
+        default_factory=list
+    )  # per profiled plan: label, estimated (before) and measured ms
     chosen_by: str = "speed"  # "speed" (fastest measured) or "score" (best score within speed_slack of it)
     scores: list[dict] = field(default_factory=list)  # per scored plan: label, measured ms, score
 
@@ -235,10 +264,24 @@ class CalibrationInfo:
         return self.base_ms / self.chosen_ms if self.chosen_ms > 0 else float("inf")
 
 
-def calibrated_minimize(builder, latency_model: LatencyModel, model: nn.Module, start_plan, target: float,
-                        tolerance: float, *, spread: float, input_size: int, batch: int, threads: int,
-                        rounds: int = 2, runs: int = 30, tilts: tuple[float, ...] = TILTS,
-                        score: Callable[[nn.Module], float] | None = None, speed_slack: float = 0.02):  # fmt: skip
+def calibrated_minimize(
+    builder,
+    latency_model: LatencyModel,
+    model: nn.Module,
+    start_plan,
+    target: float,
+    tolerance: float,
+    *,
+    spread: float,
+    input_size: int,
+    batch: int,
+    threads: int,
+    rounds: int = 2,
+    runs: int = 30,
+    tilts: tuple[float, ...] = TILTS,
+    score: Callable[[nn.Module], float] | None = None,
+    speed_slack: float = 0.02,
+):
     """:func:`~torchslim.latency.minimize_latency` on table times calibrated by whole-model profiles.
 
     Profiles the unpruned model and ``start_plan`` (the uniform plan), then
@@ -260,9 +303,17 @@ def calibrated_minimize(builder, latency_model: LatencyModel, model: nn.Module, 
 
         def profile(label: str, plan, mask: np.ndarray) -> float:
             estimated = calibrated.estimate(mask)
-            in_model, kernel_sum = profile_plan(model, group_set, mask, input_size, batch, threads, Path(workdir), runs)
-            log.append({"plan": label, "estimated_ms": estimated, "measured_ms": kernel_sum,
-                        "macs_reduction": float(getattr(plan, "reduction", 0.0))})  # fmt: skip
+            in_model, kernel_sum = profile_plan(
+                model, group_set, mask, input_size, batch, threads, Path(workdir), runs
+            )
+            log.append(
+                {
+                    "plan": label,
+                    "estimated_ms": estimated,
+                    "measured_ms": kernel_sum,
+                    "macs_reduction": float(getattr(plan, "reduction", 0.0)),
+                }
+            )
             calibrated.observe(mask, in_model)
             if plan is not None:
                 profiled.setdefault(mask.tobytes(), (label, plan, kernel_sum))
@@ -274,7 +325,9 @@ def calibrated_minimize(builder, latency_model: LatencyModel, model: nn.Module, 
         if table_plan.mask.tobytes() not in profiled:
             profile("table", table_plan, table_plan.mask)
         for tilt in tilts:
-            plan = tilted_plan(builder, latency_model, start_plan, target, tolerance, tilt=tilt, spread=spread)
+            plan = tilted_plan(
+                builder, latency_model, start_plan, target, tolerance, tilt=tilt, spread=spread
+            )
             if plan is not None and plan.mask.tobytes() not in profiled:
                 profile(f"tilt {tilt:g}", plan, plan.mask)
         for _ in range(rounds):  # from the fastest plan measured so far
@@ -296,14 +349,26 @@ def calibrated_minimize(builder, latency_model: LatencyModel, model: nn.Module, 
         label, plan, chosen_ms = min(candidates, key=lambda entry: entry[2])
     else:
         (label, plan, chosen_ms), scores = choose_by_score(candidates, model, group_set, score, speed_slack)
-    info = CalibrationInfo(base_ms=base_ms, uniform_ms=uniform_ms, chosen_ms=chosen_ms, plans_profiled=len(log),
-                           chosen=label, profiles=log, chosen_by="speed" if score is None else "score",
-                           scores=scores)  # fmt: skip
+    info = CalibrationInfo(
+        base_ms=base_ms,
+        uniform_ms=uniform_ms,
+        chosen_ms=chosen_ms,
+        plans_profiled=len(log),
+        chosen=label,
+        profiles=log,
+        chosen_by="speed" if score is None else "score",
+        scores=scores,
+    )
     return plan, calibrated, info
 
 
-def choose_by_score(candidates: list[tuple[str, object, float]], model: nn.Module, group_set,
-                    score: Callable[[nn.Module], float], speed_slack: float):  # fmt: skip
+def choose_by_score(
+    candidates: list[tuple[str, object, float]],
+    model: nn.Module,
+    group_set,
+    score: Callable[[nn.Module], float],
+    speed_slack: float,
+):
     """The best-scoring of the (label, plan, measured ms) ``candidates`` within ``speed_slack`` of the
     fastest (ties go to the faster), and a record of every score taken.
 
@@ -316,14 +381,18 @@ def choose_by_score(candidates: list[tuple[str, object, float]], model: nn.Modul
     if speed_slack < 0:
         raise ValueError(f"speed_slack must be >= 0, got {speed_slack}")
     fastest_ms = min(ms for _, _, ms in candidates)
-    near = sorted((entry for entry in candidates if entry[2] <= fastest_ms * (1.0 + speed_slack)),
-                  key=lambda entry: entry[2])  # fmt: skip
+    near = sorted(
+        (entry for entry in candidates if entry[2] <= fastest_ms * (1.0 + speed_slack)),
+        key=lambda entry: entry[2],
+    )
     record, best, best_score = [], None, -float("inf")
     for label, plan, ms in near:
         pruned = copy.deepcopy(model)
         apply_plan(pruned, group_set, plan.mask)
         value = float(score(pruned))
-        if not np.isfinite(value):  # the caller's function is broken: not a reason to plan without calibration
+        if not np.isfinite(
+            value
+        ):  # the caller's function is broken: not a reason to plan without calibration
             raise PruningError(f"the plan score returned {value} for the {label} plan")
         record.append({"plan": label, "measured_ms": ms, "score": value})
         if value > best_score:

@@ -51,12 +51,16 @@ class PlanBuilder:
         self.round_to = max(1, int(round_to))
         self.sizes = {g: len(units) for g, units in order.items()}
         self.macs_before = plan_macs(group_set, np.zeros(len(group_set.roots), dtype=bool))
-        self.allowed: dict[int, np.ndarray] = {}  # group -> sorted allowed counts (groups not here use round_to)
+        self.allowed: dict[
+            int, np.ndarray
+        ] = {}  # group -> sorted allowed counts (groups not here use round_to)
         for group, counts in (allowed or {}).items():
             if group not in self.sizes:
                 continue
             size = self.sizes[group]
-            values = np.unique(np.asarray([c for c in counts if 1 <= int(c) <= size] + [size], dtype=np.int64))
+            values = np.unique(
+                np.asarray([c for c in counts if 1 <= int(c) <= size] + [size], dtype=np.int64)
+            )
             self.allowed[group] = values
 
     def aligned(self, group: int, wanted: float) -> int:
@@ -102,7 +106,9 @@ def search_uniform(builder: PlanBuilder, target: float, tolerance: float = 0.01)
     return _bisect_then_nudge(builder, plan_for, target, tolerance)
 
 
-def search_global(builder: PlanBuilder, scores: dict[int, np.ndarray], target: float, tolerance: float = 0.01) -> Plan:
+def search_global(
+    builder: PlanBuilder, scores: dict[int, np.ndarray], target: float, tolerance: float = 0.01
+) -> Plan:
     """Rank all units of all groups by their normalized score; keep those above one threshold."""
     normalized = {g: s / s.mean() if s.mean() > 0 else s for g, s in scores.items()}
     values = np.sort(np.concatenate(list(normalized.values()))) if normalized else np.zeros(1)
@@ -115,8 +121,13 @@ def search_global(builder: PlanBuilder, scores: dict[int, np.ndarray], target: f
     return _bisect_then_nudge(builder, plan_for, target, tolerance)
 
 
-def search_scaled(builder: PlanBuilder, target: float, tolerance: float, scale: dict[int, float],
-                  bounds: dict[int, tuple[float, float]] | None = None) -> Plan:  # fmt: skip
+def search_scaled(
+    builder: PlanBuilder,
+    target: float,
+    tolerance: float,
+    scale: dict[int, float],
+    bounds: dict[int, tuple[float, float]] | None = None,
+) -> Plan:
     """Like :func:`search_uniform`, but group ``g`` keeps ``scale[g]`` times the common fraction, clipped to
     ``bounds[g]`` (kept fractions): one bisected ratio for a fixed *shape* of allocation."""
     bounds = bounds or {}

@@ -40,8 +40,15 @@ def plot_sensitivities(
     colors = _colors(len(names))
     for name, color in zip(names, colors, strict=True):
         points = sorted((float(r), 100.0 * v["loss"]) for r, v in table.groups[name].items())
-        axes.plot([0.0] + [r for r, _ in points], [0.0] + [v for _, v in points], marker="o", markersize=3,
-                  linewidth=1.2, color=color, label=f"{name} ({table.sizes.get(name, '?')})")  # fmt: skip
+        axes.plot(
+            [0.0] + [r for r, _ in points],
+            [0.0] + [v for _, v in points],
+            marker="o",
+            markersize=3,
+            linewidth=1.2,
+            color=color,
+            label=f"{name} ({table.sizes.get(name, '?')})",
+        )
     axes.axhline(0.0, color="grey", linewidth=0.6)
     axes.set_xlabel("fraction of the group's channels removed (lowest-scored first)")
     axes.set_ylabel(f"relative {table.metric} loss (%)")
@@ -66,8 +73,13 @@ def plot_channels(
     axes.bar(
         [p - 0.2 for p in positions], [before[n] for n in names], width=0.4, color="#9ecae1", label="before"
     )
-    axes.bar([p + 0.2 for p in positions], [after.get(n, before[n]) for n in names], width=0.4, color="#08519c",
-             label="after")  # fmt: skip
+    axes.bar(
+        [p + 0.2 for p in positions],
+        [after.get(n, before[n]) for n in names],
+        width=0.4,
+        color="#08519c",
+        label="after",
+    )
     axes.set_xticks(list(positions))
     axes.set_xticklabels(names, rotation=75, ha="right", fontsize=7)
     axes.set_ylabel("output channels")

@@ -31,7 +31,12 @@ class Profile:
     layers: list[LayerCost] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"input_size": self.input_size, "macs": self.macs, "params": self.params, "size_bytes": self.size_bytes}
+        return {
+            "input_size": self.input_size,
+            "macs": self.macs,
+            "params": self.params,
+            "size_bytes": self.size_bytes,
+        }
 
 
 def conv_macs(conv: nn.modules.conv._ConvNd, output_shape: torch.Size) -> int:

@@ -1,8 +1,8 @@
 """The pruning API: trace, select, score, search a plan for a FLOPs target, cut, and check.
 
-    result = torchslim.prune(model, torch.randn(1, 3, 224, 224), target_flops=0.5)
-    result.model      # an ordinary, smaller nn.Module
-    result.report     # MACs/params before and after, groups pruned and skipped
+result = torchslim.prune(model, torch.randn(1, 3, 224, 224), target_flops=0.5)
+result.model      # an ordinary, smaller nn.Module
+result.report     # MACs/params before and after, groups pruned and skipped
 """
 
 from __future__ import annotations
@@ -158,7 +158,9 @@ def cut(
         groups_pruned=sum(1 for g, k in plan.keep.items() if k < group_set.groups[g].size),
         groups_skipped=len(group_set.skipped()),
         skipped={g.name: g.reason for g in group_set.skipped()},
-        channels={n: [before_channels[n], c] for n, c in after_channels.items() if c != before_channels.get(n)},
+        channels={
+            n: [before_channels[n], c] for n, c in after_channels.items() if c != before_channels.get(n)
+        },
         seconds=seconds,
     )
     if reference is not None:

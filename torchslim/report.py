@@ -52,7 +52,9 @@ def time_models(
             functions[f"{label}/torch"] = torch_callable(model.eval(), example)
             functions[f"{label}/ort"] = ort_callable(TimingSession(onnx_path, threads), example.numpy())
         timings = time_interleaved(functions, warmup=5, rounds=rounds)
-    return {label: (timings[f"{label}/torch"].median_ms, timings[f"{label}/ort"].median_ms) for label in models}
+    return {
+        label: (timings[f"{label}/torch"].median_ms, timings[f"{label}/ort"].median_ms) for label in models
+    }
 
 
 def results_table(rows: list[ResultRow]) -> str:
@@ -62,7 +64,9 @@ def results_table(rows: list[ResultRow]) -> str:
     return table(HEADERS, [row.cells(base) for row in rows], "lrrrrr")
 
 
-def row_for(label: str, model: nn.Module, input_size: int, top1: float | None, top5: float | None) -> ResultRow:
+def row_for(
+    label: str, model: nn.Module, input_size: int, top1: float | None, top5: float | None
+) -> ResultRow:
     profile = profile_model(model, input_size)
     return ResultRow(label, profile.macs, top1, top5, profile.size_bytes)
 
@@ -102,18 +106,31 @@ def load_run(path: str | Path) -> RunData:
     else:
         epochs = [p for p in list_checkpoints(path) if (p / "meta.json").is_file()]
         if not epochs:
-            raise CheckpointError(f"{path} holds no checkpoint (expected <epoch>/meta.json from torchslim compress)")
+            raise CheckpointError(
+                f"{path} holds no checkpoint (expected <epoch>/meta.json from torchslim compress)"
+            )
         epoch_dir, root = epochs[-1], path
     try:
         meta = json.loads((epoch_dir / "meta.json").read_text())
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot read {epoch_dir / 'meta.json'}: {error}") from None
     metrics = root / "metrics.jsonl"
-    records = [r for r in read_jsonl(metrics) if r.get("epoch", -1) <= meta.get("epoch", 1 << 30)] if metrics.is_file() else []
+    records = (
+        [r for r in read_jsonl(metrics) if r.get("epoch", -1) <= meta.get("epoch", 1 << 30)]
+        if metrics.is_file()
+        else []
+    )
     manifest = meta.get("manifest") or {}
     input_size = _input_size(epoch_dir, manifest)
-    return RunData(root, epoch_dir, meta, records, meta.get("model") or manifest.get("model", "?"),
-                   dict(manifest.get("kwargs", {})), input_size)  # fmt: skip
+    return RunData(
+        root,
+        epoch_dir,
+        meta,
+        records,
+        meta.get("model") or manifest.get("model", "?"),
+        dict(manifest.get("kwargs", {})),
+        input_size,
+    )
 
 
 def _input_size(epoch_dir: Path, manifest: dict) -> int:
@@ -150,16 +167,24 @@ def run_models(run: RunData, trusted: str | None = None) -> tuple[nn.Module, nn.
     return base.eval(), final.eval()
 
 
-def run_rows(run: RunData, base: nn.Module, final: nn.Module, *, timing: bool = True, threads: int = 2,
-             rounds: int = 30) -> list[ResultRow]:  # fmt: skip
+def run_rows(
+    run: RunData,
+    base: nn.Module,
+    final: nn.Module,
+    *,
+    timing: bool = True,
+    threads: int = 2,
+    rounds: int = 30,
+) -> list[ResultRow]:
     """The seed's two rows for a run: the baseline (before compression) and the final model."""
     before = run.meta.get("before", {})
     last = next((r for r in reversed(run.records) if r.get("top1") is not None), run.meta.get("metrics", {}))
     base_row = row_for("baseline", base, run.input_size, before.get("top1"), before.get("top5"))
     if before.get("macs"):
         base_row.macs = int(before["macs"])
-    final_row = row_for(f"pruned (epoch {run.meta.get('epoch')})", final, run.input_size, last.get("top1"),
-                        last.get("top5"))  # fmt: skip
+    final_row = row_for(
+        f"pruned (epoch {run.meta.get('epoch')})", final, run.input_size, last.get("top1"), last.get("top5")
+    )
     rows = [base_row, final_row]
     if timing:
         import tempfile
@@ -174,8 +199,12 @@ def run_rows(run: RunData, base: nn.Module, final: nn.Module, *, timing: bool = 
                 export_onnx(final, example, onnx_final, verify=False)
             onnx_base = Path(workdir) / "base.onnx"
             export_onnx(base, example, onnx_base, verify=False)
-            times = time_models({"baseline": (base, onnx_base), "final": (final, onnx_final)}, run.input_size,
-                                threads=threads, rounds=rounds)  # fmt: skip
+            times = time_models(
+                {"baseline": (base, onnx_base), "final": (final, onnx_final)},
+                run.input_size,
+                threads=threads,
+                rounds=rounds,
+            )
         for row, key in ((base_row, "baseline"), (final_row, "final")):
             row.torch_ms, row.ort_ms = times[key]
     return rows
@@ -203,8 +232,10 @@ def plot_history(records: list[dict], path: str | Path, title: str = "") -> Path
 
     figure = _figure(10, 4)
     accuracy, loss = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
-    for axes, keys, label in ((accuracy, ("top1", "top5", "train_top1"), "accuracy (%)"),
-                              (loss, ("train_loss", "val_loss"), "loss")):  # fmt: skip
+    for axes, keys, label in (
+        (accuracy, ("top1", "top5", "train_top1"), "accuracy (%)"),
+        (loss, ("train_loss", "val_loss"), "loss"),
+    ):
         for key in keys:
             points = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
             if points:
@@ -223,9 +254,15 @@ def plot_history(records: list[dict], path: str | Path, title: str = "") -> Path
     return path
 
 
-def write_run_report(run_path: str | Path, output: str | Path | None = None, *, timing: bool = True,
-                     threads: int = 2, rounds: int = 30, trusted: str | None = None,
-                     ) -> tuple[Path, list[ResultRow]]:  # fmt: skip
+def write_run_report(
+    run_path: str | Path,
+    output: str | Path | None = None,
+    *,
+    timing: bool = True,
+    threads: int = 2,
+    rounds: int = 30,
+    trusted: str | None = None,
+) -> tuple[Path, list[ResultRow]]:
     """``report.md`` for a run: the seed's table (baseline vs final), pruning events, and PNG plots beside it."""
     from torchslim.plots import channel_counts, plot_channels
 
@@ -235,41 +272,76 @@ def write_run_report(run_path: str | Path, output: str | Path | None = None, *, 
     rows = run_rows(run, base, final, timing=timing, threads=threads, rounds=rounds)
     stem = output.with_suffix("")
     history_png = plot_history(run.records, f"{stem}_history.png", f"{run.model_name}: {run.root}")
-    channels_png = plot_channels(channel_counts(base), channel_counts(final), f"{stem}_channels.png",
-                                 title=f"{run.model_name}: output channels per layer, before / after")  # fmt: skip
-    lines = [f"# torchslim run report: {run.model_name}", "",
-             f"Run `{run.root}`, checkpoint epoch {run.meta.get('epoch')}, input {run.input_size}x{run.input_size}.",
-             "", markdown_table(rows), ""]  # fmt: skip
+    channels_png = plot_channels(
+        channel_counts(base),
+        channel_counts(final),
+        f"{stem}_channels.png",
+        title=f"{run.model_name}: output channels per layer, before / after",
+    )
+    lines = [
+        f"# torchslim run report: {run.model_name}",
+        "",
+        f"Run `{run.root}`, checkpoint epoch {run.meta.get('epoch')}, input {run.input_size}x{run.input_size}.",
+        "",
+        markdown_table(rows),
+        "",
+    ]
     if timing:
-        lines += [f"Inference times: batch 1, {threads} threads, median of {rounds} interleaved rounds "
-                  "(baseline architecture with fresh weights; PyTorch eager and ONNX Runtime CPU).", ""]  # fmt: skip
+        lines += [
+            f"Inference times: batch 1, {threads} threads, median of {rounds} interleaved rounds "
+            "(baseline architecture with fresh weights; PyTorch eager and ONNX Runtime CPU).",
+            "",
+        ]
     events = run.meta.get("events") or []
     if events:
-        lines += ["## Pruning events", "",
-                  "Top-1 right after each pruning step, after batch-norm re-estimation, and after reconstruction "
-                  "(refitting the layers that lost input channels); the per-epoch table below has it after each "
-                  "fine-tune epoch.", "",
-                  "| strategy | epoch | MACs before | MACs after | removed | top-1 after prune | after BN | after reconstruction |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "## Pruning events",
+            "",
+            "Top-1 right after each pruning step, after batch-norm re-estimation, and after reconstruction "
+            "(refitting the layers that lost input channels); the per-epoch table below has it after each "
+            "fine-tune epoch.",
+            "",
+            "| strategy | epoch | MACs before | MACs after | removed | top-1 after prune | after BN | after reconstruction |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for event in events:
-            accuracy = [_fmt(event.get(k), 2) for k in ("top1_after_prune", "top1_after_bn_recalibration",
-                                                         "top1_after_reconstruction")]  # fmt: skip
+            accuracy = [
+                _fmt(event.get(k), 2)
+                for k in ("top1_after_prune", "top1_after_bn_recalibration", "top1_after_reconstruction")
+            ]
             lines.append(
                 f"| {event.get('strategy', '?')} | {event.get('epoch', '?')} | {human(event.get('macs_before', 0))} | "
-                f"{human(event.get('macs_after', 0))} | {event.get('flops_reduction', 0):.1%} | " + " | ".join(accuracy) + " |"
+                f"{human(event.get('macs_after', 0))} | {event.get('flops_reduction', 0):.1%} | "
+                + " | ".join(accuracy)
+                + " |"
             )
         lines.append("")
     if run.records:
-        lines += ["## Per epoch", "", "| epoch | train loss | top-1 | top-5 | val loss | MACs | images/s |",
-                  "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "## Per epoch",
+            "",
+            "| epoch | train loss | top-1 | top-5 | val loss | MACs | images/s |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in run.records:
-            cells = [str(r.get("epoch")), _fmt(r.get("train_loss")), _fmt(r.get("top1"), 2), _fmt(r.get("top5"), 2),
-                     _fmt(r.get("val_loss"))]  # fmt: skip
+            cells = [
+                str(r.get("epoch")),
+                _fmt(r.get("train_loss")),
+                _fmt(r.get("top1"), 2),
+                _fmt(r.get("top5"), 2),
+                _fmt(r.get("val_loss")),
+            ]
             cells += [human(r["macs"]) if r.get("macs") else "-", _fmt(r.get("images_per_s"), 0)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Plots", "", f"![accuracy and loss per epoch]({history_png.name})", "",
-              f"![channels per layer before and after]({channels_png.name})", ""]  # fmt: skip
+    lines += [
+        "## Plots",
+        "",
+        f"![accuracy and loss per epoch]({history_png.name})",
+        "",
+        f"![channels per layer before and after]({channels_png.name})",
+        "",
+    ]
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines))
     return output, rows

@@ -149,11 +149,13 @@ class SensitivityTable:
                 base_metric=None if data.get("base_metric") is None else float(data["base_metric"]),
                 sizes={str(k): int(v) for k, v in data.get("sizes", {}).items()},
                 groups={
-                    str(name): {ratio_key(float(r)): {"metric": float(v["metric"]), "loss": float(v["loss"])}
-                                for r, v in ratios.items()}
+                    str(name): {
+                        ratio_key(float(r)): {"metric": float(v["metric"]), "loss": float(v["loss"])}
+                        for r, v in ratios.items()
+                    }
                     for name, ratios in data.get("groups", {}).items()
                 },
-            )  # fmt: skip
+            )
         except (KeyError, TypeError, ValueError) as error:
             raise PruningError(
                 f"{source}: malformed sensitivity table ({type(error).__name__}: {error})"
@@ -315,7 +317,9 @@ def evaluate_batches(model: nn.Module, batches: Sequence[Batch], metric: str = "
     return 100.0 * correct / max(total, 1)
 
 
-def top1_score(batches: Sequence[Batch], before: Callable[[nn.Module], Any] | None = None) -> Callable[[nn.Module], float]:
+def top1_score(
+    batches: Sequence[Batch], before: Callable[[nn.Module], Any] | None = None
+) -> Callable[[nn.Module], float]:
     """``score(model)``: ``before(model)`` (e.g. BN re-estimation of a pruned copy), then top-1 on ``batches``."""
 
     def score(model: nn.Module) -> float:
@@ -434,8 +438,16 @@ def scan_sensitivity(
     todo = [(g, [r for r in ratios if not table.has(g.name, r)]) for g in selected]
     total = len(selected) * len(ratios)
     remaining = sum(len(r) for _, r in todo)
-    bar = tqdm(total=total, initial=total - remaining, desc="sensitivity", unit="try",
-               disable=not progress, file=sys.stderr, dynamic_ncols=True, leave=False)  # fmt: skip
+    bar = tqdm(
+        total=total,
+        initial=total - remaining,
+        desc="sensitivity",
+        unit="try",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=False,
+    )
     with bar:
         for group, missing in todo:
             if not missing:

@@ -23,7 +23,9 @@ def eval_model_dir(path: str | Path) -> Path:
     for epoch_dir in reversed(epochs):
         if (epoch_dir / "eval_model" / MANIFEST_FILE).is_file():
             return epoch_dir / "eval_model"
-    raise ModelError(f"{path} holds no torchslim model (expected {MANIFEST_FILE}, eval_model/ or epoch directories)")
+    raise ModelError(
+        f"{path} holds no torchslim model (expected {MANIFEST_FILE}, eval_model/ or epoch directories)"
+    )
 
 
 def onnx_file(path: str | Path) -> Path:

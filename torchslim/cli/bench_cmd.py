@@ -41,16 +41,23 @@ def add_parsers(subparsers) -> None:
         "target, the saved model is pruned further.",
     )
     add_model_arguments(parser)
-    parser.add_argument("--target-flops", type=float, default=None, help="Fraction of MACs to remove, e.g. 0.5.")
+    parser.add_argument(
+        "--target-flops", type=float, default=None, help="Fraction of MACs to remove, e.g. 0.5."
+    )
     parser.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime", help="Runtime to time on.")
     parser.add_argument("--batch-size", type=int, default=1, help="Images per call (default 1).")
     parser.add_argument(
         "--threads", type=int, default=DEFAULT_THREADS, help=f"Intra-op threads (default {DEFAULT_THREADS})."
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (ONNX Runtime: its CUDA provider).")
-    parser.add_argument("--criterion", default="l1_norm", help="Channel importance criterion (default l1_norm).")
     parser.add_argument(
-        "--round-to", type=int, default=DEFAULT_ROUND_TO, help=f"Channel alignment (default {DEFAULT_ROUND_TO})."
+        "--criterion", default="l1_norm", help="Channel importance criterion (default l1_norm)."
+    )
+    parser.add_argument(
+        "--round-to",
+        type=int,
+        default=DEFAULT_ROUND_TO,
+        help=f"Channel alignment (default {DEFAULT_ROUND_TO}).",
     )
     parser.add_argument(
         "--align",
@@ -59,7 +66,9 @@ def add_parsers(subparsers) -> None:
         help="round_to: one alignment for all layers. latency: per-layer alignment and channel allocation from "
         "a latency table measured on --runtime (built once per machine, cached in ~/.cache/torchslim).",
     )
-    parser.add_argument("--latency-cache", default=None, help="Directory of the latency table (with --align latency).")
+    parser.add_argument(
+        "--latency-cache", default=None, help="Directory of the latency table (with --align latency)."
+    )
     parser.add_argument(
         "--no-calibrate",
         dest="calibrate",
@@ -99,12 +108,25 @@ def _prune(loaded, args: argparse.Namespace):
         from torchslim.latency import prune_for_latency
 
         return prune_for_latency(
-            loaded.model, example, target_flops=args.target_flops, runtime=args.runtime, threads=args.threads,
-            batch_size=args.batch_size, criterion=args.criterion, aliases=aliases, cache_dir=args.latency_cache,
+            loaded.model,
+            example,
+            target_flops=args.target_flops,
+            runtime=args.runtime,
+            threads=args.threads,
+            batch_size=args.batch_size,
+            criterion=args.criterion,
+            aliases=aliases,
+            cache_dir=args.latency_cache,
             calibrate=args.calibrate and args.runtime == "onnxruntime",
-        ).model  # fmt: skip
-    return prune(loaded.model, example, target_flops=args.target_flops, criterion=args.criterion,
-                 round_to=args.round_to, aliases=aliases).model  # fmt: skip
+        ).model
+    return prune(
+        loaded.model,
+        example,
+        target_flops=args.target_flops,
+        criterion=args.criterion,
+        round_to=args.round_to,
+        aliases=aliases,
+    ).model
 
 
 def _compare_in_fresh_process(models: dict, input_size: int, options: dict):
@@ -115,9 +137,13 @@ def _compare_in_fresh_process(models: dict, input_size: int, options: dict):
     a user's file cannot be unpickled in the new process.
     """
     with tempfile.TemporaryDirectory(prefix="torchslim-bench-") as workdir:
-        paths = {label: export_for_timing(model, input_size, Path(workdir) / f"{label}.onnx")
-                 for label, model in models.items()}  # fmt: skip
-        return in_fresh_process(compare_latency, dict.fromkeys(models), input_size, onnx_paths=paths, **options)
+        paths = {
+            label: export_for_timing(model, input_size, Path(workdir) / f"{label}.onnx")
+            for label, model in models.items()
+        }
+        return in_fresh_process(
+            compare_latency, dict.fromkeys(models), input_size, onnx_paths=paths, **options
+        )
 
 
 def run_latency(args: argparse.Namespace) -> int:
@@ -131,19 +157,29 @@ def run_latency(args: argparse.Namespace) -> int:
         base = build_from_manifest({**loaded.manifest, "modules": {}}, args.model)
         models = {BASE: base.eval(), PRUNED: loaded.model.eval()}
     macs = {label: profile_model(model, loaded.input_size).macs for label, model in models.items()}
-    log(f"timing {', '.join(models)} on {args.runtime}, batch {args.batch_size}, {args.threads} threads, "
-        f"{args.rounds} rounds ...")  # fmt: skip
-    options = dict(runtime=args.runtime, batch_size=args.batch_size, threads=args.threads, device=args.device,
-                   warmup=args.warmup, rounds=args.rounds)  # fmt: skip
+    log(
+        f"timing {', '.join(models)} on {args.runtime}, batch {args.batch_size}, {args.threads} threads, "
+        f"{args.rounds} rounds ..."
+    )
+    options = dict(
+        runtime=args.runtime,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        device=args.device,
+        warmup=args.warmup,
+        rounds=args.rounds,
+    )
     if args.align == "latency" and args.target_flops is not None and args.runtime == "onnxruntime":
         result = _compare_in_fresh_process(models, loaded.input_size, options)
     else:
         result = compare_latency(models, loaded.input_size, **options)
     if not result.steady:
         base = result.samples_ms[BASE]
-        log(f"warning: the machine's speed changed while timing: the unpruned model took {min(base):.3f}-"
+        log(
+            f"warning: the machine's speed changed while timing: the unpruned model took {min(base):.3f}-"
             f"{max(base):.3f} ms a round and fewer than half the rounds were within 1.12x of the fastest, so "
-            "all rounds are used; rerun on a quieter machine or with more --rounds")  # fmt: skip
+            "all rounds are used; rerun on a quieter machine or with more --rounds"
+        )
     pruned = PRUNED in models
     payload = {
         "macs_ratio": macs[PRUNED] / macs[BASE] if pruned else 1.0,
@@ -161,9 +197,18 @@ def run_latency(args: argparse.Namespace) -> int:
         return 0
     rows = [[BASE, f"{macs[BASE] / 1e6:.1f}M", "100.0%", f"{result.median_ms[BASE]:.3f}", "1.00x"]]
     if pruned:
-        rows.append([PRUNED, f"{macs[PRUNED] / 1e6:.1f}M", f"{payload['macs_ratio']:.1%}",
-                     f"{result.median_ms[PRUNED]:.3f}", f"{payload['speedup']:.2f}x"])  # fmt: skip
+        rows.append(
+            [
+                PRUNED,
+                f"{macs[PRUNED] / 1e6:.1f}M",
+                f"{payload['macs_ratio']:.1%}",
+                f"{result.median_ms[PRUNED]:.3f}",
+                f"{payload['speedup']:.2f}x",
+            ]
+        )
     print(table(["model", "MACs", "MACs left", "median ms", "speedup"], rows))
-    print(f"\n{args.runtime}, batch {args.batch_size}, {args.threads} threads, {result.rounds_used} of "
-          f"{args.rounds} interleaved rounds steady; speedup = median of per-round ratios")  # fmt: skip
+    print(
+        f"\n{args.runtime}, batch {args.batch_size}, {args.threads} threads, {result.rounds_used} of "
+        f"{args.rounds} interleaved rounds steady; speedup = median of per-round ratios"
+    )
     return 0

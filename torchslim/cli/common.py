@@ -13,7 +13,9 @@ from torchslim.errors import ModelError
 from torchslim.models import build_model, canonical_name, load_model, load_pretrained, resolve_spec
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, saved: bool = True, required: bool = False) -> None:
+def add_model_arguments(
+    parser: argparse.ArgumentParser, *, saved: bool = True, required: bool = False
+) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
@@ -27,9 +29,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, saved: bool = True, 
             help="Directory of a saved (e.g. pruned) model written by torchslim (manifest.json + model.safetensors). "
             "If it was built by your own factory, also pass that factory as --model to trust its code.",
         )
-    group.add_argument("--num-classes", type=int, default=None, help="Number of output classes (default 1000).")
     group.add_argument(
-        "--input-size", type=int, default=None, help="Square input resolution in pixels (default: the model's, 224)."
+        "--num-classes", type=int, default=None, help="Number of output classes (default 1000)."
+    )
+    group.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="Square input resolution in pixels (default: the model's, 224).",
     )
     group.add_argument(
         "--pretrained",
@@ -46,7 +53,9 @@ class LoadedModel:
     manifest: dict[str, Any] | None = None  # set for saved models
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
-        return torch.randn(batch, 3, self.input_size, self.input_size, generator=torch.Generator().manual_seed(0))
+        return torch.randn(
+            batch, 3, self.input_size, self.input_size, generator=torch.Generator().manual_seed(0)
+        )
 
 
 def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
@@ -57,7 +66,10 @@ def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
         size = args.input_size or manifest.get("input_size", 224)
         return LoadedModel(model, manifest["model"], manifest.get("kwargs", {}), size, manifest)
     if not args.model:
-        raise ModelError("no model given: pass --model NAME" + (" or --model-path DIR" if hasattr(args, "model_path") else ""))
+        raise ModelError(
+            "no model given: pass --model NAME"
+            + (" or --model-path DIR" if hasattr(args, "model_path") else "")
+        )
     spec = resolve_spec(args.model)
     kwargs = {"num_classes": args.num_classes} if args.num_classes is not None else {}
     model = build_model(args.model, **kwargs)

@@ -47,29 +47,48 @@ def add_parsers(subparsers) -> None:
         "A restarted run resumes from the newest complete checkpoint. Flags override the config file. "
         "The seed's underscore spellings (--batch_size, --config_file, --use_gpu ...) work too.",
     )
-    parser.add_argument("--config", "--config_file", dest="config", required=True, help="The YAML config file.")
+    parser.add_argument(
+        "--config", "--config_file", dest="config", required=True, help="The YAML config file."
+    )
     parser.add_argument("--model", help="Model name (default: train.model in the config, else mobilenet_v1).")
     parser.add_argument(
-        "--pretrained-model", "--pretrained_model", "--pretrained", dest="pretrained_model",
+        "--pretrained-model",
+        "--pretrained_model",
+        "--pretrained",
+        dest="pretrained_model",
         help="Weights file or saved model directory to start from (compressor.init_model).",
-    )  # fmt: skip
-    parser.add_argument("--data", help="Data spec: fashion-mnist[:DIR], imagenet:DIR, folder:DIR, cifar10:DIR.")
+    )
+    parser.add_argument(
+        "--data", help="Data spec: fashion-mnist[:DIR], imagenet:DIR, folder:DIR, cifar10:DIR."
+    )
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, help="Images per batch.")
     parser.add_argument("--lr", type=float, help="Initial learning rate.")
     parser.add_argument(
         "--lr-strategy", "--lr_strategy", dest="lr_strategy", help="piecewise_decay or cosine_decay."
     )
     parser.add_argument("--l2-decay", "--l2_decay", dest="l2_decay", type=float, help="L2 weight decay.")
-    parser.add_argument("--momentum-rate", "--momentum_rate", dest="momentum_rate", type=float, help="SGD momentum.")
+    parser.add_argument(
+        "--momentum-rate", "--momentum_rate", dest="momentum_rate", type=float, help="SGD momentum."
+    )
     parser.add_argument(
         "--num-epochs", "--num_epochs", dest="num_epochs", type=int, help="Total epochs (compressor.epoch)."
     )
     parser.add_argument(
-        "--step-epochs", "--step_epochs", dest="step_epochs", type=int, nargs="+", help="Piecewise decay epochs."
+        "--step-epochs",
+        "--step_epochs",
+        dest="step_epochs",
+        type=int,
+        nargs="+",
+        help="Piecewise decay epochs.",
     )
-    parser.add_argument("--total-images", "--total_images", dest="total_images", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--checkpoint-path", "--checkpoint_path", dest="checkpoint_path", help="Where checkpoints go (per epoch)."
+        "--total-images", "--total_images", dest="total_images", type=int, help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--checkpoint-path",
+        "--checkpoint_path",
+        dest="checkpoint_path",
+        help="Where checkpoints go (per epoch).",
     )
     parser.add_argument("--train-limit", type=int, help="Use only the first N training images.")
     parser.add_argument("--val-limit", type=int, help="Use only the first N validation images.")
@@ -79,9 +98,12 @@ def add_parsers(subparsers) -> None:
     parser.add_argument("--seed", type=int, help="Random seed.")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default).")
     parser.add_argument(
-        "--use_gpu", "--use-gpu", dest="use_gpu", choices=["True", "False", "true", "false"],
+        "--use_gpu",
+        "--use-gpu",
+        dest="use_gpu",
+        choices=["True", "False", "true", "false"],
         help="Seed spelling: True means --device cuda, False --device cpu.",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--skip-bad-images", action="store_true", help="Skip (and count) image files that cannot be decoded."
     )
@@ -93,7 +115,9 @@ def add_parsers(subparsers) -> None:
 
 def config_from_args(args: argparse.Namespace):
     config = load_config(args.config)
-    overrides: dict[str, Any] = {key: getattr(args, flag) for flag, key in OVERRIDES.items() if getattr(args, flag) is not None}
+    overrides: dict[str, Any] = {
+        key: getattr(args, flag) for flag, key in OVERRIDES.items() if getattr(args, flag) is not None
+    }
     if args.use_gpu is not None:
         if args.device is not None:
             raise ConfigError("give either --device or --use_gpu, not both")
@@ -143,7 +167,10 @@ def summary_table(summary: CompressionSummary) -> str:
         return [label, human(stats.macs), acc, human(stats.params), human(stats.size_bytes, "B")]
 
     removed = 1 - summary.after.macs / summary.before.macs
-    text = table(["model", "MACs", "top1/top5", "params", "size"], [row("before", summary.before), row("after", summary.after)])
+    text = table(
+        ["model", "MACs", "top1/top5", "params", "size"],
+        [row("before", summary.before), row("after", summary.after)],
+    )
     text += f"\nMACs removed: {removed:.2%}"
     for event in summary.events:
         if "top1_after_prune" in event:
@@ -155,9 +182,11 @@ def summary_table(summary: CompressionSummary) -> str:
         if event.get("latency_plan", {}).get("chosen"):
             plan = event["latency_plan"]
             how = ", ".join(f"{e['plan']} {e['score']:.2f}%" for e in plan.get("scores") or [])
-            text += (f"\nlatency-aware plan: the {plan['chosen']} plan, measured kernel speedup "
-                     f"{plan['measured_speedup']:.2f}x, chosen by "
-                     + (f"validation top-1 among the near-fastest ({how})" if how else "speed"))  # fmt: skip
+            text += (
+                f"\nlatency-aware plan: the {plan['chosen']} plan, measured kernel speedup "
+                f"{plan['measured_speedup']:.2f}x, chosen by "
+                + (f"validation top-1 among the near-fastest ({how})" if how else "speed")
+            )
         if "teacher_percent_of_epoch" in event:
             text += f"\ndistillation at epoch {event['epoch']}: teacher took {event['teacher_percent_of_epoch']:.0f}% of the epoch"
     if summary.top1_per_epoch:

@@ -19,11 +19,17 @@ def add_parsers(subparsers) -> None:
         "seed's results table. Re-running resumes from the checkpoints already in --output.",
     )
     parser.add_argument("--model", default=defaults.model, help=f"Model (default {defaults.model}).")
-    parser.add_argument("--output", default=defaults.output, help=f"Run directory (default {defaults.output}).")
+    parser.add_argument(
+        "--output", default=defaults.output, help=f"Run directory (default {defaults.output})."
+    )
     parser.add_argument("--train-limit", type=int, default=defaults.train_limit, help="Training images used.")
     parser.add_argument("--val-limit", type=int, default=defaults.val_limit, help="Validation images used.")
-    parser.add_argument("--baseline-epochs", type=int, default=defaults.baseline_epochs, help="Baseline epochs.")
-    parser.add_argument("--finetune-epochs", type=int, default=defaults.finetune_epochs, help="Fine-tune epochs.")
+    parser.add_argument(
+        "--baseline-epochs", type=int, default=defaults.baseline_epochs, help="Baseline epochs."
+    )
+    parser.add_argument(
+        "--finetune-epochs", type=int, default=defaults.finetune_epochs, help="Fine-tune epochs."
+    )
     parser.add_argument("--data", default=defaults.data, help="Data spec (default fashion-mnist).")
     parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
     parser.set_defaults(handler=run)
@@ -31,9 +37,14 @@ def add_parsers(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = DemoSettings(
-        model=args.model, output=args.output, train_limit=args.train_limit, val_limit=args.val_limit,
-        baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs, data=args.data,
-    )  # fmt: skip
+        model=args.model,
+        output=args.output,
+        train_limit=args.train_limit,
+        val_limit=args.val_limit,
+        baseline_epochs=args.baseline_epochs,
+        finetune_epochs=args.finetune_epochs,
+        data=args.data,
+    )
     rows = run_demo(settings)
     if args.json:
         emit_json({"rows": [vars(r) for r in rows]})

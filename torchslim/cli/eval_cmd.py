@@ -26,7 +26,9 @@ def add_parsers(subparsers) -> None:
         "directory, a checkpoint epoch directory or checkpoint root (its newest eval model), or an .onnx "
         "inference model, which is run through ONNX Runtime.",
     )
-    parser.add_argument("--model-path", "--model_path", dest="model_path", required=True, help="Model to evaluate.")
+    parser.add_argument(
+        "--model-path", "--model_path", dest="model_path", required=True, help="Model to evaluate."
+    )
     parser.add_argument(
         "--model", help="For models built by your own factory (file.py:factory): name it to trust its code."
     )
@@ -52,9 +54,13 @@ def run_eval(args: argparse.Namespace) -> int:
         model, manifest = load_model(path, trusted=args.model)
         size = manifest.get("input_size")
     data = build_loaders(
-        args.data, batch_size=args.batch_size, image_size=size, val_limit=args.val_limit, num_workers=0,
+        args.data,
+        batch_size=args.batch_size,
+        image_size=size,
+        val_limit=args.val_limit,
+        num_workers=0,
         skip_bad_images=args.skip_bad_images,
-    )  # fmt: skip
+    )
     log(f"evaluating {path} on {data.description}")
     if is_onnx:
         classes = ort_model(np.zeros((1, 3, size, size), np.float32)).shape[-1]
@@ -86,6 +92,8 @@ def evaluate_onnx(ort_model: OrtModel, loader) -> EvalResult:
         loss_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
         samples += len(targets)
     return EvalResult(
-        top1=100.0 * float(counts[0]) / samples, top5=100.0 * float(counts[1]) / samples,
-        loss=loss_sum / samples, samples=samples,
-    )  # fmt: skip
+        top1=100.0 * float(counts[0]) / samples,
+        top5=100.0 * float(counts[1]) / samples,
+        loss=loss_sum / samples,
+        samples=samples,
+    )

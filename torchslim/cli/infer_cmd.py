@@ -24,7 +24,9 @@ def add_parsers(subparsers) -> None:
         "top-k classes per image. Images come from --images files (preprocessed like the training data "
         "recorded in the model's manifest) or from the validation split of --data.",
     )
-    parser.add_argument("--model-path", "--model_path", dest="model_path", required=True, help="Model to run.")
+    parser.add_argument(
+        "--model-path", "--model_path", dest="model_path", required=True, help="Model to run."
+    )
     parser.add_argument("--images", nargs="+", help="Image files to classify.")
     parser.add_argument("--data", help="Or classify the first --limit validation images of this data spec.")
     parser.add_argument("--limit", type=int, default=8, help="Images taken from --data (default 8).")
@@ -46,15 +48,31 @@ def run_infer(args: argparse.Namespace) -> int:
     log(f"running {path} on {len(names)} images with ONNX Runtime")
     timing = time_callable(lambda: model(batch), warmup=args.warmup, runs=args.runs)
     logits = model(batch)
-    predictions = [_top_k(name, row, args.top_k, label) for name, row, label in zip(names, logits, labels, strict=True)]
-    payload = {"ms_per_sample": timing.median_ms / len(names), "batch_size": len(names), "predictions": predictions}
+    predictions = [
+        _top_k(name, row, args.top_k, label) for name, row, label in zip(names, logits, labels, strict=True)
+    ]
+    payload = {
+        "ms_per_sample": timing.median_ms / len(names),
+        "batch_size": len(names),
+        "predictions": predictions,
+    }
     if args.json:
         emit_json(payload)
         return 0
-    rows = [[p["image"], p["classes"][0], f"{p['probabilities'][0]:.3f}", " ".join(map(str, p["classes"][1:])),
-             "" if p["label"] is None else p["label"]] for p in predictions]  # fmt: skip
+    rows = [
+        [
+            p["image"],
+            p["classes"][0],
+            f"{p['probabilities'][0]:.3f}",
+            " ".join(map(str, p["classes"][1:])),
+            "" if p["label"] is None else p["label"],
+        ]
+        for p in predictions
+    ]
     print(table(["image", "class", "prob", f"next {args.top_k - 1}", "label"], rows, "lrrll"))
-    print(f"\n{payload['ms_per_sample']:.3f} ms/sample (batch {len(names)}, median of {args.runs} runs after {args.warmup} warm-up)")
+    print(
+        f"\n{payload['ms_per_sample']:.3f} ms/sample (batch {len(names)}, median of {args.runs} runs after {args.warmup} warm-up)"
+    )
     return 0
 
 
@@ -64,7 +82,9 @@ def _inputs(args, path, size: int):
         record = manifest.get("preprocess") or _default_record(size)
         batch = np.stack([load_image(p, record) for p in args.images])
         return list(args.images), batch, [None] * len(args.images)
-    data = build_loaders(args.data, batch_size=args.limit, image_size=size, val_limit=args.limit, num_workers=0)
+    data = build_loaders(
+        args.data, batch_size=args.limit, image_size=size, val_limit=args.limit, num_workers=0
+    )
     images, targets = next(iter(data.val_loader))
     names = [f"val[{i}]" for i in range(len(targets))]
     return names, images.numpy().astype(np.float32), [int(t) for t in targets]
@@ -80,4 +100,9 @@ def _top_k(name: str, logits: np.ndarray, k: int, label) -> dict:
     shifted = np.exp(logits - logits.max())
     probabilities = shifted / shifted.sum()
     order = np.argsort(-probabilities)[:k]
-    return {"image": name, "classes": [int(c) for c in order], "probabilities": [float(probabilities[c]) for c in order], "label": label}
+    return {
+        "image": name,
+        "classes": [int(c) for c in order],
+        "probabilities": [float(probabilities[c]) for c in order],
+        "label": label,
+    }

@@ -16,7 +16,9 @@ from .output import emit_json, log, table
 
 def add_parsers(subparsers) -> None:
     models = subparsers.add_parser(
-        "models", help="List the models torchslim can build.", description="List the built-in models and aliases."
+        "models",
+        help="List the models torchslim can build.",
+        description="List the built-in models and aliases.",
     )
     models.add_argument("--torchvision", action="store_true", help="Also list every torchvision classifier.")
     models.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
@@ -49,14 +51,24 @@ def add_parsers(subparsers) -> None:
 def run_models(args: argparse.Namespace) -> int:
     aliases = MODELS.aliases()
     entries = [
-        {"name": n, "aliases": sorted(a for a, t in aliases.items() if t == n), "description": MODELS.get(n).description}
+        {
+            "name": n,
+            "aliases": sorted(a for a, t in aliases.items() if t == n),
+            "description": MODELS.get(n).description,
+        }
         for n in MODELS.list()
     ]
     names = list_models(include_torchvision=args.torchvision)
     if args.json:
         emit_json({"models": entries, "names": names})
         return 0
-    print(table(["name", "aliases", "description"], [[e["name"], ", ".join(e["aliases"]), e["description"]] for e in entries], "lll"))
+    print(
+        table(
+            ["name", "aliases", "description"],
+            [[e["name"], ", ".join(e["aliases"]), e["description"]] for e in entries],
+            "lll",
+        )
+    )
     if args.torchvision:
         print("\ntorchvision classifiers (use torchvision:<name>):")
         print("  " + ", ".join(n.split(":", 1)[1] for n in names if n.startswith("torchvision:")))
@@ -103,13 +115,26 @@ def run_flops(args: argparse.Namespace) -> int:
         return 0
     log(f"{loaded.name} at {loaded.input_size}x{loaded.input_size}")
     if args.per_layer:
-        rows = [[c.name, c.kind, "x".join(map(str, c.output_shape)), human(c.macs), human(c.params)] for c in profile.layers]
+        rows = [
+            [c.name, c.kind, "x".join(map(str, c.output_shape)), human(c.macs), human(c.params)]
+            for c in profile.layers
+        ]
         print(table(["layer", "kind", "output", "MACs", "params"], rows, "lllrr"))
         print()
-    print(table(
-        ["model", "input", "MACs", "params", "size (fp32)"],
-        [[loaded.name, profile.input_size, human(profile.macs), human(profile.params), human(profile.size_bytes, "B")]],
-    ))  # fmt: skip
+    print(
+        table(
+            ["model", "input", "MACs", "params", "size (fp32)"],
+            [
+                [
+                    loaded.name,
+                    profile.input_size,
+                    human(profile.macs),
+                    human(profile.params),
+                    human(profile.size_bytes, "B"),
+                ]
+            ],
+        )
+    )
     return 0
 
 

@@ -22,7 +22,15 @@ from . import (
 )
 
 COMMAND_MODULES = [
-    inspect_cmds, prune_cmd, sensitivity_cmd, compress_cmd, eval_cmd, infer_cmd, demo_cmd, bench_cmd, report_cmd,
+    inspect_cmds,
+    prune_cmd,
+    sensitivity_cmd,
+    compress_cmd,
+    eval_cmd,
+    infer_cmd,
+    demo_cmd,
+    bench_cmd,
+    report_cmd,
 ]
 
 

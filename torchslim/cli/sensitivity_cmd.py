@@ -43,16 +43,29 @@ def add_parsers(subparsers) -> None:
     )
     add_model_arguments(parser)
     parser.add_argument("--data", default=DEFAULT_DATA_SPEC, help="Data spec (default fashion-mnist).")
-    parser.add_argument("--val-limit", type=int, default=1000,
-                        help="Validation samples to measure on (the first N; default 1000).")  # fmt: skip
+    parser.add_argument(
+        "--val-limit",
+        type=int,
+        default=1000,
+        help="Validation samples to measure on (the first N; default 1000).",
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="Evaluation batch size (default 256).")
-    parser.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS),
-                        help="Fractions of each group's channels to remove (default 0.1 ... 0.9).")  # fmt: skip
+    parser.add_argument(
+        "--ratios",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_RATIOS),
+        help="Fractions of each group's channels to remove (default 0.1 ... 0.9).",
+    )
     parser.add_argument(
         "--criterion", default="l1_norm", help=f"Which channels go first: {', '.join(list_criteria())}."
     )
-    parser.add_argument("--criterion-batches", type=int, default=8,
-                        help="Training batches fed to a data-driven criterion (taylor, activation_mean).")  # fmt: skip
+    parser.add_argument(
+        "--criterion-batches",
+        type=int,
+        default=8,
+        help="Training batches fed to a data-driven criterion (taylor, activation_mean).",
+    )
     parser.add_argument(
         "--bn-batches",
         type=int,
@@ -64,15 +77,26 @@ def add_parsers(subparsers) -> None:
     parser.add_argument(
         "--metric", default="top1_acc", choices=sorted(METRICS), help="Metric (default top1_acc)."
     )
-    parser.add_argument("--pruned-params", default=None,
-                        help="Regex over parameter names (or seed names) selecting the groups to scan.")  # fmt: skip
-    parser.add_argument("--shard", default=None, metavar="K/N",
-                        help="Scan only every N-th group starting at the K-th (to split a scan between machines).")  # fmt: skip
+    parser.add_argument(
+        "--pruned-params",
+        default=None,
+        help="Regex over parameter names (or seed names) selecting the groups to scan.",
+    )
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="Scan only every N-th group starting at the K-th (to split a scan between machines).",
+    )
     parser.add_argument(
         "--output", help="Sensitivity table file (JSON); reused and completed when it matches."
     )
-    parser.add_argument("--merge", nargs="+", metavar="FILE",
-                        help="Merge these table files into --output instead of scanning.")  # fmt: skip
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="FILE",
+        help="Merge these table files into --output instead of scanning.",
+    )
     parser.add_argument("--plot", help="Write the sensitivity curves to this PNG file.")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default).")
     parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
@@ -110,8 +134,9 @@ def run_sensitivity(args: argparse.Namespace) -> int:
         from torchslim.models import load_model
 
         size_hint = load_model(args.model_path)[1].get("input_size")
-    data = build_loaders(args.data, batch_size=args.batch_size, image_size=size_hint, val_limit=args.val_limit,
-                         num_workers=0)  # fmt: skip
+    data = build_loaders(
+        args.data, batch_size=args.batch_size, image_size=size_hint, val_limit=args.val_limit, num_workers=0
+    )
     if args.num_classes is None and not getattr(args, "model_path", None):
         args.num_classes = data.num_classes
     loaded = load_model_from_args(args)
@@ -126,10 +151,14 @@ def run_sensitivity(args: argparse.Namespace) -> int:
         group_set, model, args.criterion, train, device=device, max_batches=args.criterion_batches
     )
     fresh = SensitivityTable(
-        model=loaded.name, fingerprint=model_fingerprint(model), criterion=args.criterion.lower(),
-        metric=args.metric, data=f"{args.data} val[:{samples}] at {data.image_size}px", samples=samples,
+        model=loaded.name,
+        fingerprint=model_fingerprint(model),
+        criterion=args.criterion.lower(),
+        metric=args.metric,
+        data=f"{args.data} val[:{samples}] at {data.image_size}px",
+        samples=samples,
         recalibrated=args.bn_batches > 0,
-    )  # fmt: skip
+    )
     result = open_table(args.output, fresh)
     after_mask = None
     if args.bn_batches > 0:
@@ -143,8 +172,18 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     log(
         f"{loaded.name}: {selected} groups x {len(args.ratios)} ratios on {samples} validation samples ({device})"
     )
-    scan_sensitivity(model, group_set, scores, batches, result, ratios=args.ratios, path=args.output, groups=groups,
-                     progress=not args.no_progress and not args.json, after_mask=after_mask)  # fmt: skip
+    scan_sensitivity(
+        model,
+        group_set,
+        scores,
+        batches,
+        result,
+        ratios=args.ratios,
+        path=args.output,
+        groups=groups,
+        progress=not args.no_progress and not args.json,
+        after_mask=after_mask,
+    )
     if args.output:
         log(f"sensitivity table written to {args.output}")
     return _report(args, result, started)

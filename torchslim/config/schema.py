@@ -154,7 +154,12 @@ class StructurePrunerConfig:
         check=_non_empty("pattern"),
         doc="parameter pattern ('*' = all, else a regex) -> criterion name",
     )
-    round_to: int = spec(as_int, 16, check=_POSITIVE_INT, doc="kept channel counts are multiples of this (torchslim.pruner.DEFAULT_ROUND_TO)")
+    round_to: int = spec(
+        as_int,
+        16,
+        check=_POSITIVE_INT,
+        doc="kept channel counts are multiples of this (torchslim.pruner.DEFAULT_ROUND_TO)",
+    )
     global_ranking: bool = spec(as_bool, False, doc="rank filters across layers instead of per layer")
     align: str = spec(
         choice(("round_to", "latency"), "align"),
@@ -163,13 +168,17 @@ class StructurePrunerConfig:
         "allocation from a latency table measured on `runtime` (torchslim.latency.prune_for_latency)",
     )
     runtime: str = spec(
-        choice(("onnxruntime", "eager"), "runtime"), "onnxruntime", doc="runtime whose latency align=latency measures"
+        choice(("onnxruntime", "eager"), "runtime"),
+        "onnxruntime",
+        doc="runtime whose latency align=latency measures",
     )
     latency_speed_slack: float = spec(
-        as_float, 0.02, check=_NON_NEGATIVE,
+        as_float,
+        0.02,
+        check=_NON_NEGATIVE,
         doc="align=latency in a run with validation data: among the measured plans within this fraction of the "
         "fastest, the best top-1 after BN re-estimation (on up to 1000 validation images) wins; 0: the fastest",
-    )  # fmt: skip
+    )
 
     def criterion_for(self, param_name: str) -> str | None:
         """The criterion for a parameter: exact key, then the first regex key that
@@ -245,9 +254,11 @@ class UniformPruneConfig(PruneStrategyConfig):
     pruned_params: str = spec(as_regex, doc="regex over parameter names")
     metric_name: str | None = spec(optional(_metric), None)
     latency_target: float | None = spec(
-        optional(as_float), None, check=_RATIO_OPEN,
+        optional(as_float),
+        None,
+        check=_RATIO_OPEN,
         doc="also remove at least this fraction of the latency estimated on the pruner's runtime (align: latency)",
-    )  # fmt: skip
+    )
 
 
 @dataclass(kw_only=True)
@@ -270,10 +281,11 @@ class SensitivePruneConfig(PruneStrategyConfig):
         optional(as_float), None, check=_FRACTION, doc="fraction of the eval set; null: all"
     )
     allocation: str = spec(
-        choice(("marginal", "level"), "allocation"), "marginal",
+        choice(("marginal", "level"), "allocation"),
+        "marginal",
         doc="ratios from the table: 'marginal' = least total predicted loss per MAC removed; "
         "'level' = the seed's one allowed-loss level for every layer",
-    )  # fmt: skip
+    )
 
 
 @dataclass(kw_only=True)
@@ -295,7 +307,10 @@ class AutoPruneConfig(PruneStrategyConfig):
     uniform_range: float | None = spec(optional(as_float), None, check=_FRACTION)
     init_tokens: list[int] | None = spec(optional(list_of(as_int)), None, check=each(_NON_NEGATIVE))
     eval_rate: float | None = spec(
-        optional(as_float), None, check=_FRACTION, doc="fraction of the eval set each candidate is scored on; null: all"
+        optional(as_float),
+        None,
+        check=_FRACTION,
+        doc="fraction of the eval set each candidate is scored on; null: all",
     )
 
     def validate(self, ctx: Context, path: KeyPath) -> None:
@@ -411,15 +426,19 @@ class TrainConfig:
         optional(as_int), None, check=_NON_NEGATIVE, doc="null: none for in-memory data, else min(4, cores)"
     )
     bn_recalibration_batches: int = spec(
-        as_int, 20, check=_NON_NEGATIVE,
+        as_int,
+        20,
+        check=_NON_NEGATIVE,
         doc="training batches to re-estimate batch-norm statistics on after pruning; 0: off "
         "(the default is torchslim.bn_recalibration.DEFAULT_BN_BATCHES, chosen by measurement)",
-    )  # fmt: skip
+    )
     reconstruction_batches: int = spec(
-        as_int, 10, check=_NON_NEGATIVE,
+        as_int,
+        10,
+        check=_NON_NEGATIVE,
         doc="training batches to refit, after each pruning step, the layers that lost input channels so they "
         "reproduce the unpruned outputs (torchslim.reconstruction); 0: off",
-    )  # fmt: skip
+    )
 
 
 # ----------------------------------------------------------------------------- the whole config

@@ -79,8 +79,11 @@ def score_group(group_set: GroupSet, group: Group, model: nn.Module, criterion: 
         score_fn = l1_norm if criterion == "bn_scale" else score_fn
         members = [(name, uses[name].out_ids, False) for name in group.sources]
     if criterion == "l1_group":  # also what the channel feeds and what normalises it
-        members += [(name, uses[name].in_ids, False) for role in ("depthwise", "norm")
-                    for name in group.members.get(role, [])]  # fmt: skip
+        members += [
+            (name, uses[name].in_ids, False)
+            for role in ("depthwise", "norm")
+            for name in group.members.get(role, [])
+        ]
         members += [(name, uses[name].in_ids, True) for name in group.members.get("consumer", [])]
     modules = dict(model.named_modules())
     scores = np.zeros(group.size)

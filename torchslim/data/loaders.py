@@ -216,7 +216,9 @@ def build_loaders(
         )
         val_sampler = ShardedEvalSampler(val_ds, num_replicas=world, rank=rank)
         per_rank_train = len(train_sampler)
-    elif shuffle_train:  # the order of epoch e depends on (seed, e) only, so a resumed run sees the same batches
+    elif (
+        shuffle_train
+    ):  # the order of epoch e depends on (seed, e) only, so a resumed run sees the same batches
         train_sampler = EpochShuffleSampler(train_ds, seed=seed)
     common = {
         "batch_size": batch_size,

@@ -19,7 +19,13 @@ def preprocess_record(spec: str, image_size: int) -> dict[str, Any]:
     scheme = parse_data_spec(spec).scheme
     if scheme == "fashion-mnist":
         mean, std = FASHION_MNIST_STATS
-        return {"grayscale": True, "resize": image_size, "crop": image_size, "mean": list(mean) * 3, "std": list(std) * 3}
+        return {
+            "grayscale": True,
+            "resize": image_size,
+            "crop": image_size,
+            "mean": list(mean) * 3,
+            "std": list(std) * 3,
+        }
     mean, std = CIFAR10_STATS if scheme == "cifar10" else IMAGENET_STATS
     resize = image_size if scheme == "cifar10" else round(image_size * 256 / 224)
     return {"grayscale": False, "resize": resize, "crop": image_size, "mean": list(mean), "std": list(std)}

@@ -43,7 +43,11 @@ class Group:
         state = "prunable" if self.prunable else f"kept: {self.reason}"
         lines = [f"group {self.index} ({self.size} channels, {state})"]
         lines.append(f"  out channels (axis 0) of: {', '.join(self.sources)}")
-        for role, label in (("depthwise", "depthwise (axis 0, groups)"), ("norm", "batch norm"), ("consumer", "in channels (axis 1) of")):
+        for role, label in (
+            ("depthwise", "depthwise (axis 0, groups)"),
+            ("norm", "batch norm"),
+            ("consumer", "in channels (axis 1) of"),
+        ):
             if self.members.get(role):
                 lines.append(f"  {label}: {', '.join(self.members[role])}")
         return "\n".join(lines)
@@ -154,7 +158,9 @@ def select_groups(
     matched = {n for n in names if pattern.match(n) or (n in aliases and pattern.match(aliases[n]))}
     if not matched:
         sample = ", ".join(f"{n} ({aliases[n]})" if n in aliases else n for n in names[:6])
-        raise PruningError(f"pruned_params {pruned_params!r} matches no parameter; names look like: {sample}, ...")
+        raise PruningError(
+            f"pruned_params {pruned_params!r} matches no parameter; names look like: {sample}, ..."
+        )
     for group in group_set.groups:
         defining = group.sources + group.members.get("depthwise", [])
         group.matched = [f"{layer}.weight" for layer in defining if f"{layer}.weight" in matched]

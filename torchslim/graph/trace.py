@@ -59,26 +59,101 @@ class ChannelGraph:
 
 
 _PASS_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
-    nn.ELU, nn.Mish, nn.Softplus, nn.Identity, nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.AlphaDropout,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool2d, nn.Upsample,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Mish,
+    nn.Softplus,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Dropout1d,
+    nn.AlphaDropout,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool2d,
+    nn.Upsample,
     nn.Hardtanh,
-)  # fmt: skip
+)
 _PASS_FUNCTIONS = {
-    F.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.hardsigmoid, F.sigmoid, F.tanh, F.leaky_relu, F.elu,
-    F.hardtanh, F.mish, F.dropout, F.dropout2d, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
-    F.adaptive_max_pool2d, F.interpolate, torch.relu, torch.sigmoid, torch.tanh, torch.relu_, F.relu_,
-    torch.nn.functional.adaptive_avg_pool1d, torchvision.ops.stochastic_depth,
-}  # fmt: skip
+    F.relu,
+    F.relu6,
+    F.silu,
+    F.gelu,
+    F.hardswish,
+    F.hardsigmoid,
+    F.sigmoid,
+    F.tanh,
+    F.leaky_relu,
+    F.elu,
+    F.hardtanh,
+    F.mish,
+    F.dropout,
+    F.dropout2d,
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+    F.interpolate,
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
+    torch.relu_,
+    F.relu_,
+    torch.nn.functional.adaptive_avg_pool1d,
+    torchvision.ops.stochastic_depth,
+}
 _PASS_METHODS = {
-    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "contiguous", "clone", "detach", "float", "to", "type_as",
-    "clamp", "clamp_", "clamp_min", "clamp_max", "hardtanh_", "abs", "exp", "neg", "sqrt", "pow",
-}  # fmt: skip
+    "relu",
+    "relu_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "contiguous",
+    "clone",
+    "detach",
+    "float",
+    "to",
+    "type_as",
+    "clamp",
+    "clamp_",
+    "clamp_min",
+    "clamp_max",
+    "hardtanh_",
+    "abs",
+    "exp",
+    "neg",
+    "sqrt",
+    "pow",
+}
 _ELEMENTWISE_FUNCTIONS = {
-    operator.add, operator.iadd, operator.mul, operator.imul, operator.sub, operator.truediv,
-    torch.add, torch.mul, torch.sub, torch.div, torch.maximum, torch.minimum,
-}  # fmt: skip
+    operator.add,
+    operator.iadd,
+    operator.mul,
+    operator.imul,
+    operator.sub,
+    operator.truediv,
+    torch.add,
+    torch.mul,
+    torch.sub,
+    torch.div,
+    torch.maximum,
+    torch.minimum,
+}
 _ELEMENTWISE_METHODS = {"add", "add_", "mul", "mul_", "sub", "sub_", "div", "div_", "expand_as"}
 _NON_TENSOR_METHODS = {"size", "dim", "numel"}
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -248,7 +323,9 @@ class _Tracer:
         out_ids = self.source_ids(name, conv.out_channels)
         self.ids.block(out_ids, reason)
         per_group = conv.in_channels // conv.groups
-        self.record(LayerUse(name, "fixed", None, None, conv.groups, spatial * kernel * per_group * conv.out_channels))
+        self.record(
+            LayerUse(name, "fixed", None, None, conv.groups, spatial * kernel * per_group * conv.out_channels)
+        )
         return channel_labels(out_ids, len(out_shape), 1)
 
     def linear(self, node: fx.Node, name: str, linear: nn.Linear, labels: Value) -> Value:
@@ -280,7 +357,9 @@ class _Tracer:
         if earlier is not use.in_ids and earlier is not None and use.in_ids is not None:
             self.ids.union_arrays(earlier, use.in_ids)  # a shared layer reads the same channels each call
         if use.role in ("conv", "linear"):
-            use.base_macs = use.macs_factor * len(use.in_ids if use.in_ids is not None else ()) * len(use.out_ids)
+            use.base_macs = (
+                use.macs_factor * len(use.in_ids if use.in_ids is not None else ()) * len(use.out_ids)
+            )
             if use.in_ids is None:  # an input we cannot see channel-wise: its count is fixed
                 module = self.modules[use.module]
                 count = module.in_channels if use.role == "conv" else module.in_features
@@ -488,7 +567,10 @@ def _propagate_shapes(model: nn.Module, graph_module: fx.GraphModule, example_in
     try:
         with torch.no_grad(), quiet:
             try:
-                meta = {k: v.to("meta") for k, v in itertools.chain(graph_module.named_parameters(), graph_module.named_buffers())}
+                meta = {
+                    k: v.to("meta")
+                    for k, v in itertools.chain(graph_module.named_parameters(), graph_module.named_buffers())
+                }
                 with _reparametrize_module(graph_module, meta):
                     ShapeProp(graph_module).propagate(example_input.to("meta"))
             except Exception:  # an op without a meta kernel
@@ -508,7 +590,9 @@ def _symbolic_trace(model: nn.Module) -> tuple[fx.GraphModule, set[str] | None]:
     was_training = model.training
     try:
         graph_module = fx.symbolic_trace(model.train())
-        inference = {str(n.target) for n in fx.symbolic_trace(model.eval()).graph.nodes if n.op == "call_module"}
+        inference = {
+            str(n.target) for n in fx.symbolic_trace(model.eval()).graph.nodes if n.op == "call_module"
+        }
         return graph_module, inference
     except Exception:  # fx raises many types for untraceable Python
         model.train(was_training)
@@ -540,13 +624,17 @@ def trace_channels(model: nn.Module, example_input: torch.Tensor) -> tuple[Chann
         _propagate_shapes(model, graph_module, example_input[:1])
     except Exception as error:
         if inference_layers is None:
-            raise PruningError(f"cannot run {type(model).__name__} on input {tuple(example_input.shape)}: {error}") from None
+            raise PruningError(
+                f"cannot run {type(model).__name__} on input {tuple(example_input.shape)}: {error}"
+            ) from None
         # train-only layers (e.g. an auxiliary head) that cannot run at this input size: use the eval graph
         graph_module, inference_layers = _eval_trace(model), None
         try:
             _propagate_shapes(model, graph_module, example_input[:1])
         except Exception as error:
-            raise PruningError(f"cannot run {type(model).__name__} on input {tuple(example_input.shape)}: {error}") from None
+            raise PruningError(
+                f"cannot run {type(model).__name__} on input {tuple(example_input.shape)}: {error}"
+            ) from None
     graph = _Tracer(model, graph_module).run()
     if inference_layers is not None:
         for use in graph.uses:

@@ -62,7 +62,9 @@ def make_manifest(
         record = module_record(module)
         base = reference_modules.get(name)
         if base is None:
-            raise ModelError(f"module {name!r} is not in a fresh {base_name}; cannot describe it as a manifest")
+            raise ModelError(
+                f"module {name!r} is not in a fresh {base_name}; cannot describe it as a manifest"
+            )
         if record != module_record(base):
             changed[name] = record
     return {"format": FORMAT, "model": canonical_name(base_name), "kwargs": base_kwargs, "modules": changed}

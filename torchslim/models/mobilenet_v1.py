@@ -36,7 +36,13 @@ class ConvBNReLU(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, groups: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding=kernel_size // 2,
+            groups=groups,
+            bias=False,
         )
         self.bn = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
@@ -99,9 +105,20 @@ def _init_weights(model: nn.Module) -> None:
 
 # Stage names of the seed (PaddleSlim) MobileNetV1, block by block.
 SEED_BLOCK_NAMES = (
-    "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv4_1", "conv4_2",
-    "conv5_1", "conv5_2", "conv5_3", "conv5_4", "conv5_5", "conv5_6", "conv6",
-)  # fmt: skip
+    "conv2_1",
+    "conv2_2",
+    "conv3_1",
+    "conv3_2",
+    "conv4_1",
+    "conv4_2",
+    "conv5_1",
+    "conv5_2",
+    "conv5_3",
+    "conv5_4",
+    "conv5_5",
+    "conv5_6",
+    "conv6",
+)
 
 
 def seed_names(model: nn.Module) -> dict[str, str]:

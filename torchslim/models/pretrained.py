@@ -25,7 +25,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any failure to read is the file's fault
-        raise ModelError(f"cannot read weights file {path}: {type(error).__name__}: {unpickling_reason(error)}") from None
+        raise ModelError(
+            f"cannot read weights file {path}: {type(error).__name__}: {unpickling_reason(error)}"
+        ) from None
     for key in _NESTED_KEYS:
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -48,7 +50,9 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
             )
     unexpected = [key for key in state if key not in expected]
     if unexpected:
-        raise ModelError(f"{source}: unexpected key {unexpected[0]!r} ({len(unexpected)} in all); wrong model?")
+        raise ModelError(
+            f"{source}: unexpected key {unexpected[0]!r} ({len(unexpected)} in all); wrong model?"
+        )
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
@@ -64,9 +68,10 @@ def unpickling_reason(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if lines and lines[0].startswith("Weights only load failed"):
         detail = [
-            line for line in lines[1:]
+            line
+            for line in lines[1:]
             if not line.startswith(("Check the documentation", "Please file an issue"))
-        ]  # fmt: skip
+        ]
         return "torch.load(weights_only=True) refused it, as it is not a plain state dict of tensors" + (
             f": {'; '.join(detail)}" if detail else ""
         )

@@ -39,7 +39,11 @@ def mobilenet_v2_seed_names(model: nn.Module) -> dict[str, str]:
 
 def resnet_seed_names(model: nn.Module) -> dict[str, str]:
     """torchvision ResNet names -> ``res{stage}{a,b..}_branch{1,2a,2b,2c}_weights``."""
-    names: dict[str, str] = {"conv1.weight": "conv1_weights", "bn1.weight": "bn_conv1_scale", "bn1.bias": "bn_conv1_offset"}
+    names: dict[str, str] = {
+        "conv1.weight": "conv1_weights",
+        "bn1.weight": "bn_conv1_scale",
+        "bn1.bias": "bn_conv1_offset",
+    }
     for stage in range(1, 5):
         layer = getattr(model, f"layer{stage}")
         for index, block in enumerate(layer):
@@ -47,7 +51,9 @@ def resnet_seed_names(model: nn.Module) -> dict[str, str]:
             prefix = f"layer{stage}.{index}"
             for conv_index, branch in enumerate(("branch2a", "branch2b", "branch2c"), start=1):
                 if hasattr(block, f"conv{conv_index}"):
-                    _conv_bn(names, f"{prefix}.conv{conv_index}", f"{prefix}.bn{conv_index}", f"{seed}_{branch}")
+                    _conv_bn(
+                        names, f"{prefix}.conv{conv_index}", f"{prefix}.bn{conv_index}", f"{seed}_{branch}"
+                    )
             if block.downsample is not None:
                 _conv_bn(names, f"{prefix}.downsample.0", f"{prefix}.downsample.1", f"{seed}_branch1")
     names["fc.weight"] = "fc_0.w_0"

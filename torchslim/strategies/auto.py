@@ -168,8 +168,9 @@ class AutoPruneStrategy(Strategy):
     def _prepare(self, context: CompressionContext) -> TokenSpace:
         model = context.model
         group_set = analyze(model, context.example_input, self.config.pruned_params, context.aliases)
-        scores = group_scores(group_set, model, self.criterion, training_batches(context, self.criterion),
-                              device=context.device)  # fmt: skip
+        scores = group_scores(
+            group_set, model, self.criterion, training_batches(context, self.criterion), device=context.device
+        )
         space = TokenSpace(group_set, scores, self.pruner.round_to)
         if not space.groups:
             raise PruningError(f"{self.name}: pruned_params selects no group that can lose channels")
@@ -234,8 +235,11 @@ class AutoPruneStrategy(Strategy):
                 ranges.append((0, len(space.options[g]) - 1))
                 continue
             size = space.builder.sizes[g]
-            inside = [i for i, kept in enumerate(space.options[g])
-                      if abs((1.0 - kept / size) - ratio) <= self.config.uniform_range + 1e-9]  # fmt: skip
+            inside = [
+                i
+                for i, kept in enumerate(space.options[g])
+                if abs((1.0 - kept / size) - ratio) <= self.config.uniform_range + 1e-9
+            ]
             ranges.append((min([*inside, token]), max([*inside, token])))
         return ranges
 
@@ -277,8 +281,12 @@ class AutoPruneStrategy(Strategy):
         return evaluate_batches(candidate, self._batches, self.metric)
 
     def _retrain(self, context: CompressionContext, model) -> None:
-        optimizer = build_optimizer(model, lr=self.train_config.lr, momentum=self.train_config.momentum_rate,
-                                    l2_decay=self.train_config.l2_decay)  # fmt: skip
+        optimizer = build_optimizer(
+            model,
+            lr=self.train_config.lr,
+            momentum=self.train_config.momentum_rate,
+            l2_decay=self.train_config.l2_decay,
+        )
         for epoch in range(self.config.retrain_epoch):
             train_one_epoch(
                 model, context.train_loader, optimizer, device=context.device, epoch=epoch, progress=False
@@ -293,8 +301,15 @@ class AutoPruneStrategy(Strategy):
             self._save_search_state()
             self._report(0, self.init_tokens, self.initial_reward)
         steps = max(0, min(budget, controller.max_iter_number - controller.iteration))
-        bar = tqdm(total=controller.max_iter_number, initial=controller.iteration, desc=f"{self.name} search",
-                   unit="candidate", disable=not self.progress, file=sys.stderr, leave=False)  # fmt: skip
+        bar = tqdm(
+            total=controller.max_iter_number,
+            initial=controller.iteration,
+            desc=f"{self.name} search",
+            unit="candidate",
+            disable=not self.progress,
+            file=sys.stderr,
+            leave=False,
+        )
         with bar:
             for _ in range(steps):
                 tokens = controller.next_tokens()
@@ -337,8 +352,14 @@ class AutoPruneStrategy(Strategy):
         plot = Path(self.run_dir) / f"{self.name}.channels.png" if self.run_dir else None
         finish_pruning(context, event, plot, before, PruneStep(original, space.group_set, plan.mask))
         self._save_search_state()
-        log.info("%s: applied the best of %d candidates (%s %.2f), %.2f%% of MACs removed", self.name,
-                 controller.iteration, self.metric, controller.best_reward, 100 * plan.reduction)  # fmt: skip
+        log.info(
+            "%s: applied the best of %d candidates (%s %.2f), %.2f%% of MACs removed",
+            self.name,
+            controller.iteration,
+            self.metric,
+            controller.best_reward,
+            100 * plan.reduction,
+        )
 
     # -- resumable state -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -34,9 +34,12 @@ def snapshot(context: CompressionContext) -> nn.Module | None:
 
 
 def finish_pruning(
-    context: CompressionContext, event: dict[str, Any], plot_path: Path | None, before: dict,
+    context: CompressionContext,
+    event: dict[str, Any],
+    plot_path: Path | None,
+    before: dict,
     step: PruneStep | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """After an in-place prune: flag the change, evaluate, re-estimate BN, reconstruct, plot, and record ``event``."""
     context.model_changed = True
     if context.evaluate is not None:

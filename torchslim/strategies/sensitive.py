@@ -184,15 +184,30 @@ class SensitivePruneStrategy(Strategy):
         model = context.model
         batches, description, samples = self._slice(context)
         group_set = analyze(model, context.example_input, self.config.pruned_params, context.aliases)
-        scores = group_scores(group_set, model, self.criterion, training_batches(context, self.criterion),
-                              device=context.device)  # fmt: skip
+        scores = group_scores(
+            group_set, model, self.criterion, training_batches(context, self.criterion), device=context.device
+        )
         fresh = SensitivityTable(
-            model=context.base_name, fingerprint=model_fingerprint(model), criterion=self.criterion,
-            metric=self.metric, data=description, samples=samples, recalibrated=context.after_prune is not None,
-        )  # fmt: skip
+            model=context.base_name,
+            fingerprint=model_fingerprint(model),
+            criterion=self.criterion,
+            metric=self.metric,
+            data=description,
+            samples=samples,
+            recalibrated=context.after_prune is not None,
+        )
         path = self.table_path(self.steps_done)
-        table = scan_sensitivity(model, group_set, scores, batches, open_table(path, fresh), ratios=self.ratios,
-                                 path=path, progress=self.progress, after_mask=context.after_prune)  # fmt: skip
+        table = scan_sensitivity(
+            model,
+            group_set,
+            scores,
+            batches,
+            open_table(path, fresh),
+            ratios=self.ratios,
+            path=path,
+            progress=self.progress,
+            after_mask=context.after_prune,
+        )
         macs_now = plan_macs(group_set, np.zeros(len(group_set.roots), dtype=bool))
         if self.macs_original is None:
             self.macs_original = macs_now
@@ -203,9 +218,14 @@ class SensitivePruneStrategy(Strategy):
             log.info("%s: step %d needs no pruning (already at %.2f%% removed)", self.name, step, 100 * goal)
             return
         chosen = plan_from_sensitivities(
-            table, group_set, scores, target_now, round_to=self.pruner.round_to,
-            tolerance=TOLERANCE * self.macs_original / macs_now, allocation=self.config.allocation,
-        )  # fmt: skip
+            table,
+            group_set,
+            scores,
+            target_now,
+            round_to=self.pruner.round_to,
+            tolerance=TOLERANCE * self.macs_original / macs_now,
+            allocation=self.config.allocation,
+        )
         before, original = channel_counts(model), snapshot(context)
         apply_plan(model, group_set, chosen.plan.mask)
         event = {

@@ -42,18 +42,25 @@ class UniformPruneStrategy(Strategy):
     def on_compression_begin(self, context: CompressionContext) -> None:
         """Plan once on the initial model, so a bad regex or an unreachable target fails before training."""
         if not self.done:
-            if getattr(self.pruner, "align", "round_to") == "latency" or getattr(self.config, "latency_target", None):
+            if getattr(self.pruner, "align", "round_to") == "latency" or getattr(
+                self.config, "latency_target", None
+            ):
                 # Latency-aware plans come from timings (layer table, whole-model profiles) each rank would
                 # take on its own: the ranks would prune to different architectures.
-                refuse_distributed(context, self.name, "latency-aware pruning (align: latency / latency_target)")
+                refuse_distributed(
+                    context, self.name, "latency-aware pruning (align: latency / latency_target)"
+                )
             self.prepare_criterion(context)
             group_set = analyze(
                 context.model, context.example_input, self.config.pruned_params, context.aliases
             )
             plan_for_target(
-                group_set, rank_units(group_set, context.model, self.criterion), self.config.target_ratio,
-                self.pruner.round_to, self.pruner.global_ranking,
-            )  # fmt: skip
+                group_set,
+                rank_units(group_set, context.model, self.criterion),
+                self.config.target_ratio,
+                self.pruner.round_to,
+                self.pruner.global_ranking,
+            )
 
     def on_epoch_begin(self, context: CompressionContext) -> None:
         if self.done or context.epoch < self.config.start_epoch:
@@ -62,10 +69,16 @@ class UniformPruneStrategy(Strategy):
         before, original = channel_counts(context.model), snapshot(context)
         # plain prune(), or latency-aware pruning when the pruner says align: latency / a latency_target is set
         result = prune_as_configured(
-            context.model, context.example_input, target_flops=self.config.target_ratio, pruner=self.pruner,
-            strategy=self.config, criterion=self.criterion, aliases=context.aliases, inplace=True,
+            context.model,
+            context.example_input,
+            target_flops=self.config.target_ratio,
+            pruner=self.pruner,
+            strategy=self.config,
+            criterion=self.criterion,
+            aliases=context.aliases,
+            inplace=True,
             score=self.latency_plan_score(context),
-        )  # fmt: skip
+        )
         self.done = True
         report = result.report
         event = {
@@ -99,7 +112,9 @@ class UniformPruneStrategy(Strategy):
         from torchslim.latency_calibration import SCORE_SAMPLES
         from torchslim.sensitivity import cache_batches, top1_score
 
-        return top1_score(cache_batches(context.val_loader, SCORE_SAMPLES, context.device), context.after_prune)
+        return top1_score(
+            cache_batches(context.val_loader, SCORE_SAMPLES, context.device), context.after_prune
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"done": self.done}

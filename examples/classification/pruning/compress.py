@@ -28,18 +28,32 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         epilog="Any other `torchslim compress` flag (--data, --checkpoint_path, --dry-run, --json, ...) is passed "
         "through; see `torchslim compress --help`.",
     )
-    parser.add_argument("--use_gpu", choices=["True", "False"], help="Train on a GPU (default: when there is one).")
+    parser.add_argument(
+        "--use_gpu", choices=["True", "False"], help="Train on a GPU (default: when there is one)."
+    )
     parser.add_argument("--batch_size", type=int, help="Minibatch size (default: the config's).")
     parser.add_argument("--model", help="MobileNet (V1), MobileNetV2, ResNet34 or any torchslim model name.")
-    parser.add_argument("--pretrained_model", help="Pretrained weights (.pth/.safetensors) or a saved model dir.")
-    parser.add_argument("--config_file", help="The YAML config (default: configs/<model>.yaml next to this script).")
+    parser.add_argument(
+        "--pretrained_model", help="Pretrained weights (.pth/.safetensors) or a saved model dir."
+    )
+    parser.add_argument(
+        "--config_file", help="The YAML config (default: configs/<model>.yaml next to this script)."
+    )
     parser.add_argument("--lr", type=float, help="Initial learning rate of the fine-tuning.")
-    parser.add_argument("--lr_strategy", choices=["piecewise_decay", "cosine_decay"], help="Learning rate decay.")
+    parser.add_argument(
+        "--lr_strategy", choices=["piecewise_decay", "cosine_decay"], help="Learning rate decay."
+    )
     parser.add_argument("--l2_decay", type=float, help="L2 weight decay.")
     parser.add_argument("--momentum_rate", type=float, help="SGD momentum.")
-    parser.add_argument("--num_epochs", type=int, help="Number of epochs in all (the config's compressor.epoch).")
-    parser.add_argument("--step_epochs", type=int, nargs="+", help="Epochs where piecewise decay divides lr by 10.")
-    parser.add_argument("--total_images", type=int, help="Accepted for compatibility; the data set's size is used.")
+    parser.add_argument(
+        "--num_epochs", type=int, help="Number of epochs in all (the config's compressor.epoch)."
+    )
+    parser.add_argument(
+        "--step_epochs", type=int, nargs="+", help="Epochs where piecewise decay divides lr by 10."
+    )
+    parser.add_argument(
+        "--total_images", type=int, help="Accepted for compatibility; the data set's size is used."
+    )
     return parser.parse_known_args(argv)
 
 
@@ -51,7 +65,10 @@ def default_config(model: str | None) -> str:
         name = model
     path = CONFIGS / f"{name}.yaml"
     if not path.is_file():
-        print(f"compress.py: error: no config for model {model!r} in {CONFIGS}; give --config_file", file=sys.stderr)
+        print(
+            f"compress.py: error: no config for model {model!r} in {CONFIGS}; give --config_file",
+            file=sys.stderr,
+        )
         sys.exit(2)
     return str(path)
 

@@ -18,18 +18,28 @@ from torchslim.cli.main import main
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model_path", required=True, help="The model to evaluate.")
-parser.add_argument("--model_name", help="Ignored (seed flag): the model structure is model_path/manifest.json.")
-parser.add_argument("--params_name", help="Ignored (seed flag): the weights are model_path/model.safetensors.")
-parser.add_argument("--model", help="Only for a model of your own factory (file.py:factory): name it to trust its code.")
-parser.add_argument("--use_gpu", choices=["True", "False"], help="Evaluate on a GPU (default: when there is one).")
+parser.add_argument(
+    "--model_name", help="Ignored (seed flag): the model structure is model_path/manifest.json."
+)
+parser.add_argument(
+    "--params_name", help="Ignored (seed flag): the weights are model_path/model.safetensors."
+)
+parser.add_argument(
+    "--model", help="Only for a model of your own factory (file.py:factory): name it to trust its code."
+)
+parser.add_argument(
+    "--use_gpu", choices=["True", "False"], help="Evaluate on a GPU (default: when there is one)."
+)
 parser.add_argument("--data", default="imagenet:./data/ILSVRC2012", help="Data spec (default: %(default)s).")
 parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
 if __name__ == "__main__":
     args = parser.parse_args()
     if args.model_name or args.params_name:
-        print("note: --model_name/--params_name are ignored; torchslim reads manifest.json + model.safetensors",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "note: --model_name/--params_name are ignored; torchslim reads manifest.json + model.safetensors",
+            file=sys.stderr,
+        )
     if args.use_gpu == "True" and not torch.cuda.is_available():
         print("eval.py: error: --use_gpu True but CUDA is not available", file=sys.stderr)
         sys.exit(2)
