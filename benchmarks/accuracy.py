@@ -15,7 +15,7 @@ that share a start fine-tune deep copies of it. Methods:
   batch statistics) does not read and all but forgets (their weight in the
   running averages after one epoch of N batches is 0.9^N), so its fine-tuned
   model *is* ``torchslim-l1``'s: it is not fine-tuned again.
-* ``torchslim-l1+bn+rec``: then ``torchslim.reconstruction.reconstruct`` on
+* ``torchslim-l1+bn+rec``: then ``torchslim.recovery.reconstruction.reconstruct`` on
   ``--rec-batches`` training batches: the layers that lost input channels are
   refitted by least squares to reproduce the unpruned baseline's outputs. No
   second BN re-estimation (reconstruction sets the refitted layers' BN means).
@@ -69,7 +69,7 @@ from common import (
 )
 
 from torchslim.criteria import data_criterion, prepare_data_criterion
-from torchslim.latency_calibration import SCORE_SAMPLES
+from torchslim.latency.calibration import SCORE_SAMPLES
 
 MODELS = ("mobilenet_v2", "resnet34")  # mobilenet_v1 works too
 # The methods whose fine-tune is another's (BN statistics are not read by fine-tuning, see the docstring).
@@ -136,7 +136,7 @@ def _first_batches(data, seed: int) -> None:
 
 def _recalibrate(model, data, args) -> dict:
     """BN re-estimation in place; its seconds and the top-1 after it."""
-    from torchslim.bn_recalibration import recalibrate_batch_norm
+    from torchslim.recovery.batch_norm import recalibrate_batch_norm
 
     _first_batches(data, args.seed)
     started = time.perf_counter()
@@ -146,7 +146,7 @@ def _recalibrate(model, data, args) -> dict:
 
 def _reconstruct(baseline, model, pruned, data, args) -> dict:
     """Reconstruction in place; its seconds, what it refitted and the top-1 after it."""
-    from torchslim.reconstruction import reconstruct
+    from torchslim.recovery.reconstruction import reconstruct
 
     _first_batches(data, args.seed)
     started = time.perf_counter()
@@ -204,7 +204,7 @@ def prepare_methods(baseline, data, args, name: str) -> dict[str, tuple[dict, to
         if not planner:
             continue
         aware = planner(baseline, name, args, data)
-        calibration = aware.result.latency.calibration or {}
+        calibration = aware.result.plan_info.calibration or {}
         entry = {
             "macs_left": aware.macs_left,
             "hit": aware.hit,
@@ -265,17 +265,16 @@ def latency_aware_prune(baseline, name: str, args, data=None) -> Pruned:
     """
     import numpy as np
 
-    from torchslim.latency import prune_for_latency
-    from torchslim.plan import PlanBuilder
-    from torchslim.pruner import analyze, cut, rank_units
+    from torchslim.latency.planner import LatencyOptions, LatencyPlanner
+    from torchslim.pruning import prune
+    from torchslim.pruning.plan import PlanBuilder
+    from torchslim.pruning.prune import analyze, cut, rank_units
 
-    planned = prune_for_latency(
+    planned = prune(
         fresh_model(name),
         torch.randn(1, 3, 224, 224),
         target_flops=args.target,
-        runtime="onnxruntime",
-        threads=2,
-        batch_size=1,
+        planner=LatencyPlanner(LatencyOptions(runtime="onnxruntime", threads=2, batch_size=1)),
     )
     counts = {layer: after for layer, (_, after) in planned.report.channels.items()}
     model = copy.deepcopy(baseline)
@@ -286,7 +285,7 @@ def latency_aware_prune(baseline, name: str, args, data=None) -> Pruned:
     builder = PlanBuilder(group_set, {g: np.argsort(v, kind="stable") for g, v in scores.items()}, 1)
     plan = builder.build({g: counts.get(group_set.groups[g].sources[0], n) for g, n in builder.sizes.items()})
     result = cut(model, group_set, plan, example, inplace=True, verify=False, started=started)
-    result.latency = planned.latency
+    result.plan_info = planned.plan_info
     return Pruned(
         result.model,
         plan.macs_before,
@@ -303,7 +302,7 @@ def held_out_batches(train_limit: int, count: int = SCORE_SAMPLES) -> list:
     from torchslim.data.fashion_mnist import FASHION_MNIST_STATS
     from torchslim.data.loaders import build_datasets
     from torchslim.data.tensor_dataset import TensorImageDataset
-    from torchslim.sensitivity import cache_batches
+    from torchslim.engine.cached import cache_batches
 
     train, _, _, _ = build_datasets("fashion-mnist", image_size=32)
     end = train_limit + count
@@ -323,9 +322,10 @@ def latency_scored_prune(baseline, name: str, args, data) -> Pruned:
     BN-re-estimated as the ``+bn`` methods are, and scored by top-1 on held-out
     training images (:func:`held_out_batches`); the best one is kept.
     """
-    from torchslim.bn_recalibration import recalibrate_batch_norm
-    from torchslim.latency import prune_for_latency
-    from torchslim.sensitivity import top1_score
+    from torchslim.engine.cached import top1_score
+    from torchslim.latency.planner import LatencyOptions, LatencyPlanner
+    from torchslim.pruning import prune
+    from torchslim.recovery.batch_norm import recalibrate_batch_norm
 
     def recalibrate(candidate) -> None:
         _first_batches(data, args.seed)
@@ -334,19 +334,16 @@ def latency_scored_prune(baseline, name: str, args, data) -> Pruned:
     score = top1_score(held_out_batches(args.train_limit), recalibrate)
 
     started = time.perf_counter()
-    planned = prune_for_latency(
+    planned = prune(
         copy.deepcopy(baseline),
         torch.randn(1, 3, 224, 224),
         target_flops=args.target,
-        runtime="onnxruntime",
-        threads=2,
-        batch_size=1,
-        score=score,
+        planner=LatencyPlanner(LatencyOptions(runtime="onnxruntime", threads=2, batch_size=1), score=score),
     )
     before, after = macs(baseline, 32), macs(planned.model, 32)
     log(
-        f"{name}: latency-scored plan {planned.latency.calibration.get('chosen')} from scores "
-        + ", ".join(f"{e['plan']} {e['score']:.2f}%" for e in planned.latency.calibration.get("scores", []))
+        f"{name}: latency-scored plan {planned.plan_info.calibration.get('chosen')} from scores "
+        + ", ".join(f"{e['plan']} {e['score']:.2f}%" for e in planned.plan_info.calibration.get("scores", []))
     )
     return Pruned(
         planned.model,
@@ -360,7 +357,7 @@ def latency_scored_prune(baseline, name: str, args, data) -> Pruned:
 
 def _distillation_loss(teacher, temperature: float = TEMPERATURE, alpha: float = ALPHA):
     """The DistillationStrategy's soft-label loss with the unpruned baseline as teacher."""
-    from torchslim.strategies.distill import soft_label_loss
+    from torchslim.recovery.distillation import soft_label_loss
 
     teacher = copy.deepcopy(teacher).eval()
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from torchslim.models import build_model
-from torchslim.profile import profile_model
+from torchslim.pruning.counting import profile_model
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"  # where write_result / read_result go; see use_results_dir
@@ -132,7 +132,7 @@ def ts_prune(
     **kwargs: Any,
 ) -> Pruned:
     """torchslim: trace, score, plan to the MACs target, cut (timed from the built model)."""
-    from torchslim.pruner import prune
+    from torchslim.pruning.prune import prune
 
     example = torch.randn(1, 3, input_size, input_size)
     started = time.perf_counter()

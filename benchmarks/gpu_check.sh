@@ -39,7 +39,7 @@ import json
 import torch
 from torchslim.export import time_interleaved, torch_callable
 from torchslim.models import build_model
-from torchslim.pruner import prune
+from torchslim.pruning import prune
 
 results = []
 for name in ("mobilenet_v1", "mobilenet_v2", "resnet34"):

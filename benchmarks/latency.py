@@ -9,7 +9,7 @@ Variants:
 
 * torchslim uniform l1 with round_to 8 and 16 (``torchslim.prune``);
 * torchslim latency-aware, planned for batch 1 and for batch 8
-  (``torchslim.latency.prune_for_latency``: per-group alignment read off the
+  (``torchslim.latency.latency-aware prune``: per-group alignment read off the
   measured latency table; candidate plans at the same MACs (uniform, traded
   channels from the table, resolution-tilted, traded channels from the table
   calibrated by whole-model profiles), the one whose whole-model ORT profile at
@@ -30,14 +30,17 @@ from pathlib import Path
 import torch
 from common import fresh_model, log, machine_info, macs, tp_prune_cached, ts_prune, write_result
 
-from torchslim.latency import STEADY_BAND  # a round slower than this times the fastest ran in the slow state
+from torchslim.latency.compare import (
+    STEADY_BAND,
+)  # a round slower than this times the fastest ran in the slow state
 
 MODELS = ("mobilenet_v1", "mobilenet_v2", "resnet34")
 INPUT = 224
 
 
 def build_variants(name: str, args) -> tuple[dict[str, torch.nn.Module], dict[str, dict]]:
-    from torchslim.latency import prune_for_latency
+    from torchslim.latency.planner import LatencyOptions, LatencyPlanner
+    from torchslim.pruning import prune
 
     base = fresh_model(name)
     before = macs(base, INPUT)
@@ -52,13 +55,13 @@ def build_variants(name: str, args) -> tuple[dict[str, torch.nn.Module], dict[st
         }
     for batch in [] if args.no_latency_aware else args.batches:
         started = time.perf_counter()
-        result = prune_for_latency(
+        result = prune(
             base,
             torch.randn(1, 3, INPUT, INPUT),
             target_flops=args.target,
-            runtime="onnxruntime",
-            threads=args.threads,
-            batch_size=batch,
+            planner=LatencyPlanner(
+                LatencyOptions(runtime="onnxruntime", threads=args.threads, batch_size=batch)
+            ),
         )
         left = result.report.macs_after / result.report.macs_before
         label = f"torchslim latency-aware b{batch}"
@@ -67,7 +70,7 @@ def build_variants(name: str, args) -> tuple[dict[str, torch.nn.Module], dict[st
             "macs_left": left,
             "hit": abs(1 - left - args.target) <= 0.01,
             "seconds": time.perf_counter() - started,
-            "plan": result.latency.as_dict(),
+            "plan": result.plan_info.as_dict(),
         }
     for round_to in args.tp_round_to:
         label = f"torch-pruning r{round_to or 'none'}"
@@ -88,7 +91,7 @@ def kernel_ms(path: Path, batch: int, threads: int, runs: int) -> float:
     nodes left out: on a busy shared machine the wall-clock ratio is compressed
     towards 1 by per-node waits that do not depend on the model's size.
     """
-    from torchslim.latency_calibration import profile_nodes
+    from torchslim.latency.ort_profile import profile_nodes
 
     return profile_nodes(path, batch, INPUT, threads, runs=runs, warmup=2)[1]
 
@@ -107,7 +110,7 @@ def probe_ms(path: Path, threads: int, seconds: float = 1.0) -> float:
     """
     import numpy as np
 
-    from torchslim.latency import TimingSession
+    from torchslim.export.sessions import TimingSession
 
     session = TimingSession(path, threads)
     x = np.random.randn(1, 3, INPUT, INPUT).astype(np.float32)
@@ -128,7 +131,7 @@ def _probe_floor(path: Path, value: float | None = None) -> float:
 
     from common import CACHE
 
-    from torchslim.latency import machine_fingerprint, runtime_version
+    from torchslim.latency.machine import machine_fingerprint, runtime_version
 
     key = f"{machine_fingerprint()}-{runtime_version('onnxruntime')}-{hashlib.sha1(path.read_bytes()).hexdigest()[:12]}"
     store = CACHE / "probe_floor.json"
@@ -143,7 +146,7 @@ def _probe_floor(path: Path, value: float | None = None) -> float:
 def _compare(paths: dict[str, Path], models: dict, runtime: str, batch: int, args) -> dict:
     """One interleaved comparison of all variants: per-round samples (ms) per label, and the probes around it."""
     from torchslim.export import torch_threads
-    from torchslim.latency import compare_latency
+    from torchslim.latency.compare import compare_latency
 
     rounds = args.rounds if batch == 1 else max(5, args.rounds // 2)
     before = probe_ms(paths["unpruned"], args.threads)
@@ -173,7 +176,7 @@ def _summarise(attempts: list[dict], labels, probe_floor: float) -> dict:
     qualify: flagged slow)."""
     import numpy as np
 
-    from torchslim.latency import robust_ms
+    from torchslim.export.timing import robust_ms
 
     probes = [p for a in attempts for p in a["probes"]]
     clean = [a for a in attempts if max(a["probes"]) <= SLOW_STATE * probe_floor]  # both probes fast
@@ -275,7 +278,7 @@ def time_all(paths: dict[str, Path], args) -> dict[str, dict]:
 def build_and_save(name: str, args, workdir: str) -> tuple[dict, dict[str, Path]]:
     """Build ``name``'s variants; save each as ONNX (for ORT) and as a pickled module (for eager)."""
     from torchslim.export import torch_threads
-    from torchslim.latency import export_for_timing
+    from torchslim.latency.compare import export_for_timing
 
     torch.set_num_threads(args.threads)
     log(f"{name}: building variants")
@@ -304,7 +307,7 @@ def measure_model(name: str, args, workdir: str) -> dict:
     models also timed the next one slower and less steadily (MobileNetV1 batch 8
     after the round_to sweep: 1.80x, first in a fresh process: 1.97x).
     """
-    from torchslim.latency import in_fresh_process
+    from torchslim.latency.compare import in_fresh_process
 
     info, paths = in_fresh_process(build_and_save, name, args, workdir)
     return {"variants": info, "timings": in_fresh_process(_time_in_process, paths, args)}

@@ -1,6 +1,6 @@
 """Do the plans latency-aware planning chooses between differ on the clock, or only in ORT's kernel sums?
 
-Latency-aware planning (``torchslim.latency.prune_for_latency``) profiles several
+Latency-aware planning (``torchslim.latency.latency-aware prune``) profiles several
 plans at the same MACs (uniform, the table's exchange plan, resolution-tilted
 plans, calibrated plans) and keeps the one with the lowest summed kernel time.
 Here every one of those candidates is exported and timed wall-clock against the
@@ -10,7 +10,7 @@ kernel sums differ, the choice among them can be made on accuracy at no cost in
 speed, and no plan choice moves the wall-clock ratio.
 
 The candidates are collected through the public ``score`` hook of
-``prune_for_latency`` with ``speed_slack=1``: every profiled plan within 100% of
+``latency-aware prune`` with ``speed_slack=1``: every profiled plan within 100% of
 the fastest (all of them) is handed to the score, which keeps a copy.
 
     python benchmarks/latency_candidates.py                 # mobilenet_v2, batch 1 and 8
@@ -32,7 +32,9 @@ INPUT = 224
 def candidate_plans(name: str, target: float, batch: int, threads: int, workdir: str) -> dict:
     """Plan ``name`` for ``batch``, export the unpruned model and every profiled candidate; their paths and
     kernel sums (ms)."""
-    from torchslim.latency import export_for_timing, prune_for_latency
+    from torchslim.latency.compare import export_for_timing
+    from torchslim.latency.planner import LatencyOptions, LatencyPlanner
+    from torchslim.pruning import prune
 
     torch.set_num_threads(threads)
     base = fresh_model(name)
@@ -42,17 +44,16 @@ def candidate_plans(name: str, target: float, batch: int, threads: int, workdir:
         kept.append(candidate)
         return 0.0  # all equal: the fastest is kept, as without a score
 
-    result = prune_for_latency(
+    result = prune(
         base,
         torch.randn(1, 3, INPUT, INPUT),
         target_flops=target,
-        runtime="onnxruntime",
-        threads=threads,
-        batch_size=batch,
-        score=keep,
-        speed_slack=1.0,
+        planner=LatencyPlanner(
+            LatencyOptions(runtime="onnxruntime", threads=threads, batch_size=batch, speed_slack=1.0),
+            score=keep,
+        ),
     )
-    calibration = result.latency.calibration
+    calibration = result.plan_info.calibration
     labels = [entry["plan"] for entry in calibration["scores"]]
     paths = {
         "unpruned": str(export_for_timing(base, INPUT, Path(workdir) / f"{name}-b{batch}-unpruned.onnx"))
@@ -70,7 +71,7 @@ def candidate_plans(name: str, target: float, batch: int, threads: int, workdir:
 
 
 def measure(name: str, batch: int, args, workdir: str) -> dict:
-    from torchslim.latency import compare_latency, in_fresh_process
+    from torchslim.latency.compare import compare_latency, in_fresh_process
 
     plans = in_fresh_process(candidate_plans, name, args.target, batch, args.threads, workdir)
     paths = {label: Path(path) for label, path in plans.pop("paths").items()}

@@ -39,15 +39,15 @@ import torch
 from common import CACHE, RESULTS, log, machine_info, train_epochs, write_result
 from torch.utils.data import DataLoader, Subset
 
-from torchslim.bn_recalibration import recalibrate_batch_norm
+from torchslim.compress.strategies import CompressionContext, build_strategy
 from torchslim.config import parse_config
 from torchslim.data import build_datasets
 from torchslim.engine import evaluate
 from torchslim.models import build_model, load_model, save_model, seed_param_names
-from torchslim.plots import channel_counts, plot_channels, plot_sensitivities
-from torchslim.profile import profile_model
-from torchslim.sensitivity import SensitivityTable
-from torchslim.strategies import CompressionContext, build_strategy
+from torchslim.pruning.counting import channel_counts, profile_model
+from torchslim.recovery.batch_norm import recalibrate_batch_norm
+from torchslim.reporting.plots import plot_channels, plot_sensitivities
+from torchslim.sensitivity.table import SensitivityTable
 
 MODEL, WIDTH, SIZE = "mobilenet_v1", 0.5, 32
 PRUNED_PARAMS = ".*_sep_weights"

@@ -24,7 +24,8 @@ MODELS = ("resnet34", "mobilenet_v2")
 def phases(model, input_size: int, target: float, round_to: int) -> dict[str, float]:
     """Seconds per phase of ``torchslim.prune`` (the same steps, timed one by one)."""
     from torchslim.graph import apply_plan, build_groups, select_groups, trace_channels
-    from torchslim.pruner import plan_for_target, rank_units
+    from torchslim.pruning.planner import plan_for_target
+    from torchslim.pruning.prune import rank_units
 
     example = torch.randn(1, 3, input_size, input_size)
     times = {}

@@ -129,7 +129,7 @@ def run_one(name: str, target: float, wanted_size: int, round_to: int) -> dict[s
     from torchslim.errors import PruningError
     from torchslim.graph import oracle_reference
     from torchslim.models import build_model
-    from torchslim.pruner import prune
+    from torchslim.pruning.prune import prune
 
     result: dict[str, Any] = {"model": name, "target_flops": target}
     started = time.perf_counter()

@@ -11,7 +11,7 @@ from tiny_models import tiny_net
 
 from torchslim.cli import main
 from torchslim.models import save_model
-from torchslim.pruner import prune
+from torchslim.pruning.prune import prune
 
 KEYS = {
     "macs_ratio",

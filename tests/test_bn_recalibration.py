@@ -15,12 +15,12 @@ from conftest import TINY_MODEL
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from torchslim.bn_recalibration import DEFAULT_BN_BATCHES, batch_norm_layers, recalibrate_batch_norm
 from torchslim.cli.main import main
 from torchslim.config.schema import TrainConfig
 from torchslim.engine import evaluate, train_one_epoch
 from torchslim.models import load_model
-from torchslim.pruner import prune
+from torchslim.pruning.prune import prune
+from torchslim.recovery.batch_norm import DEFAULT_BN_BATCHES, batch_norm_layers, recalibrate_batch_norm
 
 
 def banded_data(count: int, seed: int, noise: float = 1.0) -> TensorDataset:

@@ -8,8 +8,8 @@ import torch
 
 from torchslim.cli import main
 from torchslim.models import build_model, load_model
-from torchslim.profile import profile_model
-from torchslim.pruner import DEFAULT_ROUND_TO
+from torchslim.pruning.counting import profile_model
+from torchslim.pruning.planner import DEFAULT_ROUND_TO
 
 
 def run(capsys, argv: list[str]) -> tuple[int, str, str]:

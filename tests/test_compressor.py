@@ -478,7 +478,7 @@ def test_latency_aware_run_weighs_validation_accuracy_among_measured_plans(
 ):
     from test_latency import staircase_cost
 
-    from torchslim.latency import LatencyTable
+    from torchslim.latency.table import LatencyTable
 
     monkeypatch.setenv("TORCHSLIM_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=8))

@@ -29,7 +29,7 @@ from torchslim.config import (
     parse_override,
 )
 from torchslim.errors import ConfigError
-from torchslim.pruner import DEFAULT_ROUND_TO
+from torchslim.pruning.planner import DEFAULT_ROUND_TO
 
 SEED_DIR = Path(__file__).parent / "data" / "seed_configs"
 SEED_NAMES = sorted(p.name for p in SEED_DIR.glob("*.yaml"))

@@ -14,8 +14,8 @@ from torch import nn
 from torchslim.criteria import list_criteria, prepare_data_criterion, score_group
 from torchslim.errors import PruningError
 from torchslim.graph import apply_plan, removed_mask
-from torchslim.pruner import analyze
-from torchslim.sensitivity import group_scores
+from torchslim.pruning.prune import analyze
+from torchslim.sensitivity.scan import group_scores
 
 DEAD = 3
 

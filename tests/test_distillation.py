@@ -20,13 +20,14 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file, save_file
 
-from torchslim.compressor import Compressor
+from torchslim.compress.compressor import Compressor
+from torchslim.compress.strategies import CompressionContext, DistillationStrategy, build_strategy
+from torchslim.compress.strategies.distill import TEACHER_DIR
 from torchslim.config import load_config
 from torchslim.engine import load_checkpoint, read_jsonl
 from torchslim.errors import ConfigError, ModelError
 from torchslim.models import build_model, load_model, save_model
-from torchslim.strategies import CompressionContext, DistillationStrategy, build_strategy
-from torchslim.strategies.distill import TEACHER_DIR, soft_label_loss
+from torchslim.recovery.distillation import soft_label_loss
 
 FACTORY = """
 from torch import nn
@@ -277,7 +278,7 @@ def test_alpha_zero_equals_plain_fine_tuning_bit_for_bit(inputs, tmp_path):
 
 KILLER = """
 import os, signal, sys
-from torchslim.compressor import Compressor
+from torchslim.compress.compressor import Compressor
 
 original = Compressor.save_epoch
 
@@ -498,7 +499,7 @@ def test_feature_distilling_run_with_pruning_resumes_exactly(inputs, tmp_path, m
 DUMP_ADAPTERS = """
 import os, sys
 import torch
-from torchslim.strategies.distill import DistillationStrategy
+from torchslim.compress.strategies.distill import DistillationStrategy
 
 original = DistillationStrategy.on_compression_end
 

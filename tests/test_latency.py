@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,23 +12,17 @@ import torch
 from torch import nn
 
 from torchslim.errors import ConfigError, PruningError
-from torchslim.latency import (
-    ConvConfig,
-    LatencyModel,
-    LatencyTable,
-    allowed_counts,
-    block_from_latencies,
-    compare_latency,
-    detect_blocks,
-    fast_channel_counts,
-    group_blocks,
-    layer_configs,
-    minimize_latency,
-    prune_for_latency,
-    robust_ms,
-)
-from torchslim.plan import PlanBuilder, search_uniform
-from torchslim.pruner import analyze, prune, rank_units
+from torchslim.export.timing import robust_ms
+from torchslim.latency.blocks import allowed_counts, block_from_latencies, detect_blocks, group_blocks
+from torchslim.latency.compare import compare_latency, steady_rounds
+from torchslim.latency.cost import LatencyModel
+from torchslim.latency.layers import ConvConfig, layer_configs
+from torchslim.latency.planner import LatencyOptions, LatencyPlanner
+from torchslim.latency.table import LatencyTable
+from torchslim.pruning.exchange import _filled_moves, _Step, minimize_cost
+from torchslim.pruning.plan import PlanBuilder
+from torchslim.pruning.prune import analyze, prune, rank_units
+from torchslim.pruning.search import search_uniform
 
 
 class Wide(nn.Module):
@@ -91,11 +86,6 @@ def test_layer_configs_record_input_sizes(wide):
     assert configs["stem.0"] == ConvConfig(3, 48, 3, 2, 1, 32, 32)
     assert configs["dw.0"] == ConvConfig(48, 48, 3, 1, 48, 16, 16)
     assert configs["fc"] == ConvConfig(96, 10, 1, 1, 1, 1, 1, linear=True)
-
-
-def test_fast_channel_counts_keep_staircase_bottoms():
-    latencies = {c: float(math.ceil(c / 16)) for c in range(36, 100, 4)}
-    assert fast_channel_counts(latencies) == [48, 64, 80, 96]
 
 
 @pytest.mark.parametrize("block", [8, 16, 32])
@@ -196,15 +186,13 @@ def test_minimize_latency_lowers_the_estimate_at_the_same_macs(wide, tmp_path):
     group_set, builder = _builder(wide, example, allowed_block=8)
     model_latency = LatencyModel(group_set, wide, 32, SyntheticTable(tmp_path))
     start = search_uniform(builder, 0.5, 0.02)
-    better = minimize_latency(builder, model_latency, start, 0.5, 0.02)
+    better = minimize_cost(builder, model_latency, start, 0.5, 0.02)
     assert model_latency.estimate(better.mask) <= model_latency.estimate(start.mask)
     assert abs(better.reduction - 0.5) <= 0.01 + 1e-9 or better is start
 
 
 def test_filled_moves_give_back_a_big_step_in_small_ones(tmp_path):
     import torchvision
-
-    from torchslim.latency import _filled_moves
 
     model = torchvision.models.mobilenet_v2(
         width_mult=0.5, num_classes=10
@@ -220,12 +208,12 @@ def test_filled_moves_give_back_a_big_step_in_small_ones(tmp_path):
             count = builder.step(group, kept, direction)
             if count is not None:
                 candidate = builder.build({**start.keep, group: count})
-                singles.append((group, count, candidate, model_latency.estimate(candidate.mask)))
-    step = lambda s: abs(s[2].reduction - start.reduction)  # noqa: E731
-    biggest = max((s for s in singles if s[1] < start.keep[s[0]]), key=step)
-    tolerance = 0.01  # prune_for_latency's default
+                singles.append(_Step(group, count, candidate, model_latency.estimate(candidate.mask)))
+    step = lambda s: abs(s.plan.reduction - start.reduction)  # noqa: E731
+    biggest = max((s for s in singles if s.count < start.keep[s.group]), key=step)
+    tolerance = 0.01  # the latency planner's default
     assert step(biggest) > tolerance / 2  # the removal alone leaves the target
-    filled = list(_filled_moves(builder, start, start_ms, singles, [biggest], start.reduction, tolerance))
+    filled = list(_filled_moves(builder, start, start_ms, singles, [biggest], start.reduction, tolerance / 2))
     assert len(filled) == 1
     for candidate in filled:
         assert abs(candidate.reduction - start.reduction) <= tolerance / 2
@@ -252,13 +240,18 @@ def test_group_blocks_take_the_largest_member_block(wide):
 
 def test_prune_for_latency_hits_the_macs_target_with_aligned_counts(wide, tmp_path):
     example = torch.randn(1, 3, 32, 32)
-    result = prune_for_latency(
-        wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), verify=True, tolerance=0.02
+    result = prune(
+        wide,
+        example,
+        target_flops=0.4,
+        verify=True,
+        tolerance=0.02,
+        planner=LatencyPlanner(LatencyOptions(table=SyntheticTable(tmp_path))),
     )
     assert abs(result.report.flops_reduction - 0.4) <= 0.02
     assert result.report.verified
-    assert result.latency.blocks == {"conv": 16, "depthwise": 16, "linear": 16}
-    assert result.latency.estimated_ms < result.latency.estimated_base_ms
+    assert result.plan_info.blocks == {"conv": 16, "depthwise": 16, "linear": 16}
+    assert result.plan_info.estimated_ms < result.plan_info.estimated_base_ms
     for name, (before, after) in result.report.channels.items():
         assert after % 16 == 0 or after == before, name
     assert result.model(example).shape == (1, 10)
@@ -268,17 +261,33 @@ def test_prune_for_latency_hits_the_macs_target_with_aligned_counts(wide, tmp_pa
 def test_prune_for_latency_latency_target_and_fixed_align(wide, tmp_path):
     example = torch.randn(1, 3, 32, 32)
     table = SyntheticTable(tmp_path)
-    result = prune_for_latency(wide, example, latency_target=0.4, align=8, table=table, tolerance=0.05)
-    info = result.latency
+    result = prune(
+        wide,
+        example,
+        tolerance=0.05,
+        target_flops=None,
+        planner=LatencyPlanner(LatencyOptions(align=8, table=table), latency_target=0.4),
+    )
+    info = result.plan_info
     assert 1 - info.estimated_ms / info.estimated_base_ms >= 0.4 - 0.05
     assert info.blocks == {"all": 8}
 
 
 def test_prune_for_latency_needs_a_target(wide, tmp_path):
     with pytest.raises(PruningError, match="target"):
-        prune_for_latency(wide, torch.randn(1, 3, 32, 32), table=SyntheticTable(tmp_path))
+        prune(
+            wide,
+            torch.randn(1, 3, 32, 32),
+            target_flops=None,
+            planner=LatencyPlanner(LatencyOptions(table=SyntheticTable(tmp_path))),
+        )
     with pytest.raises(PruningError, match="latency_target"):
-        prune_for_latency(wide, torch.randn(1, 3, 32, 32), latency_target=1.5, table=SyntheticTable(tmp_path))
+        prune(
+            wide,
+            torch.randn(1, 3, 32, 32),
+            target_flops=None,
+            planner=LatencyPlanner(LatencyOptions(table=SyntheticTable(tmp_path)), latency_target=1.5),
+        )
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "eager"])
@@ -293,13 +302,13 @@ def test_compare_latency_structure(wide, runtime):
 
 
 def test_compare_latency_uses_the_steady_rounds(wide, monkeypatch):
-    import torchslim.export as export
+    import torchslim.latency.compare as compare
     from torchslim.export import TimingResult
 
     # Rounds 3 and 4 ran while the machine was slowed down: the base model took 1.6x as long.
     samples = {"base": [4.0, 4.1, 6.5, 6.4, 4.0], "pruned": [2.0, 2.05, 4.0, 4.0, 2.0]}
     monkeypatch.setattr(
-        export,
+        compare,
         "time_interleaved",
         lambda functions, warmup, rounds: {
             label: TimingResult.from_samples(samples[label]) for label in functions
@@ -318,8 +327,6 @@ def test_compare_latency_uses_the_steady_rounds(wide, monkeypatch):
 
 
 def test_steady_rounds_band():
-    from torchslim.latency import steady_rounds
-
     used, steady = steady_rounds([10.0, 11.2, 11.3, 10.5])
     assert used.tolist() == [True, True, False, True] and steady
     used, steady = steady_rounds([10.0, 20.0, 20.0])
@@ -331,23 +338,34 @@ def test_compare_latency_rejects_unknown_runtime(wide):
         compare_latency({"base": wide}, 32, runtime="tvm", rounds=1)
 
 
-def test_prune_as_configured_dispatches_on_align(wide, tmp_path, monkeypatch):
-    from types import SimpleNamespace
+def test_uniform_strategy_plans_with_latency_only_when_configured(wide):
+    from torchslim.compress.strategies import UniformPruneStrategy
+    from torchslim.config import parse_config
 
-    from torchslim.latency import prune_as_configured
+    def strategy(align: str, **extra) -> UniformPruneStrategy:
+        config = parse_config(
+            {
+                "pruners": {"p": {"class": "StructurePruner", "align": align, "runtime": "eager"}},
+                "strategies": {
+                    "u": {
+                        "class": "UniformPruneStrategy",
+                        "pruner": "p",
+                        "target_ratio": 0.4,
+                        "pruned_params": ".*",
+                        **extra,
+                    }
+                },
+                "compressor": {"epoch": 1, "strategies": ["u"]},
+            }
+        )
+        return UniformPruneStrategy("u", config.strategies["u"], config)
 
-    monkeypatch.setenv("TORCHSLIM_CACHE", str(tmp_path))
-    monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config))
-    monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
-    example = torch.randn(1, 3, 32, 32)
-    strategy = SimpleNamespace(pruned_params=None, latency_target=None)
-    fixed = SimpleNamespace(round_to=8, global_ranking=False, align="round_to", runtime="onnxruntime")
-    result = prune_as_configured(
-        wide, example, target_flops=0.4, pruner=fixed, strategy=strategy, criterion="l1_norm", inplace=False
+    assert not strategy("round_to").latency_aware
+    assert strategy("round_to", latency_target=0.3).latency_aware
+    aware = strategy("latency")
+    assert aware.latency_aware
+    context = SimpleNamespace(val_loader=None, device="cpu", after_prune=None)
+    planner = aware.latency_planner(context)
+    assert (
+        isinstance(planner, LatencyPlanner) and planner.options.runtime == "eager" and planner.score is None
     )
-    assert not hasattr(result, "latency")
-    aware = SimpleNamespace(**{**vars(fixed), "align": "latency"})
-    result = prune_as_configured(
-        wide, example, target_flops=0.4, pruner=aware, strategy=strategy, criterion="l1_norm", inplace=False
-    )
-    assert result.latency.runtime == "onnxruntime" and (tmp_path / "latency").is_dir()

@@ -12,16 +12,14 @@ from test_latency import SyntheticTable, Wide, staircase_cost
 
 from torchslim.cli import main
 from torchslim.errors import PruningError
-from torchslim.latency import ConvConfig, LatencyModel, LatencyTable, layer_configs, prune_for_latency
-from torchslim.latency_calibration import (
-    CalibratedLatencyModel,
-    CalibrationError,
-    ProfiledNode,
-    choose_by_score,
-    match_nodes,
-    profile_plan,
-)
-from torchslim.pruner import analyze
+from torchslim.latency.calibration import choose_by_score, profile_plan
+from torchslim.latency.cost import CalibratedLatencyModel, LatencyModel
+from torchslim.latency.layers import ConvConfig, layer_configs
+from torchslim.latency.ort_profile import CalibrationError, ProfiledNode, match_nodes
+from torchslim.latency.planner import LatencyOptions, LatencyPlanner
+from torchslim.latency.table import LatencyTable
+from torchslim.pruning import prune
+from torchslim.pruning.prune import analyze
 
 
 @pytest.fixture
@@ -92,10 +90,14 @@ def test_calibrated_model_scales_each_layer_by_its_in_model_factor(wide, tmp_pat
 
 def test_prune_for_latency_keeps_the_fastest_profiled_plan(wide, tmp_path):
     example = torch.randn(1, 3, 32, 32)
-    result = prune_for_latency(
-        wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), tolerance=0.02
+    result = prune(
+        wide,
+        example,
+        target_flops=0.4,
+        tolerance=0.02,
+        planner=LatencyPlanner(LatencyOptions(table=SyntheticTable(tmp_path))),
     )
-    calibration = result.latency.calibration
+    calibration = result.plan_info.calibration
     profiles = calibration["profiles"]
     assert [p["plan"] for p in profiles[:2]] == ["unpruned", "uniform"] and len(profiles) >= 2
     pruned = [p["measured_ms"] for p in profiles if not p["plan"].startswith("unpruned")]
@@ -108,10 +110,14 @@ def test_prune_for_latency_keeps_the_fastest_profiled_plan(wide, tmp_path):
     assert sum(p["plan"].endswith("(again)") for p in profiles) == min(3, len(candidates)) + 1
     assert abs(result.report.flops_reduction - 0.4) <= 0.02
     assert result.model(example).shape == (1, 10)
-    plain = prune_for_latency(
-        wide, example, target_flops=0.4, table=SyntheticTable(tmp_path), tolerance=0.02, calibrate=False
+    plain = prune(
+        wide,
+        example,
+        target_flops=0.4,
+        tolerance=0.02,
+        planner=LatencyPlanner(LatencyOptions(table=SyntheticTable(tmp_path), calibrate=False)),
     )
-    assert plain.latency.calibration is None
+    assert plain.plan_info.calibration is None
 
 
 def _stem_width_plans(wide):
@@ -158,16 +164,16 @@ def test_prune_for_latency_with_a_score_keeps_the_best_scored_near_fastest_plan(
         seen.append(pruned.stem[0].out_channels)
         return -float(pruned.stem[0].out_channels)
 
-    result = prune_for_latency(
+    result = prune(
         wide,
         example,
         target_flops=0.4,
-        table=SyntheticTable(tmp_path),
         tolerance=0.02,
-        score=narrow_stem,
-        speed_slack=1.0,
+        planner=LatencyPlanner(
+            LatencyOptions(table=SyntheticTable(tmp_path), speed_slack=1.0), score=narrow_stem
+        ),
     )
-    calibration = result.latency.calibration
+    calibration = result.plan_info.calibration
     assert calibration["chosen_by"] == "score" and len(calibration["scores"]) == len(seen) >= 1
     best = max(calibration["scores"], key=lambda entry: entry["score"])
     assert calibration["chosen"] == best["plan"] and calibration["chosen_ms"] == best["measured_ms"]
@@ -175,16 +181,16 @@ def test_prune_for_latency_with_a_score_keeps_the_best_scored_near_fastest_plan(
     fastest = min(p["measured_ms"] for p in calibration["profiles"] if not p["plan"].startswith("unpruned"))
     assert all(entry["measured_ms"] <= 2.0 * fastest for entry in calibration["scores"])
     with pytest.warns(UserWarning, match="plan score was not used"):
-        plain = prune_for_latency(
+        plain = prune(
             wide,
             example,
             target_flops=0.4,
-            table=SyntheticTable(tmp_path),
             tolerance=0.02,
-            calibrate=False,
-            score=narrow_stem,
+            planner=LatencyPlanner(
+                LatencyOptions(table=SyntheticTable(tmp_path), calibrate=False), score=narrow_stem
+            ),
         )
-    assert plain.latency.calibration is None
+    assert plain.plan_info.calibration is None
 
 
 def test_bench_latency_align_latency_calibrates_and_times_in_a_fresh_process(capsys, tmp_path, monkeypatch):
@@ -305,24 +311,28 @@ def test_prune_cli_align_latency_rejects_global_ranking(capsys):
 def test_a_model_calibration_cannot_match_is_planned_from_the_table_with_a_warning(
     wide, tmp_path, monkeypatch
 ):
-    import torchslim.latency_calibration as calibration_module
+    import torchslim.latency.calibration as calibration_module
 
     def unmatched(nodes, configs, pad=16):
         raise CalibrationError("layer fc has no node in the profile")
 
     monkeypatch.setattr(calibration_module, "match_nodes", unmatched)
     with pytest.warns(UserWarning, match="latency calibration skipped: layer fc has no node"):
-        result = prune_for_latency(
-            wide, torch.randn(1, 3, 32, 32), target_flops=0.4, table=SyntheticTable(tmp_path), tolerance=0.02
+        result = prune(
+            wide,
+            torch.randn(1, 3, 32, 32),
+            target_flops=0.4,
+            tolerance=0.02,
+            planner=LatencyPlanner(LatencyOptions(table=SyntheticTable(tmp_path))),
         )
-    assert result.latency.calibration == {"error": "layer fc has no node in the profile"}
+    assert result.plan_info.calibration == {"error": "layer fc has no node in the profile"}
     assert abs(result.report.flops_reduction - 0.4) <= 0.02
 
 
 def test_search_scaled_with_unit_scale_is_the_uniform_search(wide):
     from test_latency import _builder
 
-    from torchslim.plan import search_scaled, search_uniform
+    from torchslim.pruning.search import search_scaled, search_uniform
 
     _, builder = _builder(wide, torch.randn(1, 3, 32, 32), allowed_block=8)
     uniform = search_uniform(builder, 0.4, 0.02)
@@ -333,8 +343,8 @@ def test_tilted_plan_prunes_high_resolution_groups_more_within_the_spread(tmp_pa
     import torchvision
     from test_latency import _builder
 
-    from torchslim.latency_calibration import tilted_plan
-    from torchslim.plan import search_uniform
+    from torchslim.latency.calibration import tilted_plan
+    from torchslim.pruning.search import search_uniform
 
     model = torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=10).eval()
     example = torch.randn(1, 3, 64, 64)
@@ -359,11 +369,11 @@ def test_tilted_plan_prunes_high_resolution_groups_more_within_the_spread(tmp_pa
 def test_latency_aware_strategy_refuses_to_plan_under_torchrun():
     from types import SimpleNamespace
 
+    from torchslim.compress.strategies.uniform import UniformPruneStrategy
     from torchslim.errors import ConfigError
-    from torchslim.strategies.uniform import UniformPruneStrategy
 
     config = SimpleNamespace(pruned_params=None, latency_target=None, target_ratio=0.5, start_epoch=0)
     pruner = SimpleNamespace(align="latency", round_to=8, global_ranking=False, criterions={"*": "l1_norm"})
-    strategy = UniformPruneStrategy("uniform_strategy", config, pruner)
+    strategy = UniformPruneStrategy("uniform_strategy", config, SimpleNamespace(pruner_of=lambda _: pruner))
     with pytest.raises(ConfigError, match="strategies.uniform_strategy: latency-aware pruning .* torchrun"):
         strategy.on_compression_begin(SimpleNamespace(world_size=2))

@@ -22,7 +22,7 @@ from torchslim.models import (
     torchvision_classifiers,
 )
 from torchslim.models.mobilenet_v1 import MobileNetV1
-from torchslim.profile import profile_model
+from torchslim.pruning.counting import profile_model
 from torchslim.registry import Registry
 
 

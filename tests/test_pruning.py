@@ -25,8 +25,8 @@ from torchslim.errors import PruningError, TorchslimError
 from torchslim.export import export_onnx
 from torchslim.graph import oracle_reference
 from torchslim.models import build_model, load_model, save_model, seed_param_names
-from torchslim.profile import profile_model
-from torchslim.pruner import analyze, prune
+from torchslim.pruning.counting import profile_model
+from torchslim.pruning.prune import analyze, prune
 
 REPO = Path(__file__).resolve().parents[1]
 ROUND_TO = 8

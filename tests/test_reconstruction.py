@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from torchslim.cli.main import main
 from torchslim.graph import apply_plan, removed_mask
-from torchslim.pruner import analyze, prune
-from torchslim.reconstruction import kept_output_channels, reconstruct, refittable_layers
+from torchslim.pruning.prune import analyze, prune
+from torchslim.recovery.reconstruction import kept_output_channels, reconstruct, refittable_layers
 
 
 class TwoConvs(nn.Module):
@@ -186,7 +186,7 @@ def test_compressor_reconstructs_after_pruning_and_reports_it(tiny_fmnist, tmp_p
     ]  # JSON keys: the epochs, each evaluated after fine-tuning
 
     from torchslim.cli.compress_cmd import summary_table
-    from torchslim.compressor import CompressionSummary, ModelStats
+    from torchslim.compress.compressor import CompressionSummary, ModelStats
 
     stats = ModelStats(**on["before"])
     text = summary_table(

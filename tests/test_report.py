@@ -12,9 +12,10 @@ from tiny_models import tiny_net
 from torchslim.cli import main
 from torchslim.engine import append_jsonl, save_checkpoint
 from torchslim.models import make_manifest, save_model
-from torchslim.profile import profile_model
-from torchslim.pruner import prune
-from torchslim.report import load_run, markdown_table, run_models, run_rows
+from torchslim.pruning.counting import profile_model
+from torchslim.pruning.prune import prune
+from torchslim.reporting.results import results_table
+from torchslim.reporting.run_report import load_run, run_models, run_rows
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -120,7 +121,7 @@ def test_report_times_both_models(run_dir):
     base, final = run_models(run, trusted=TINY_MODEL)
     rows = run_rows(run, base, final, timing=True, threads=1, rounds=2)
     assert all(r.torch_ms > 0 and r.ort_ms > 0 for r in rows)
-    assert markdown_table(rows).count("\n") == 3
+    assert results_table(rows, markdown=True).count("\n") == 3
 
 
 def test_report_refuses_user_code_not_named(capsys, run_dir):

@@ -12,12 +12,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from torchslim.compressor import Compressor
+from torchslim.compress.compressor import Compressor
+from torchslim.compress.controllers import SAController
+from torchslim.compress.strategies import (
+    AutoPruneStrategy,
+    CompressionContext,
+    SensitivePruneStrategy,
+    build_strategy,
+)
 from torchslim.config import apply_overrides, load_config, parse_config
-from torchslim.controllers import SAController
 from torchslim.errors import ConfigError, PruningError
-from torchslim.profile import profile_model
-from torchslim.strategies import AutoPruneStrategy, CompressionContext, SensitivePruneStrategy, build_strategy
+from torchslim.pruning.counting import profile_model
 
 SEED_CONFIGS = Path(__file__).parent / "data" / "seed_configs"
 TINY_MODEL = f"{Path(__file__).parent / 'tiny_models.py'}:tiny_net"

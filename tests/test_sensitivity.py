@@ -14,26 +14,20 @@ from tiny_models import TinyNet
 from torch import nn
 
 from torchslim.cli.main import main
+from torchslim.engine.cached import cache_batches, evaluate_batches
 from torchslim.errors import PruningError
 from torchslim.graph import apply_plan, removed_mask
-from torchslim.pruner import analyze
-from torchslim.sensitivity import (
+from torchslim.pruning.prune import analyze
+from torchslim.sensitivity.planning import _Curves as Curves
+from torchslim.sensitivity.planning import plan_from_sensitivities
+from torchslim.sensitivity.scan import _GroupMasker, group_scores, scan_sensitivity, shard_groups
+from torchslim.sensitivity.table import (
     FORMAT,
     SensitivityTable,
-    _GroupMasker,
-    cache_batches,
-    evaluate_batches,
-    group_scores,
     merge_tables,
     model_fingerprint,
     open_table,
-    plan_from_sensitivities,
     ratios_from_delta,
-    scan_sensitivity,
-    shard_groups,
-)
-from torchslim.sensitivity import (
-    _Curves as Curves,
 )
 
 TINY_MODEL = f"{Path(__file__).parent / 'tiny_models.py'}:tiny_net"
@@ -408,7 +402,7 @@ def test_sensitivity_command_scans_resumes_merges_and_plots(tiny_fmnist, tmp_pat
 
 def test_recalibrated_scan_measures_the_pruned_and_re_estimated_model(setup, tmp_path):
     """With ``after_mask`` (BN re-estimation) each try equals: prune physically, re-estimate, evaluate."""
-    from torchslim.bn_recalibration import recalibrate_batch_norm
+    from torchslim.recovery.batch_norm import recalibrate_batch_norm
 
     model, group_set, scores, batches = setup
     calibration = [

@@ -9,10 +9,13 @@ from pathlib import Path
 import torch
 
 from torchslim.errors import ConfigError
-from torchslim.latency import DEFAULT_THREADS, RUNTIMES, compare_latency, export_for_timing, in_fresh_process
+from torchslim.latency.compare import compare_latency, export_for_timing, in_fresh_process
+from torchslim.latency.machine import DEFAULT_THREADS, RUNTIMES
+from torchslim.latency.planner import LatencyOptions, LatencyPlanner
 from torchslim.models import build_from_manifest, seed_param_names
-from torchslim.profile import profile_model
-from torchslim.pruner import DEFAULT_ROUND_TO, prune
+from torchslim.pruning.counting import profile_model
+from torchslim.pruning.planner import DEFAULT_ROUND_TO
+from torchslim.pruning.prune import prune
 
 from .common import add_model_arguments, load_model_from_args
 from .output import emit_json, log, table
@@ -105,19 +108,21 @@ def _prune(loaded, args: argparse.Namespace):
     aliases = seed_param_names(loaded.name, loaded.model) if ":" not in loaded.name else {}
     example = loaded.example_input()
     if args.align == "latency":
-        from torchslim.latency import prune_for_latency
-
-        return prune_for_latency(
-            loaded.model,
-            example,
-            target_flops=args.target_flops,
+        options = LatencyOptions(
             runtime=args.runtime,
             threads=args.threads,
             batch_size=args.batch_size,
-            criterion=args.criterion,
-            aliases=aliases,
             cache_dir=args.latency_cache,
             calibrate=args.calibrate and args.runtime == "onnxruntime",
+        )
+        planner = LatencyPlanner(options)
+        return prune(
+            loaded.model,
+            example,
+            target_flops=args.target_flops,
+            criterion=args.criterion,
+            aliases=aliases,
+            planner=planner,
         ).model
     return prune(
         loaded.model,

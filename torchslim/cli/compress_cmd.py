@@ -6,10 +6,11 @@ import argparse
 import sys
 from typing import Any
 
-from torchslim.compressor import CompressionSummary, Compressor, plan_strategies
+from torchslim.compress.compressor import CompressionSummary, Compressor
+from torchslim.compress.dry_run import plan_strategies
 from torchslim.config import apply_overrides, load_config
 from torchslim.errors import ConfigError
-from torchslim.profile import human
+from torchslim.pruning.counting import human
 
 from .output import emit_json, log, table
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from torchslim.demo import DemoSettings, print_demo_table, run_demo
+from torchslim.cli.demo import DemoSettings, print_demo_table, run_demo
 
 from .output import emit_json
 

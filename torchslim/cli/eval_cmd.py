@@ -7,10 +7,10 @@ import argparse
 import numpy as np
 import torch
 
-from torchslim.compressor import num_outputs
 from torchslim.data import DEFAULT_DATA_SPEC, build_loaders
 from torchslim.data.loaders import check_label_range
 from torchslim.engine import EvalResult, accuracy_counts, evaluate
+from torchslim.engine.device import num_outputs
 from torchslim.export import OrtModel
 from torchslim.models import load_model
 

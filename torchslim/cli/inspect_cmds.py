@@ -8,7 +8,7 @@ import re
 from torchslim.errors import ConfigError
 from torchslim.models import list_models, seed_param_names
 from torchslim.models.zoo import MODELS, resolve_spec
-from torchslim.profile import human, profile_model
+from torchslim.pruning.counting import human, profile_model
 
 from .common import add_model_arguments, load_model_from_args
 from .output import emit_json, log, table

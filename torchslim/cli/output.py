@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
 from typing import Any
+
+from torchslim.reporting.tables import text_table as table
+
+__all__ = ["emit_json", "log", "table"]
 
 
 def log(message: str) -> None:
@@ -22,18 +25,3 @@ def _default(value: Any) -> Any:
     if isinstance(value, (set, tuple)):
         return list(value)
     return str(value)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
-    """A plain-text table; ``align`` has one 'l' or 'r' per column (numbers right by default)."""
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    align = align or "l" + "r" * (len(headers) - 1)
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, widths, align, strict=True)
-        )
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])

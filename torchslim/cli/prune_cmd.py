@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import time
 
-from torchslim.bn_recalibration import DEFAULT_BN_BATCHES, recalibrate_batch_norm
 from torchslim.criteria import data_criterion, list_criteria, prepare_data_criterion
 from torchslim.data import DataBundle, build_loaders
 from torchslim.engine import evaluate
 from torchslim.errors import ConfigError
-from torchslim.latency import DEFAULT_THREADS, RUNTIMES, prune_for_latency
+from torchslim.latency.machine import DEFAULT_THREADS, RUNTIMES
+from torchslim.latency.planner import LatencyOptions, LatencyPlanner
 from torchslim.models import save_model, seed_param_names
-from torchslim.profile import human
-from torchslim.pruner import DEFAULT_ROUND_TO, prune
-from torchslim.reconstruction import DEFAULT_RECONSTRUCTION_BATCHES, reconstruct
+from torchslim.pruning.counting import human
+from torchslim.pruning.planner import DEFAULT_ROUND_TO
+from torchslim.pruning.prune import prune
+from torchslim.recovery.batch_norm import DEFAULT_BN_BATCHES, recalibrate_batch_norm
+from torchslim.recovery.reconstruction import DEFAULT_RECONSTRUCTION_BATCHES, reconstruct
 
 from .common import add_model_arguments, load_model_from_args
 from .output import emit_json, log, table
@@ -166,19 +168,17 @@ def run_prune(args: argparse.Namespace) -> int:
     if args.align == "latency":
         calibrate = args.calibrate and args.runtime == "onnxruntime"
         score = _plan_score(args, data) if data is not None and calibrate and args.speed_slack > 0 else None
-        result = prune_for_latency(
-            loaded.model,
-            loaded.example_input(),
+        options = LatencyOptions(
             runtime=args.runtime,
             threads=args.threads,
             batch_size=args.latency_batch_size,
             cache_dir=args.latency_cache,
             calibrate=calibrate,
-            score=score,
             speed_slack=args.speed_slack,
-            **common,
         )
-        plan = result.latency
+        planner = LatencyPlanner(options, score=score)
+        result = prune(loaded.model, loaded.example_input(), planner=planner, **common)
+        plan = result.plan_info
         log(
             f"latency-aware plan for {plan.runtime}, batch {plan.batch_size}, {plan.threads} threads: blocks "
             f"{plan.blocks}, estimated speedup {plan.estimated_speedup:.2f}x"
@@ -240,7 +240,7 @@ def run_prune(args: argparse.Namespace) -> int:
         **accuracy,
     }
     if args.align == "latency":
-        payload["latency"] = result.latency.as_dict()
+        payload["latency"] = result.plan_info.as_dict()
     if args.json:
         payload["skipped"] = report.skipped
         payload["channels"] = report.channels
@@ -282,8 +282,8 @@ def run_prune(args: argparse.Namespace) -> int:
 
 def _plan_score(args: argparse.Namespace, data: DataBundle):
     """Top-1 of a candidate plan on the first 1000 validation images, after BN re-estimation as ``--bn-batches`` says."""
-    from torchslim.latency_calibration import SCORE_SAMPLES
-    from torchslim.sensitivity import cache_batches, top1_score
+    from torchslim.engine.cached import cache_batches, top1_score
+    from torchslim.latency.calibration import SCORE_SAMPLES
 
     def recalibrate(candidate) -> None:
         recalibrate_batch_norm(candidate, data.train_loader, num_batches=args.bn_batches)

@@ -36,7 +36,7 @@ def add_parsers(subparsers) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from torchslim.report import write_run_report
+    from torchslim.reporting.run_report import write_run_report
 
     if args.threads < 1 or args.rounds < 1:
         raise ConfigError("--threads and --rounds must be >= 1")

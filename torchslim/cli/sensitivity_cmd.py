@@ -7,23 +7,20 @@ import time
 
 import torch
 
-from torchslim.compressor import resolve_device
 from torchslim.criteria import data_criterion, list_criteria
 from torchslim.data import DEFAULT_DATA_SPEC, build_loaders
+from torchslim.engine.cached import METRICS, cache_batches
+from torchslim.engine.device import resolve_device
 from torchslim.errors import ConfigError
 from torchslim.models import seed_param_names
-from torchslim.pruner import analyze
-from torchslim.sensitivity import (
+from torchslim.pruning.prune import analyze
+from torchslim.sensitivity.scan import group_scores, scan_sensitivity, shard_groups
+from torchslim.sensitivity.table import (
     DEFAULT_RATIOS,
-    METRICS,
     SensitivityTable,
-    cache_batches,
-    group_scores,
     merge_tables,
     model_fingerprint,
     open_table,
-    scan_sensitivity,
-    shard_groups,
     table_rows,
 )
 
@@ -162,7 +159,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     result = open_table(args.output, fresh)
     after_mask = None
     if args.bn_batches > 0:
-        from torchslim.bn_recalibration import recalibrate_batch_norm
+        from torchslim.recovery.batch_norm import recalibrate_batch_norm
 
         def after_mask(model):
             recalibrate_batch_norm(model, data.train_loader, num_batches=args.bn_batches, device=device)
@@ -191,7 +188,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, result: SensitivityTable, started: float) -> int:
     if args.plot:
-        from torchslim.plots import plot_sensitivities
+        from torchslim.reporting.plots import plot_sensitivities
 
         plot_sensitivities(result, args.plot)
         log(f"sensitivity curves written to {args.plot}")

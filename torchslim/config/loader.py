@@ -12,7 +12,17 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from torchslim.config._common import (
+from torchslim.config.schema import (
+    CONTROLLER_CLASSES,
+    PRUNER_CLASSES,
+    SECTIONS,
+    STRATEGY_CLASSES,
+    UNSUPPORTED_CLASSES,
+    CompressorConfig,
+    SlimConfig,
+    TrainConfig,
+)
+from torchslim.config.validation import (
     OVERRIDE_SOURCE,
     Context,
     KeyPath,
@@ -25,16 +35,6 @@ from torchslim.config._common import (
     require_mapping,
     short_repr,
     unknown_key_error,
-)
-from torchslim.config.schema import (
-    CONTROLLER_CLASSES,
-    PRUNER_CLASSES,
-    SECTIONS,
-    STRATEGY_CLASSES,
-    UNSUPPORTED_CLASSES,
-    CompressorConfig,
-    SlimConfig,
-    TrainConfig,
 )
 
 SUPPORTED_VERSIONS = ("1.0",)

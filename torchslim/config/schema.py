@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from torchslim.config._common import (
+from torchslim.config.validation import (
     Context,
     KeyPath,
     as_bool,
@@ -158,14 +158,14 @@ class StructurePrunerConfig:
         as_int,
         16,
         check=_POSITIVE_INT,
-        doc="kept channel counts are multiples of this (torchslim.pruner.DEFAULT_ROUND_TO)",
+        doc="kept channel counts are multiples of this (torchslim.pruning.DEFAULT_ROUND_TO)",
     )
     global_ranking: bool = spec(as_bool, False, doc="rank filters across layers instead of per layer")
     align: str = spec(
         choice(("round_to", "latency"), "align"),
         "round_to",
         doc="round_to: every count a multiple of round_to; latency: per-layer alignment and channel "
-        "allocation from a latency table measured on `runtime` (torchslim.latency.prune_for_latency)",
+        "allocation from a latency table measured on `runtime` (torchslim.latency.planner)",
     )
     runtime: str = spec(
         choice(("onnxruntime", "eager"), "runtime"),
@@ -325,7 +325,7 @@ class AutoPruneConfig(PruneStrategyConfig):
 class DistillationConfig(StrategyConfig):
     """``class: DistillationStrategy`` - names its distiller (one); epochs [start_epoch, end_epoch).
 
-    The ``distillers`` entries stay raw here; :mod:`torchslim.strategies.distill` validates them."""
+    The ``distillers`` entries stay raw here; :mod:`torchslim.config.distillers` validates them."""
 
     class_name: ClassVar[str] = "DistillationStrategy"
     references: ClassVar[tuple[tuple[str, str], ...]] = (
@@ -430,14 +430,14 @@ class TrainConfig:
         20,
         check=_NON_NEGATIVE,
         doc="training batches to re-estimate batch-norm statistics on after pruning; 0: off "
-        "(the default is torchslim.bn_recalibration.DEFAULT_BN_BATCHES, chosen by measurement)",
+        "(the default is torchslim.recovery.batch_norm.DEFAULT_BN_BATCHES, chosen by measurement)",
     )
     reconstruction_batches: int = spec(
         as_int,
         10,
         check=_NON_NEGATIVE,
         doc="training batches to refit, after each pruning step, the layers that lost input channels so they "
-        "reproduce the unpruned outputs (torchslim.reconstruction); 0: off",
+        "reproduce the unpruned outputs (torchslim.recovery.reconstruction); 0: off",
     )
 
 

@@ -1,12 +1,12 @@
 """Export pruned models to ONNX, run them with ONNX Runtime, and time inference."""
 
 from torchslim.export.onnx_export import EXPORTERS, ExportReport, export_onnx, verify_onnx
-from torchslim.export.ort import OrtModel, available_providers
+from torchslim.export.ort import OrtModel
+from torchslim.export.sessions import TimingSession, available_providers, create_session, session_options
 from torchslim.export.timing import (
     TimingResult,
     interleaved_order,
     ort_callable,
-    paired_speedup,
     speedup,
     time_callable,
     time_interleaved,
@@ -19,11 +19,13 @@ __all__ = [
     "ExportReport",
     "OrtModel",
     "TimingResult",
+    "TimingSession",
     "available_providers",
+    "create_session",
     "export_onnx",
     "interleaved_order",
     "ort_callable",
-    "paired_speedup",
+    "session_options",
     "speedup",
     "time_callable",
     "time_interleaved",

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from torchslim.errors import ModelError
+from torchslim.export.sessions import create_session
 
 __all__ = ["EXPORTERS", "ExportReport", "export_onnx", "verify_onnx"]
 
@@ -120,19 +121,6 @@ def _flat_outputs(out: object, where: str) -> list[np.ndarray]:
     raise ModelError(
         f"{where}: the model must return a tensor or a tuple of tensors, got {type(out).__name__}"
     )
-
-
-def _session(source: bytes | str | os.PathLike, where: str):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    options.inter_op_num_threads = 1
-    try:
-        model_bytes_or_path = source if isinstance(source, bytes) else os.fspath(source)
-        return ort.InferenceSession(model_bytes_or_path, options, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own pybind exception types
-        raise ModelError(f"{where}: ONNX Runtime cannot load the model: {e}") from e
 
 
 def _verification_inputs(example: torch.Tensor, dynamic_batch: bool) -> list[torch.Tensor]:
@@ -326,7 +314,7 @@ def verify_onnx(
     if not path.is_file():
         raise ModelError(f"ONNX model file not found: {path}")
     example = _cpu_float_input(example_input)
-    session = _session(path, str(path))
+    session = create_session(path, where=str(path))
     with _cpu_float_eval(model) as cpu_model:
         return _compare(
             session, cpu_model, _verification_inputs(example, dynamic_batch), rtol, atol, str(path)
@@ -380,7 +368,7 @@ def export_onnx(
             raise ModelError(f"{where}: exported ONNX model is invalid: {e}") from e
         max_diff = None
         if verify:
-            session = _session(data, where)
+            session = create_session(data, where=where)
             max_diff = _compare(
                 session, cpu_model, _verification_inputs(example, dynamic_batch), rtol, atol, where
             )

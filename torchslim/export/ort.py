@@ -8,16 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from torchslim.errors import ConfigError, ModelError
+from torchslim.errors import ModelError
+from torchslim.export.sessions import CPU, create_session, session_options
 
-__all__ = ["OrtModel", "available_providers"]
-
-
-def available_providers() -> list[str]:
-    """Execution providers this onnxruntime build offers, best first."""
-    import onnxruntime as ort
-
-    return list(ort.get_available_providers())
+__all__ = ["OrtModel"]
 
 
 class OrtModel:
@@ -37,33 +31,11 @@ class OrtModel:
         threads: int | None = None,
         providers: Sequence[str] | None = None,
     ) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
-        if threads is not None and threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {threads}")
-        if providers is None:
-            providers = ["CPUExecutionProvider"]
-        providers = list(providers)
-        available = available_providers()
-        missing = [p for p in providers if p not in available]
-        if missing:
-            raise ConfigError(
-                f"ONNX Runtime provider(s) {', '.join(missing)} not available; available: {', '.join(available)}"
-            )
+        options = session_options(threads)
         if not self.path.is_file():
             raise ModelError(f"ONNX model file not found: {self.path}")
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads if threads is not None else 0
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3  # errors only
-        try:
-            self.session = ort.InferenceSession(os.fspath(self.path), options, providers=providers)
-        except Exception as e:  # onnxruntime raises its own pybind exception types
-            raise ModelError(f"cannot load ONNX model {self.path}: {e}") from e
+        self.session = create_session(self.path, options, providers=providers or CPU)
 
         inputs = self.session.get_inputs()
         if len(inputs) != 1:

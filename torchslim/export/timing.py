@@ -3,7 +3,6 @@
 Comparisons between variants (dense vs pruned, PyTorch vs ONNX Runtime) should use
 :func:`time_interleaved`: every round calls each variant once, rotating the order, so
 slow drifts of the machine (frequency scaling, other processes) hit all variants alike.
-:func:`paired_speedup` then uses the per-round ratios, which cancel such drifts.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import contextlib
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +22,7 @@ __all__ = [
     "TimingResult",
     "interleaved_order",
     "ort_callable",
-    "paired_speedup",
+    "robust_ms",
     "speedup",
     "time_callable",
     "time_interleaved",
@@ -124,23 +123,18 @@ def time_interleaved(
     return {name: TimingResult.from_samples(samples[name]) for name in names}
 
 
+def robust_ms(samples: Iterable[float], quantile: float = 0.2) -> float:
+    """A low quantile of timing samples: on a shared machine other processes only ever add time,
+    so the fast end of the distribution is the code's own cost and is stable run to run."""
+    ordered = sorted(samples)
+    return float(ordered[min(int(quantile * len(ordered)), len(ordered) - 1)])
+
+
 def speedup(base: TimingResult, other: TimingResult) -> float:
     """How many times faster ``other`` is than ``base``: base.median / other.median."""
     if other.median_ms <= 0.0:
         return math.inf
     return base.median_ms / other.median_ms
-
-
-def paired_speedup(base: TimingResult, other: TimingResult) -> float:
-    """Median of the per-round ratios base/other (both from the same :func:`time_interleaved`).
-
-    Less sensitive to machine drift than :func:`speedup`, since each ratio compares two
-    calls made back to back.
-    """
-    if len(base.samples_ms) != len(other.samples_ms) or not base.samples_ms:
-        raise ValueError("paired_speedup needs two results with the same number of rounds")
-    ratios = [b / o if o > 0.0 else math.inf for b, o in zip(base.samples_ms, other.samples_ms, strict=True)]
-    return statistics.median(ratios)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,32 @@
+"""Checking a config's ``pruned_params`` regexes against the model, before anything is trained or written."""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from torchslim.config import SlimConfig
+from torchslim.config.validation import Context, make_error
+
+
+def check_pruned_params(config: SlimConfig, model: nn.Module, aliases: dict[str, str]) -> None:
+    """A ConfigError at ``strategies.<name>.pruned_params`` when an active strategy's regex
+    matches no parameter name (nor seed alias) of ``model``: found before training, not at start_epoch."""
+    names = [n for n, _ in model.named_parameters()]
+    for strategy in config.active_strategies():
+        pattern = getattr(strategy, "pruned_params", None)
+        if pattern is None:
+            continue
+        regex = re.compile(pattern)
+        if any(regex.match(n) or (n in aliases and regex.match(aliases[n])) for n in names):
+            continue
+        sample = ", ".join(f"{n} ({aliases[n]})" if n in aliases else n for n in names[:6])
+        problem = f"{pattern!r} matches no parameter of the model; names look like: {sample}, ..."
+        path = ("strategies", strategy.name, "pruned_params")
+        origins = getattr(config, "_origins", None)
+        raise (
+            Context(origins).error(path, problem)
+            if origins is not None
+            else make_error(config.source, path, problem)
+        )
