@@ -4,6 +4,8 @@ reader can hold in their head. The import contracts themselves live in pyproject
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +75,52 @@ def test_the_size_check_sees_a_long_function(tmp_path):
     source = tmp_path / "long.py"
     source.write_text(f"def short():\n    pass\n\n\ndef long():\n{body}\n")
     assert _long_functions(source, tmp_path) == [f"long.py:5 long ({MAX_FUNCTION_LINES + 1} lines)"]
+
+
+def test_a_plain_prune_never_imports_the_latency_package():
+    """Latency-aware planning plugs into the planner; the default MACs path does not load it."""
+    script = (
+        "import sys, torch, torchslim\n"
+        "from torchslim.models import build_model\n"
+        "torchslim.prune(build_model('mobilenet_v1', num_classes=10), torch.randn(1, 3, 32, 32), target_flops=0.5)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('torchslim.')))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    )
+    loaded = ast.literal_eval(run.stdout.strip().splitlines()[-1])
+    assert "torchslim.pruning.prune" in loaded
+    assert not [m for m in loaded if m.startswith("torchslim.latency")]
+
+
+def _torchslim_imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and (node.module or "").startswith("torchslim")
+        ):
+            for alias in node.names:
+                yield node.lineno, node.module, alias.name
+
+
+SCRIPTS = sorted(p for folder in ("benchmarks", "scripts", "examples") for p in (REPO / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_scripts_import_only_what_exists(path):
+    """Benchmarks and examples import inside functions too; a moved name must not wait for a run to fail."""
+    missing = []
+    for line, module, name in _torchslim_imports(path):
+        try:
+            imported = importlib.import_module(module)
+        except ImportError as error:
+            missing.append(f"{path.name}:{line} {module} ({error})")
+            continue
+        if not hasattr(imported, name) and not _is_submodule(module, name):
+            missing.append(f"{path.name}:{line} {module}.{name}")
+    assert not missing
+
+
+def _is_submodule(module: str, name: str) -> bool:
+    return importlib.util.find_spec(f"{module}.{name}") is not None
