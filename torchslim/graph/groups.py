@@ -10,6 +10,7 @@ depthwise conv and consumer downstream.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch import nn
 
 from torchslim.errors import PruningError
 
-from .trace import ChannelGraph, LayerUse
+from .channel_graph import ChannelGraph, LayerUse
 
 
 @dataclass
@@ -74,6 +75,31 @@ class GroupSet:
         roots = self.roots[ids]
         hits = np.nonzero(self.group_of_root[roots] == group.index)[0]
         return hits, self.unit_of_root[roots[hits]]
+
+    def consumers(self, group: Group) -> Iterator[GroupInput]:
+        """Every call of a conv / linear layer that reads some of ``group``'s channels, in the order
+        they run (a layer called twice appears twice), with the input positions that hold them."""
+        for use in self.graph.consumers():
+            positions, units = self.positions(use.in_ids, group)
+            if len(positions):
+                yield GroupInput(use, positions, units)
+
+    def kept(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Which of the channel ``ids`` a removal ``mask`` (over roots) keeps."""
+        return ~mask[self.roots[ids]]
+
+
+@dataclass(frozen=True)
+class GroupInput:
+    """Where one layer call reads a group's channels: input ``positions`` and the group unit of each."""
+
+    use: LayerUse
+    positions: np.ndarray
+    units: np.ndarray
+
+    @property
+    def module(self) -> str:
+        return self.use.module
 
 
 def build_groups(graph: ChannelGraph, model: nn.Module) -> GroupSet:
