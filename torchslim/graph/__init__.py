@@ -1,12 +1,13 @@
 """Tracing a model, its channel dependency groups, the surgery that removes channels, and the oracle."""
 
-from .channel_graph import ChannelGraph, LayerUse
+from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
 from .groups import Group, GroupInput, GroupSet, build_groups, select_groups
 from .oracle import compare_outputs, oracle_reference
 from .surgery import apply_plan, plan_macs, removed_mask
 from .trace import trace_channels
 
 __all__ = [
+    "DENSE_ROLES",
     "ChannelGraph",
     "Group",
     "GroupInput",

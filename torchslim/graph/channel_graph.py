@@ -9,7 +9,7 @@ import numpy as np
 
 from .labels import ChannelIds
 
-CONSUMER_ROLES = ("conv", "linear")  # layers whose input channels pruning removes (weight axis 1)
+DENSE_ROLES = ("conv", "linear")  # layers with both input (weight axis 1) and output (axis 0) channels
 
 
 @dataclass
@@ -39,4 +39,4 @@ class ChannelGraph:
 
     def consumers(self) -> Iterator[LayerUse]:
         """Every call of a conv / linear layer whose input channels tracing could follow."""
-        return (use for use in self.uses_of(*CONSUMER_ROLES) if use.in_ids is not None)
+        return (use for use in self.uses_of(*DENSE_ROLES) if use.in_ids is not None)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .channel_graph import CONSUMER_ROLES, LayerUse
+from .channel_graph import DENSE_ROLES, LayerUse
 from .groups import GroupSet
 
 
@@ -29,7 +29,7 @@ def plan_macs(group_set: GroupSet, mask: np.ndarray) -> int:
 
 
 def use_macs(group_set: GroupSet, use: LayerUse, mask: np.ndarray) -> int:
-    if use.role in CONSUMER_ROLES:
+    if use.role in DENSE_ROLES:
         out_count = int(group_set.kept(use.out_ids, mask).sum())
         if use.in_ids is None:
             return use.base_macs * out_count // max(len(use.out_ids), 1)
@@ -46,13 +46,13 @@ def apply_plan(model: nn.Module, group_set: GroupSet, mask: np.ndarray) -> nn.Mo
     done: set[tuple[str, str]] = set()
     for use in group_set.graph.uses:
         module = modules[use.module]
-        if use.role in CONSUMER_ROLES and (use.module, "out") not in done:
+        if use.role in DENSE_ROLES and (use.module, "out") not in done:
             _slice_weight(module, _index(group_set.kept(use.out_ids, mask)), axis=0)
             done.add((use.module, "out"))
         if use.in_ids is None or (use.module, "in") in done:
             continue
         keep = _index(group_set.kept(use.in_ids, mask))
-        if use.role in CONSUMER_ROLES:
+        if use.role in DENSE_ROLES:
             _slice_weight(module, keep, axis=1)
         elif use.role == "depthwise":
             _slice_weight(module, keep, axis=0)
