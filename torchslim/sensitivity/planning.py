@@ -129,10 +129,15 @@ def plan_from_sensitivities(
             f"could not land within {tolerance:.1%} of the FLOPs target {target:.2%} "
             f"(closest: {plan.reduction:.2%}); try a smaller round_to or more scanned ratios"
         )
+    return _sensitive_plan(plan, builder, curves, best_level)
+
+
+def _sensitive_plan(plan: Plan, builder: PlanBuilder, curves: LossCurves, level: float) -> SensitivePlan:
+    """``plan`` with every group's removed ratio and predicted loss, by group name."""
     ratios = {g: 1.0 - k / builder.sizes[g] for g, k in plan.keep.items()}
-    names = {g: group_set.groups[g].name for g in ratios}
+    names = {g: builder.group_set.groups[g].name for g in ratios}
     predicted = {names[g]: curves.loss(g, ratio) for g, ratio in ratios.items()}
-    return SensitivePlan(plan, {names[g]: ratio for g, ratio in ratios.items()}, predicted, best_level)
+    return SensitivePlan(plan, {names[g]: ratio for g, ratio in ratios.items()}, predicted, level)
 
 
 class _LevelPlans:
