@@ -146,19 +146,20 @@ def build_groups(graph: ChannelGraph, model: nn.Module) -> GroupSet:
 
 
 def _collect_members(group_set: GroupSet) -> None:
+    """Name in each group the layers that read its channels, by role (consumer, depthwise, norm)."""
     for use in group_set.graph.uses:
-        for ids, role in ((use.in_ids, _input_role(use)),):
-            if ids is None or role is None:
-                continue
-            for group_index in np.unique(group_set.group_of_root[group_set.roots[ids]]):
-                if group_index >= 0:
-                    names = group_set.groups[group_index].members.setdefault(role, [])
-                    if use.module not in names:
-                        names.append(use.module)
+        role = _MEMBER_ROLES.get(use.role)
+        if use.in_ids is None or role is None:
+            continue
+        for group_index in np.unique(group_set.group_of_root[group_set.roots[use.in_ids]]):
+            if group_index >= 0:
+                names = group_set.groups[group_index].members.setdefault(role, [])
+                if use.module not in names:
+                    names.append(use.module)
 
 
-def _input_role(use: LayerUse) -> str | None:
-    return {"conv": "consumer", "linear": "consumer", "depthwise": "depthwise", "norm": "norm"}.get(use.role)
+# A layer use's role -> the member role of the layer in the groups whose channels it reads.
+_MEMBER_ROLES = {"conv": "consumer", "linear": "consumer", "depthwise": "depthwise", "norm": "norm"}
 
 
 def select_groups(

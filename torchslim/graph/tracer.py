@@ -18,7 +18,7 @@ import torch.fx as fx
 from torch import nn
 
 from . import ops
-from .channel_graph import ChannelGraph, LayerUse
+from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
 from .labels import ChannelIds, channel_labels, compress, vector_along
 
 Value = Any  # a label array, a list/tuple of values, or None for non-tensors
@@ -219,7 +219,7 @@ class ChannelTracer:
         earlier = self.first_inputs.setdefault(use.module, use.in_ids)
         if earlier is not use.in_ids and earlier is not None and use.in_ids is not None:
             self.ids.union_arrays(earlier, use.in_ids)  # a shared layer reads the same channels each call
-        if use.role in ("conv", "linear"):
+        if use.role in DENSE_ROLES:
             use.base_macs = (
                 use.macs_factor * len(use.in_ids if use.in_ids is not None else ()) * len(use.out_ids)
             )
