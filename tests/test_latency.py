@@ -73,10 +73,9 @@ def wide():
     return Wide().eval()
 
 
-def test_conv_config_key_channels_and_macs():
+def test_conv_config_key_and_channels():
     config = ConvConfig(32, 64, 3, 2, 1, 16, 16)
     assert config.key() == "c32x64k3s2g1h16w16b1"
-    assert config.macs() == 8 * 8 * 64 * 32 * 9
     dw = ConvConfig(32, 32, 3, 1, 32, 16, 16)
     assert dw.depthwise and dw.with_channels(24, 99) == ConvConfig(24, 24, 3, 1, 24, 16, 16)
 
@@ -110,7 +109,7 @@ def test_latency_table_caches_per_machine_and_runtime(tmp_path):
     table = SyntheticTable(tmp_path)
     config = ConvConfig(16, 16, 3, 1, 1, 8, 8)
     value = table.lookup(config)
-    assert table.measured == 1 and config in table
+    assert table.measured == 1 and config.key() in table.entries
     path = table.save()
     data = json.loads(path.read_text())
     assert data["entries"][config.key()] == value and data["threads"] == 2 and "machine" in data

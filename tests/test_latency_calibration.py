@@ -12,7 +12,7 @@ from test_latency import SyntheticTable, Wide, staircase_cost
 
 from torchslim.cli import main
 from torchslim.errors import PruningError
-from torchslim.latency.calibration import choose_by_score, profile_plan
+from torchslim.latency.calibration import ProfileSettings, choose_by_score, profile_plan
 from torchslim.latency.cost import CalibratedLatencyModel, LatencyModel
 from torchslim.latency.layers import ConvConfig, layer_configs
 from torchslim.latency.ort_profile import CalibrationError, ProfiledNode, match_nodes
@@ -37,7 +37,7 @@ def test_profile_plan_times_every_layer_of_the_model(wide, tmp_path):
     group_set = analyze(wide, torch.randn(1, 3, 32, 32))
     unpruned = np.zeros(len(group_set.roots), dtype=bool)
     in_model, kernel_sum = profile_plan(
-        wide, group_set, unpruned, 32, batch=2, threads=1, workdir=tmp_path, runs=3
+        wide, group_set, unpruned, ProfileSettings(32, batch=2, threads=1, runs=3), tmp_path
     )
     assert set(in_model) == set(layer_configs(wide, 32))  # every conv and the Linear (a Gemm node)
     assert all(ms > 0 for ms in in_model.values())
@@ -48,7 +48,9 @@ def test_profile_plan_of_a_pruned_plan_matches_padded_nodes(wide, tmp_path):
     group_set = analyze(wide, torch.randn(1, 3, 32, 32))
     mask = np.zeros(len(group_set.roots), dtype=bool)
     mask[group_set.groups[0].units[:12]] = True  # 48 -> 36 channels: ORT pads them to its block
-    in_model, _ = profile_plan(wide, group_set, mask, 32, batch=1, threads=1, workdir=tmp_path, runs=2)
+    in_model, _ = profile_plan(
+        wide, group_set, mask, ProfileSettings(32, batch=1, threads=1, runs=2), tmp_path
+    )
     assert set(in_model) == set(layer_configs(wide, 32))
 
 
@@ -343,7 +345,7 @@ def test_tilted_plan_prunes_high_resolution_groups_more_within_the_spread(tmp_pa
     import torchvision
     from test_latency import _builder
 
-    from torchslim.latency.calibration import tilted_plan
+    from torchslim.latency.calibration import LatencyProblem, tilted_plan
     from torchslim.pruning.search import search_uniform
 
     model = torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=10).eval()
@@ -351,7 +353,8 @@ def test_tilted_plan_prunes_high_resolution_groups_more_within_the_spread(tmp_pa
     group_set, builder = _builder(model, example, allowed_block=8)
     latency_model = LatencyModel(group_set, model, 64, SyntheticTable(tmp_path))
     uniform = search_uniform(builder, 0.5, 0.01)
-    tilted = tilted_plan(builder, latency_model, uniform, 0.5, 0.01, tilt=0.5, spread=0.25)
+    problem = LatencyProblem(builder, latency_model, model, target=0.5, tolerance=0.01, spread=0.25)
+    tilted = tilted_plan(problem, uniform, tilt=0.5)
     assert abs(tilted.reduction - 0.5) <= 0.01
     fraction = lambda plan, g: plan.keep[g] / builder.sizes[g]  # noqa: E731
     resolution = {

@@ -18,9 +18,9 @@ from torchslim.engine.cached import cache_batches, evaluate_batches
 from torchslim.errors import PruningError
 from torchslim.graph import apply_plan, removed_mask
 from torchslim.pruning.prune import analyze
-from torchslim.sensitivity.planning import _Curves as Curves
+from torchslim.sensitivity.planning import LossCurves as Curves
 from torchslim.sensitivity.planning import plan_from_sensitivities
-from torchslim.sensitivity.scan import _GroupMasker, group_scores, scan_sensitivity, shard_groups
+from torchslim.sensitivity.scan import GroupMasker, group_scores, scan_sensitivity, shard_groups
 from torchslim.sensitivity.table import (
     FORMAT,
     SensitivityTable,
@@ -111,7 +111,7 @@ def test_masking_a_group_computes_the_physically_pruned_function():
     for group in group_set.prunable():
         units = np.arange(0, group.size, 3)
         pruned = apply_plan(copy.deepcopy(model), group_set, removed_mask(group_set, {group.index: units}))
-        masker = _GroupMasker(model, group_set, group)
+        masker = GroupMasker(model, group_set, group)
         original = model(x)
         masker.remove(units)
         masked = model(x)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchslim.graph import Group, GroupSet
+from torchslim.graph import Group, GroupInput, GroupSet
 from torchslim.registry import Registry
 
 from .data_driven import DATA_CRITERIA, DataCriterion
@@ -72,29 +72,41 @@ def score_group(group_set: GroupSet, group: Group, model: nn.Module, criterion: 
     score_fn = CRITERIA.get(criterion)
     if isinstance(score_fn, DataCriterion):
         return score_fn.score_group(group_set, group, model)
-    uses = {u.module: u for u in group_set.graph.uses}
-    if criterion == "bn_scale" and group.members.get("norm"):
-        members = [(name, uses[name].in_ids, False) for name in group.members["norm"]]
-    else:
-        score_fn = l1_norm if criterion == "bn_scale" else score_fn
-        members = [(name, uses[name].out_ids, False) for name in group.sources]
-    if criterion == "l1_group":  # also what the channel feeds and what normalises it
-        members += [
-            (name, uses[name].in_ids, False)
-            for role in ("depthwise", "norm")
-            for name in group.members.get(role, [])
-        ]
-        members += [(name, uses[name].in_ids, True) for name in group.members.get("consumer", [])]
+    if criterion == "bn_scale" and not group.members.get("norm"):
+        score_fn = l1_norm
     modules = dict(model.named_modules())
     scores = np.zeros(group.size)
-    for name, ids, along_inputs in members:
+    for name, positions, units, along_inputs in _scored_members(group_set, group, criterion):
         weight = getattr(modules[name], "weight", None)
         if weight is None:
             continue
         if along_inputs:  # a consumer's input channels: its weight's axis 1
             weight = weight.transpose(0, 1)
-        positions, units = group_set.positions(ids, group)
         member_scores = score_fn(weight)[positions]
         mean = member_scores.mean() if len(member_scores) else 0.0
         np.add.at(scores, units, member_scores / mean if mean > 0 else member_scores)
     return scores
+
+
+Member = tuple[str, np.ndarray, np.ndarray, bool]  # layer, positions, units, whether along its inputs
+
+
+def _scored_members(group_set: GroupSet, group: Group, criterion: str) -> list[Member]:
+    """The layers whose weights ``criterion`` reads for ``group``, with the positions of its channels."""
+    uses = {u.module: u for u in group_set.graph.uses}
+
+    def member(name: str, ids: np.ndarray) -> Member:
+        return (name, *group_set.positions(ids, group), False)
+
+    if criterion == "bn_scale" and group.members.get("norm"):
+        members = [member(name, uses[name].in_ids) for name in group.members["norm"]]
+    else:
+        members = [member(name, uses[name].out_ids) for name in group.sources]
+    if criterion == "l1_group":  # also what the channel feeds and what normalises it
+        roles = ("depthwise", "norm")
+        members += [member(name, uses[name].in_ids) for role in roles for name in group.members.get(role, [])]
+        consumers: dict[str, GroupInput] = {}
+        for consumer in group_set.consumers(group):
+            consumers.setdefault(consumer.module, consumer)  # a layer called twice reads the same channels
+        members += [(c.module, c.positions, c.units, True) for c in consumers.values()]
+    return members

@@ -27,7 +27,7 @@ was pruned) or a model never prepared raises :class:`PruningError`.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice
 
@@ -38,19 +38,10 @@ from torch import nn
 
 from torchslim.errors import PruningError
 from torchslim.graph import Group, GroupSet
+from torchslim.nn import eval_mode, model_device
 
 DEFAULT_BATCHES = 8
-"""Batches a strategy feeds a data criterion by default (8 x 64 images gives stable rankings on
-Fashion-MNIST; the ranking of the lowest channels barely moves between 4 and 16 batches)."""
-
-Accumulator = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-
-def _channel_last(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
-    """(samples, positions, channels) view: conv inputs are (N, C, ...), linear inputs (N, ..., F)."""
-    if isinstance(module, nn.Linear):
-        return tensor.reshape(tensor.shape[0], -1, tensor.shape[-1])
-    return tensor.reshape(tensor.shape[0], tensor.shape[1], -1).transpose(1, 2)
+"""Batches a strategy feeds a data criterion by default."""
 
 
 @dataclass(frozen=True)
@@ -64,63 +55,38 @@ class DataCriterion:
 
     def collect(self, model: nn.Module, batches: Iterable, device: torch.device) -> dict[str, np.ndarray]:
         """Per conv/linear module name: one score per input position (channel / feature)."""
-        layers = [
-            (n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)
+        scores = _InputScores(self.needs_grad)
+        handles = [
+            module.register_forward_hook(scores.hook(name, module))
+            for name, module in model.named_modules()
+            if isinstance(module, nn.modules.conv._ConvNd | nn.Linear)
         ]
-        totals: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}
-
-        def add(name: str, value: torch.Tensor, samples: int) -> None:
-            totals[name] = totals[name] + value if name in totals else value
-            counts[name] = counts.get(name, 0) + samples
-
-        def forward_hook(name: str, module: nn.Module):
-            def hook(_module, inputs, _output):
-                activation = inputs[0]
-                if not isinstance(activation, torch.Tensor):
-                    return
-                if not self.needs_grad:
-                    flat = _channel_last(module, activation.detach().float())
-                    add(name, flat.abs().mean(1).sum(0), flat.shape[0])
-                elif activation.requires_grad:
-                    saved = activation.detach()
-
-                    def on_grad(grad: torch.Tensor) -> None:
-                        product = _channel_last(module, (saved * grad.detach()).float())
-                        add(name, product.sum(1).abs().sum(0), product.shape[0])
-
-                    activation.register_hook(on_grad)
-
-            return hook
-
-        handles = [m.register_forward_hook(forward_hook(n, m)) for n, m in layers]
-        was_training = model.training
         saved_grads = {p: p.grad for p in model.parameters()}
-        model.eval()
-        seen = 0
         try:
-            for batch in batches:
-                images, targets = batch[0].to(device), batch[1].to(device)
-                if self.needs_grad:
-                    with torch.enable_grad():
-                        loss = F.cross_entropy(model(images), targets, reduction="sum")
-                        loss.backward()
-                else:
-                    with torch.no_grad():
-                        model(images)
-                seen += 1
+            with eval_mode(model):
+                seen = self._run(model, batches, device)
         finally:
             for handle in handles:
                 handle.remove()
             for parameter, grad in saved_grads.items():
                 parameter.grad = grad
-            model.train(was_training)
         if seen == 0:
             raise PruningError(f"criterion {self.name!r} got no batches to score channels on")
-        return {
-            name: (total / (counts[name] if not self.needs_grad else 1)).double().cpu().numpy()
-            for name, total in totals.items()
-        }
+        return scores.result()
+
+    def _run(self, model: nn.Module, batches: Iterable, device: torch.device) -> int:
+        """Forward (and, for a gradient criterion, backward) every batch; the number of batches."""
+        seen = 0
+        for batch in batches:
+            images, targets = batch[0].to(device), batch[1].to(device)
+            if self.needs_grad:
+                with torch.enable_grad():
+                    F.cross_entropy(model(images), targets, reduction="sum").backward()
+            else:
+                with torch.no_grad():
+                    model(images)
+            seen += 1
+        return seen
 
     def score_group(self, group_set: GroupSet, group: Group, model: nn.Module) -> np.ndarray:
         """One score per unit of ``group`` from the prepared consumer-input scores."""
@@ -132,33 +98,81 @@ class DataCriterion:
             )
         scores = np.zeros(group.size)
         found = False
-        for use in group_set.graph.uses:
-            if use.role not in ("conv", "linear") or use.in_ids is None:
-                continue
-            positions, units = group_set.positions(use.in_ids, group)
-            if not len(positions):
-                continue
-            layer = prepared.get(use.module)
+        for consumer in group_set.consumers(group):
+            layer = prepared.get(consumer.module)
             if layer is None:
                 continue
-            if len(layer) != len(use.in_ids):
+            if len(layer) != len(consumer.use.in_ids):
                 raise PruningError(
-                    f"criterion {self.name!r}: scores of {use.module} were prepared for {len(layer)} inputs, "
-                    f"the layer now has {len(use.in_ids)}; prepare the criterion again after pruning"
+                    f"criterion {self.name!r}: scores of {consumer.module} were prepared for {len(layer)} "
+                    f"inputs, the layer now has {len(consumer.use.in_ids)}; prepare the criterion again "
+                    "after pruning"
                 )
-            member = layer[positions]
+            member = layer[consumer.positions]
             mean = member.mean()
             if self.normalize_members and mean > 0:
                 member = member / mean
-            np.add.at(scores, units, member)
+            np.add.at(scores, consumer.units, member)
             found = True
         if not found:  # nothing consumes these channels inside the model: fall back on filter magnitudes
-            modules = dict(model.named_modules())
-            for name in group.sources:
-                weight = modules[name].weight.detach()
-                positions, units = group_set.positions(group_set.graph.sources[name], group)
-                np.add.at(scores, units, weight.abs().flatten(1).sum(1).double().cpu().numpy()[positions])
+            _add_filter_magnitudes(scores, group_set, group, model)
         return scores
+
+
+class _InputScores:
+    """Sums, per layer and input position, what a data criterion measures on the batches."""
+
+    def __init__(self, needs_grad: bool) -> None:
+        self.needs_grad = needs_grad
+        self.totals: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, name: str, value: torch.Tensor, samples: int) -> None:
+        self.totals[name] = self.totals[name] + value if name in self.totals else value
+        self.counts[name] = self.counts.get(name, 0) + samples
+
+    def hook(self, name: str, module: nn.Module):
+        """A forward hook on ``module``: mean |a| now, or |sum of a * dL/da| once the gradient arrives."""
+
+        def on_forward(_module, inputs, _output):
+            activation = inputs[0]
+            if not isinstance(activation, torch.Tensor):
+                return
+            if not self.needs_grad:
+                flat = _channel_last(module, activation.detach().float())
+                self.add(name, flat.abs().mean(1).sum(0), flat.shape[0])
+            elif activation.requires_grad:
+                saved = activation.detach()
+
+                def on_grad(grad: torch.Tensor) -> None:
+                    product = _channel_last(module, (saved * grad.detach()).float())
+                    self.add(name, product.sum(1).abs().sum(0), product.shape[0])
+
+                activation.register_hook(on_grad)
+
+        return on_forward
+
+    def result(self) -> dict[str, np.ndarray]:
+        """Per layer: the scores, averaged over samples (activation means) or summed (Taylor)."""
+        return {
+            name: (total / (self.counts[name] if not self.needs_grad else 1)).double().cpu().numpy()
+            for name, total in self.totals.items()
+        }
+
+
+def _channel_last(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
+    """(samples, positions, channels) view: conv inputs are (N, C, ...), linear inputs (N, ..., F)."""
+    if isinstance(module, nn.Linear):
+        return tensor.reshape(tensor.shape[0], -1, tensor.shape[-1])
+    return tensor.reshape(tensor.shape[0], tensor.shape[1], -1).transpose(1, 2)
+
+
+def _add_filter_magnitudes(scores: np.ndarray, group_set: GroupSet, group: Group, model: nn.Module) -> None:
+    modules = dict(model.named_modules())
+    for name in group.sources:
+        weight = modules[name].weight.detach()
+        positions, units = group_set.positions(group_set.graph.sources[name], group)
+        np.add.at(scores, units, weight.abs().flatten(1).sum(1).double().cpu().numpy()[positions])
 
 
 TAYLOR = DataCriterion(
@@ -196,9 +210,7 @@ def prepare_data_criterion(
         name, criterion = criterion, data_criterion(criterion)
         if criterion is None:
             raise PruningError(f"{name!r} is not a data-driven criterion")
-    if device is None:
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
+    device = model_device(model) if device is None else device
     layers = criterion.collect(model, islice(batches, max_batches), torch.device(device))
     _PREPARED.setdefault(model, {})[criterion.name] = layers
 
@@ -206,8 +218,3 @@ def prepare_data_criterion(
 def data_criterion(name: str) -> DataCriterion | None:
     """The data criterion called ``name`` (case-insensitive), or None for a weight criterion."""
     return next((c for c in DATA_CRITERIA if c.name == name.lower()), None)
-
-
-def forget_data_criterion(model: nn.Module) -> None:
-    """Drop the prepared scores of ``model`` (all criteria)."""
-    _PREPARED.pop(model, None)

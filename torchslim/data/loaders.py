@@ -9,6 +9,7 @@ one (not a fixed 1000), so subsets with fewer classes work unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from torchslim.data.transforms import imagenet_eval_transform, imagenet_train_tr
 from torchslim.errors import ConfigError, DataError
 
 IMAGENET_DEFAULT_SIZE = 224
+SPLITS = ("train", "val")
 
 
 @dataclass
@@ -102,40 +104,34 @@ def _imagenet(spec: DataSpec, image_size: int, skip_bad_images: bool) -> tuple[D
         raise DataError(
             f"imagenet directory {root} does not exist; expected {root}/train_list.txt and val_list.txt"
         )
-    lists = {split: root / f"{split}_list.txt" for split in ("train", "val")}
+    lists = {split: root / f"{split}_list.txt" for split in SPLITS}
     parsed = {split: read_image_list(path) for split, path in lists.items()}
     num_classes = 1 + max(int(labels.max()) for _, labels in parsed.values())
-    transforms = {"train": imagenet_train_transform(image_size), "val": imagenet_eval_transform(image_size)}
-    train, val = (
-        ImageListDataset(
-            root, *parsed[split], transforms[split], source=str(lists[split]), skip_bad_images=skip_bad_images
-        )
-        for split in ("train", "val")
-    )
-    return train, val, num_classes
+    sources = {split: str(path) for split, path in lists.items()}
+    return (*_image_datasets(root, parsed, sources, image_size, skip_bad_images), num_classes)
 
 
 def _folder(spec: DataSpec, image_size: int, skip_bad_images: bool) -> tuple[Dataset, Dataset, int]:
     root = spec.root
     train_paths, train_labels, classes = scan_class_folders(root, "train")
     val_paths, val_labels, _ = scan_class_folders(root, "val", classes)
-    train = ImageListDataset(
-        root,
-        train_paths,
-        train_labels,
-        imagenet_train_transform(image_size),
-        source=str(root / "train"),
-        skip_bad_images=skip_bad_images,
+    parsed = {"train": (train_paths, train_labels), "val": (val_paths, val_labels)}
+    sources = {split: str(root / split) for split in SPLITS}
+    return (*_image_datasets(root, parsed, sources, image_size, skip_bad_images), len(classes))
+
+
+def _image_datasets(
+    root: Path, parsed: dict[str, tuple], sources: dict[str, str], image_size: int, skip_bad_images: bool
+) -> tuple[ImageListDataset, ImageListDataset]:
+    """Train and val datasets of image files ((paths, labels) per split), with the ImageNet presets."""
+    transforms = {"train": imagenet_train_transform(image_size), "val": imagenet_eval_transform(image_size)}
+    train, val = (
+        ImageListDataset(
+            root, *parsed[split], transforms[split], source=sources[split], skip_bad_images=skip_bad_images
+        )
+        for split in SPLITS
     )
-    val = ImageListDataset(
-        root,
-        val_paths,
-        val_labels,
-        imagenet_eval_transform(image_size),
-        source=str(root / "val"),
-        skip_bad_images=skip_bad_images,
-    )
-    return train, val, len(classes)
+    return train, val
 
 
 def _default_size(scheme: str) -> int:
@@ -206,20 +202,8 @@ def build_loaders(
         val_limit=val_limit,
         skip_bad_images=skip_bad_images,
     )
-    train_sampler: DistributedSampler | EpochShuffleSampler | None = None
-    val_sampler: ShardedEvalSampler | None = None
-    per_rank_train = len(train_ds)
-    if distributed:
-        world, rank = _distributed_world()
-        train_sampler = DistributedSampler(
-            train_ds, num_replicas=world, rank=rank, shuffle=shuffle_train, seed=seed
-        )
-        val_sampler = ShardedEvalSampler(val_ds, num_replicas=world, rank=rank)
-        per_rank_train = len(train_sampler)
-    elif (
-        shuffle_train
-    ):  # the order of epoch e depends on (seed, e) only, so a resumed run sees the same batches
-        train_sampler = EpochShuffleSampler(train_ds, seed=seed)
+    train_sampler, val_sampler = _samplers(train_ds, val_ds, distributed, shuffle_train, seed)
+    per_rank_train = len(train_sampler) if distributed else len(train_ds)
     common = {
         "batch_size": batch_size,
         "num_workers": num_workers,
@@ -227,10 +211,7 @@ def build_loaders(
         "persistent_workers": num_workers > 0,
     }
     train_loader = DataLoader(
-        train_ds,
-        sampler=train_sampler,
-        drop_last=per_rank_train > batch_size,
-        **common,
+        train_ds, sampler=train_sampler, drop_last=per_rank_train > batch_size, **common
     )
     val_loader = DataLoader(val_ds, shuffle=False, sampler=val_sampler, **common)
     parsed = parse_data_spec(spec)
@@ -245,3 +226,20 @@ def build_loaders(
         description=description,
         train_sampler=train_sampler,
     )
+
+
+def _samplers(
+    train_ds: Dataset, val_ds: Dataset, distributed: bool, shuffle_train: bool, seed: int
+) -> tuple[DistributedSampler | EpochShuffleSampler | None, ShardedEvalSampler | None]:
+    """The train and val samplers: per-rank shards when distributed, else a seeded shuffle (or none)."""
+    if distributed:
+        world, rank = _distributed_world()
+        train_sampler = DistributedSampler(
+            train_ds, num_replicas=world, rank=rank, shuffle=shuffle_train, seed=seed
+        )
+        return train_sampler, ShardedEvalSampler(val_ds, num_replicas=world, rank=rank)
+    if (
+        shuffle_train
+    ):  # the order of epoch e depends on (seed, e) only, so a resumed run sees the same batches
+        return EpochShuffleSampler(train_ds, seed=seed), None
+    return None, None

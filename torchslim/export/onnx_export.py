@@ -2,22 +2,20 @@
 
 Exporter choice
 ---------------
-torch 2.14 offers two exporters behind ``torch.onnx.export``:
+torch offers two exporters behind ``torch.onnx.export``:
 
-* ``dynamo=False``: the TorchScript-tracing exporter. Measured on 2 CPU cores with
-  torchvision classifiers at 32x32 it takes ~0.3 s (resnet18 0.30 s, mobilenet_v2
-  0.25 s), writes one self-contained file, and its ops for conv nets (Conv, BN folded
-  into Conv, Gemm, pooling, Flatten) have been stable for years. It is deprecated
-  upstream and emits a ``DeprecationWarning``, which we silence.
+* ``dynamo=False``: the TorchScript-tracing exporter. It is fast, writes one
+  self-contained file, and its ops for conv nets (Conv, BN folded into Conv, Gemm,
+  pooling, Flatten) have been stable for years. It is deprecated upstream and emits a
+  ``DeprecationWarning``, which we silence.
 * ``dynamo=True`` (the default in torch >= 2.9): goes through ``torch.export`` and
-  onnxscript. On the same models it takes 3-9 s (resnet18 3.0-4.5 s, mobilenet_v2
-  8.9 s), prints progress lines unless ``verbose=False``, and writes weights to a
-  separate ``.data`` file unless ``external_data=False``.
+  onnxscript. It is much slower, prints progress lines unless ``verbose=False``, and
+  writes weights to a separate ``.data`` file unless ``external_data=False``.
 
-Both produce outputs matching PyTorch to ~1e-6, so ``exporter="auto"`` (the default)
-uses the TorchScript exporter for speed and maturity and falls back to the dynamo
-exporter when it fails (or when a future torch removes it). Either exporter can be
-forced with ``exporter="torchscript"`` or ``exporter="dynamo"``.
+Both produce outputs matching PyTorch, so ``exporter="auto"`` (the default) uses the
+TorchScript exporter for speed and maturity and falls back to the dynamo exporter when
+it fails (or when a future torch removes it). Either exporter can be forced with
+``exporter="torchscript"`` or ``exporter="dynamo"``.
 
 Safety
 ------
@@ -49,6 +47,7 @@ from torch import nn
 
 from torchslim.errors import ModelError
 from torchslim.export.sessions import create_session
+from torchslim.nn import eval_mode
 
 __all__ = ["EXPORTERS", "ExportReport", "export_onnx", "verify_onnx"]
 
@@ -91,18 +90,13 @@ def _cpu_float_eval(model: nn.Module) -> Iterator[nn.Module]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    modes = [(module, module.training) for module in model.modules()]
     tensors = [*model.parameters(), *model.buffers()]
     on_cpu_f32 = all(
         t.device.type == "cpu" and (t.dtype == torch.float32 or not t.is_floating_point()) for t in tensors
     )
-    try:
+    with eval_mode(model):
         target = model if on_cpu_f32 else copy.deepcopy(model).to(device="cpu", dtype=torch.float32)
-        target.eval()
-        yield target
-    finally:
-        for module, training in modes:
-            module.training = training
+        yield target.eval()
 
 
 def _cpu_float_input(example: torch.Tensor) -> torch.Tensor:
@@ -179,9 +173,28 @@ def _opset_of(proto) -> int:
     return 0
 
 
-def _export_torchscript(model, example, opset, dynamic_batch, input_name, output_name) -> bytes:
+@dataclass(frozen=True)
+class _OnnxSignature:
+    """What the exported graph looks like from outside: opset, tensor names, a symbolic batch or not."""
+
+    opset: int | None
+    dynamic_batch: bool
+    input_name: str
+    output_name: str
+
+    def export_arguments(self) -> dict:
+        """The keyword arguments both exporters of ``torch.onnx.export`` share."""
+        return {
+            "opset_version": self.opset,
+            "input_names": [self.input_name],
+            "output_names": [self.output_name],
+        }
+
+
+def _export_torchscript(model: nn.Module, example: torch.Tensor, signature: _OnnxSignature) -> bytes:
     buf = io.BytesIO()
-    dynamic_axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
+    names = (signature.input_name, signature.output_name)
+    dynamic_axes = {name: {0: "batch"} for name in names} if signature.dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
@@ -190,11 +203,9 @@ def _export_torchscript(model, example, opset, dynamic_batch, input_name, output
             (example,),
             buf,
             dynamo=False,
-            opset_version=opset,
-            input_names=[input_name],
-            output_names=[output_name],
             dynamic_axes=dynamic_axes,
             do_constant_folding=True,
+            **signature.export_arguments(),
         )
     return buf.getvalue()
 
@@ -213,8 +224,8 @@ def _quiet_loggers() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _export_dynamo(model, example, opset, dynamic_batch, input_name, output_name) -> bytes:
-    dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+def _export_dynamo(model: nn.Module, example: torch.Tensor, signature: _OnnxSignature) -> bytes:
+    dynamic_shapes = ({0: torch.export.Dim("batch")},) if signature.dynamic_batch else None
     with warnings.catch_warnings(), _quiet_loggers():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -224,11 +235,9 @@ def _export_dynamo(model, example, opset, dynamic_batch, input_name, output_name
             dynamo=True,
             verbose=False,
             report=False,
-            opset_version=opset,
-            input_names=[input_name],
-            output_names=[output_name],
             dynamic_shapes=dynamic_shapes,
             external_data=False,
+            **signature.export_arguments(),
         )
     if program is None:
         raise RuntimeError("the dynamo exporter returned no program")
@@ -249,7 +258,10 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else '(no message)'}"
 
 
-def _export_bytes(model, example, exporter, opset, dynamic_batch, input_name, output_name, where):
+def _export_bytes(
+    model: nn.Module, example: torch.Tensor, exporter: str, signature: _OnnxSignature, where: str
+) -> tuple[bytes, str]:
+    """The serialised model from the first exporter of ``exporter``'s order that succeeds, and its name."""
     order = {"auto": ("torchscript", "dynamo"), "torchscript": ("torchscript",), "dynamo": ("dynamo",)}
     if exporter not in order:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
@@ -257,13 +269,27 @@ def _export_bytes(model, example, exporter, opset, dynamic_batch, input_name, ou
     for name in order[exporter]:
         fn = _export_torchscript if name == "torchscript" else _export_dynamo
         try:
-            data = fn(model, example, opset, dynamic_batch, input_name, output_name)
+            data = fn(model, example, signature)
         except Exception as e:  # exporters raise many types; report them all as one ModelError
             failures.append((name, e, f"{name} exporter: {_describe(e)}"))
             continue
         return data, name
     summary = "; ".join(line for _, _, line in failures)
     raise ModelError(f"{where}: ONNX export failed; {summary}") from failures[-1][1]
+
+
+def _checked_proto(data: bytes, where: str):
+    """The ONNX model in ``data``, after ``onnx.checker``; a ModelError when it is too large or invalid."""
+    import onnx
+
+    if len(data) > _PROTOBUF_LIMIT:
+        raise ModelError(f"{where}: model is over 2 GiB and cannot be stored as a single ONNX file")
+    try:
+        proto = onnx.load_from_string(data)
+        onnx.checker.check_model(proto)
+    except Exception as e:
+        raise ModelError(f"{where}: exported ONNX model is invalid: {e}") from e
+    return proto
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -348,31 +374,20 @@ def export_onnx(
     ``path`` is left untouched. ``exporter`` picks ``"torchscript"``, ``"dynamo"`` or
     ``"auto"`` (TorchScript, falling back to dynamo); see the module docstring for why.
     """
-    import onnx
-
     start = time.perf_counter()
     path = Path(path)
     where = str(path)
     example = _cpu_float_input(example_input)
-
+    signature = _OnnxSignature(opset, dynamic_batch, input_name, output_name)
     with _cpu_float_eval(model) as cpu_model:
-        data, used = _export_bytes(
-            cpu_model, example, exporter, opset, dynamic_batch, input_name, output_name, where
-        )
-        if len(data) > _PROTOBUF_LIMIT:
-            raise ModelError(f"{where}: model is over 2 GiB and cannot be stored as a single ONNX file")
-        try:
-            proto = onnx.load_from_string(data)
-            onnx.checker.check_model(proto)
-        except Exception as e:
-            raise ModelError(f"{where}: exported ONNX model is invalid: {e}") from e
+        data, used = _export_bytes(cpu_model, example, exporter, signature, where)
+        proto = _checked_proto(data, where)
         max_diff = None
         if verify:
             session = create_session(data, where=where)
             max_diff = _compare(
                 session, cpu_model, _verification_inputs(example, dynamic_batch), rtol, atol, where
             )
-
     try:
         _write_atomic(path, data)
     except OSError as e:

@@ -1,16 +1,21 @@
-"""Tracing a model, its channel dependency groups, and the surgery that removes channels."""
+"""Tracing a model, its channel dependency groups, the surgery that removes channels, and the oracle."""
 
-from .groups import Group, GroupSet, build_groups, select_groups
-from .surgery import apply_plan, oracle_reference, plan_macs, removed_mask
-from .trace import ChannelGraph, LayerUse, trace_channels
+from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
+from .groups import Group, GroupInput, GroupSet, build_groups, select_groups
+from .oracle import compare_outputs, oracle_reference
+from .surgery import apply_plan, plan_macs, removed_mask
+from .trace import trace_channels
 
 __all__ = [
+    "DENSE_ROLES",
     "ChannelGraph",
     "Group",
+    "GroupInput",
     "GroupSet",
     "LayerUse",
     "apply_plan",
     "build_groups",
+    "compare_outputs",
     "oracle_reference",
     "plan_macs",
     "removed_mask",

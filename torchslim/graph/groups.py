@@ -10,6 +10,7 @@ depthwise conv and consumer downstream.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch import nn
 
 from torchslim.errors import PruningError
 
-from .trace import ChannelGraph, LayerUse
+from .channel_graph import ChannelGraph, LayerUse
 
 
 @dataclass
@@ -75,6 +76,31 @@ class GroupSet:
         hits = np.nonzero(self.group_of_root[roots] == group.index)[0]
         return hits, self.unit_of_root[roots[hits]]
 
+    def consumers(self, group: Group) -> Iterator[GroupInput]:
+        """Every call of a conv / linear layer that reads some of ``group``'s channels, in the order
+        they run (a layer called twice appears twice), with the input positions that hold them."""
+        for use in self.graph.consumers():
+            positions, units = self.positions(use.in_ids, group)
+            if len(positions):
+                yield GroupInput(use, positions, units)
+
+    def kept(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Which of the channel ``ids`` a removal ``mask`` (over roots) keeps."""
+        return ~mask[self.roots[ids]]
+
+
+@dataclass(frozen=True)
+class GroupInput:
+    """Where one layer call reads a group's channels: input ``positions`` and the group unit of each."""
+
+    use: LayerUse
+    positions: np.ndarray
+    units: np.ndarray
+
+    @property
+    def module(self) -> str:
+        return self.use.module
+
 
 def build_groups(graph: ChannelGraph, model: nn.Module) -> GroupSet:
     roots = graph.ids.roots()
@@ -120,19 +146,20 @@ def build_groups(graph: ChannelGraph, model: nn.Module) -> GroupSet:
 
 
 def _collect_members(group_set: GroupSet) -> None:
+    """Name in each group the layers that read its channels, by role (consumer, depthwise, norm)."""
     for use in group_set.graph.uses:
-        for ids, role in ((use.in_ids, _input_role(use)),):
-            if ids is None or role is None:
-                continue
-            for group_index in np.unique(group_set.group_of_root[group_set.roots[ids]]):
-                if group_index >= 0:
-                    names = group_set.groups[group_index].members.setdefault(role, [])
-                    if use.module not in names:
-                        names.append(use.module)
+        role = _MEMBER_ROLES.get(use.role)
+        if use.in_ids is None or role is None:
+            continue
+        for group_index in np.unique(group_set.group_of_root[group_set.roots[use.in_ids]]):
+            if group_index >= 0:
+                names = group_set.groups[group_index].members.setdefault(role, [])
+                if use.module not in names:
+                    names.append(use.module)
 
 
-def _input_role(use: LayerUse) -> str | None:
-    return {"conv": "consumer", "linear": "consumer", "depthwise": "depthwise", "norm": "norm"}.get(use.role)
+# A layer use's role -> the member role of the layer in the groups whose channels it reads.
+_MEMBER_ROLES = {"conv": "consumer", "linear": "consumer", "depthwise": "depthwise", "norm": "norm"}
 
 
 def select_groups(

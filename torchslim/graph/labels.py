@@ -86,7 +86,7 @@ def compress(labels: np.ndarray) -> np.ndarray:
 
 
 def vector_along(labels: np.ndarray, axis: int, size: int) -> np.ndarray | None:
-    """The ``size`` labels along label ``axis`` (batch excluded), or None when they also vary on other axes."""
+    """The ``size`` labels along label ``axis`` (batch excluded); None when they also vary on other axes."""
     labels = compress(labels)
     if any(labels.shape[a] > 1 for a in range(labels.ndim) if a != axis):
         return None

@@ -1,19 +1,34 @@
-"""The correctness oracle's comparison: does the pruned model compute what the masked one does?"""
+"""The correctness oracle: the unpruned model with the removed channels ignored, and the comparison
+that says whether the pruned model computes the same function."""
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import torch
 from torch import nn
 
+from torchslim.nn import eval_mode
+
+from .groups import GroupSet
+
 
 @torch.no_grad()
-def _outputs(model: nn.Module, example_input: torch.Tensor) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    try:
-        return model(example_input)
-    finally:
-        model.train(was_training)
+def oracle_reference(model: nn.Module, group_set: GroupSet, mask: np.ndarray) -> nn.Module:
+    """A copy of the unpruned model whose consumers ignore the removed channels.
+
+    Zeroing the input weights of every conv/linear at removed positions is the
+    unpruned model's view of "these channels are gone"; the pruned model must
+    compute the same function.
+    """
+    reference = copy.deepcopy(model)
+    modules = dict(reference.named_modules())
+    for use in group_set.graph.consumers():
+        weight = modules[use.module].weight
+        drop = torch.from_numpy(np.nonzero(~group_set.kept(use.in_ids, mask))[0])
+        weight.index_fill_(1, drop.to(weight.device), 0.0)
+    return reference
 
 
 def compare_outputs(
@@ -24,3 +39,9 @@ def compare_outputs(
     difference = float((expected - actual).abs().max())
     scale = float(expected.abs().max())
     return difference, difference <= rtol * max(scale, 1.0) + 1e-5
+
+
+@torch.no_grad()
+def _outputs(model: nn.Module, example_input: torch.Tensor) -> torch.Tensor:
+    with eval_mode(model):
+        return model(example_input)

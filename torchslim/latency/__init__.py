@@ -1,0 +1,1 @@
+"""Latency-aware pruning: layer latency tables, channel blocks, cost models, calibration, the planner."""

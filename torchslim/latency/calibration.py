@@ -23,8 +23,7 @@ import torch
 from torch import nn
 
 from torchslim.errors import PruningError
-from torchslim.graph import GroupSet
-from torchslim.graph.surgery import apply_plan
+from torchslim.graph import GroupSet, apply_plan
 from torchslim.latency.compare import export_for_timing
 from torchslim.latency.cost import CalibratedLatencyModel, LatencyModel
 from torchslim.latency.layers import layer_configs
@@ -70,42 +69,29 @@ class Candidate(NamedTuple):
 
 
 def profile_plan(
-    model: nn.Module,
-    group_set: GroupSet,
-    mask: np.ndarray,
-    input_size: int,
-    batch: int,
-    threads: int,
-    workdir: Path,
-    runs: int = 30,
+    model: nn.Module, group_set: GroupSet, mask: np.ndarray, settings: ProfileSettings, workdir: Path
 ) -> tuple[dict[str, float], float]:
     """Cut ``mask`` out of a copy of ``model``, export and profile it: per-layer in-model ms, kernel sum."""
     pruned = copy.deepcopy(model)
     if mask.any():
         apply_plan(pruned, group_set, mask)
-    path = export_for_timing(pruned, input_size, workdir / f"plan{len(list(workdir.iterdir()))}.onnx")
-    nodes, kernel_sum = profile_nodes(path, batch, input_size, threads, runs=runs)
+    size, batch = settings.input_size, settings.batch
+    path = export_for_timing(pruned, size, workdir / f"plan{len(list(workdir.iterdir()))}.onnx")
+    nodes, kernel_sum = profile_nodes(path, batch, size, settings.threads, runs=settings.runs)
     with torch.no_grad():
-        configs = layer_configs(pruned, input_size, batch)
+        configs = layer_configs(pruned, size, batch)
     return match_nodes(nodes, configs), kernel_sum
 
 
-def tilted_plan(
-    builder: PlanBuilder,
-    latency_model: LatencyModel,
-    uniform: Plan,
-    target: float,
-    tolerance: float,
-    *,
-    tilt: float,
-    spread: float,
-) -> Plan | None:
+def tilted_plan(problem: LatencyProblem, uniform: Plan, tilt: float) -> Plan | None:
     """The MACs-target plan whose groups keep fractions scaled by ``(resolution / mean) ** -tilt``.
 
     High-resolution layers cost more time per MAC (large activations, memory-bound depthwise
     kernels), so a positive tilt prunes them more and the low-resolution end less, at the same
-    MACs. Each group stays within ``spread`` of its fraction in ``uniform``. None if unreachable.
+    MACs. Each group stays within ``problem.spread`` of its fraction in ``uniform``. None if
+    unreachable.
     """
+    builder, latency_model, spread = problem.builder, problem.latency, problem.spread
     resolution = {}
     for group in latency_model.group_set.prunable():
         if group.index in builder.sizes and group.sources[0] in latency_model.configs:
@@ -118,7 +104,7 @@ def tilted_plan(
     fractions = {g: k / builder.sizes[g] for g, k in uniform.keep.items()}
     bounds = {g: (max(0.0, f - spread), min(1.0, f + spread)) for g, f in fractions.items()}
     try:
-        return search_scaled(builder, target, tolerance, scale, bounds)
+        return search_scaled(builder, problem.target, problem.tolerance, scale, bounds)
     except PruningError:
         return None
 
@@ -154,16 +140,7 @@ class _Profiler:
         group_set, settings = self.problem.latency.group_set, self.settings
         mask = plan.mask if plan is not None else np.zeros(len(group_set.roots), dtype=bool)
         estimated = self.calibrated.estimate(mask)
-        in_model, kernel_sum = profile_plan(
-            self.problem.model,
-            group_set,
-            mask,
-            settings.input_size,
-            settings.batch,
-            settings.threads,
-            self.workdir,
-            settings.runs,
-        )
+        in_model, kernel_sum = profile_plan(self.problem.model, group_set, mask, settings, self.workdir)
         reduction = float(plan.reduction) if plan is not None else 0.0
         self.log.append(
             {"plan": label, "estimated_ms": estimated, "measured_ms": kernel_sum, "macs_reduction": reduction}
@@ -241,8 +218,7 @@ def _propose_candidates(problem: LatencyProblem, profiler: _Profiler, start_plan
     table_plan = minimize_cost(builder, problem.latency, start_plan, target, tolerance, spread=spread)
     profiler.profile_new("table", table_plan)
     for tilt in profiler.settings.tilts:
-        plan = tilted_plan(builder, problem.latency, start_plan, target, tolerance, tilt=tilt, spread=spread)
-        profiler.profile_new(f"tilt {tilt:g}", plan)
+        profiler.profile_new(f"tilt {tilt:g}", tilted_plan(problem, start_plan, tilt))
     for _ in range(profiler.settings.rounds):
         plan = minimize_cost(
             builder, profiler.calibrated, profiler.fastest(), target, tolerance, spread=spread
@@ -267,16 +243,17 @@ def choose_by_score(
     """
     if speed_slack < 0:
         raise ValueError(f"speed_slack must be >= 0, got {speed_slack}")
-    fastest_ms = min(c[2] for c in candidates)
-    near = sorted((c for c in candidates if c[2] <= fastest_ms * (1.0 + speed_slack)), key=lambda c: c[2])
+    candidates = [Candidate(*c) for c in candidates]  # (label, plan, ms) tuples are welcome too
+    fastest_ms = min(c.ms for c in candidates)
+    near = sorted((c for c in candidates if c.ms <= fastest_ms * (1.0 + speed_slack)), key=lambda c: c.ms)
     record, best, best_score = [], None, -float("inf")
-    for label, plan, ms in near:
+    for candidate in near:
         pruned = copy.deepcopy(model)
-        apply_plan(pruned, group_set, plan.mask)
+        apply_plan(pruned, group_set, candidate.plan.mask)
         value = float(score(pruned))
         if not np.isfinite(value):
-            raise PruningError(f"the plan score returned {value} for the {label} plan")
-        record.append({"plan": label, "measured_ms": ms, "score": value})
+            raise PruningError(f"the plan score returned {value} for the {candidate.label} plan")
+        record.append({"plan": candidate.label, "measured_ms": candidate.ms, "score": value})
         if value > best_score:
-            best, best_score = Candidate(label, plan, ms), value
+            best, best_score = candidate, value
     return best, record

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import multiprocessing
 import os
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,41 +43,50 @@ class LatencyComparison:
         return data
 
 
-def export_for_timing(model: nn.Module, input_size: int, path: Path, *, verify: bool = False) -> Path:
-    """An ONNX file of ``model`` (dynamic batch) for timing; ``verify`` checks it against PyTorch."""
+def export_for_timing(model: nn.Module, input_size: int, path: Path) -> Path:
+    """An ONNX file of ``model`` (dynamic batch) for timing, not verified against PyTorch."""
     example = torch.randn(1, 3, input_size, input_size)
-    export_onnx(copy.deepcopy(model).cpu().float().eval(), example, path, verify=verify)
+    export_onnx(copy.deepcopy(model).cpu().float().eval(), example, path, verify=False)
     return path
 
 
-def _make_callables(
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Where models are timed: the runtime, the batch size, intra-op threads and the device."""
+
+    runtime: str = "onnxruntime"
+    batch_size: int = 1
+    threads: int = DEFAULT_THREADS
+    device: str = "cpu"
+
+
+def _timing_callables(
     models: dict[str, nn.Module],
     input_size: int,
-    *,
-    runtime: str = "onnxruntime",
-    batch_size: int = 1,
-    threads: int = DEFAULT_THREADS,
-    device: str = "cpu",
-    workdir: str | os.PathLike | None = None,
-    onnx_paths: dict[str, Path] | None = None,
-    verify: bool = False,
-) -> dict[str, object]:
-    """A no-argument callable per model running one batch on ``runtime`` (ONNX files go to ``workdir``)."""
-    check_runtime(runtime)
-    example = torch.randn(batch_size, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
-    functions = {}
-    if runtime == "eager":
-        for label, model in models.items():
-            functions[label] = torch_callable(copy.deepcopy(model).eval(), example, device=device)
-        return functions
+    settings: RuntimeSettings,
+    workdir: str | os.PathLike | None,
+    onnx_paths: dict[str, Path] | None,
+) -> dict[str, Callable[[], object]]:
+    """A no-argument callable per model running one batch on the runtime (ONNX files go to ``workdir``)."""
+    check_runtime(settings.runtime)
+    shape = (settings.batch_size, 3, input_size, input_size)
+    example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    if settings.runtime == "eager":
+        return {
+            label: torch_callable(copy.deepcopy(model).eval(), example, device=settings.device)
+            for label, model in models.items()
+        }
     onnx_paths = dict(onnx_paths or {})
     if workdir is None and set(models) - set(onnx_paths):
         raise ValueError("a workdir is needed to export models for ONNX Runtime")
+    functions = {}
     for index, (label, model) in enumerate(models.items()):
         path = onnx_paths.get(label)
         if path is None:
-            path = export_for_timing(model, input_size, Path(workdir) / f"model{index}.onnx", verify=verify)
-        functions[label] = ort_callable(TimingSession(path, threads, device), example.numpy())
+            path = export_for_timing(model, input_size, Path(workdir) / f"model{index}.onnx")
+        functions[label] = ort_callable(
+            TimingSession(path, settings.threads, settings.device), example.numpy()
+        )
     return functions
 
 
@@ -117,28 +129,17 @@ def compare_latency(
     """
     if not models:
         raise ValueError("compare_latency needs at least one model")
+    settings = RuntimeSettings(runtime, batch_size, threads, device)
     with torch_threads(threads), contextlib.ExitStack() as stack:
         if workdir is None and runtime == "onnxruntime":
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="torchslim-latency-"))
-        functions = _make_callables(
-            models,
-            input_size,
-            runtime=runtime,
-            batch_size=batch_size,
-            threads=threads,
-            device=device,
-            workdir=workdir,
-            onnx_paths=onnx_paths,
-        )
+        functions = _timing_callables(models, input_size, settings, workdir, onnx_paths)
         timings = time_interleaved(functions, warmup=warmup, rounds=rounds)
     samples = {k: np.asarray(t.samples_ms, dtype=float) for k, t in timings.items()}
     base = samples[next(iter(models))]
     used, steady = steady_rounds(base)
     return LatencyComparison(
-        runtime=runtime,
-        threads=threads,
-        batch_size=batch_size,
-        device=device,
+        **asdict(settings),
         median_ms={k: float(np.median(s[used])) for k, s in samples.items()},
         speedup={k: float(np.median(base[used] / s[used])) for k, s in samples.items()},
         rounds=rounds,
@@ -154,8 +155,5 @@ def in_fresh_process(function, *args, **kwargs):
     For timing: a process in which ORT's profiler ran, or other models were timed, runs
     measurably slower (benchmarks/RESULTS.md).
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(function, *args, **kwargs).result()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from torchslim.graph import GroupSet
+from torchslim.graph import DENSE_ROLES, GroupSet
 from torchslim.latency.layers import ConvConfig, layer_configs
 from torchslim.latency.table import LatencyTable
 from torchslim.pruning.cost import CostModel
@@ -29,15 +29,11 @@ class LatencyModel(CostModel):
         self.table = table
         self.configs = layer_configs(model, input_size, batch)
         self.uses = [
-            u
-            for u in group_set.graph.uses
-            if u.role in ("conv", "linear", "depthwise", "fixed") and u.module in self.configs
+            u for u in group_set.graph.uses_of(*DENSE_ROLES, "depthwise", "fixed") if u.module in self.configs
         ]
 
-    def _kept(self, ids: np.ndarray, mask: np.ndarray) -> int:
-        return int((~mask[self.group_set.roots[ids]]).sum())
-
-    def layer_configs(self, mask: np.ndarray) -> dict[str, ConvConfig]:
+    def configs_at(self, mask: np.ndarray) -> dict[str, ConvConfig]:
+        """Every costed layer's configuration after removing ``mask``'s channels."""
         configs = {}
         for use in self.uses:
             base = self.configs[use.module]
@@ -49,8 +45,11 @@ class LatencyModel(CostModel):
             configs[use.module] = base.with_channels(max(cin, 1), max(cout, 1))
         return configs
 
+    def _kept(self, ids: np.ndarray, mask: np.ndarray) -> int:
+        return int(self.group_set.kept(ids, mask).sum())
+
     def estimate(self, mask: np.ndarray) -> float:
-        return float(sum(self.table.lookup(c) for c in self.layer_configs(mask).values()))
+        return float(sum(self.table.lookup(c) for c in self.configs_at(mask).values()))
 
     def base(self) -> float:
         return self.estimate(np.zeros(len(self.group_set.roots), dtype=bool))
@@ -73,7 +72,7 @@ class CalibratedLatencyModel(CostModel):
         self.factors: dict[str, float] = {}
 
     def observe(self, mask: np.ndarray, in_model: dict[str, float]) -> None:
-        configs = self.base_model.layer_configs(mask)
+        configs = self.base_model.configs_at(mask)
         for name, config in configs.items():
             table_ms = self.base_model.table.lookup(config)
             if name in in_model and table_ms > 0:
@@ -81,7 +80,7 @@ class CalibratedLatencyModel(CostModel):
         self.factors = {name: float(np.median(values)) for name, values in self.ratios.items()}
 
     def estimate(self, mask: np.ndarray) -> float:
-        configs = self.base_model.layer_configs(mask)
+        configs = self.base_model.configs_at(mask)
         return float(
             sum(self.base_model.table.lookup(c) * self.factors.get(n, 1.0) for n, c in configs.items())
         )

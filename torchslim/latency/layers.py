@@ -1,8 +1,8 @@
-"""Conv and linear layers as the runtime sees them: shapes, channel counts, MACs."""
+"""Conv and linear layers as the runtime sees them: shapes and channel counts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -34,32 +34,10 @@ class ConvConfig:
         )
 
     def with_channels(self, in_channels: int, out_channels: int) -> ConvConfig:
-        groups = in_channels if self.depthwise else self.groups
+        """The same layer at other channel counts (a depthwise conv keeps one group per channel)."""
         if self.depthwise:
-            out_channels = in_channels
-        return ConvConfig(
-            in_channels,
-            out_channels,
-            self.kernel,
-            self.stride,
-            groups,
-            self.height,
-            self.width,
-            self.batch,
-            self.linear,
-        )
-
-    def macs(self) -> int:
-        out_h = (self.height + 2 * (self.kernel // 2) - self.kernel) // self.stride + 1
-        out_w = (self.width + 2 * (self.kernel // 2) - self.kernel) // self.stride + 1
-        return (
-            self.batch
-            * out_h
-            * out_w
-            * self.out_channels
-            * (self.in_channels // self.groups)
-            * self.kernel**2
-        )
+            return replace(self, in_channels=in_channels, out_channels=in_channels, groups=in_channels)
+        return replace(self, in_channels=in_channels, out_channels=out_channels)
 
 
 def layer_configs(model: nn.Module, input_size: int, batch: int = 1) -> dict[str, ConvConfig]:

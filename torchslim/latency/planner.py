@@ -122,7 +122,9 @@ class LatencyPlanner:
         table.save()
         return outcome.plan, outcome.info(options, table, blocks, table.measured - measured_before)
 
-    def _macs_target_plan(self, request: PlanRequest, builder: PlanBuilder, latency, table) -> _Outcome:
+    def _macs_target_plan(
+        self, request: PlanRequest, builder: PlanBuilder, latency: LatencyModel, table: LatencyTable
+    ) -> _Outcome:
         """The uniform MACs-target plan, then the exchange that lowers its (calibrated) latency."""
         options, target, tolerance = self.options, request.target_flops, request.tolerance
         uniform = search_uniform(builder, target, tolerance)
@@ -163,7 +165,9 @@ class _Outcome:
             return False
         return 1.0 - self.latency.estimate(self.plan.mask) / self.base_ms >= latency_target - tolerance
 
-    def info(self, options: LatencyOptions, table: LatencyTable, blocks, measured: int) -> LatencyPlanInfo:
+    def info(
+        self, options: LatencyOptions, table: LatencyTable, blocks: dict[str, int], measured: int
+    ) -> LatencyPlanInfo:
         if self.calibration_error:
             calibration = {"error": self.calibration_error}
         elif self.calibration is not None:

@@ -86,9 +86,6 @@ class LatencyTable:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __contains__(self, config: ConvConfig) -> bool:
-        return config.key() in self.entries
-
     def lookup(self, config: ConvConfig) -> float:
         key = config.key()
         if key not in self.entries:

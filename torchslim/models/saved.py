@@ -33,7 +33,7 @@ def save_model(
     extra: dict[str, Any] | None = None,
     manifest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Save ``model`` (a possibly pruned ``base_name(**base_kwargs)``) to ``directory``; returns the manifest."""
+    """Save ``model`` (maybe a pruned ``base_name(**base_kwargs)``) in ``directory``; return its manifest."""
     directory = Path(directory)
     if manifest is None:
         manifest = make_manifest(base_name, base_kwargs, model)

@@ -47,24 +47,16 @@ _register(
     ),
     aliases=("MobileNet", "MobileNetV1"),
 )
-_register(
-    ModelSpec(
-        "mobilenet_v2",
-        torchvision.models.mobilenet_v2,
-        seed_names=_seed_names.mobilenet_v2_seed_names,
-        description="torchvision MobileNetV2 (torchvision weight files load unchanged)",
-    ),
-    aliases=("MobileNetV2",),
-)
-_register(
-    ModelSpec(
-        "resnet34",
-        torchvision.models.resnet34,
-        seed_names=_seed_names.resnet_seed_names,
-        description="torchvision ResNet34 (torchvision weight files load unchanged)",
-    ),
-    aliases=("ResNet34",),
-)
+
+
+def _register_torchvision(name: str, alias: str, seed_names: Callable[[nn.Module], dict[str, str]]) -> None:
+    description = f"torchvision {alias} (torchvision weight files load unchanged)"
+    spec = ModelSpec(name, getattr(torchvision.models, name), seed_names=seed_names, description=description)
+    _register(spec, aliases=(alias,))
+
+
+_register_torchvision("mobilenet_v2", "MobileNetV2", _seed_names.mobilenet_v2_seed_names)
+_register_torchvision("resnet34", "ResNet34", _seed_names.resnet_seed_names)
 
 TORCHVISION_PREFIX = "torchvision:"
 

@@ -1,4 +1,4 @@
-"""Running a model for inspection without changing it: eval mode that is always undone, one zero image."""
+"""Running a model without changing it: a train or eval mode that is always undone, one zero image."""
 
 from __future__ import annotations
 
@@ -13,13 +13,26 @@ from torch import nn
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` in eval mode inside the block; afterwards every submodule has its own mode back,
     also when the block raises (a model half in training mode would train its batch norms wrongly)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
+    with _mode(model, training=False):
         yield model
+
+
+@contextlib.contextmanager
+def train_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in train mode inside the block, every submodule's own mode restored afterwards."""
+    with _mode(model, training=True):
+        yield model
+
+
+@contextlib.contextmanager
+def _mode(model: nn.Module, training: bool) -> Iterator[None]:
+    modes = [(module, module.training) for module in model.modules()]
+    model.train(training)
+    try:
+        yield
     finally:
-        for module, training in modes:
-            module.training = training
+        for module, was_training in modes:
+            module.training = was_training
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -63,7 +63,7 @@ class PlanBuilder:
             self.allowed[group] = values
 
     def aligned(self, group: int, wanted: float) -> int:
-        """Nearest allowed count to ``wanted``: a multiple of round_to, at least one step, at most the group size."""
+        """The allowed count nearest ``wanted``: a multiple of round_to, from one step up to the size."""
         if group in self.allowed:
             values = self.allowed[group]
             return int(values[int(np.argmin(np.abs(values - wanted)))])

@@ -20,7 +20,7 @@ from torchslim.pruning.plan import Plan, PlanBuilder
 from torchslim.pruning.search import search_global, search_uniform
 
 # Kept channel counts are multiples of this: ONNX Runtime's CPU kernels work on blocks of 16 channels
-# (the round_to sweep in benchmarks/RESULTS.md measured 16 faster than 8, and 32 no faster than 16).
+# (benchmarks/RESULTS.md has the round_to sweep behind the choice).
 DEFAULT_ROUND_TO = 16
 
 

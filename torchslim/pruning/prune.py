@@ -22,11 +22,11 @@ from torchslim.graph import (
     GroupSet,
     apply_plan,
     build_groups,
+    compare_outputs,
     oracle_reference,
     select_groups,
     trace_channels,
 )
-from torchslim.graph.oracle import compare_outputs
 from torchslim.pruning.counting import channel_counts, count_params
 from torchslim.pruning.plan import Plan
 from torchslim.pruning.planner import DEFAULT_ROUND_TO, MacsPlanner, Planner, PlanRequest

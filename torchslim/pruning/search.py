@@ -67,7 +67,7 @@ def search_cost(builder: PlanBuilder, cost: CostModel, target: float, tolerance:
 def _bisect_then_nudge(
     builder: PlanBuilder, plan_for, target: float, tolerance: float, cost: CostModel | None = None
 ) -> Plan:
-    """Bisect ``plan_for``'s one parameter until ``cost`` (MACs by default) drops by ``target``, then nudge."""
+    """Bisect ``plan_for``'s parameter until ``cost`` (MACs by default) drops by ``target``, then nudge."""
     if not builder.sizes:
         raise PruningError("no prunable group: nothing selected by pruned_params can lose channels")
     cost = cost or MacsCost(builder.group_set)

@@ -2,38 +2,12 @@
 
 Pruning removes channels, so every batch norm after a pruned layer sees inputs
 whose mean and variance no longer match its running statistics; in eval mode
-the network then normalises with stale numbers and collapses (Torch-Pruning's
-MobileNetV2 drops to chance on Fashion-MNIST). Forwarding a few training
-batches with only the batch norms in train mode, and averaging their batch
-statistics cumulatively (``momentum=None``), restores them without touching a
-single weight.
-
-Default number of batches, ``DEFAULT_BN_BATCHES = 20``, from a measurement on
-2 shared CPU cores: torchvision MobileNetV2 (10 classes) trained 60 steps of 64
-Fashion-MNIST images at 32x32 (62.3% top-1 on the first 1,000 test images; a
-weak model, all this CPU allowed), L1-pruned uniformly to -50% MACs (round_to
-8), BN statistics re-estimated on N shuffled training batches of 64 (3 shuffles
-per N) and compared with a full pass over the 60 batches of the training slice:
-
-    ======  ==================  =====================  ==============================
-    N       top-1 (%), 3 runs   |var error| / var      |mean error| / std
-                                median / p95           p95
-    ======  ==================  =====================  ==============================
-    0       9.5 (stale stats)
-    5       29.0 / 29.1 / 28.7  2.4% / 9.3%            0.019
-    10      28.8 / 29.8 / 28.5  1.7% / 6.7%            0.013
-    20      29.4 / 28.5 / 28.7  1.2% / 4.9%            0.009
-    50      27.9 / 28.7 / 28.4  0.8% / 3.3%            0.006
-    full    28.6 (60 batches)
-    ======  ==================  =====================  ==============================
-
-Top-1 recovers (9.5% -> ~29%, the full-pass value) already at N = 5 and does not
-move beyond the +-0.7 pt spread between shuffles; the statistics' error falls
-as 1/sqrt(N). N = 20 halves the variance error of N = 5 for 20 forward passes
-(2% of the batches of one Fashion-MNIST epoch at batch 64, under 1% of its
-compute). With the compressor's default batch of 256, 20 batches are 5,120 images.
-``train.bn_recalibration_batches: 0`` (``torchslim prune --bn-batches 0``)
-turns it off.
+the network then normalises with stale numbers and can collapse to chance.
+Forwarding a few training batches with only the batch norms in train mode, and
+averaging their batch statistics cumulatively (``momentum=None``), restores them
+without touching a single weight. The statistics' error falls as 1/sqrt(N), so
+``DEFAULT_BN_BATCHES`` is a small fraction of an epoch;
+``train.bn_recalibration_batches: 0`` (``torchslim prune --bn-batches 0``) turns it off.
 """
 
 from __future__ import annotations
@@ -45,6 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from torchslim.nn import eval_mode
 
 DEFAULT_BN_BATCHES = 20
 
@@ -75,9 +51,9 @@ def recalibrate_batch_norm(
     (items ``(images, targets)`` or bare image tensors). Forward passes run
     under ``torch.no_grad`` with only the batch norms in train mode (dropout
     and everything else in eval mode); afterwards every module's train / eval
-    mode and every batch norm's momentum are as they were, and no parameter
-    changes, and the global RNG state is as before. With ``distributed`` and an initialised process group, the
-    statistics are averaged over ranks (every rank must call this). A
+    mode, every batch norm's momentum and the global RNG state are as they were,
+    and no parameter changes. With ``distributed`` and an initialised process group,
+    the statistics are averaged over ranks (every rank must call this). A
     ``DistributedDataParallel`` wrapper is looked through. Returns the number of
     batches used (0 when the model has no batch norm or ``num_batches`` is 0).
     """
@@ -89,29 +65,26 @@ def recalibrate_batch_norm(
     if not layers or num_batches == 0:
         return 0
     device = torch.device(device)
-    modes = [(m, m.training) for m in model.modules()]
     momenta = [(bn, bn.momentum) for bn in layers]
     used = 0
     try:
-        model.eval()
-        for bn in layers:
-            bn.reset_running_stats()
-            bn.momentum = None  # cumulative moving average: the mean of all batch statistics
-            bn.train()
-        # fork_rng: augmentations drawn here leave the global RNG as it was, so switching
-        # re-estimation on or off changes nothing else in a seeded run.
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            for batch in islice(loader, num_batches):
-                images = batch[0] if isinstance(batch, list | tuple) else batch
-                model(images.to(device, non_blocking=True))
-                used += 1
+        with eval_mode(model):
+            for bn in layers:
+                bn.reset_running_stats()
+                bn.momentum = None  # cumulative moving average: the mean of all batch statistics
+                bn.train()
+            # fork_rng: augmentations drawn here leave the global RNG as it was, so switching
+            # re-estimation on or off changes nothing else in a seeded run.
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                for batch in islice(loader, num_batches):
+                    images = batch[0] if isinstance(batch, list | tuple) else batch
+                    model(images.to(device, non_blocking=True))
+                    used += 1
         if distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             _average_over_ranks(layers)
     finally:
         for bn, momentum in momenta:
             bn.momentum = momentum
-        for module, training in modes:
-            module.train(training)
     return used
 
 

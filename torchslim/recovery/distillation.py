@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchslim.errors import ModelError
+from torchslim.nn import eval_mode
 
 
 def soft_label_loss(
@@ -79,15 +80,12 @@ def _output_shapes(
         return hook
 
     handles = [module.register_forward_hook(record(name)) for name, module in modules.items()]
-    modes = [(module, module.training) for module in model.modules()]
     try:
-        with torch.no_grad():
-            model.eval()(example)
+        with torch.no_grad(), eval_mode(model):
+            model(example)
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes:
-            module.training = training
     missing = [name for name in modules if name not in shapes]
     if missing:
         raise ModelError(

@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from torchslim.graph.groups import GroupSet
+from torchslim.graph import DENSE_ROLES, GroupSet
+from torchslim.nn import eval_mode
 
 DEFAULT_RECONSTRUCTION_BATCHES = 10
 DEFAULT_POSITIONS_PER_BATCH = 4096
@@ -70,9 +71,9 @@ class ReconstructionReport:
 def kept_output_channels(group_set: GroupSet, mask: np.ndarray) -> dict[str, np.ndarray]:
     """For each conv / linear layer of the traced model, the output positions a plan keeps."""
     kept = {}
-    for use in group_set.graph.uses:
-        if use.role in ("conv", "linear") and use.out_ids is not None and use.module not in kept:
-            kept[use.module] = np.nonzero(~mask[group_set.roots[use.out_ids]])[0]
+    for use in group_set.graph.uses_of(*DENSE_ROLES):
+        if use.out_ids is not None and use.module not in kept:
+            kept[use.module] = np.nonzero(group_set.kept(use.out_ids, mask))[0]
     return kept
 
 
@@ -145,7 +146,7 @@ class _Moments:
         self.n = int(flat[offset])
 
     def fit(self, w0: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torch.Tensor, float, float]:
-        """Ridge-to-``w0`` solution (features x outputs), intercept, and relative error of ``w0`` and of it."""
+        """Ridge-to-``w0`` solution (features x outputs), its intercept, and the relative errors of both."""
         n = max(self.n, 1)
         mx, my = self.sx / n, self.sy / n
         cxx = self.sxx / n - torch.outer(mx, mx)
@@ -175,7 +176,7 @@ def _rows(
     limit: int,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Matching (positions, features) inputs and (positions, kept outputs) of one batch, at most ``limit`` rows.
+    """Matching (positions, features) inputs and (positions, kept outputs) of a batch, at most ``limit`` rows.
 
     For a convolution every output position is one row: its input patch and its
     output channels. Images are subsampled first so the unfolded input stays small.
@@ -196,6 +197,15 @@ def _rows(
     return inputs, outputs
 
 
+@dataclass(frozen=True)
+class _FitSettings:
+    positions_per_batch: int
+    ridge: float
+    generator: torch.Generator
+    sum_over_ranks: bool
+    device: torch.device
+
+
 @torch.no_grad()
 def reconstruct(
     original: nn.Module,
@@ -214,22 +224,19 @@ def reconstruct(
     """Refit, in place, every layer of ``pruned`` that lost input channels (see the module docstring).
 
     ``group_set`` and ``mask`` are the analysis and plan that turned ``original``
-    into ``pruned`` (:class:`torchslim.pruning.PruneResult` holds both). Layers
-    are refitted one at a time in the order they run, so each one sees inputs
-    already corrected upstream; a forward pass stops at the layer it feeds. Both
-    models run in eval mode on the first ``num_batches`` of ``loader`` (held in
-    memory meanwhile); their modes are restored afterwards. A refit is kept only
-    where it lowers the layer's output error on the data it was fitted on.
-    With ``distributed`` and an initialised process group, the statistics are
-    summed over ranks before each solve, so every rank writes the same weights
-    (every rank must call this). ``DistributedDataParallel`` wrappers are looked through.
+    into ``pruned`` (:class:`torchslim.pruning.PruneResult` holds both). Both models
+    run in eval mode on the first ``num_batches`` of ``loader`` (held in memory
+    meanwhile); their modes are restored afterwards. A refit is kept only where it
+    lowers the layer's output error on the data it was fitted on. With ``distributed``
+    and an initialised process group, the statistics are summed over ranks before each
+    solve, so every rank writes the same weights (every rank must call this).
+    ``DistributedDataParallel`` wrappers are looked through.
     """
     started = time.perf_counter()
     original, pruned = _unwrap(original), _unwrap(pruned)
-    report = ReconstructionReport()
     names = refittable_layers(original, pruned)
     if not names or num_batches <= 0:
-        return report
+        return ReconstructionReport()
     device = torch.device(device)
     with torch.random.fork_rng(devices=[]):  # augmentations drawn here leave a seeded run's RNG as it was
         batches = [
@@ -238,33 +245,42 @@ def reconstruct(
     kept_out = kept_output_channels(group_set, mask)
     names = [n for n in names if n in kept_out]  # layers the trace saw (it knows their kept outputs)
     if not batches or not names:
-        return report
+        return ReconstructionReport()
+    multi_rank = distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    settings = _FitSettings(
+        positions_per_batch, ridge, torch.Generator().manual_seed(seed), multi_rank, device
+    )
+    with eval_mode(original), eval_mode(pruned):
+        layers = _refit_in_order(original, pruned, names, batches, kept_out, settings)
+    return ReconstructionReport(len(batches), time.perf_counter() - started, layers)
+
+
+def _refit_in_order(
+    original: nn.Module,
+    pruned: nn.Module,
+    names: list[str],
+    batches: list[torch.Tensor],
+    kept_out: dict[str, np.ndarray],
+    settings: _FitSettings,
+) -> dict[str, tuple[float, float]]:
+    """Refit ``names`` one at a time in the order they run, so each sees inputs already corrected
+    upstream (a forward pass stops at the layer it feeds); each layer's error (before, after)."""
     originals, pruneds = dict(original.named_modules()), dict(pruned.named_modules())
-    generator = torch.Generator().manual_seed(seed)
-    modes = [(m, m.training) for m in (*original.modules(), *pruned.modules())]
-    try:
-        original.eval()
-        pruned.eval()
-        order, norms = _execution_order(pruned, names, batches[0][:1])
-        for name in order:
-            moments = _Moments(_feature_count(pruneds[name]), len(kept_out[name]))
-            for images in batches:
-                x = _run_until(pruned, pruneds[name], images, want="input")
-                y = _run_until(original, originals[name], images, want="output")
-                moments.add(*_rows(pruneds[name], x, y, kept_out[name], positions_per_batch, generator))
-            if distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                moments.sum_over_ranks(device)
-            norm = norms.get(name)
-            original_norm = originals.get(norm[0]) if norm else None
-            report.layers[name] = _refit(
-                pruneds[name], moments, ridge, norm and norm[1], original_norm, kept_out[name]
-            )
-        report.batches = len(batches)
-    finally:
-        report.seconds = time.perf_counter() - started
-        for module, training in modes:
-            module.train(training)
-    return report
+    order, norms = _execution_order(pruned, names, batches[0][:1])
+    layers = {}
+    for name in order:
+        layer, keep = pruneds[name], kept_out[name]
+        moments = _Moments(_feature_count(layer), len(keep))
+        for images in batches:
+            x = _run_until(pruned, layer, images, want="input")
+            y = _run_until(original, originals[name], images, want="output")
+            moments.add(*_rows(layer, x, y, keep, settings.positions_per_batch, settings.generator))
+        if settings.sum_over_ranks:
+            moments.sum_over_ranks(settings.device)
+        norm = norms.get(name)
+        original_norm = originals.get(norm[0]) if norm else None
+        layers[name] = _refit(layer, moments, settings.ridge, norm and norm[1], original_norm, keep)
+    return layers
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -298,7 +314,7 @@ def _run_until(model: nn.Module, layer: nn.Module, images: torch.Tensor, *, want
 def _execution_order(
     model: nn.Module, names: list[str], images: torch.Tensor
 ) -> tuple[list[str], dict[str, tuple[str, nn.Module]]]:
-    """The order ``names`` run in, and for each the batch norm that directly normalises its output (if any)."""
+    """The order ``names`` run in, and for each the batch norm that directly normalises its output, if any."""
     modules = dict(model.named_modules())
     order: list[str] = []
     produced: dict[int, str] = {}

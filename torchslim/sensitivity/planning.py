@@ -18,7 +18,7 @@ FLAT_SLOPE = 1e-6
 # ----------------------------------------------------------------------------- from a table to a plan
 
 
-class _Curves:
+class LossCurves:
     """Interpolated loss curves of the groups in a table, by group index."""
 
     def __init__(self, table: SensitivityTable, group_set: GroupSet, sizes: dict[int, int]) -> None:
@@ -84,7 +84,7 @@ def plan_from_sensitivities(
     tolerance: float = 0.015,
     allocation: str = "marginal",
 ) -> SensitivePlan:
-    """Per-group keep counts that remove ``target`` of the MACs (within ``tolerance``) with least predicted loss.
+    """Per-group keep counts removing ``target`` of the MACs (within ``tolerance``) at least predicted loss.
 
     ``allocation``:
 
@@ -97,66 +97,82 @@ def plan_from_sensitivities(
       loses the largest ratio whose predicted loss stays under it (equal loss
       per group, whatever each group's MACs).
 
-    On the Fashion-MNIST benchmark (``benchmarks/smart_pruning.py``) the marginal
-    rule kept 63-64% top-1 at -50% MACs where the level rule kept 55-57% and
-    uniform pruning 59-60%. Either way single groups are then nudged by one step
-    (least predicted loss per MAC first) to land within ``tolerance``. Groups
-    absent from the table keep every channel; no group is pruned beyond the
+    ``benchmarks/smart_pruning.py`` compares the two. Either way single groups are then
+    nudged by one step (least predicted loss per MAC first) to land within ``tolerance``.
+    Groups absent from the table keep every channel; no group is pruned beyond the
     largest ratio scanned.
     """
     if not 0.0 < target < 1.0:
         raise PruningError(f"FLOPs target must be in (0, 1), got {target}")
     if allocation not in ALLOCATIONS:
         raise PruningError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
-    order = {g: np.argsort(s, kind="stable") for g, s in scores.items()}
-    builder = PlanBuilder(group_set, order, round_to)
-    curves = _Curves(table, group_set, builder.sizes)
+    builder = PlanBuilder(group_set, {g: np.argsort(s, kind="stable") for g, s in scores.items()}, round_to)
+    curves = LossCurves(table, group_set, builder.sizes)
     if not curves.curves:
         raise PruningError(
             "the sensitivity table holds no group of this model: nothing to choose ratios from"
         )
-
-    def keep_for(group: int, ratio: float) -> int:
-        size = builder.sizes[group]
-        keep = builder.aligned(group, size * (1.0 - ratio))
-        while keep < size and 1.0 - keep / size > curves.max_ratio(group) + 1e-9:
-            keep = min(size, keep + builder.round_to)  # rounding went past the scanned range
-        return keep
-
-    def plan_at(level: float) -> Plan:
-        return builder.build({g: keep_for(g, curves.ratio_at(g, level)) for g in builder.sizes})
-
-    highest = plan_at(float(curves.levels()[-1]) + 1.0)
+    levels = _LevelPlans(builder, curves)
+    highest = levels.plan_at(levels.top)
     if highest.reduction < target - tolerance:
         raise PruningError(
-            f"FLOPs target {target:.2%} is unreachable from the sensitivity table: pruning every scanned group "
-            f"to its largest scanned ratio removes only {highest.reduction:.2%} of MACs"
+            f"FLOPs target {target:.2%} is unreachable from the sensitivity table: pruning every scanned "
+            f"group to its largest scanned ratio removes only {highest.reduction:.2%} of MACs"
         )
     if allocation == "marginal":
         best, best_level = _greedy_by_marginal_loss(builder, curves, target)
     else:
-        low, high = 0.0, float(curves.levels()[-1]) + 1.0
-        best, best_level = plan_at(0.0), 0.0
-        for _ in range(60):
-            middle = (low + high) / 2
-            plan = plan_at(middle)
-            if abs(plan.reduction - target) < abs(best.reduction - target):
-                best, best_level = plan, middle
-            if plan.reduction < target:
-                low = middle
-            else:
-                high = middle
+        best, best_level = levels.bisect(target)
     plan = _nudge_by_loss(builder, curves, best, target, tolerance)
     if abs(plan.reduction - target) > tolerance:
         raise PruningError(
             f"could not land within {tolerance:.1%} of the FLOPs target {target:.2%} "
             f"(closest: {plan.reduction:.2%}); try a smaller round_to or more scanned ratios"
         )
-    ratios = {group_set.groups[g].name: 1.0 - k / builder.sizes[g] for g, k in plan.keep.items()}
-    predicted = {
-        group_set.groups[g].name: curves.loss(g, 1.0 - k / builder.sizes[g]) for g, k in plan.keep.items()
-    }
-    return SensitivePlan(plan, ratios, predicted, best_level)
+    return _sensitive_plan(plan, builder, curves, best_level)
+
+
+def _sensitive_plan(plan: Plan, builder: PlanBuilder, curves: LossCurves, level: float) -> SensitivePlan:
+    """``plan`` with every group's removed ratio and predicted loss, by group name."""
+    ratios = {g: 1.0 - k / builder.sizes[g] for g, k in plan.keep.items()}
+    names = {g: builder.group_set.groups[g].name for g in ratios}
+    predicted = {names[g]: curves.loss(g, ratio) for g, ratio in ratios.items()}
+    return SensitivePlan(plan, {names[g]: ratio for g, ratio in ratios.items()}, predicted, level)
+
+
+class _LevelPlans:
+    """Plans of the "level" rule: each group loses the largest ratio predicted to cost at most a level."""
+
+    def __init__(self, builder: PlanBuilder, curves: LossCurves) -> None:
+        self.builder, self.curves = builder, curves
+        self.top = float(curves.levels()[-1]) + 1.0  # a level above every scanned loss
+
+    def keep_for(self, group: int, ratio: float) -> int:
+        size = self.builder.sizes[group]
+        keep = self.builder.aligned(group, size * (1.0 - ratio))
+        while keep < size and 1.0 - keep / size > self.curves.max_ratio(group) + 1e-9:
+            keep = min(size, keep + self.builder.round_to)  # rounding went past the scanned range
+        return keep
+
+    def plan_at(self, level: float) -> Plan:
+        return self.builder.build(
+            {g: self.keep_for(g, self.curves.ratio_at(g, level)) for g in self.builder.sizes}
+        )
+
+    def bisect(self, target: float) -> tuple[Plan, float]:
+        """The plan of the level whose MACs reduction comes closest to ``target``, and that level."""
+        low, high = 0.0, self.top
+        best, best_level = self.plan_at(0.0), 0.0
+        for _ in range(60):
+            middle = (low + high) / 2
+            plan = self.plan_at(middle)
+            if abs(plan.reduction - target) < abs(best.reduction - target):
+                best, best_level = plan, middle
+            if plan.reduction < target:
+                low = middle
+            else:
+                high = middle
+        return best, best_level
 
 
 def _step_down(builder: PlanBuilder, group: int, kept: int) -> int | None:
@@ -166,7 +182,7 @@ def _step_down(builder: PlanBuilder, group: int, kept: int) -> int | None:
     return count if count >= step else None
 
 
-def _greedy_by_marginal_loss(builder: PlanBuilder, curves: _Curves, target: float) -> tuple[Plan, float]:
+def _greedy_by_marginal_loss(builder: PlanBuilder, curves: LossCurves, target: float) -> tuple[Plan, float]:
     """Remove one step at a time from the group with the least predicted loss per removed MAC.
 
     Ties (flat stretches cost nothing) go to the group that keeps the smaller ratio after the step, so free
@@ -198,7 +214,7 @@ def _greedy_by_marginal_loss(builder: PlanBuilder, curves: _Curves, target: floa
 
 
 def _nudge_by_loss(
-    builder: PlanBuilder, curves: _Curves, plan: Plan, target: float, tolerance: float
+    builder: PlanBuilder, curves: LossCurves, plan: Plan, target: float, tolerance: float
 ) -> Plan:
     """Move one group one ``round_to`` step at a time towards the target, least predicted loss per MAC first.
 

@@ -51,21 +51,21 @@ def group_scores(
 # ----------------------------------------------------------------------------- the scan
 
 
-class _GroupMasker:
+AfterMask = Callable[[nn.Module], Any]
+OnResult = Callable[[str, float, dict[str, float]], None]
+
+
+class GroupMasker:
     """Zeroes the consumer inputs of one group's units on a working copy, and puts them back."""
 
     def __init__(self, model: nn.Module, group_set: GroupSet, group: Group) -> None:
         modules = dict(model.named_modules())
         self.targets: list[tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor]] = []
-        for use in group_set.graph.uses:
-            if use.role not in ("conv", "linear") or use.in_ids is None:
-                continue
-            positions, units = group_set.positions(use.in_ids, group)
-            if not len(positions):
-                continue
-            weight = modules[use.module].weight
-            index = torch.from_numpy(positions).to(weight.device)
-            self.targets.append((weight, index, units, weight.detach().index_select(1, index).clone()))
+        for consumer in group_set.consumers(group):
+            weight = modules[consumer.module].weight
+            index = torch.from_numpy(consumer.positions).to(weight.device)
+            original = weight.detach().index_select(1, index).clone()
+            self.targets.append((weight, index, consumer.units, original))
 
     @torch.no_grad()
     def remove(self, units: np.ndarray) -> None:
@@ -81,6 +81,28 @@ class _GroupMasker:
             weight.index_copy_(1, index, original)
 
 
+class _WorkingCopy:
+    """The copy of the model a scan masks; each measurement leaves its buffers as they were."""
+
+    def __init__(
+        self, model: nn.Module, batches: Sequence[Batch], metric: str, after_mask: AfterMask | None
+    ) -> None:
+        self.model = copy.deepcopy(model)
+        self.batches, self.metric, self.after_mask = batches, metric, after_mask
+        self.buffers = {name: buffer.detach().clone() for name, buffer in self.model.named_buffers()}
+
+    def measure(self) -> float:
+        if self.after_mask is None:
+            return evaluate_batches(self.model, self.batches, self.metric)
+        try:
+            self.after_mask(self.model)
+            return evaluate_batches(self.model, self.batches, self.metric)
+        finally:
+            with torch.no_grad():
+                for name, buffer in self.model.named_buffers():
+                    buffer.copy_(self.buffers[name])
+
+
 def scan_sensitivity(
     model: nn.Module,
     group_set: GroupSet,
@@ -92,81 +114,72 @@ def scan_sensitivity(
     path: str | Path | None = None,
     groups: Sequence[str] | None = None,
     progress: bool = True,
-    on_result: Callable[[str, float, dict[str, float]], None] | None = None,
-    after_mask: Callable[[nn.Module], Any] | None = None,
+    on_result: OnResult | None = None,
+    after_mask: AfterMask | None = None,
 ) -> SensitivityTable:
-    """Fill ``table`` with every missing (prunable group, ratio) and return it.
+    """Fill ``table`` with every missing (prunable group, ratio) and return it; ``model`` is not changed.
 
-    ``model`` itself is never modified (a working copy is masked). ``groups``
-    restricts the scan to those group names (a shard). With ``path`` the table is
-    written after the base metric and after every single evaluation, atomically,
-    so a killed scan loses at most the evaluation in flight. ``on_result(group,
-    ratio, entry)`` is called after each evaluation (progress reporting, tests).
-
-    ``after_mask(model)`` runs on the masked copy before each measurement (the
-    base one included), e.g. batch-norm re-estimation, so that sensitivities are
-    measured the way the pruned model will be used; the copy's buffers are put
-    back after each try. Set ``table.recalibrated`` accordingly: it is part of
-    what a reused table must match.
+    ``groups`` restricts the scan to those group names (a shard). With ``path`` the table is
+    written after the base metric and after every evaluation, atomically, so a killed scan
+    loses at most the evaluation in flight. ``on_result(group, ratio, entry)`` is called after
+    each evaluation. ``after_mask(model)`` runs on the masked copy before each measurement
+    (e.g. batch-norm re-estimation), so sensitivities are measured the way the pruned model
+    will be used; set ``table.recalibrated`` to match, as a reused table must.
     """
-    ratios = sorted({round(float(r), 4) for r in ratios})
-    if not ratios or ratios[0] <= 0.0 or ratios[-1] >= 1.0:
-        raise PruningError(f"sensitivity ratios must lie in (0, 1), got {ratios}")
+    ratios = _checked_ratios(ratios)
     wanted = set(groups) if groups is not None else None
     selected = [g for g in group_set.prunable() if wanted is None or g.name in wanted]
     for group in selected:
         table.sizes[group.name] = group.size
-    working = copy.deepcopy(model)
-    buffers = {name: buffer.detach().clone() for name, buffer in working.named_buffers()}
-
-    def measure() -> float:
-        if after_mask is None:
-            return evaluate_batches(working, batches, table.metric)
-        try:
-            after_mask(working)
-            return evaluate_batches(working, batches, table.metric)
-        finally:
-            with torch.no_grad():
-                for name, buffer in working.named_buffers():
-                    buffer.copy_(buffers[name])
-
+    working = _WorkingCopy(model, batches, table.metric, after_mask)
     if table.base_metric is None:
-        table.base_metric = measure()
-        if path is not None:
-            table.save(path)
+        table.base_metric = working.measure()
+        _save(table, path)
     todo = [(g, [r for r in ratios if not table.has(g.name, r)]) for g in selected]
     total = len(selected) * len(ratios)
-    remaining = sum(len(r) for _, r in todo)
-    bar = tqdm(
-        total=total,
-        initial=total - remaining,
-        desc="sensitivity",
-        unit="try",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        leave=False,
-    )
-    with bar:
+    with _progress_bar(total, total - sum(len(missing) for _, missing in todo), progress) as bar:
         for group, missing in todo:
             if not missing:
                 continue
             bar.set_postfix_str(group.name, refresh=False)
             order = np.argsort(scores[group.index], kind="stable")
-            masker = _GroupMasker(working, group_set, group)
+            masker = GroupMasker(working.model, group_set, group)
             try:
                 for ratio in missing:
-                    count = min(group.size - 1, int(round(group.size * ratio)))
-                    masker.remove(order[:count])
-                    entry = table.record(group.name, ratio, measure())
-                    if path is not None:
-                        table.save(path)
+                    masker.remove(order[: min(group.size - 1, int(round(group.size * ratio)))])
+                    entry = table.record(group.name, ratio, working.measure())
+                    _save(table, path)
                     bar.update(1)
                     if on_result is not None:
                         on_result(group.name, ratio, entry)
             finally:
                 masker.restore()
     return table
+
+
+def _checked_ratios(ratios: Sequence[float]) -> list[float]:
+    ratios = sorted({round(float(r), 4) for r in ratios})
+    if not ratios or ratios[0] <= 0.0 or ratios[-1] >= 1.0:
+        raise PruningError(f"sensitivity ratios must lie in (0, 1), got {ratios}")
+    return ratios
+
+
+def _save(table: SensitivityTable, path: str | Path | None) -> None:
+    if path is not None:
+        table.save(path)
+
+
+def _progress_bar(total: int, done: int, enabled: bool) -> tqdm:
+    return tqdm(
+        total=total,
+        initial=done,
+        desc="sensitivity",
+        unit="try",
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=False,
+    )
 
 
 def shard_groups(group_set: GroupSet, shard: tuple[int, int] | None) -> list[str] | None:

@@ -43,7 +43,7 @@ def ratios_from_delta(delta: float) -> list[float]:
 
 @dataclass
 class SensitivityTable:
-    """The metric per (group, ratio) plus what the scan ran on; see the module docstring for the file."""
+    """The metric per (group, ratio) plus what the scan ran on; :meth:`to_dict` is the JSON file."""
 
     model: str
     fingerprint: str
@@ -163,7 +163,7 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def open_table(path: str | Path | None, fresh: SensitivityTable) -> SensitivityTable:
-    """The table at ``path`` when it is for the same model, weights, criterion, metric and data; else ``fresh``.
+    """The table at ``path`` if it is for the same model, weights, criterion, metric and data; else ``fresh``.
 
     A file that exists but describes another scan is an error rather than being
     overwritten: it may hold hours of work. Delete it or choose another path.

@@ -1,0 +1,119 @@
+"""How tracing treats each op: the modules, functions and methods that keep channels or combine them.
+
+An op in none of these tables (and not handled by name in the tracer) is not understood: tracing
+blocks every channel that reaches it.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+# Layers, functions and tensor methods that keep every channel where it is (activations, dropout, pooling).
+PASS_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Mish,
+    nn.Softplus,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Dropout1d,
+    nn.AlphaDropout,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool2d,
+    nn.Upsample,
+    nn.Hardtanh,
+)
+PASS_FUNCTIONS = {
+    F.relu,
+    F.relu6,
+    F.silu,
+    F.gelu,
+    F.hardswish,
+    F.hardsigmoid,
+    F.sigmoid,
+    F.tanh,
+    F.leaky_relu,
+    F.elu,
+    F.hardtanh,
+    F.mish,
+    F.dropout,
+    F.dropout2d,
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+    F.interpolate,
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
+    torch.relu_,
+    F.relu_,
+    torch.nn.functional.adaptive_avg_pool1d,
+    torchvision.ops.stochastic_depth,
+}
+PASS_METHODS = {
+    "relu",
+    "relu_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "contiguous",
+    "clone",
+    "detach",
+    "float",
+    "to",
+    "type_as",
+    "clamp",
+    "clamp_",
+    "clamp_min",
+    "clamp_max",
+    "hardtanh_",
+    "abs",
+    "exp",
+    "neg",
+    "sqrt",
+    "pow",
+}
+# Element-wise ops that combine tensors position by position: the channels they meet are joined.
+ELEMENTWISE_FUNCTIONS = {
+    operator.add,
+    operator.iadd,
+    operator.mul,
+    operator.imul,
+    operator.sub,
+    operator.truediv,
+    torch.add,
+    torch.mul,
+    torch.sub,
+    torch.div,
+    torch.maximum,
+    torch.minimum,
+}
+ELEMENTWISE_METHODS = {"add", "add_", "mul", "mul_", "sub", "sub_", "div", "div_", "expand_as"}
+# Methods whose result carries no channels.
+NON_TENSOR_METHODS = {"size", "dim", "numel"}
+# Layers that create or read channels, handled by the tracer one by one.
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d)
