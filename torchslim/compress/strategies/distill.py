@@ -1,45 +1,17 @@
 """DistillationStrategy: during fine-tuning, the unpruned model teaches the pruned one.
 
-Config (PaddleSlim's ``distillers`` section and a strategy naming one)::
+A strategy names one ``distillers`` entry (:mod:`torchslim.config.distillers`). For epochs
+``start_epoch <= epoch < end_epoch`` the loss is
+``alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels)``,
+the teacher running in eval mode without gradient; its forward time per epoch is an event.
 
-    distillers:
-        distiller_1:
-            class: 'SoftLabelDistiller'
-            temperature: 4.0   # softens both distributions
-            alpha: 0.5         # weight of the soft-label loss; 1 - alpha weights the hard labels
-            teacher: null      # null: the model before any pruning; else a weights file or saved model dir
-            feature_maps: ['features.7', 'features.14']   # optional: module names, the same in teacher and student
-            feature_weight: 1.0                            # weight of the feature-map loss
-    strategies:
-        distill:
-            class: 'DistillationStrategy'
-            distiller: 'distiller_1'
-            start_epoch: 0
-            end_epoch: 2       # exclusive, as in PaddleSlim; null: until the last epoch
+With ``feature_maps`` the loss also has ``feature_weight * mean MSE(adapter(student), teacher)`` over
+those modules (pruning keeps module names). An adapter is a learned 1x1 map from the student's channels
+to the teacher's (identity while they agree, zeros once pruned); adapters reach the optimizer through
+:meth:`Strategy.extra_parameters`, are checkpointed, and under torchrun their gradients are averaged.
 
-For epochs ``start_epoch <= epoch < end_epoch`` the training loss is
-``alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels)``
-(the cross-entropy with ``train.label_smoothing``). The teacher runs in eval mode
-without gradient on the training device; the seconds its forward passes take,
-and their share of the epoch's training time, are an event per epoch.
-
-Feature maps (FitNets-style, PaddleSlim's L2Distiller): with ``feature_maps`` the loss
-also has ``feature_weight * mean over the layers of MSE(adapter(student output), teacher output)``.
-Pruning keeps module names, so one name serves teacher and student; outputs must be
-``(N, C)`` or ``(N, C, H, W)``, and only the channel count may differ. The adapter is a
-learned 1x1 map (a 1x1 convolution; a linear layer for ``(N, C)``) from the student's
-channels to the teacher's: the identity while the layer keeps the teacher's channels, else
-zeros (so an untrained adapter sends no gradient into the student); pruning the layer
-gives it a fresh adapter. ``alpha: 0`` distils features and hard labels only. The
-adapters reach the optimizer through :meth:`Strategy.extra_parameters`, are part of
-the strategy's checkpointed state (with their momentum in the optimizer's), and under
-torchrun their gradients are averaged over the ranks, as DDP does for the model's.
-
-Resume: with ``teacher: null`` the initial model is saved once, at the start of a
-fresh run, to ``<checkpoint_path>/teacher/`` (a saved-model directory, as
-:func:`torchslim.models.save_model` writes) and loaded from there by a resumed
-run; epoch checkpoints never hold the teacher. A ``teacher`` path is read from
-that path, fresh or resumed.
+With ``teacher: null`` a fresh run saves the initial model once to ``<checkpoint_path>/teacher/``, which
+a resumed run loads; epoch checkpoints never hold the teacher.
 """
 
 from __future__ import annotations
@@ -55,11 +27,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from torchslim.config.distillers import _config_context, distiller_config
-from torchslim.config.validation import (
-    did_you_mean,
-    short_repr,
-)
+from torchslim.config import DistillationConfig
+from torchslim.config.distillers import distiller_config
+from torchslim.config.messages import config_context, did_you_mean, short_repr
 from torchslim.errors import CheckpointError, ConfigError, ModelError
 from torchslim.models import build_model, load_model, load_pretrained, save_model
 from torchslim.recovery.distillation import (
@@ -71,7 +41,7 @@ from torchslim.recovery.distillation import (
     soft_label_loss,
 )
 
-from .base import CompressionContext, Strategy
+from .base import CompressionContext, Strategy, implements
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +54,10 @@ def _is_main_process(context: CompressionContext) -> bool:
     return context.is_main_process
 
 
+@implements(DistillationConfig)
 class DistillationStrategy(Strategy):
     def __init__(self, name: str, config: Any, slim_config: Any) -> None:
-        super().__init__(name, config)
+        super().__init__(name, config, slim_config)
         names = [config.distiller] if config.distiller else list(config.distillers or [])
         if len(names) != 1:
             raise ConfigError(
@@ -94,7 +65,7 @@ class DistillationStrategy(Strategy):
                 f"got {len(names)} ({', '.join(names)})"
             )
         self.distiller = distiller_config(slim_config, names[0])
-        self._ctx = _config_context(slim_config)
+        self._ctx = config_context(slim_config)
         self.label_smoothing = slim_config.train.label_smoothing
         root = slim_config.compressor.checkpoint_path
         self.teacher_dir = Path(root) / TEACHER_DIR if root else None
