@@ -155,6 +155,8 @@ class Compressor:
             device=self.device,
             train_loader=data.train_loader,
             val_loader=data.val_loader,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
         context.evaluate = lambda model=None: self.evaluate(model if model is not None else context.model)
         if self.train.bn_recalibration_batches > 0:
@@ -187,9 +189,9 @@ class Compressor:
         }
 
     def recalibrate_bn(self, model: nn.Module) -> int:
-        """Re-estimate batch-norm statistics after pruning on ``train.bn_recalibration_batches`` training batches.
+        """Re-estimate batch-norm statistics after pruning on ``train.bn_recalibration_batches`` batches.
 
-        Silent: search strategies call it for every candidate; the strategies' events carry top-1 before and after.
+        Silent: search strategies call it for every candidate; their events carry top-1 before and after.
         """
         return recalibrate_batch_norm(
             model,

@@ -94,7 +94,7 @@ class SAController:
         self.accepted = 0
 
     def next_tokens(self) -> Tokens:
-        """A neighbour of the current tokens that satisfies the constraint (the current ones if none is found)."""
+        """A neighbour of the current tokens that satisfies the constraint (else the current ones)."""
         if self.current_tokens is None:
             raise PruningError("SAController.next_tokens() before reset(): no current tokens")
         mutable = [i for i, (lo, hi) in enumerate(self.range_table) if hi > lo]

@@ -84,7 +84,7 @@ class RunFiles:
         }
         if strategy_tensors:
             tensors["strategies"] = strategy_tensors
-        # The log line goes first: a kill before the checkpoint lands leaves an extra record that resume drops.
+        # The log line goes first: a kill before the checkpoint lands leaves a record that resume drops.
         append_jsonl(self.root / METRICS_FILE, record)
         save_checkpoint(directory, tensors=tensors, meta=meta)
         if self.compressor.save_eval_model:
@@ -110,7 +110,7 @@ class RunFiles:
 
     # -- resuming ---------------------------------------------------------------------------
     def resume(self, context: CompressionContext, strategies: list[Strategy]) -> dict[str, Any] | None:
-        """Load the newest complete checkpoint into ``context`` and the strategies; None when starting fresh."""
+        """Load the newest complete checkpoint into ``context`` and the strategies; None to start fresh."""
         latest = find_latest_checkpoint(
             self.root, on_corrupt=lambda path, error: self.log(f"skipping corrupt checkpoint {path}: {error}")
         )
@@ -143,8 +143,8 @@ class RunFiles:
         if not isinstance(manifest, dict) or manifest.get("model") != self.model_name:
             # never build (import) a model the checkpoint names but the user did not
             raise CheckpointError(
-                f"checkpoint {latest}: its architecture manifest is missing or not of model {self.model_name!r}; "
-                "use another checkpoint_path to start fresh"
+                f"checkpoint {latest}: its architecture manifest is missing or not of model "
+                f"{self.model_name!r}; use another checkpoint_path to start fresh"
             )
         try:
             model = build_from_manifest(manifest, trusted=self.model_name)

@@ -33,7 +33,9 @@ class SoftLabelDistillerConfig:
     key_hints: ClassVar[dict[str, str]] = {
         "teacher_temperature": "torchslim uses one 'temperature' for teacher and student",
         "student_temperature": "torchslim uses one 'temperature' for teacher and student",
-        "distillation_loss_weight": "use 'alpha' (weight of the soft-label loss; 1 - alpha weights the labels)",
+        "distillation_loss_weight": (
+            "use 'alpha' (weight of the soft-label loss; 1 - alpha weights the labels)"
+        ),
         "teacher_feature_map": _FEATURE_MAP_HINT,
         "student_feature_map": _FEATURE_MAP_HINT,
     }

@@ -52,7 +52,7 @@ def evaluate_batches(model: nn.Module, batches: Sequence[Batch], metric: str = "
 def top1_score(
     batches: Sequence[Batch], before: Callable[[nn.Module], Any] | None = None
 ) -> Callable[[nn.Module], float]:
-    """``score(model)``: ``before(model)`` (e.g. BN re-estimation of a pruned copy), then top-1 on ``batches``."""
+    """``score(model)``: ``before(model)`` (e.g. BN re-estimation of a pruned copy), then top-1."""
 
     def score(model: nn.Module) -> float:
         if before is not None:

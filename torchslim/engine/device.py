@@ -18,7 +18,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def num_outputs(model: nn.Module, size: int, device: str | torch.device = "cpu") -> int | None:
-    """The number of logits ``model`` gives one ``size``x``size`` image; None unless it returns one (1, C) tensor."""
+    """The number of logits ``model`` gives one ``size``x``size`` image; None unless it returns (1, C)."""
     with eval_mode(model), torch.no_grad():
         output = model(torch.zeros(1, 3, size, size, device=device))
     return int(output.shape[1]) if isinstance(output, torch.Tensor) and output.dim() == 2 else None

@@ -35,7 +35,7 @@ class EpochStats:
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """How :func:`train_one_epoch` trains; ``dataclasses.replace`` gives an epoch its own ``loss_fn`` or hooks."""
+    """How :func:`train_one_epoch` trains; ``dataclasses.replace`` gives an epoch its own loss or hooks."""
 
     device: str | torch.device = "cpu"
     loss_fn: LossFn | None = None  # loss_fn(outputs, targets, images) replaces cross-entropy

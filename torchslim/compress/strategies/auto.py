@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 
 def keep_options(size: int, round_to: int) -> list[int]:
-    """Allowed kept counts of a group, most first: the full size, then multiples of ``round_to`` down to one step."""
+    """Allowed kept counts of a group, most first: the full size, then multiples of ``round_to``."""
     if size <= round_to:
         return [size]
     below = (size - 1) // round_to * round_to
@@ -190,7 +190,7 @@ class AutoPruneStrategy(Strategy):
         return self.config.min_ratio - 1e-9 <= space.reduction(tokens) <= self.config.max_ratio + 1e-9
 
     def initial_tokens(self, space: TokenSpace) -> list[int]:
-        """``init_tokens`` (percent of each group's channels) or the uniform plan in the middle of the window."""
+        """``init_tokens`` (percent of each group's channels) or the uniform plan mid-window."""
         if self.config.init_tokens is not None:
             if len(self.config.init_tokens) != len(space.groups):
                 raise ConfigError(

@@ -95,7 +95,7 @@ STRATEGIES: Registry[type[Strategy]] = Registry("strategy class")
 
 
 def implements(config_class: type) -> Callable[[type[Strategy]], type[Strategy]]:
-    """Class decorator: the strategy for config entries of ``config_class``, registered under its YAML name."""
+    """Class decorator: the strategy for entries of ``config_class``, registered under its YAML name."""
 
     def register(cls: type[Strategy]) -> type[Strategy]:
         cls.config_class = config_class

@@ -22,8 +22,9 @@ def refuse_distributed(context: CompressionContext, name: str, what: str) -> Non
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else context.world_size
     if world > 1:
         raise ConfigError(
-            f"strategies.{name}: {what} does not run under torchrun yet (the ranks would measure on different "
-            "data and prune differently); run it on one process, then fine-tune the saved model under torchrun"
+            f"strategies.{name}: {what} does not run under torchrun yet (the ranks would measure on "
+            "different data and prune differently); run it on one process, then fine-tune the saved model "
+            "under torchrun"
         )
 
 

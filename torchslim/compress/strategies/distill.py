@@ -61,8 +61,8 @@ class DistillationStrategy(Strategy):
         names = [config.distiller] if config.distiller else list(config.distillers or [])
         if len(names) != 1:
             raise ConfigError(
-                f"{slim_config.source}: strategies.{name}.distillers: one distiller per strategy is supported, "
-                f"got {len(names)} ({', '.join(names)})"
+                f"{slim_config.source}: strategies.{name}.distillers: one distiller per strategy is "
+                f"supported, got {len(names)} ({', '.join(names)})"
             )
         self.distiller = distiller_config(slim_config, names[0])
         self._ctx = config_context(slim_config)
@@ -87,7 +87,7 @@ class DistillationStrategy(Strategy):
 
     # -- the teacher ----------------------------------------------------------------------
     def on_compression_begin(self, context: CompressionContext) -> None:
-        """A fresh run with ``teacher: null`` snapshots the model now, before any pruning, and saves it once."""
+        """A fresh run with ``teacher: null`` snapshots the model now, before any pruning, and saves it."""
         self._modules(context.model)  # an unknown feature map is a ConfigError before training
         if self.resumed or self.distiller.teacher is not None:
             return
@@ -117,8 +117,8 @@ class DistillationStrategy(Strategy):
             return self._prepare(model, context)
         if self.teacher_dir is None or not (self.teacher_dir / "manifest.json").is_file():
             raise CheckpointError(
-                f"strategies.{self.name}: resuming with distillers.{self.distiller.name}.teacher null needs the "
-                f"unpruned model saved at the start of the run in {self.teacher_dir}, which is missing; "
+                f"strategies.{self.name}: resuming with distillers.{self.distiller.name}.teacher null needs "
+                f"the unpruned model saved at the start of the run in {self.teacher_dir}, which is missing; "
                 "set the teacher to a weights file or saved model directory"
             )
         model, _ = load_model(self.teacher_dir, trusted=context.base_name)
@@ -166,8 +166,8 @@ class DistillationStrategy(Strategy):
             s, t = student[name], teacher[name]
             if len(s) != len(t) or s[2:] != t[2:]:
                 raise ModelError(
-                    f"distiller {self.distiller.name}, feature map {name!r}: the student's output has shape {s}, "
-                    f"the teacher's {t}; only the channels (dim 1) may differ"
+                    f"distiller {self.distiller.name}, feature map {name!r}: the student's output has shape "
+                    f"{s}, the teacher's {t}; only the channels (dim 1) may differ"
                 )
             weight = self.adapters.get(name)
             if weight is None or tuple(weight.shape) != (t[1], s[1]):  # new, or the layer was pruned
@@ -196,7 +196,7 @@ class DistillationStrategy(Strategy):
             store.clear()
 
     def feature_loss(self) -> torch.Tensor:
-        """Mean over the feature maps of MSE(adapter(student output), teacher output), for the last forward."""
+        """Mean over the feature maps of MSE(adapter(student output), teacher output), last forward."""
         losses = []
         for name in self.distiller.feature_maps:
             weight = self.adapters.get(name)
@@ -204,8 +204,9 @@ class DistillationStrategy(Strategy):
             teacher = self._features["teacher"].pop(name, None)
             if weight is None or student is None or teacher is None:
                 raise ModelError(
-                    f"distiller {self.distiller.name}, feature map {name!r}: no adapter or no output captured "
-                    "(extra_parameters() sets them up after on_epoch_begin, as the compressor calls it)"
+                    f"distiller {self.distiller.name}, feature map {name!r}: no adapter or no output "
+                    "captured (extra_parameters() sets them up after on_epoch_begin, as the compressor "
+                    "calls it)"
                 )
             if student.shape[1] != weight.shape[1]:
                 raise ModelError(
@@ -216,7 +217,8 @@ class DistillationStrategy(Strategy):
             if adapted.shape != teacher.shape:
                 raise ModelError(
                     f"distiller {self.distiller.name}, feature map {name!r}: the student's output has shape "
-                    f"{tuple(student.shape)}, the teacher's {tuple(teacher.shape)}; only the channels may differ"
+                    f"{tuple(student.shape)}, the teacher's {tuple(teacher.shape)}; "
+                    "only the channels may differ"
                 )
             losses.append(F.mse_loss(adapted.float(), teacher.detach().float()))
         return torch.stack(losses).mean()
@@ -235,8 +237,8 @@ class DistillationStrategy(Strategy):
         self.teacher_seconds += time.perf_counter() - start
         if teacher_outputs.shape != outputs.shape:
             raise ModelError(
-                f"distiller {self.distiller.name}: the teacher's outputs have shape {tuple(teacher_outputs.shape)}, "
-                f"the student's {tuple(outputs.shape)}"
+                f"distiller {self.distiller.name}: the teacher's outputs have shape "
+                f"{tuple(teacher_outputs.shape)}, the student's {tuple(outputs.shape)}"
             )
         loss = soft_label_loss(
             outputs,

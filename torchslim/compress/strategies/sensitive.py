@@ -24,7 +24,7 @@ import numpy as np
 from torchslim.config import SensitivePruneConfig, canonical_metric
 from torchslim.data import DEFAULT_DATA_SPEC
 from torchslim.engine.cached import Batch, evaluate_batches
-from torchslim.graph import apply_plan, plan_macs
+from torchslim.graph import GroupSet, apply_plan, plan_macs
 from torchslim.pruning.counting import channel_counts
 from torchslim.pruning.prune import analyze
 from torchslim.sensitivity.planning import plan_from_sensitivities, predicted_total_loss
@@ -150,7 +150,9 @@ class SensitivePruneStrategy(Strategy):
             "%s: step %d removed %.2f%% of the original MACs", self.name, step, 100 * event["flops_reduction"]
         )
 
-    def _scan(self, context: CompressionContext, group_set, scores, path: Path | None) -> SensitivityTable:
+    def _scan(
+        self, context: CompressionContext, group_set: GroupSet, scores: dict, path: Path | None
+    ) -> SensitivityTable:
         """The sensitivity table of the model as it is now (reused from ``path`` when it matches)."""
         batches, description, samples = self._slice(context)
         fresh = SensitivityTable(
