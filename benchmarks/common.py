@@ -276,7 +276,7 @@ def train_epochs(
     """SGD + momentum, cosine LR per batch over ``epochs``, with the engine's train/evaluate loops.
 
     ``loss_fn(outputs, targets, images)`` replaces cross-entropy (distillation)."""
-    from torchslim.engine import build_lr_scheduler, build_optimizer, evaluate, train_one_epoch
+    from torchslim.engine import TrainOptions, build_lr_scheduler, build_optimizer, evaluate, train_one_epoch
 
     torch.manual_seed(seed)
     optimizer = build_optimizer(model, lr=lr, momentum=0.9, l2_decay=weight_decay)
@@ -285,14 +285,9 @@ def train_epochs(
     )
     history = []
     for epoch in range(epochs):
+        options = TrainOptions(progress=progress, loss_fn=loss_fn)
         stats = train_one_epoch(
-            model,
-            data.train_loader,
-            optimizer,
-            scheduler=scheduler,
-            epoch=epoch,
-            progress=progress,
-            loss_fn=loss_fn,
+            model, data.train_loader, optimizer, options, scheduler=scheduler, epoch=epoch
         )
         result = evaluate(model, data.val_loader)
         history.append(

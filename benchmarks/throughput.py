@@ -58,19 +58,11 @@ def bare_epoch(
 def engine_epoch(
     model, loader, optimizer, scheduler, max_batches: int, device: torch.device
 ) -> tuple[int, float]:
-    from torchslim.engine import train_one_epoch
+    from torchslim.engine import TrainOptions, train_one_epoch
 
     started = time.perf_counter()
-    stats = train_one_epoch(
-        model,
-        loader,
-        optimizer,
-        scheduler=scheduler,
-        device=device,
-        hooks=_NoOpHooks(),
-        progress=False,
-        max_batches=max_batches,
-    )
+    options = TrainOptions(device=device, hooks=_NoOpHooks(), progress=False, max_batches=max_batches)
+    stats = train_one_epoch(model, loader, optimizer, options, scheduler=scheduler)
     _sync(device)
     return stats.images, time.perf_counter() - started
 

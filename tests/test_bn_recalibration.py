@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from torchslim.cli.main import main
 from torchslim.config.schema import TrainConfig
-from torchslim.engine import evaluate, train_one_epoch
+from torchslim.engine import TrainOptions, evaluate, train_one_epoch
 from torchslim.models import load_model
 from torchslim.pruning.prune import prune
 from torchslim.recovery.batch_norm import DEFAULT_BN_BATCHES, batch_norm_layers, recalibrate_batch_norm
@@ -124,7 +124,7 @@ def test_nothing_pruned_stale_statistics_are_restored_exactly():
     model = small_net()
     data = loader(banded_data(128, 2), batch_size=32)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    train_one_epoch(model, data, optimizer, progress=False)
+    train_one_epoch(model, data, optimizer, TrainOptions(progress=False))
     recalibrate_batch_norm(model, data, num_batches=4)
     val = loader(banded_data(64, 3), batch_size=64)
     reference_outputs = model.eval()(next(iter(val))[0]).detach()
@@ -164,7 +164,7 @@ def test_pruned_model_recovers_with_re_estimation():
     val = loader(banded_data(256, 2), batch_size=128)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     for epoch in range(3):
-        train_one_epoch(model, train, optimizer, epoch=epoch, progress=False)
+        train_one_epoch(model, train, optimizer, TrainOptions(progress=False), epoch=epoch)
     baseline = evaluate(model, val)
     pruned = prune(model, torch.zeros(1, 3, 16, 16), target_flops=0.5, round_to=1).model
     stale = evaluate(pruned, val)

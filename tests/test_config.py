@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from torchslim.config import (
-    KNOWN_CRITERIA,
     AutoPruneConfig,
     DistillationConfig,
     SAControllerConfig,
@@ -28,6 +27,7 @@ from torchslim.config import (
     parse_config,
     parse_override,
 )
+from torchslim.criteria import CRITERIA
 from torchslim.errors import ConfigError
 from torchslim.pruning.planner import DEFAULT_ROUND_TO
 
@@ -205,16 +205,14 @@ def test_our_additions_and_train_section():
     assert parse_config(config.to_dict()) == config
 
 
-def test_known_criteria_can_be_extended():
+def test_a_criterion_registered_in_the_criteria_registry_is_known_to_configs(monkeypatch):
     data = mobilenet_v1()
     data["pruners"]["pruner_1"]["criterions"] = {"*": "my_criterion"}
     with pytest.raises(ConfigError):
         parse_config(data)
-    KNOWN_CRITERIA.add("my_criterion")
-    try:
-        assert parse_config(data).pruners["pruner_1"].criterions == {"*": "my_criterion"}
-    finally:
-        KNOWN_CRITERIA.discard("my_criterion")
+    monkeypatch.setattr(CRITERIA, "_entries", dict(CRITERIA._entries))  # undone after the test
+    CRITERIA.register("my_criterion", lambda weight: weight)
+    assert parse_config(data).pruners["pruner_1"].criterions == {"*": "my_criterion"}
 
 
 def test_active_strategies_follow_compressor_order():

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchslim.engine import (
     LR_STRATEGIES,
     EpochShuffleSampler,
+    TrainOptions,
     accuracy_counts,
     append_jsonl,
     autocast_settings,
@@ -190,7 +191,7 @@ def test_train_one_epoch_learns_a_separable_problem():
     optimizer = build_optimizer(model, lr=0.1)
     scheduler = build_lr_scheduler(optimizer, strategy="cosine_decay", epochs=6, steps_per_epoch=len(loader))
     stats = [
-        train_one_epoch(model, loader, optimizer, scheduler=scheduler, epoch=e, progress=False)
+        train_one_epoch(model, loader, optimizer, TrainOptions(progress=False), scheduler=scheduler, epoch=e)
         for e in range(6)
     ]
     assert stats[-1].loss < 0.5 * stats[0].loss
@@ -222,11 +223,12 @@ def test_hooks_are_called_per_batch_and_missing_methods_skipped(capsys):
     model, loader = tiny_net(), DataLoader(toy_dataset(40), batch_size=8)
     optimizer = build_optimizer(model, lr=0.01)
     both = Both()
-    stats = train_one_epoch(model, loader, optimizer, hooks=both, progress=True, log_every=2)
+    stats = train_one_epoch(model, loader, optimizer, TrainOptions(hooks=both, progress=True, log_every=2))
     assert both.begin == [(i, 8, 8) for i in range(5)] and both.end == list(range(5))
     assert stats.images == 40
     end_only = EndOnly()
-    stats = train_one_epoch(model, loader, optimizer, hooks=end_only, progress=False, max_batches=3)
+    options = TrainOptions(hooks=end_only, progress=False, max_batches=3)
+    stats = train_one_epoch(model, loader, optimizer, options)
     assert end_only.end == [0, 1, 2] and stats.images == 24 and stats.batches == 3
 
 
@@ -246,7 +248,8 @@ def test_nan_loss_raises_before_the_step_and_names_the_batch():
             snapshots[i] = {k: v.detach().clone() for k, v in model.named_parameters()}
 
     with pytest.raises(TrainingError, match=r"epoch 7, batch 2") as info:
-        train_one_epoch(model, loader, optimizer, epoch=7, loss_fn=loss_fn, hooks=Snapshot(), progress=False)
+        options = TrainOptions(loss_fn=loss_fn, hooks=Snapshot(), progress=False)
+        train_one_epoch(model, loader, optimizer, options, epoch=7)
     assert "nan" in str(info.value)
     assert not torch.equal(snapshots[0]["0.weight"], snapshots[1]["0.weight"])
     for name, param in model.named_parameters():
@@ -262,13 +265,12 @@ def test_loss_fn_receives_images_and_empty_loader_fails():
         seen.append(images.shape)
         return F.cross_entropy(outputs, targets)
 
-    train_one_epoch(
-        model, DataLoader(toy_dataset(16), batch_size=8), optimizer, loss_fn=loss_fn, progress=False
-    )
+    options = TrainOptions(loss_fn=loss_fn, progress=False)
+    train_one_epoch(model, DataLoader(toy_dataset(16), batch_size=8), optimizer, options)
     assert seen == [torch.Size([8, 1, 8, 8])] * 2
     empty = DataLoader(TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)), batch_size=4)
     with pytest.raises(TrainingError, match="epoch 3"):
-        train_one_epoch(model, empty, optimizer, epoch=3, progress=False)
+        train_one_epoch(model, empty, optimizer, TrainOptions(progress=False), epoch=3)
 
 
 def test_amp_settings_on_cpu_and_bf16_autocast_and_scaler_paths():
@@ -276,12 +278,12 @@ def test_amp_settings_on_cpu_and_bf16_autocast_and_scaler_paths():
     assert autocast_settings("cuda", False) == (None, None)
     model, loader = tiny_net(), DataLoader(toy_dataset(16), batch_size=8)
     optimizer = build_optimizer(model, lr=0.01)
-    stats = train_one_epoch(
-        model, loader, optimizer, amp_dtype=torch.bfloat16, channels_last=True, progress=False
-    )
+    options = TrainOptions(amp_dtype=torch.bfloat16, channels_last=True, progress=False)
+    stats = train_one_epoch(model, loader, optimizer, options)
     assert math.isfinite(stats.loss)
     before = model[6].weight.detach().clone()
-    stats = train_one_epoch(model, loader, optimizer, scaler=torch.amp.GradScaler("cpu"), progress=False)
+    options = TrainOptions(scaler=torch.amp.GradScaler("cpu"), progress=False)
+    stats = train_one_epoch(model, loader, optimizer, options)
     assert math.isfinite(stats.loss) and not torch.equal(before, model[6].weight)
 
 
@@ -392,9 +394,8 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
     scheduler = build_lr_scheduler(
         optimizer, strategy="piecewise_decay", epochs=3, steps_per_epoch=2, step_epochs=(1,)
     )
-    train_one_epoch(
-        model, DataLoader(toy_dataset(16), batch_size=8), optimizer, scheduler=scheduler, progress=False
-    )
+    loader = DataLoader(toy_dataset(16), batch_size=8)
+    train_one_epoch(model, loader, optimizer, TrainOptions(progress=False), scheduler=scheduler)
     states = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -696,13 +697,15 @@ def test_resume_is_bit_identical_to_straight_training(tmp_path):
     loader = _loader()
     model, optimizer, scheduler = _build(1, len(loader))
     for epoch in range(2):
-        train_one_epoch(model, loader, optimizer, scheduler=scheduler, epoch=epoch, progress=False)
+        train_one_epoch(
+            model, loader, optimizer, TrainOptions(progress=False), scheduler=scheduler, epoch=epoch
+        )
     straight = {k: v.clone() for k, v in model.state_dict().items()}
 
     torch.manual_seed(0)
     loader = _loader()
     model, optimizer, scheduler = _build(1, len(loader))
-    train_one_epoch(model, loader, optimizer, scheduler=scheduler, epoch=0, progress=False)
+    train_one_epoch(model, loader, optimizer, TrainOptions(progress=False), scheduler=scheduler, epoch=0)
     states = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -722,7 +725,8 @@ def test_resume_is_bit_identical_to_straight_training(tmp_path):
     optimizer.load_state_dict(tensors["optimizer"])
     scheduler.load_state_dict(tensors["scheduler"])
     restore_rng_state(tensors["rng"])
-    train_one_epoch(model, loader, optimizer, scheduler=scheduler, epoch=meta["epoch"] + 1, progress=False)
+    options = TrainOptions(progress=False)
+    train_one_epoch(model, loader, optimizer, options, scheduler=scheduler, epoch=meta["epoch"] + 1)
     resumed = model.state_dict()
     assert list(resumed) == list(straight)
     for name in straight:
@@ -735,7 +739,7 @@ def test_resume_is_bit_identical_to_straight_training(tmp_path):
     scheduler.load_state_dict(tensors["scheduler"])
     restore_rng_state(after_first_epoch)
     torch.manual_seed(42)
-    train_one_epoch(model, loader, optimizer, scheduler=scheduler, epoch=1, progress=False)
+    train_one_epoch(model, loader, optimizer, TrainOptions(progress=False), scheduler=scheduler, epoch=1)
     assert not torch.equal(model[6].weight, straight["6.weight"])
 
 
@@ -749,17 +753,10 @@ def test_cuda_amp_training_rng_and_evaluate():
     loader = DataLoader(toy_dataset(), batch_size=8)
     optimizer = build_optimizer(model, lr=0.1)
     for epoch in range(4):
-        stats = train_one_epoch(
-            model,
-            loader,
-            optimizer,
-            device=device,
-            epoch=epoch,
-            amp_dtype=dtype,
-            scaler=scaler,
-            channels_last=True,
-            progress=False,
+        options = TrainOptions(
+            device=device, amp_dtype=dtype, scaler=scaler, channels_last=True, progress=False
         )
+        stats = train_one_epoch(model, loader, optimizer, options, epoch=epoch)
     assert stats.top1 >= 90.0
     result = evaluate(model, loader, device=device)
     assert result.samples == 64 and result.top1 >= 90.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -77,7 +77,3 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(name.lower(), known, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(self.list())})"
-
-
-def callable_registry(kind: str) -> Registry[Callable]:
-    return Registry[Callable](kind)

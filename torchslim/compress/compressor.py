@@ -1,18 +1,14 @@
 """The Compressor: the one place that wires a config's strategies, the training engine and the artifacts.
 
-Per epoch: strategies' epoch-begin hooks (pruning happens here), one training
-epoch, evaluation every ``eval_epoch``, epoch-end hooks, then
-``checkpoint_path/<epoch>/`` (training state, written atomically),
-``<epoch>/eval_model/`` (manifest + weights) and ``<epoch>/eval_model/model.onnx``.
-A restarted run resumes from the newest complete checkpoint; the config itself is
-not part of the checkpoint, so edits to it apply on restart (as in the seed).
+Per epoch: the strategies' epoch-begin hooks (pruning happens here), one training epoch, evaluation
+every ``eval_epoch``, the epoch-end hooks, then the epoch's files (:mod:`torchslim.compress.run_files`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +16,11 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from torchslim.compress.optimization import Optimization
 from torchslim.compress.param_check import check_pruned_params
+from torchslim.compress.run_files import RunFiles
 from torchslim.compress.strategies import CompressionContext, Strategy, build_strategy
+from torchslim.compress.summary import CompressionSummary, ModelStats
 from torchslim.config import SlimConfig
 from torchslim.data import DEFAULT_DATA_SPEC, DataBundle, build_loaders
 from torchslim.data.loaders import check_label_range
@@ -29,43 +28,30 @@ from torchslim.data.preprocess import preprocess_record
 from torchslim.data.spec import parse_data_spec
 from torchslim.engine import (
     EvalResult,
-    append_jsonl,
+    TrainOptions,
     autocast_settings,
-    build_lr_scheduler,
-    build_optimizer,
-    capture_rng_state,
     check_writable,
     evaluate,
-    find_latest_checkpoint,
-    load_checkpoint,
-    read_jsonl,
-    restore_rng_state,
-    save_checkpoint,
     train_one_epoch,
 )
 from torchslim.engine.device import num_outputs, resolve_device
 from torchslim.engine.distributed import barrier, from_environment
-from torchslim.errors import CheckpointError, ModelError
-from torchslim.export import export_onnx
+from torchslim.errors import ModelError
 from torchslim.models import (
-    build_from_manifest,
     build_model,
     canonical_name,
-    check_state_dict,
     load_manifest,
     load_model,
     load_pretrained,
-    make_manifest,
-    save_model,
     seed_param_names,
 )
-from torchslim.models.saved import MANIFEST_FILE
 from torchslim.pruning.counting import profile_model
 from torchslim.recovery.batch_norm import recalibrate_batch_norm
 from torchslim.recovery.reconstruction import reconstruct
 
+__all__ = ["CompressionSummary", "Compressor", "ModelStats"]
+
 DEFAULT_MODEL = "mobilenet_v1"
-METRICS_FILE = "metrics.jsonl"
 RESOLVED_CONFIG_FILE = "config.resolved.yaml"
 
 
@@ -73,38 +59,13 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-@dataclass
-class ModelStats:
-    macs: int
-    params: int
-    size_bytes: int
-    top1: float | None = None
-    top5: float | None = None
+@dataclasses.dataclass
+class _Training:
+    """The optimizer and schedule an epoch trains with, and the extra parameters they were built for."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-
-@dataclass
-class CompressionSummary:
-    before: ModelStats
-    after: ModelStats
-    epochs_run: list[int] = field(default_factory=list)
-    resumed_from: str | None = None
-    events: list[dict[str, Any]] = field(default_factory=list)
-    last_checkpoint: str | None = None
-    top1_per_epoch: dict[int, float] = field(default_factory=dict)  # epochs run in this process and evaluated
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "before": self.before.as_dict(),
-            "after": self.after.as_dict(),
-            "epochs_run": self.epochs_run,
-            "resumed_from": self.resumed_from,
-            "events": self.events,
-            "last_checkpoint": self.last_checkpoint,
-            "top1_per_epoch": self.top1_per_epoch,
-        }
+    optimizer: Any
+    scheduler: Any
+    extras: list[nn.Parameter]
 
 
 class Compressor:
@@ -194,6 +155,8 @@ class Compressor:
             device=self.device,
             train_loader=data.train_loader,
             val_loader=data.val_loader,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
         context.evaluate = lambda model=None: self.evaluate(model if model is not None else context.model)
         if self.train.bn_recalibration_batches > 0:
@@ -226,9 +189,9 @@ class Compressor:
         }
 
     def recalibrate_bn(self, model: nn.Module) -> int:
-        """Re-estimate batch-norm statistics after pruning on ``train.bn_recalibration_batches`` training batches.
+        """Re-estimate batch-norm statistics after pruning on ``train.bn_recalibration_batches`` batches.
 
-        Silent: search strategies call it for every candidate; the strategies' events carry top-1 before and after.
+        Silent: search strategies call it for every candidate; their events carry top-1 before and after.
         """
         return recalibrate_batch_norm(
             model,
@@ -240,6 +203,30 @@ class Compressor:
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> CompressionSummary:
+        context = self.prepare()
+        state = self.resume(context)
+        before, start_epoch = self._starting_point(context, state)
+        extras = self.extra_parameters(context)
+        optimizer, scheduler = self.optimization().build(context.model, extras, state)
+        training = _Training(optimizer, scheduler, extras)
+        if self.checkpoint_root is not None and self.dist.is_main:
+            self.config.save(str(self.checkpoint_root / RESOLVED_CONFIG_FILE))
+        summary = CompressionSummary(before, before, resumed_from=state["path"] if state else None)
+        for strategy in self.strategies:
+            strategy.on_compression_begin(context)
+        last_eval: EvalResult | None = None
+        for epoch in range(start_epoch, self.config.compressor.epoch):
+            last_eval = self.run_epoch(context, training, epoch, before, summary)
+        for strategy in self.strategies:
+            strategy.on_compression_end(context)
+        if last_eval is None:
+            last_eval = self.evaluate(context.model)
+        summary.after = self.stats(context.model, last_eval)
+        summary.events = context.events
+        return summary
+
+    def prepare(self) -> CompressionContext:
+        """Data, strategies and the initial model on its device, all checked before anything is written."""
         data = self.load_data()
         self.strategies = self.build_strategies()
         torch.manual_seed(self.train.seed)
@@ -251,79 +238,72 @@ class Compressor:
         ):  # a label the model has no output for: a DataError naming it, not an IndexError
             check_label_range(data, classes)
         context = self.make_context(model)
-        check_pruned_params(self.config, context.model, context.aliases)  # before anything is written
+        check_pruned_params(self.config, context.model, context.aliases)
         if self.checkpoint_root is not None and self.dist.is_main:
             check_writable(self.checkpoint_root)
-        state = self.resume(context)
-        if state is None:
-            before = self.stats(context.model, self.evaluate(context.model))
-            start_epoch, events = 0, []
-        else:
-            before = ModelStats(**state["meta"]["before"])
-            start_epoch, events = state["meta"]["epoch"] + 1, state["meta"].get("events", [])
-        context.events = events
-        extras = self.extra_parameters(context)
-        optimizer, scheduler = self.build_optimization(context.model, state, extras)
-        if self.checkpoint_root is not None and self.dist.is_main:
-            self.config.save(str(self.checkpoint_root / RESOLVED_CONFIG_FILE))
-        summary = CompressionSummary(before, before, resumed_from=state["path"] if state else None)
-        for strategy in self.strategies:
-            strategy.on_compression_begin(context)
-        last_eval: EvalResult | None = None
-        for epoch in range(start_epoch, self.config.compressor.epoch):
-            context.epoch = epoch
-            for strategy in self.strategies:
-                strategy.on_epoch_begin(context)
-            new_extras = self.extra_parameters(context)
-            if context.model_changed or not _same_objects(new_extras, extras):
-                optimizer, scheduler = self.rebuild_optimization(
-                    context.model, optimizer, scheduler, new_extras, keep_state=not context.model_changed
-                )
-                context.model_changed, extras = False, new_extras
-            stats = self.train_epoch(context, optimizer, scheduler, epoch, data)
-            last_eval = self.evaluate_if_due(context.model, epoch)
-            for strategy in self.strategies:
-                strategy.on_epoch_end(context)
-            record = self.epoch_record(context.model, epoch, stats, last_eval)
-            summary.epochs_run.append(epoch)
-            if record.get("top1") is not None:
-                summary.top1_per_epoch[epoch] = record["top1"]
-            if self.checkpoint_root is not None:
-                if self.dist.is_main:
-                    self.save_epoch(context, optimizer, scheduler, epoch, record, before)
-                summary.last_checkpoint = str(self.checkpoint_root / str(epoch))
-                barrier(self.dist)
-        for strategy in self.strategies:
-            strategy.on_compression_end(context)
-        if last_eval is None:
-            last_eval = self.evaluate(context.model)
-        summary.after = self.stats(context.model, last_eval)
-        summary.events = context.events
-        return summary
+        return context
 
-    def train_epoch(self, context, optimizer, scheduler, epoch: int, data: DataBundle):
+    def _starting_point(
+        self, context: CompressionContext, state: dict[str, Any] | None
+    ) -> tuple[ModelStats, int]:
+        """The stats of the model before compression and the first epoch to run."""
+        if state is None:
+            return self.stats(context.model, self.evaluate(context.model)), 0
+        meta = state["meta"]
+        context.events = meta.get("events", [])
+        return ModelStats(**meta["before"]), meta["epoch"] + 1
+
+    def run_epoch(
+        self, context: CompressionContext, training: _Training, epoch: int, before: ModelStats, summary
+    ) -> EvalResult | None:
+        """One epoch: hooks, (re)built optimizer, training, evaluation when due, the epoch's files."""
+        context.epoch = epoch
+        for strategy in self.strategies:
+            strategy.on_epoch_begin(context)
+        extras = self.extra_parameters(context)
+        if context.model_changed or not _same_objects(extras, training.extras):
+            training.optimizer, training.scheduler = self.optimization().rebuild(
+                context.model,
+                training.optimizer,
+                training.scheduler,
+                extras,
+                keep_state=not context.model_changed,
+            )
+            context.model_changed, training.extras = False, extras
+        stats = self.train_epoch(context, training.optimizer, training.scheduler, epoch)
+        result = self.evaluate_if_due(context.model, epoch)
+        for strategy in self.strategies:
+            strategy.on_epoch_end(context)
+        record = self.epoch_record(context.model, epoch, stats, result)
+        summary.epochs_run.append(epoch)
+        if record.get("top1") is not None:
+            summary.top1_per_epoch[epoch] = record["top1"]
+        if self.checkpoint_root is not None:
+            if self.dist.is_main:
+                self.save_epoch(context, training.optimizer, training.scheduler, epoch, record, before)
+            summary.last_checkpoint = str(self.checkpoint_root / str(epoch))
+            barrier(self.dist)
+        return result
+
+    def train_epoch(self, context: CompressionContext, optimizer, scheduler, epoch: int):
         amp_dtype, scaler = autocast_settings(self.device, amp=self.device.type == "cuda")
-        hooks = _StrategyHooks(self.strategies, context)
         model = context.model
         if self.dist.enabled:  # wrapped per epoch: pruning may have replaced the parameters
             model = DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        return train_one_epoch(
-            model,
-            data.train_loader,
-            optimizer,
-            scheduler=scheduler,
+        options = TrainOptions(
             device=self.device,
-            epoch=epoch,
             loss_fn=context.loss_fn,
             label_smoothing=self.train.label_smoothing,
             amp_dtype=amp_dtype,
             scaler=scaler,
             channels_last=self.device.type == "cuda",
-            hooks=hooks,
+            hooks=_StrategyHooks(self.strategies, context),
             progress=self.progress,
         )
+        loader = self.load_data().train_loader
+        return train_one_epoch(model, loader, optimizer, options, scheduler=scheduler, epoch=epoch)
 
     def evaluate(self, model: nn.Module) -> EvalResult:
         return evaluate(
@@ -371,141 +351,35 @@ class Compressor:
     def extra_parameters(self, context: CompressionContext) -> list[nn.Parameter]:
         return [p for strategy in self.strategies for p in strategy.extra_parameters(context)]
 
-    def build_optimization(self, model: nn.Module, state: dict[str, Any] | None, extras=()):
-        """SGD over the model and, as a last group, the strategies' extra parameters; its LR schedule."""
-        optimizer = build_optimizer(
-            model, lr=self.train.lr, momentum=self.train.momentum_rate, l2_decay=self.train.l2_decay
-        )
-        if extras:
-            optimizer.add_param_group({"params": list(extras), "weight_decay": self.train.l2_decay})
-        scheduler = build_lr_scheduler(
-            optimizer,
-            strategy=self.train.lr_strategy,
-            epochs=max(self.config.compressor.epoch, 1),
-            steps_per_epoch=max(len(self.load_data().train_loader), 1),
-            step_epochs=self.train.step_epochs,
-            warmup_epochs=self.train.warmup_epochs,
-        )
-        if state is not None:
-            try:
-                optimizer.load_state_dict(state["tensors"]["optimizer"])
-            except ValueError as error:  # e.g. a strategy with extra parameters was added or removed
-                raise CheckpointError(
-                    f"checkpoint {state['path']}: its optimizer state does not fit this config's parameters "
-                    f"({error}); use another checkpoint_path to start fresh"
-                ) from None
-            scheduler.load_state_dict(state["tensors"]["scheduler"])
-        return optimizer, scheduler
-
-    def rebuild_optimization(
-        self, model: nn.Module, old_optimizer, old_scheduler, extras=(), *, keep_state=False
-    ):
-        """After pruning, or when the extra parameters change: a fresh optimizer (no momentum for removed
-        shapes; ``keep_state`` keeps that of parameters still trained), the schedule where it was."""
-        optimizer, scheduler = self.build_optimization(model, None, extras)
-        lr = old_scheduler.get_last_lr()[0]  # every group follows the one schedule from train.lr
-        state = old_scheduler.state_dict()
-        state.update(base_lrs=scheduler.base_lrs, _last_lr=[lr] * len(optimizer.param_groups))
-        scheduler.load_state_dict(state)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-            if keep_state:
-                for param in group["params"]:
-                    if param in old_optimizer.state:
-                        optimizer.state[param] = old_optimizer.state[param]
-        return optimizer, scheduler
+    def optimization(self) -> Optimization:
+        steps = len(self.load_data().train_loader)
+        return Optimization(self.train, self.config.compressor.epoch, steps)
 
     # -- checkpoints ----------------------------------------------------------------------
-    def save_epoch(self, context, optimizer, scheduler, epoch: int, record: dict, before: ModelStats) -> Path:
-        directory = self.checkpoint_root / str(epoch)
-        manifest = make_manifest(self.model_name, context.base_kwargs, context.model)
-        meta = {
-            "format": "torchslim.checkpoint/1",
-            "epoch": epoch,
-            "model": self.model_name,
-            "manifest": manifest,
-            "metrics": record,
-            "before": before.as_dict(),
-            "events": context.events,
-        }
-        states = {strategy.name: strategy.state_dict() for strategy in self.strategies}
-        meta["strategies"], strategy_tensors = _split_states(states)
-        tensors = {
-            "model": _cpu_state(context.model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": capture_rng_state(),
-        }
-        if strategy_tensors:
-            tensors["strategies"] = strategy_tensors
-        # The log line goes first: a kill before the checkpoint lands leaves an extra record that resume drops.
-        append_jsonl(self.checkpoint_root / METRICS_FILE, record)
-        save_checkpoint(directory, tensors=tensors, meta=meta)
-        if self.config.compressor.save_eval_model:
-            self.save_eval_model(context, directory / "eval_model", manifest, record)
-        return directory
-
-    def save_eval_model(self, context, directory: Path, manifest: dict, record: dict) -> None:
-        model = context.model
-        extra = {"metrics": record, "preprocess": preprocess_record(self.data_spec, self.input_size())}
-        save_model(
-            directory,
-            model,
-            self.model_name,
-            context.base_kwargs,
+    def run_files(self) -> RunFiles | None:
+        """The run's checkpoints, eval models and metrics log; None without a checkpoint path."""
+        if self.checkpoint_root is None:
+            return None
+        return RunFiles(
+            root=self.checkpoint_root,
+            model_name=self.model_name,
+            compressor=self.config.compressor,
             input_size=self.input_size(),
-            manifest=manifest,
-            extra=extra,
+            preprocess=preprocess_record(self.data_spec, self.input_size()),
+            device=self.device,
+            is_main=self.dist.is_main,
+            log=self.log,
         )
-        if self.config.compressor.save_inference_model:
-            export_onnx(_cpu_copy(model), context.example_input.cpu(), directory / "model.onnx")
+
+    def save_epoch(self, context, optimizer, scheduler, epoch: int, record: dict, before: ModelStats) -> Path:
+        return self.run_files().save_epoch(
+            context, self.strategies, optimizer, scheduler, epoch, record, before
+        )
 
     def resume(self, context: CompressionContext) -> dict[str, Any] | None:
         """Load the newest complete checkpoint into ``context``; None when starting fresh."""
-        if self.checkpoint_root is None:
-            return None
-        latest = find_latest_checkpoint(
-            self.checkpoint_root,
-            on_corrupt=lambda path, error: self.log(f"skipping corrupt checkpoint {path}: {error}"),
-        )
-        if latest is None:
-            return None
-        tensors, meta = load_checkpoint(latest)
-        if meta.get("model") != self.model_name:
-            raise CheckpointError(
-                f"checkpoint {latest} is of model {meta.get('model')!r}, not {self.model_name!r}; "
-                "use another checkpoint_path to start fresh"
-            )
-        manifest = meta.get("manifest")
-        if not isinstance(manifest, dict) or manifest.get("model") != self.model_name:
-            # never build (import) a model the checkpoint names but the user did not
-            raise CheckpointError(
-                f"checkpoint {latest}: its architecture manifest is missing or not of model {self.model_name!r}; "
-                "use another checkpoint_path to start fresh"
-            )
-        try:
-            model = build_from_manifest(manifest, trusted=self.model_name)
-            check_state_dict(
-                model, tensors["model"], f"checkpoint {latest}: weights do not match its manifest"
-            )
-        except ModelError as error:
-            raise CheckpointError(str(error)) from None
-        model.load_state_dict(tensors["model"])
-        context.model = model.to(self.device)
-        restore_rng_state(tensors["rng"])
-        for strategy in self.strategies:
-            state = meta.get("strategies", {}).get(strategy.name, {})
-            strategy.load_state_dict({**state, **tensors.get("strategies", {}).get(strategy.name, {})})
-        if self.dist.is_main:
-            _truncate_metrics(self.checkpoint_root / METRICS_FILE, meta["epoch"])
-            if (
-                self.config.compressor.save_eval_model
-                and not (latest / "eval_model" / MANIFEST_FILE).is_file()
-            ):
-                # killed between the checkpoint and its eval model: write it now
-                self.save_eval_model(context, latest / "eval_model", manifest, meta.get("metrics", {}))
-        self.log(f"resuming from checkpoint {latest} (epoch {meta['epoch']} done)")
-        return {"path": str(latest), "tensors": tensors, "meta": meta}
+        files = self.run_files()
+        return None if files is None else files.resume(context, self.strategies)
 
 
 class _StrategyHooks:
@@ -525,46 +399,3 @@ class _StrategyHooks:
 
 def _same_objects(a: list, b: list) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
-
-
-def _holds_tensors(value: Any) -> bool:
-    if isinstance(value, dict):
-        return bool(value) and all(_holds_tensors(v) for v in value.values())
-    return isinstance(value, torch.Tensor)
-
-
-def _split_states(states: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Strategies' states -> (the JSON part for meta.json, the tensor part for the tensor file)."""
-    json_part, tensor_part = {}, {}
-    for name, state in states.items():
-        json_part[name] = {k: v for k, v in state.items() if not _holds_tensors(v)}
-        tensors = {k: v for k, v in state.items() if _holds_tensors(v)}
-        if tensors:
-            tensor_part[name] = tensors
-    return json_part, tensor_part
-
-
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
-
-
-def _cpu_copy(model: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(model).cpu().float()
-
-
-def _truncate_metrics(path: Path, last_epoch: int) -> None:
-    """Drop log records of epochs after the checkpoint we resume from (they will be re-run)."""
-    if not path.exists():
-        return
-    records = [r for r in read_jsonl(path) if r.get("epoch", -1) <= last_epoch]
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text("".join(_json_line(r) for r in records))
-    temporary.replace(path)
-
-
-def _json_line(record: dict) -> str:
-    import json
-
-    return json.dumps(record) + "\n"

@@ -1,14 +1,11 @@
 """Search controllers: propose token vectors, learn from their rewards, and survive a restart.
 
-:class:`SAController` is simulated annealing (the seed's ``SAController``): from
-the current tokens it proposes a neighbour (one token changed to a random value
-of its range; if that breaks the constraint, a second token is changed to a
-value that restores it), evaluates it, and moves there when the reward is
-higher, or otherwise with probability ``exp((reward - current) / T)``. The
-temperature is ``init_temperature * reduce_rate ** iteration``. The best tokens
-seen are kept. Everything it knows, the random generator included, is plain
-JSON data (:meth:`state_dict`), so a restarted search proposes exactly the
-candidates an uninterrupted one would have.
+Each controller is registered under the YAML class name of its config; :func:`build_controller`
+builds the one a config entry names. :class:`SAController` is the seed's simulated annealing: it
+proposes a neighbour of the current tokens (one token changed; a second one changed to restore the
+constraint if needed), moves there when the reward is higher or with probability
+``exp((reward - current) / T)``, ``T = init_temperature * reduce_rate ** iteration``. Its whole
+state, random generator included, is JSON data, so a restarted search proposes the same candidates.
 """
 
 from __future__ import annotations
@@ -19,11 +16,20 @@ from typing import Any
 
 import numpy as np
 
+from torchslim.config import SAControllerConfig
 from torchslim.errors import PruningError
+from torchslim.registry import Registry
 
 Tokens = list[int]
+CONTROLLERS: Registry[type] = Registry("controller class")
 
 
+def build_controller(config: Any, range_table: Sequence[tuple[int, int]], *, seed: int = 0):
+    """The controller a ``controllers.<name>`` entry describes, over tokens in ``range_table``."""
+    return CONTROLLERS.get(type(config).class_name).from_config(config, range_table, seed=seed)
+
+
+@CONTROLLERS.register(SAControllerConfig.class_name)
 class SAController:
     """Simulated annealing over integer tokens, token ``i`` in ``range_table[i] = (low, high)`` inclusive."""
 
@@ -54,6 +60,18 @@ class SAController:
         self.best_reward: float | None = None
         self.accepted = 0
 
+    @classmethod
+    def from_config(
+        cls, config: SAControllerConfig, range_table: Sequence[tuple[int, int]], *, seed: int = 0
+    ) -> SAController:
+        return cls(
+            range_table,
+            reduce_rate=config.reduce_rate,
+            init_temperature=config.init_temperature,
+            max_iter_number=config.max_iter_number,
+            seed=seed,
+        )
+
     # -- the search --------------------------------------------------------------------------
     @property
     def temperature(self) -> float:
@@ -76,7 +94,7 @@ class SAController:
         self.accepted = 0
 
     def next_tokens(self) -> Tokens:
-        """A neighbour of the current tokens that satisfies the constraint (the current ones if none is found)."""
+        """A neighbour of the current tokens that satisfies the constraint (else the current ones)."""
         if self.current_tokens is None:
             raise PruningError("SAController.next_tokens() before reset(): no current tokens")
         mutable = [i for i, (lo, hi) in enumerate(self.range_table) if hi > lo]

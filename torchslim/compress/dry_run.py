@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import re
 from typing import Any
 
 from torchslim.compress.compressor import Compressor
 from torchslim.compress.param_check import check_pruned_params
+from torchslim.pruning.prune import prune
 
 
 def plan_strategies(compressor: Compressor) -> list[dict[str, Any]]:
     """What each pruning strategy would do to the initial model, without training (``--dry-run``)."""
-    import copy
-    import re
-
-    from torchslim.pruning.prune import prune
-
     model, _ = compressor.build_initial_model()
     context = compressor.make_context(model)
     check_pruned_params(compressor.config, model, context.aliases)

@@ -7,7 +7,7 @@ import re
 from torch import nn
 
 from torchslim.config import SlimConfig
-from torchslim.config.validation import Context, make_error
+from torchslim.config.messages import config_context
 
 
 def check_pruned_params(config: SlimConfig, model: nn.Module, aliases: dict[str, str]) -> None:
@@ -23,10 +23,4 @@ def check_pruned_params(config: SlimConfig, model: nn.Module, aliases: dict[str,
             continue
         sample = ", ".join(f"{n} ({aliases[n]})" if n in aliases else n for n in names[:6])
         problem = f"{pattern!r} matches no parameter of the model; names look like: {sample}, ..."
-        path = ("strategies", strategy.name, "pruned_params")
-        origins = getattr(config, "_origins", None)
-        raise (
-            Context(origins).error(path, problem)
-            if origins is not None
-            else make_error(config.source, path, problem)
-        )
+        raise config_context(config).error(("strategies", strategy.name, "pruned_params"), problem)

@@ -9,37 +9,33 @@ Every problem raises :class:`torchslim.errors.ConfigError` with a one-line messa
 ``<file>: <key.path>: <problem>``.
 """
 
-from torchslim.config.loader import apply_overrides, load_config, loads_config, parse_config, parse_override
-from torchslim.config.schema import (
-    CONTROLLER_CLASSES,
-    KNOWN_CRITERIA,
-    LR_STRATEGIES,
+from torchslim.config.classes import (
+    CONTROLLER_CONFIGS,
     METRIC_ALIASES,
-    PRUNER_CLASSES,
-    STRATEGY_CLASSES,
+    PRUNER_CONFIGS,
+    STRATEGY_CONFIGS,
     UNSUPPORTED_CLASSES,
     AutoPruneConfig,
-    CompressorConfig,
     DistillationConfig,
     PruneStrategyConfig,
     SAControllerConfig,
     SensitivePruneConfig,
-    SlimConfig,
     StrategyConfig,
     StructurePrunerConfig,
-    TrainConfig,
     UniformPruneConfig,
     canonical_metric,
-    config_keys,
 )
+from torchslim.config.distillers import DISTILLER_CONFIGS, SoftLabelDistillerConfig
+from torchslim.config.loader import apply_overrides, load_config, loads_config, parse_config, parse_override
+from torchslim.config.schema import LR_STRATEGIES, CompressorConfig, SlimConfig, TrainConfig
 
 __all__ = [
-    "CONTROLLER_CLASSES",
-    "KNOWN_CRITERIA",
+    "CONTROLLER_CONFIGS",
+    "DISTILLER_CONFIGS",
     "LR_STRATEGIES",
     "METRIC_ALIASES",
-    "PRUNER_CLASSES",
-    "STRATEGY_CLASSES",
+    "PRUNER_CONFIGS",
+    "STRATEGY_CONFIGS",
     "UNSUPPORTED_CLASSES",
     "AutoPruneConfig",
     "CompressorConfig",
@@ -48,13 +44,13 @@ __all__ = [
     "SAControllerConfig",
     "SensitivePruneConfig",
     "SlimConfig",
+    "SoftLabelDistillerConfig",
     "StrategyConfig",
     "StructurePrunerConfig",
     "TrainConfig",
     "UniformPruneConfig",
     "apply_overrides",
     "canonical_metric",
-    "config_keys",
     "load_config",
     "loads_config",
     "parse_config",

@@ -6,19 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from torchslim.config.validation import (
-    Context,
-    Origins,
-    as_float,
-    as_path_or_none,
-    as_str,
-    build,
-    did_you_mean,
-    interval,
-    list_of,
-    short_repr,
-    spec,
-)
+from torchslim.config.classes import class_names, yaml_class
+from torchslim.config.messages import Context, config_context, did_you_mean, short_repr
+from torchslim.config.validation import as_float, as_path_or_none, as_str, build, interval, list_of, spec
+from torchslim.registry import Registry
+
+DISTILLER_CONFIGS: Registry[type] = Registry("distiller class")
 
 _FEATURE_MAP_HINT = (
     "name the layers in 'feature_maps' (module names, the same in teacher and pruned student, "
@@ -31,15 +24,18 @@ def _names(ctx: Context, path: tuple, value: Any) -> list[str]:
     return [] if value is None else list_of(as_str, allow_scalar=True)(ctx, path, value)
 
 
+@yaml_class(DISTILLER_CONFIGS, "SoftLabelDistiller")
 @dataclass(kw_only=True)
 class SoftLabelDistillerConfig:
     """``class: SoftLabelDistiller`` - match the teacher's softened class distribution."""
 
-    class_name: ClassVar[str] = "SoftLabelDistiller"
+    class_name: ClassVar[str]
     key_hints: ClassVar[dict[str, str]] = {
         "teacher_temperature": "torchslim uses one 'temperature' for teacher and student",
         "student_temperature": "torchslim uses one 'temperature' for teacher and student",
-        "distillation_loss_weight": "use 'alpha' (weight of the soft-label loss; 1 - alpha weights the labels)",
+        "distillation_loss_weight": (
+            "use 'alpha' (weight of the soft-label loss; 1 - alpha weights the labels)"
+        ),
         "teacher_feature_map": _FEATURE_MAP_HINT,
         "student_feature_map": _FEATURE_MAP_HINT,
     }
@@ -63,28 +59,23 @@ class SoftLabelDistillerConfig:
                 raise ctx.error((*path, "feature_maps", index), f"{name!r} is listed twice")
 
 
-DISTILLER_CLASSES: dict[str, type] = {SoftLabelDistillerConfig.class_name: SoftLabelDistillerConfig}
 CLASS_HINTS = {"L2Distiller": "; L2 feature-map distillation is SoftLabelDistiller's 'feature_maps' key"}
-
-
-def _config_context(slim_config: Any) -> Context:
-    return Context(getattr(slim_config, "_origins", None) or Origins(slim_config.source))
 
 
 def distiller_config(slim_config: Any, name: str) -> SoftLabelDistillerConfig:
     """Validate the raw ``distillers.<name>`` entry; errors name the key and the file (and line)."""
-    ctx = _config_context(slim_config)
+    ctx = config_context(slim_config)
     path = ("distillers", name)
     entry = slim_config.distillers[name]
     class_name = entry.get("class")
-    cls = DISTILLER_CLASSES.get(class_name)
-    if cls is None:
-        known = ", ".join(DISTILLER_CLASSES)
+    if not isinstance(class_name, str) or class_name not in DISTILLER_CONFIGS:
+        known = class_names(DISTILLER_CONFIGS)
         raise ctx.error(
             (*path, "class"),
-            f"distiller class {short_repr(class_name)} is not supported{did_you_mean(class_name, DISTILLER_CLASSES)}"
-            f" (supported distillers: {known}){CLASS_HINTS.get(class_name, '')}",
+            f"distiller class {short_repr(class_name)} is not supported{did_you_mean(class_name, known)}"
+            f" (supported distillers: {', '.join(known)}){CLASS_HINTS.get(class_name, '')}",
         )
+    cls = DISTILLER_CONFIGS.get(class_name)
     config = build(cls, ctx, path, entry, ignore=("class",), name=name)
     if config.teacher is not None and not Path(config.teacher).exists():
         raise ctx.error((*path, "teacher"), f"no such file or directory: {config.teacher}")

@@ -5,39 +5,26 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from torchslim.config.schema import (
-    CONTROLLER_CLASSES,
-    PRUNER_CLASSES,
-    SECTIONS,
-    STRATEGY_CLASSES,
+from torchslim.config.classes import (
+    CONTROLLER_CONFIGS,
+    PRUNER_CONFIGS,
+    STRATEGY_CONFIGS,
     UNSUPPORTED_CLASSES,
-    CompressorConfig,
-    SlimConfig,
-    TrainConfig,
+    class_names,
 )
-from torchslim.config.validation import (
-    OVERRIDE_SOURCE,
-    Context,
-    KeyPath,
-    Origins,
-    build,
-    did_you_mean,
-    got,
-    make_error,
-    plain,
-    require_mapping,
-    short_repr,
-    unknown_key_error,
-)
+from torchslim.config.messages import Context, KeyPath, Origins, did_you_mean, got, make_error, short_repr
+from torchslim.config.schema import SECTIONS, CompressorConfig, SlimConfig, TrainConfig
+from torchslim.config.validation import build, plain, require_mapping, unknown_key_error
+from torchslim.registry import Registry
 
-SUPPORTED_VERSIONS = ("1.0",)
+OVERRIDE_SOURCE = "<overrides>"
 _INSTANCE_NAME = re.compile(r"[^\s.\[\]'\"]+")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -295,11 +282,11 @@ def _parse(data: dict, origins: Origins, source: str) -> SlimConfig:
         raise ctx.error(("compressor",), "required section is missing")
     config = SlimConfig(
         version=_version(ctx, data.get("version", 1.0)),
-        pruners=_instances(ctx, data, "pruners", PRUNER_CLASSES),
-        controllers=_instances(ctx, data, "controllers", CONTROLLER_CLASSES),
+        pruners=_instances(ctx, data, "pruners", PRUNER_CONFIGS),
+        controllers=_instances(ctx, data, "controllers", CONTROLLER_CONFIGS),
         distillers=_raw_instances(ctx, data, "distillers"),
         quantizers=_raw_instances(ctx, data, "quantizers"),
-        strategies=_instances(ctx, data, "strategies", STRATEGY_CLASSES),
+        strategies=_instances(ctx, data, "strategies", STRATEGY_CONFIGS),
         compressor=build(CompressorConfig, ctx, ("compressor",), data["compressor"]),
         train=build(TrainConfig, ctx, ("train",), data.get("train")),
         source=source,
@@ -327,32 +314,39 @@ def _check_name(ctx: Context, path: KeyPath, name: str) -> None:
         )
 
 
-def _class_of(ctx: Context, path: KeyPath, entry: dict, classes: dict[str, type], section: str) -> type:
+def _class_of(ctx: Context, path: KeyPath, entry: dict, classes: Registry[type], section: str) -> type:
+    """The config dataclass that ``entry``'s ``class`` names, looked up in the section's registry."""
+    name = _class_name(ctx, path, entry)
+    if name in classes:
+        return classes.get(name)
+    supported = f"(supported {section}: {', '.join(class_names(classes))})"
+    if name in UNSUPPORTED_CLASSES:
+        raise ctx.error((*path, "class"), f"{name}: {UNSUPPORTED_CLASSES[name]} {supported}")
+    close = did_you_mean(name, class_names(classes))
+    raise ctx.error((*path, "class"), f"unknown class {short_repr(name)}{close} {supported}")
+
+
+def _class_name(ctx: Context, path: KeyPath, entry: dict) -> str:
     if "class" not in entry:
         raise ctx.error((*path, "class"), "required key is missing")
     name = entry["class"]
-    if not isinstance(name, str):
+    if not isinstance(name, str) or not name.strip():
         raise ctx.error((*path, "class"), f"expected a class name string, {got(name)}")
-    if name in classes:
-        return classes[name]
-    if name in UNSUPPORTED_CLASSES:
-        raise ctx.error(
-            (*path, "class"),
-            f"{name}: {UNSUPPORTED_CLASSES[name]} (supported {section}: {', '.join(classes)})",
-        )
-    raise ctx.error(
-        (*path, "class"),
-        f"unknown class {short_repr(name)}{did_you_mean(name, classes)} (supported {section}: {', '.join(classes)})",
-    )
+    return name
 
 
-def _instances(ctx: Context, data: dict, section: str, classes: dict[str, type]) -> dict[str, Any]:
+def _entries(ctx: Context, data: dict, section: str) -> Iterator[tuple[KeyPath, str, dict]]:
+    """``(path, instance name, mapping)`` of every entry of a section of named instances."""
     entries = require_mapping(ctx, (section,), data.get(section), allow_null=True)
-    out = {}
     for name, entry in entries.items():
         path = (section, name)
         _check_name(ctx, path, name)
-        entry = require_mapping(ctx, path, entry)
+        yield path, name, require_mapping(ctx, path, entry)
+
+
+def _instances(ctx: Context, data: dict, section: str, classes: Registry[type]) -> dict[str, Any]:
+    out = {}
+    for path, name, entry in _entries(ctx, data, section):
         cls = _class_of(ctx, path, entry, classes, section)
         out[name] = build(cls, ctx, path, entry, ignore=("class",), name=name)
     return out
@@ -360,16 +354,9 @@ def _instances(ctx: Context, data: dict, section: str, classes: dict[str, type])
 
 def _raw_instances(ctx: Context, data: dict, section: str) -> dict[str, dict[str, Any]]:
     """distillers / quantizers: kept raw, checked only as mappings with a ``class``."""
-    entries = require_mapping(ctx, (section,), data.get(section), allow_null=True)
     out = {}
-    for name, entry in entries.items():
-        path = (section, name)
-        _check_name(ctx, path, name)
-        entry = require_mapping(ctx, path, entry)
-        if "class" not in entry:
-            raise ctx.error((*path, "class"), "required key is missing")
-        if not isinstance(entry["class"], str) or not entry["class"].strip():
-            raise ctx.error((*path, "class"), f"expected a class name string, {got(entry['class'])}")
+    for path, name, entry in _entries(ctx, data, section):
+        _class_name(ctx, path, entry)
         out[name] = plain(ctx, path, entry)
     return out
 

@@ -1,7 +1,4 @@
-"""Model-agnostic training engine: train one epoch, evaluate, LR schedules, checkpoints.
-
-Imports nothing of torchslim but :mod:`torchslim.errors`.
-"""
+"""Model-agnostic training engine: train one epoch, evaluate, LR schedules, checkpoints."""
 
 from torchslim.data.shuffle import (  # re-exported: samplers live with the data
     EpochShuffleSampler,
@@ -21,13 +18,14 @@ from torchslim.engine.checkpoint import (
 from torchslim.engine.evaluate import EvalResult, accuracy_counts, evaluate
 from torchslim.engine.metrics_log import append_jsonl, read_jsonl
 from torchslim.engine.optim import LR_STRATEGIES, build_lr_scheduler, build_optimizer, lr_multiplier
-from torchslim.engine.train import EpochStats, train_one_epoch
+from torchslim.engine.train import EpochStats, TrainOptions, train_one_epoch
 
 __all__ = [
     "LR_STRATEGIES",
     "EpochShuffleSampler",
     "EpochStats",
     "EvalResult",
+    "TrainOptions",
     "accuracy_counts",
     "append_jsonl",
     "autocast_settings",

@@ -8,13 +8,10 @@ import torch
 def autocast_settings(
     device: str | torch.device, amp: bool
 ) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    """``(amp_dtype, scaler)`` for :func:`~torchslim.engine.train.train_one_epoch`.
+    """``(amp_dtype, scaler)`` for :class:`~torchslim.engine.train.TrainOptions`.
 
-    On CUDA with ``amp``: bfloat16 when the GPU supports it (no scaler needed:
-    bf16 has float32's exponent range), else float16 with a ``GradScaler``.
-    Anywhere else, or without ``amp``: ``(None, None)``, plain float32 — CPU
-    autocast is usually slower than float32 for convolutions. Save the scaler's
-    ``state_dict()`` with the checkpoint to resume float16 runs exactly.
+    On CUDA with ``amp``: bfloat16 when the GPU supports it (no scaler needed), else float16 with a
+    ``GradScaler``. Anywhere else, or without ``amp``: ``(None, None)``, plain float32.
     """
     device = torch.device(device)
     if not amp or device.type != "cuda":

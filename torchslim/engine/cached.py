@@ -8,15 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchslim.engine import accuracy_counts
+from torchslim.engine.evaluate import accuracy_counts
 from torchslim.errors import PruningError
+from torchslim.nn import eval_mode
 
 METRICS = {"top1_acc": 0, "top5_acc": 1}
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-# ----------------------------------------------------------------------------- evaluation on a cached slice
 
 
 def cache_batches(loader: Iterable, samples: int | None, device: torch.device | str) -> list[Batch]:
@@ -42,24 +40,19 @@ def evaluate_batches(model: nn.Module, batches: Sequence[Batch], metric: str = "
     column = METRICS.get(metric)
     if column is None:
         raise PruningError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
-    was_training = model.training
-    model.eval()
     correct = 0
     total = 0
-    try:
-        with torch.inference_mode():
-            for images, targets in batches:
-                correct += int(accuracy_counts(model(images), targets)[column])
-                total += len(targets)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        for images, targets in batches:
+            correct += int(accuracy_counts(model(images), targets)[column])
+            total += len(targets)
     return 100.0 * correct / max(total, 1)
 
 
 def top1_score(
     batches: Sequence[Batch], before: Callable[[nn.Module], Any] | None = None
 ) -> Callable[[nn.Module], float]:
-    """``score(model)``: ``before(model)`` (e.g. BN re-estimation of a pruned copy), then top-1 on ``batches``."""
+    """``score(model)``: ``before(model)`` (e.g. BN re-estimation of a pruned copy), then top-1."""
 
     def score(model: nn.Module) -> float:
         if before is not None:

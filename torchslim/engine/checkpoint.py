@@ -1,27 +1,14 @@
 """Atomic, pickle-free checkpoints.
 
-Layout of one checkpoint directory (``root/<epoch>/`` by convention)::
+One checkpoint directory (``root/<epoch>/`` by convention) holds ``<name>.pt`` per state dict
+(``torch.save``, loaded only with ``weights_only=True``: optimizer states are nested dicts that
+safetensors cannot hold), ``meta.json`` and ``MANIFEST.json`` (format, version, the sha256 and size
+of every other file), written last.
 
-    <name>.pt       one per state dict (model, optimizer, scheduler, rng, ...),
-                    written with torch.save; loaded only with weights_only=True
-    meta.json       JSON metadata (epoch, metrics, config, architecture manifest)
-    MANIFEST.json   format + version, which file holds which state dict, and the
-                    sha256 and size of every other file; written last
-
-``torch.save`` rather than safetensors because optimizer and scheduler state
-dicts are nested dicts / lists of tensors and numbers, which safetensors cannot
-hold; ``torch.load(weights_only=True)`` reads exactly those types and refuses
-any other pickled object, so loading never runs code from the file.
-
-Atomicity: everything is written into ``<directory>.tmp-<pid>``, fsynced, and
-renamed to ``<directory>``. An existing ``<directory>`` is first renamed aside
-to ``<directory>.old-<pid>`` and deleted after the new one is in place. A kill
-at any moment therefore leaves the old complete checkpoint or the new complete
-one; leftovers of a dead process (``*.tmp-<pid>``, ``*.old-<pid>``) are never
-listed, and the next save to the same directory, or
-:func:`find_latest_checkpoint` for ``root/<epoch>`` ones, removes them (an
-``.old`` whose target is missing is renamed back). Liveness is
-judged by pid on this machine: use one writer process per root.
+Everything is written into ``<directory>.tmp-<pid>``, fsynced and renamed into place (an existing
+directory is first moved aside to ``.old-<pid>``), so a kill leaves the old or the new complete
+checkpoint. Dead writers' leftovers are never listed and are cleaned up by the next save or by
+:func:`find_latest_checkpoint`; liveness is judged by pid, so use one writer process per root.
 """
 
 from __future__ import annotations
@@ -223,7 +210,8 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[
             tensors[name] = torch.load(io.BytesIO(contents[fname]), weights_only=True, map_location="cpu")
         except Exception as e:
             raise CheckpointError(
-                f"checkpoint file {directory / fname} cannot be loaded safely (weights_only): {_first_line(e)}"
+                f"checkpoint file {directory / fname} cannot be loaded safely (weights_only): "
+                f"{_first_line(e)}"
             ) from e
     return tensors, meta
 
@@ -241,7 +229,8 @@ def _read_verified(directory: Path, *, keep: bool) -> tuple[dict[str, Any], dict
             raise CheckpointError(f"cannot read checkpoint file {path}: {e}") from e
         if len(data) != info["size"]:
             raise CheckpointError(
-                f"checkpoint file {path} has {len(data)} bytes but the manifest says {info['size']} (truncated?)"
+                f"checkpoint file {path} has {len(data)} bytes but the manifest says {info['size']} "
+                "(truncated?)"
             )
         if hashlib.sha256(data).hexdigest() != info["sha256"]:
             raise CheckpointError(
@@ -352,7 +341,8 @@ def check_writable(root: str | os.PathLike, *, min_free_bytes: int = 64 * 2**20)
         raise CheckpointError(f"checkpoint directory {root} is not writable: {e.strerror or e}") from e
     if free < min_free_bytes:
         raise CheckpointError(
-            f"checkpoint directory {root} has {free / 2**20:.1f} MiB free; need at least {min_free_bytes / 2**20:.1f} MiB"
+            f"checkpoint directory {root} has {free / 2**20:.1f} MiB free; "
+            f"need at least {min_free_bytes / 2**20:.1f} MiB"
         )
 
 

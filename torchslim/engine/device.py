@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from torchslim.errors import ConfigError
+from torchslim.nn import eval_mode
 
 
 def resolve_device(name: str) -> torch.device:
@@ -17,11 +18,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def num_outputs(model: nn.Module, size: int, device: str | torch.device = "cpu") -> int | None:
-    """The number of logits ``model`` gives one ``size``x``size`` image; None unless it returns one (1, C) tensor."""
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            output = model.eval()(torch.zeros(1, 3, size, size, device=device))
-    finally:
-        model.train(was_training)
+    """The number of logits ``model`` gives one ``size``x``size`` image; None unless it returns (1, C)."""
+    with eval_mode(model), torch.no_grad():
+        output = model(torch.zeros(1, 3, size, size, device=device))
     return int(output.shape[1]) if isinstance(output, torch.Tensor) and output.dim() == 2 else None

@@ -46,8 +46,3 @@ def from_environment(device_type: str) -> DistributedEnv:
 def barrier(env: DistributedEnv) -> None:
     if env.enabled:
         dist.barrier()
-
-
-def shutdown(env: DistributedEnv) -> None:
-    if env.enabled and dist.is_initialized():
-        dist.destroy_process_group()

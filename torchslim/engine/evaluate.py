@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from torchslim.nn import eval_mode
+
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -52,35 +54,23 @@ def evaluate(
 ) -> EvalResult:
     """Top-1 / top-5 accuracy and mean cross-entropy of ``model`` over ``loader``.
 
-    Runs in ``eval()`` mode under ``torch.inference_mode`` and restores the
-    model's previous train / eval mode. With ``distributed`` and an initialized
-    process group, the counts are summed over all ranks, so each rank must see a
-    disjoint shard (a sampler that pads shards counts the padding twice).
+    Runs in eval mode under ``torch.inference_mode`` and leaves the model's modes as they were.
+    With ``distributed`` and an initialized process group the counts are summed over all ranks,
+    so each rank must see a disjoint shard.
     """
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
     # correct@1, correct@5, loss sum, samples; float64 keeps big counts exact.
     totals = torch.zeros(4, dtype=torch.float64, device=device)
-    try:
-        with torch.inference_mode():
-            bar = tqdm(
-                loader, desc="eval", disable=not progress, file=sys.stderr, leave=False, dynamic_ncols=True
-            )
-            with bar:
-                for images, targets in islice(bar, max_batches):
-                    images, targets = (
-                        images.to(device, non_blocking=True),
-                        targets.to(device, non_blocking=True),
-                    )
-                    outputs = model(images)
-                    totals[:2] += accuracy_counts(outputs, targets)
-                    totals[2] += F.cross_entropy(outputs.float(), targets, reduction="sum")
-                    totals[3] += len(targets)
-            if distributed and dist.is_available() and dist.is_initialized():
-                dist.all_reduce(totals, op=dist.ReduceOp.SUM)
-    finally:
-        model.train(was_training)
+    bar = tqdm(loader, desc="eval", disable=not progress, file=sys.stderr, leave=False, dynamic_ncols=True)
+    with eval_mode(model), torch.inference_mode(), bar:
+        for images, targets in islice(bar, max_batches):
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            outputs = model(images)
+            totals[:2] += accuracy_counts(outputs, targets)
+            totals[2] += F.cross_entropy(outputs.float(), targets, reduction="sum")
+            totals[3] += len(targets)
+        if distributed and dist.is_available() and dist.is_initialized():
+            dist.all_reduce(totals, op=dist.ReduceOp.SUM)
     correct1, correct5, loss_sum, samples = totals.tolist()
     if samples == 0:
         return EvalResult(top1=float("nan"), top5=float("nan"), loss=float("nan"), samples=0)

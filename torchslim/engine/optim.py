@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,12 +28,9 @@ def build_optimizer(
 ) -> torch.optim.SGD:
     """SGD with momentum, with L2 decay on conv / linear weights only.
 
-    Parameters with ``ndim <= 1`` (BatchNorm scales and shifts, biases) go to a
-    second group without weight decay unless ``decay_bn_and_bias``: decaying
-    them pulls BN scales towards zero, which hurts accuracy and — for pruning —
-    also distorts BN-scale based importance scores. Frozen parameters
-    (``requires_grad=False``) are left out. Group 0 always holds the decayed
-    parameters, group 1 (when present) the undecayed ones.
+    Parameters with ``ndim <= 1`` (BatchNorm scales and shifts, biases) go to a second group
+    without decay unless ``decay_bn_and_bias``: decaying BN scales would also distort BN-scale
+    importance scores. Frozen parameters are left out. Group 0 holds the decayed parameters.
     """
     decay, no_decay = [], []
     for param in model.parameters():
@@ -90,27 +88,11 @@ def lr_multiplier(
 
 
 def build_lr_scheduler(
-    optimizer: torch.optim.Optimizer,
-    *,
-    strategy: str,
-    epochs: float,
-    steps_per_epoch: int,
-    step_epochs: Sequence[float] = (),
-    gamma: float = 0.1,
-    warmup_epochs: float = 0.0,
+    optimizer: torch.optim.Optimizer, **schedule: Any
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-batch ``LambdaLR`` following :func:`lr_multiplier`.
+    """A per-batch ``LambdaLR`` following :func:`lr_multiplier` (``schedule`` holds its keyword arguments).
 
-    Raises ``ValueError`` (listing the known strategies) for an unknown
-    ``strategy``. The multiplier is a plain closure, so ``state_dict()`` holds
-    only numbers and loads with ``torch.load(weights_only=True)``.
+    The multiplier is a plain closure, so ``state_dict()`` holds only numbers and loads with
+    ``torch.load(weights_only=True)``.
     """
-    fn = lr_multiplier(
-        strategy=strategy,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        step_epochs=step_epochs,
-        gamma=gamma,
-        warmup_epochs=warmup_epochs,
-    )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(**schedule))

@@ -33,92 +33,121 @@ class EpochStats:
     batches: int
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """How :func:`train_one_epoch` trains; ``dataclasses.replace`` gives an epoch its own loss or hooks."""
+
+    device: str | torch.device = "cpu"
+    loss_fn: LossFn | None = None  # loss_fn(outputs, targets, images) replaces cross-entropy
+    label_smoothing: float = 0.0
+    amp_dtype: torch.dtype | None = None  # enables torch.autocast; float16 wants a GradScaler
+    scaler: torch.amp.GradScaler | None = None
+    channels_last: bool = False  # converts the inputs only; convert the model yourself
+    hooks: Any = None  # may define on_batch_begin(i, images, targets) and on_batch_end(i, loss_value)
+    progress: bool = True
+    log_every: int = 20  # batches between refreshes of the progress bar's loss, LR and images/s
+    max_batches: int | None = None
+
+
+class _Tally:
+    """Running loss, train top-1 and throughput of one epoch."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss_sum, self.seen, self.batches = 0.0, 0, 0
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.start = time.perf_counter()
+
+    def add(self, outputs: torch.Tensor, targets: torch.Tensor, loss_value: float) -> None:
+        if targets.ndim == 1:  # class indices; soft targets have no top-1
+            self.correct += (outputs.argmax(dim=1) == targets).sum()
+        self.loss_sum += loss_value * len(targets)
+        self.seen += len(targets)
+        self.batches += 1
+
+    def rate(self) -> float:
+        return self.seen / max(time.perf_counter() - self.start, 1e-9)
+
+    def stats(self, lr: float) -> EpochStats:
+        seconds = time.perf_counter() - self.start
+        return EpochStats(
+            loss=self.loss_sum / self.seen,
+            top1=100.0 * self.correct.item() / self.seen,
+            images=self.seen,
+            seconds=seconds,
+            images_per_s=self.seen / max(seconds, 1e-9),
+            lr=lr,
+            batches=self.batches,
+        )
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable,
     optimizer: torch.optim.Optimizer,
+    options: TrainOptions | None = None,
     *,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    device: str | torch.device = "cpu",
     epoch: int = 0,
-    loss_fn: LossFn | None = None,
-    label_smoothing: float = 0.0,
-    amp_dtype: torch.dtype | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    channels_last: bool = False,
-    hooks: Any = None,
-    progress: bool = True,
-    log_every: int = 20,
-    max_batches: int | None = None,
 ) -> EpochStats:
     """Train ``model`` for one pass over ``loader``; the scheduler steps per batch.
 
-    ``loss_fn(outputs, targets, images)`` replaces cross-entropy (distillation).
-    ``hooks`` may define ``on_batch_begin(i, images, targets)`` and
-    ``on_batch_end(i, loss_value)``; missing methods are skipped. A non-finite
-    loss raises :class:`TrainingError` before the backward pass, so that batch
-    leaves the weights untouched. ``amp_dtype`` enables ``torch.autocast`` (pass
-    a ``GradScaler`` for float16, see :func:`autocast_settings`). If the loader's
-    sampler has ``set_epoch`` it is called with ``epoch`` first, which makes the
-    shuffle order a function of the epoch (see :mod:`torchslim.data.shuffle`).
-    ``channels_last`` converts the inputs only; convert the model yourself.
-    Train top-1 counts only class-index (1-D) targets; the progress bar's
-    postfix (loss, LR, images/s) is refreshed every ``log_every`` batches.
+    A non-finite loss raises :class:`TrainingError` before the backward pass, so that batch
+    leaves the weights untouched. A sampler with ``set_epoch`` gets ``epoch`` first, which
+    makes the shuffle order a function of the epoch (see :mod:`torchslim.data.shuffle`).
     """
-    device = torch.device(device)
-    begin, end = getattr(hooks, "on_batch_begin", None), getattr(hooks, "on_batch_end", None)
+    options = options or TrainOptions()
+    device = torch.device(options.device)
+    begin = getattr(options.hooks, "on_batch_begin", None)
+    end = getattr(options.hooks, "on_batch_end", None)
     if hasattr(getattr(loader, "sampler", None), "set_epoch"):
         loader.sampler.set_epoch(epoch)
     model.train()
-    loss_sum, seen, batches, correct = 0.0, 0, 0, torch.zeros((), dtype=torch.long, device=device)
-    start = time.perf_counter()
+    tally = _Tally(device)
     bar = tqdm(
-        loader, desc=f"epoch {epoch}", disable=not progress, file=sys.stderr, leave=False, dynamic_ncols=True
+        loader,
+        desc=f"epoch {epoch}",
+        disable=not options.progress,
+        file=sys.stderr,
+        leave=False,
+        dynamic_ncols=True,
     )
     with bar:
-        for i, (images, targets) in enumerate(islice(bar, max_batches)):
+        for i, (images, targets) in enumerate(islice(bar, options.max_batches)):
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            if channels_last:
+            if options.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             if begin is not None:
                 begin(i, images, targets)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = model(images)
-                if loss_fn is None:
-                    loss = F.cross_entropy(outputs, targets, label_smoothing=label_smoothing)
-                else:
-                    loss = loss_fn(outputs, targets, images)
+            outputs, loss = _forward(model, images, targets, device, options)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise TrainingError(
                     f"training diverged: loss is {loss_value} at epoch {epoch}, batch {i}; "
                     "try a lower learning rate"
                 )
-            _step(loss, optimizer, scaler)
+            _step(loss, optimizer, options.scaler)
             if scheduler is not None:
                 scheduler.step()
-            if targets.ndim == 1:
-                correct += (outputs.argmax(dim=1) == targets).sum()
-            loss_sum, seen, batches = loss_sum + loss_value * len(images), seen + len(images), batches + 1
+            tally.add(outputs, targets, loss_value)
             if end is not None:
                 end(i, loss_value)
-            if progress and i % max(log_every, 1) == 0:
-                rate = seen / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(
-                    loss=f"{loss_value:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}", img_s=f"{rate:.0f}"
-                )
-    if seen == 0:
+            if options.progress and i % max(options.log_every, 1) == 0:
+                lr = optimizer.param_groups[0]["lr"]
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}", img_s=f"{tally.rate():.0f}")
+    if tally.seen == 0:
         raise TrainingError(f"epoch {epoch}: the training loader yielded no batches")
-    seconds = time.perf_counter() - start
-    return EpochStats(
-        loss=loss_sum / seen,
-        top1=100.0 * correct.item() / seen,
-        images=seen,
-        seconds=seconds,
-        images_per_s=seen / max(seconds, 1e-9),
-        lr=optimizer.param_groups[0]["lr"],
-        batches=batches,
-    )
+    return tally.stats(optimizer.param_groups[0]["lr"])
+
+
+def _forward(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, device: torch.device, options: TrainOptions
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs and loss of one batch, under autocast when ``options.amp_dtype`` is set."""
+    with torch.autocast(device.type, dtype=options.amp_dtype, enabled=options.amp_dtype is not None):
+        outputs = model(images)
+        if options.loss_fn is None:
+            return outputs, F.cross_entropy(outputs, targets, label_smoothing=options.label_smoothing)
+        return outputs, options.loss_fn(outputs, targets, images)
 
 
 def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:

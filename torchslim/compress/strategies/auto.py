@@ -1,30 +1,16 @@
-"""AutoPruneStrategy: search per-group ratios with simulated annealing, apply the best one found.
+"""AutoPruneStrategy: search per-group ratios with a controller, apply the best one found.
 
-The search space is one token per selected group: how many ``round_to`` steps of
-channels it loses (token 0 keeps the group whole). Only token vectors whose
-removed MACs lie in ``[min_ratio, max_ratio]`` are proposed (MACs are counted on
-shapes, microseconds per check). Each candidate is a pruned copy of the model
-(the live model is never touched during the search), batch norms re-estimated
-when the run has ``after_prune``, optionally fine-tuned ``retrain_epoch``
-epochs, then evaluated on the validation slice (``eval_rate``); its reward is
-the metric in percent. The controller is the seed's ``SAController`` (see
-:mod:`torchslim.compress.controllers`).
+One token per selected group: how many ``round_to`` steps of channels it loses. Only tokens whose
+removed MACs lie in ``[min_ratio, max_ratio]`` are proposed. A candidate is a pruned copy of the
+model (BN re-estimated when the run does, optionally fine-tuned ``retrain_epoch`` epochs) scored on
+the validation slice ``eval_rate``. ``init_tokens`` gives each group's starting ratio in percent
+(default: the uniform plan in the middle of the window); ``uniform_range`` bounds every group to its
+start +/- that ratio.
 
-Seed keys: ``init_tokens`` gives the starting ratio of every group in percent
-of its channels (the seed's 1% tokens), default: the uniform ratio that lands
-in the middle of ``[min_ratio, max_ratio]``; ``uniform_range`` limits every
-group to that starting ratio +/- ``uniform_range``.
-
-Timing: with ``end_epoch`` the ``max_iter_number`` candidates are spread over
-the epochs from ``start_epoch`` to ``end_epoch`` (clamped to the run's last
-epoch), and the best tokens are applied at that epoch; without ``end_epoch`` the
-whole search runs and is applied at ``start_epoch``. The search state (iteration,
-temperature, current / best tokens and rewards, random generator) is part of
-:meth:`state_dict`; with a checkpoint path it is also written after every
-candidate to ``<checkpoint_path>/<name>.search.json``, so a search killed in
-the middle of an epoch continues from its last candidate, not from the epoch's
-start (the file is only used when the model has the same weights it was
-written for).
+With ``end_epoch`` the candidates are spread over the epochs up to it and the best is applied there;
+without, the whole search runs at ``start_epoch``. The search state is checkpointed, and with a
+checkpoint path also written after every candidate to ``<checkpoint_path>/<name>.search.json``, so a
+killed search continues from its last candidate when the model's weights are the same.
 """
 
 from __future__ import annotations
@@ -42,10 +28,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from torchslim.compress.controllers import SAController
-from torchslim.config import canonical_metric
+from torchslim.compress.controllers import SAController, build_controller
+from torchslim.config import AutoPruneConfig, canonical_metric
 from torchslim.data import DEFAULT_DATA_SPEC
-from torchslim.engine import build_optimizer, train_one_epoch
+from torchslim.engine import TrainOptions, build_optimizer, train_one_epoch
 from torchslim.engine.cached import Batch, evaluate_batches
 from torchslim.errors import ConfigError, PruningError
 from torchslim.graph import GroupSet, apply_plan
@@ -56,7 +42,7 @@ from torchslim.pruning.search import search_uniform
 from torchslim.sensitivity.scan import group_scores
 from torchslim.sensitivity.table import model_fingerprint
 
-from .base import CompressionContext, Strategy
+from .base import CompressionContext, Strategy, implements
 from .common import (
     pruner_criterion,
     refuse_distributed,
@@ -69,7 +55,7 @@ log = logging.getLogger(__name__)
 
 
 def keep_options(size: int, round_to: int) -> list[int]:
-    """Allowed kept counts of a group, most first: the full size, then multiples of ``round_to`` down to one step."""
+    """Allowed kept counts of a group, most first: the full size, then multiples of ``round_to``."""
     if size <= round_to:
         return [size]
     below = (size - 1) // round_to * round_to
@@ -117,9 +103,10 @@ class TokenSpace:
         return [self.options[g].index(plan.keep[g]) for g in self.groups]
 
 
+@implements(AutoPruneConfig)
 class AutoPruneStrategy(Strategy):
     def __init__(self, name: str, config: Any, slim_config: Any) -> None:
-        super().__init__(name, config)
+        super().__init__(name, config, slim_config)
         self.pruner = slim_config.pruner_of(config)
         self.controller_config = slim_config.controller_of(config)
         self.train_config = slim_config.train
@@ -158,7 +145,7 @@ class AutoPruneStrategy(Strategy):
     def on_epoch_begin(self, context: CompressionContext) -> None:
         if self.done or context.epoch < self.config.start_epoch:
             return
-        refuse_distributed(context, self.name, "AutoPruneStrategy")
+        refuse_distributed(context, self.name, self.config_class.class_name)
         space = self._prepare(context)
         left = self.controller.max_iter_number - self.controller.iteration
         if context.epoch < self.apply_epoch():
@@ -188,19 +175,12 @@ class AutoPruneStrategy(Strategy):
         self._fingerprint = model_fingerprint(model)
         if self.controller is None:
             saved = self._newer_saved_state()
-            if (
-                saved is not None
-            ):  # killed mid-search; never its "done": the pruned model was not checkpointed
+            if saved is not None:  # killed mid-search; never its "done": the pruned model was not saved
                 self.load_state_dict({**saved, "done": False})
             if self.init_tokens is None:
                 self.init_tokens = self.initial_tokens(space)
-            self.controller = SAController(
-                self._ranges(space, self.init_tokens),
-                reduce_rate=self.controller_config.reduce_rate,
-                init_temperature=self.controller_config.init_temperature,
-                max_iter_number=self.controller_config.max_iter_number,
-                seed=self.train_config.seed,
-            )
+            ranges = self._ranges(space, self.init_tokens)
+            self.controller = build_controller(self.controller_config, ranges, seed=self.train_config.seed)
             if self._saved is not None:
                 self.controller.load_state_dict(self._saved)
         self.controller.constrain = lambda tokens: self._feasible(space, tokens)
@@ -210,7 +190,7 @@ class AutoPruneStrategy(Strategy):
         return self.config.min_ratio - 1e-9 <= space.reduction(tokens) <= self.config.max_ratio + 1e-9
 
     def initial_tokens(self, space: TokenSpace) -> list[int]:
-        """``init_tokens`` (percent of each group's channels) or the uniform plan in the middle of the window."""
+        """``init_tokens`` (percent of each group's channels) or the uniform plan mid-window."""
         if self.config.init_tokens is not None:
             if len(self.config.init_tokens) != len(space.groups):
                 raise ConfigError(
@@ -290,10 +270,9 @@ class AutoPruneStrategy(Strategy):
             momentum=self.train_config.momentum_rate,
             l2_decay=self.train_config.l2_decay,
         )
+        options = TrainOptions(device=context.device, progress=False)
         for epoch in range(self.config.retrain_epoch):
-            train_one_epoch(
-                model, context.train_loader, optimizer, device=context.device, epoch=epoch, progress=False
-            )
+            train_one_epoch(model, context.train_loader, optimizer, options, epoch=epoch)
 
     def search(self, context: CompressionContext, space: TokenSpace, budget: int) -> None:
         """Evaluate the initial tokens (once) and then up to ``budget`` candidates."""
@@ -336,7 +315,7 @@ class AutoPruneStrategy(Strategy):
         self.done = True
         event = {
             "strategy": self.name,
-            "class": "AutoPruneStrategy",
+            "class": self.config_class.class_name,
             "epoch": context.epoch,
             "macs_before": plan.macs_before,
             "macs_after": plan.macs_after,

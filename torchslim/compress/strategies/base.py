@@ -1,12 +1,20 @@
-"""What every compression strategy looks like to the compressor: hooks and resumable state."""
+"""What every compression strategy looks like to the compressor: hooks and resumable state.
+
+Each implementation is registered under the YAML class name of the config it implements
+(:func:`implements`); :func:`build_strategy` builds a config entry's strategy from there.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from torchslim.errors import ConfigError
+from torchslim.registry import Registry
 
 
 @dataclass
@@ -39,9 +47,14 @@ class CompressionContext:
 
 class Strategy:
     """Base class: every hook does nothing. ``state_dict`` values must be JSON-able, or tensors
-    (or dicts of them), which checkpoints keep in their tensor file."""
+    (or dicts of them), which checkpoints keep in their tensor file.
 
-    def __init__(self, name: str, config: Any) -> None:
+    Every strategy is built as ``cls(name, config, slim_config)``: the entry's name, its config
+    dataclass and the whole config."""
+
+    config_class: ClassVar[type]
+
+    def __init__(self, name: str, config: Any, slim_config: Any) -> None:
         self.name = name
         self.config = config
 
@@ -76,3 +89,28 @@ class Strategy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy class")
+
+
+def implements(config_class: type) -> Callable[[type[Strategy]], type[Strategy]]:
+    """Class decorator: the strategy for entries of ``config_class``, registered under its YAML name."""
+
+    def register(cls: type[Strategy]) -> type[Strategy]:
+        cls.config_class = config_class
+        return STRATEGIES.register(config_class.class_name, cls)
+
+    return register
+
+
+def build_strategy(name: str, config: Any, slim_config: Any) -> Strategy:
+    """The strategy object for config entry ``strategies.<name>``."""
+    class_name = type(config).class_name
+    if class_name not in STRATEGIES:
+        implemented = ", ".join(STRATEGIES.get(n).config_class.class_name for n in STRATEGIES)
+        raise ConfigError(
+            f"{slim_config.source}: strategies.{name}: unknown strategy class {class_name} "
+            f"(implemented: {implemented})"
+        )
+    return STRATEGIES.get(class_name)(name, config, slim_config)

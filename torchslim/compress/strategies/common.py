@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from itertools import islice
 from typing import Any
 
+import torch.distributed as dist
+
 from torchslim.criteria import data_criterion
 from torchslim.criteria.data_driven import DEFAULT_BATCHES
 from torchslim.engine.cached import Batch, cache_batches
@@ -14,18 +16,15 @@ from torchslim.sensitivity.scan import slice_samples
 
 from .base import CompressionContext
 
-# ----------------------------------------------------------------------------- helpers shared with auto.py
-
 
 def refuse_distributed(context: CompressionContext, name: str, what: str) -> None:
     """Scans and searches decide on one process's data; under torchrun the ranks would choose differently."""
-    import torch.distributed as dist
-
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else context.world_size
     if world > 1:
         raise ConfigError(
-            f"strategies.{name}: {what} does not run under torchrun yet (the ranks would measure on different "
-            "data and prune differently); run it on one process, then fine-tune the saved model under torchrun"
+            f"strategies.{name}: {what} does not run under torchrun yet (the ranks would measure on "
+            "different data and prune differently); run it on one process, then fine-tune the saved model "
+            "under torchrun"
         )
 
 

@@ -1,45 +1,17 @@
 """DistillationStrategy: during fine-tuning, the unpruned model teaches the pruned one.
 
-Config (PaddleSlim's ``distillers`` section and a strategy naming one)::
+A strategy names one ``distillers`` entry (:mod:`torchslim.config.distillers`). For epochs
+``start_epoch <= epoch < end_epoch`` the loss is
+``alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels)``,
+the teacher running in eval mode without gradient; its forward time per epoch is an event.
 
-    distillers:
-        distiller_1:
-            class: 'SoftLabelDistiller'
-            temperature: 4.0   # softens both distributions
-            alpha: 0.5         # weight of the soft-label loss; 1 - alpha weights the hard labels
-            teacher: null      # null: the model before any pruning; else a weights file or saved model dir
-            feature_maps: ['features.7', 'features.14']   # optional: module names, the same in teacher and student
-            feature_weight: 1.0                            # weight of the feature-map loss
-    strategies:
-        distill:
-            class: 'DistillationStrategy'
-            distiller: 'distiller_1'
-            start_epoch: 0
-            end_epoch: 2       # exclusive, as in PaddleSlim; null: until the last epoch
+With ``feature_maps`` the loss also has ``feature_weight * mean MSE(adapter(student), teacher)`` over
+those modules (pruning keeps module names). An adapter is a learned 1x1 map from the student's channels
+to the teacher's (identity while they agree, zeros once pruned); adapters reach the optimizer through
+:meth:`Strategy.extra_parameters`, are checkpointed, and under torchrun their gradients are averaged.
 
-For epochs ``start_epoch <= epoch < end_epoch`` the training loss is
-``alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels)``
-(the cross-entropy with ``train.label_smoothing``). The teacher runs in eval mode
-without gradient on the training device; the seconds its forward passes take,
-and their share of the epoch's training time, are an event per epoch.
-
-Feature maps (FitNets-style, PaddleSlim's L2Distiller): with ``feature_maps`` the loss
-also has ``feature_weight * mean over the layers of MSE(adapter(student output), teacher output)``.
-Pruning keeps module names, so one name serves teacher and student; outputs must be
-``(N, C)`` or ``(N, C, H, W)``, and only the channel count may differ. The adapter is a
-learned 1x1 map (a 1x1 convolution; a linear layer for ``(N, C)``) from the student's
-channels to the teacher's: the identity while the layer keeps the teacher's channels, else
-zeros (so an untrained adapter sends no gradient into the student); pruning the layer
-gives it a fresh adapter. ``alpha: 0`` distils features and hard labels only. The
-adapters reach the optimizer through :meth:`Strategy.extra_parameters`, are part of
-the strategy's checkpointed state (with their momentum in the optimizer's), and under
-torchrun their gradients are averaged over the ranks, as DDP does for the model's.
-
-Resume: with ``teacher: null`` the initial model is saved once, at the start of a
-fresh run, to ``<checkpoint_path>/teacher/`` (a saved-model directory, as
-:func:`torchslim.models.save_model` writes) and loaded from there by a resumed
-run; epoch checkpoints never hold the teacher. A ``teacher`` path is read from
-that path, fresh or resumed.
+With ``teacher: null`` a fresh run saves the initial model once to ``<checkpoint_path>/teacher/``, which
+a resumed run loads; epoch checkpoints never hold the teacher.
 """
 
 from __future__ import annotations
@@ -55,11 +27,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from torchslim.config.distillers import _config_context, distiller_config
-from torchslim.config.validation import (
-    did_you_mean,
-    short_repr,
-)
+from torchslim.config import DistillationConfig
+from torchslim.config.distillers import distiller_config
+from torchslim.config.messages import config_context, did_you_mean, short_repr
 from torchslim.errors import CheckpointError, ConfigError, ModelError
 from torchslim.models import build_model, load_model, load_pretrained, save_model
 from torchslim.recovery.distillation import (
@@ -71,7 +41,7 @@ from torchslim.recovery.distillation import (
     soft_label_loss,
 )
 
-from .base import CompressionContext, Strategy
+from .base import CompressionContext, Strategy, implements
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +54,18 @@ def _is_main_process(context: CompressionContext) -> bool:
     return context.is_main_process
 
 
+@implements(DistillationConfig)
 class DistillationStrategy(Strategy):
     def __init__(self, name: str, config: Any, slim_config: Any) -> None:
-        super().__init__(name, config)
+        super().__init__(name, config, slim_config)
         names = [config.distiller] if config.distiller else list(config.distillers or [])
         if len(names) != 1:
             raise ConfigError(
-                f"{slim_config.source}: strategies.{name}.distillers: one distiller per strategy is supported, "
-                f"got {len(names)} ({', '.join(names)})"
+                f"{slim_config.source}: strategies.{name}.distillers: one distiller per strategy is "
+                f"supported, got {len(names)} ({', '.join(names)})"
             )
         self.distiller = distiller_config(slim_config, names[0])
-        self._ctx = _config_context(slim_config)
+        self._ctx = config_context(slim_config)
         self.label_smoothing = slim_config.train.label_smoothing
         root = slim_config.compressor.checkpoint_path
         self.teacher_dir = Path(root) / TEACHER_DIR if root else None
@@ -116,7 +87,7 @@ class DistillationStrategy(Strategy):
 
     # -- the teacher ----------------------------------------------------------------------
     def on_compression_begin(self, context: CompressionContext) -> None:
-        """A fresh run with ``teacher: null`` snapshots the model now, before any pruning, and saves it once."""
+        """A fresh run with ``teacher: null`` snapshots the model now, before any pruning, and saves it."""
         self._modules(context.model)  # an unknown feature map is a ConfigError before training
         if self.resumed or self.distiller.teacher is not None:
             return
@@ -146,8 +117,8 @@ class DistillationStrategy(Strategy):
             return self._prepare(model, context)
         if self.teacher_dir is None or not (self.teacher_dir / "manifest.json").is_file():
             raise CheckpointError(
-                f"strategies.{self.name}: resuming with distillers.{self.distiller.name}.teacher null needs the "
-                f"unpruned model saved at the start of the run in {self.teacher_dir}, which is missing; "
+                f"strategies.{self.name}: resuming with distillers.{self.distiller.name}.teacher null needs "
+                f"the unpruned model saved at the start of the run in {self.teacher_dir}, which is missing; "
                 "set the teacher to a weights file or saved model directory"
             )
         model, _ = load_model(self.teacher_dir, trusted=context.base_name)
@@ -195,8 +166,8 @@ class DistillationStrategy(Strategy):
             s, t = student[name], teacher[name]
             if len(s) != len(t) or s[2:] != t[2:]:
                 raise ModelError(
-                    f"distiller {self.distiller.name}, feature map {name!r}: the student's output has shape {s}, "
-                    f"the teacher's {t}; only the channels (dim 1) may differ"
+                    f"distiller {self.distiller.name}, feature map {name!r}: the student's output has shape "
+                    f"{s}, the teacher's {t}; only the channels (dim 1) may differ"
                 )
             weight = self.adapters.get(name)
             if weight is None or tuple(weight.shape) != (t[1], s[1]):  # new, or the layer was pruned
@@ -225,7 +196,7 @@ class DistillationStrategy(Strategy):
             store.clear()
 
     def feature_loss(self) -> torch.Tensor:
-        """Mean over the feature maps of MSE(adapter(student output), teacher output), for the last forward."""
+        """Mean over the feature maps of MSE(adapter(student output), teacher output), last forward."""
         losses = []
         for name in self.distiller.feature_maps:
             weight = self.adapters.get(name)
@@ -233,8 +204,9 @@ class DistillationStrategy(Strategy):
             teacher = self._features["teacher"].pop(name, None)
             if weight is None or student is None or teacher is None:
                 raise ModelError(
-                    f"distiller {self.distiller.name}, feature map {name!r}: no adapter or no output captured "
-                    "(extra_parameters() sets them up after on_epoch_begin, as the compressor calls it)"
+                    f"distiller {self.distiller.name}, feature map {name!r}: no adapter or no output "
+                    "captured (extra_parameters() sets them up after on_epoch_begin, as the compressor "
+                    "calls it)"
                 )
             if student.shape[1] != weight.shape[1]:
                 raise ModelError(
@@ -245,7 +217,8 @@ class DistillationStrategy(Strategy):
             if adapted.shape != teacher.shape:
                 raise ModelError(
                     f"distiller {self.distiller.name}, feature map {name!r}: the student's output has shape "
-                    f"{tuple(student.shape)}, the teacher's {tuple(teacher.shape)}; only the channels may differ"
+                    f"{tuple(student.shape)}, the teacher's {tuple(teacher.shape)}; "
+                    "only the channels may differ"
                 )
             losses.append(F.mse_loss(adapted.float(), teacher.detach().float()))
         return torch.stack(losses).mean()
@@ -264,8 +237,8 @@ class DistillationStrategy(Strategy):
         self.teacher_seconds += time.perf_counter() - start
         if teacher_outputs.shape != outputs.shape:
             raise ModelError(
-                f"distiller {self.distiller.name}: the teacher's outputs have shape {tuple(teacher_outputs.shape)}, "
-                f"the student's {tuple(outputs.shape)}"
+                f"distiller {self.distiller.name}: the teacher's outputs have shape "
+                f"{tuple(teacher_outputs.shape)}, the student's {tuple(outputs.shape)}"
             )
         loss = soft_label_loss(
             outputs,

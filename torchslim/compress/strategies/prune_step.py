@@ -41,7 +41,7 @@ def finish_pruning(
     before: dict,
     step: PruneStep | None = None,
 ) -> None:
-    """After an in-place prune: flag the change, evaluate, re-estimate BN, reconstruct, plot, and record ``event``."""
+    """After an in-place prune: flag the change, evaluate, re-estimate BN, reconstruct, plot, record."""
     context.model_changed = True
     if context.evaluate is not None:
         event["top1_after_prune"] = context.evaluate().top1

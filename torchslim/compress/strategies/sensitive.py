@@ -1,29 +1,15 @@
 """SensitivePruneStrategy: per-group ratios chosen from a sensitivity scan, optionally in several steps.
 
-At ``start_epoch`` the strategy scans every selected group's sensitivity on a
-validation slice (``eval_rate`` of the validation set; see
-:mod:`torchslim.sensitivity.scan`), reusing ``sensitivities_file`` when it matches,
-then picks per-group ratios that remove ``target_ratio`` of the MACs (within
-1.5%) with the least predicted metric loss (``allocation``: ``marginal``, the
-default, or the seed's one-loss-level rule ``level``; see
-:func:`torchslim.sensitivity.plan_from_sensitivities`), and prunes the model in
-place. When the run re-estimates batch norms after pruning (``after_prune``),
-the scan does so after every removal too, so the table predicts what pruning
-will really cost.
+At ``start_epoch`` it scans every selected group on a validation slice (``eval_rate``), reusing
+``sensitivities_file`` when it matches, picks ratios that remove ``target_ratio`` of the MACs with
+the least predicted loss (``allocation``), and prunes in place. When the run re-estimates BN after
+pruning, the scan does too, so the table predicts what pruning really costs.
 
-With ``num_steps`` > 1 it prunes iteratively: step k removes ``target_ratio * k /
-num_steps`` of the *original* MACs; between steps the compressor fine-tunes, and
-the next step comes once the metric on the slice stops improving (by less than
-0.1 point from one epoch to the next) or after ``(end_epoch - start_epoch) /
-num_steps`` epochs, whichever is first; the last epoch before ``end_epoch`` (or
-of the run) takes whatever steps are left in one go, so the target is always
-reached. Sensitivities are measured afresh each step (the weights changed); step
-k > 0 uses ``<file stem>.step<k><suffix>``. Without ``sensitivities_file`` the
-table goes to ``<checkpoint_path>/<strategy name>.sensitivities.json`` (kept in
-memory when there is no checkpoint path either).
-
-Everything it needs to continue after a restart (steps done, the original MACs,
-the metric history) is in :meth:`state_dict`.
+With ``num_steps`` > 1, step k removes ``target_ratio * k / num_steps`` of the original MACs; the
+next step comes when the slice metric stops improving or after its share of the epochs up to
+``end_epoch``; the last chance takes all steps left. Step k > 0 keeps its table in
+``<file stem>.step<k><suffix>``; without ``sensitivities_file`` the table goes to
+``<checkpoint_path>/<name>.sensitivities.json``. Progress is checkpointed state.
 """
 
 from __future__ import annotations
@@ -35,23 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from torchslim.compress.strategies.common import (
-    pruner_criterion,
-    refuse_distributed,
-    training_batches,
-    validation_slice,
-)
-from torchslim.config import canonical_metric
+from torchslim.config import SensitivePruneConfig, canonical_metric
 from torchslim.data import DEFAULT_DATA_SPEC
 from torchslim.engine.cached import Batch, evaluate_batches
-from torchslim.graph import apply_plan, plan_macs
+from torchslim.graph import GroupSet, apply_plan, plan_macs
 from torchslim.pruning.counting import channel_counts
 from torchslim.pruning.prune import analyze
 from torchslim.sensitivity.planning import plan_from_sensitivities, predicted_total_loss
 from torchslim.sensitivity.scan import group_scores, scan_sensitivity
 from torchslim.sensitivity.table import SensitivityTable, model_fingerprint, open_table, ratios_from_delta
 
-from .base import CompressionContext, Strategy
+from .base import CompressionContext, Strategy, implements
+from .common import pruner_criterion, refuse_distributed, training_batches, validation_slice
 from .prune_step import PruneStep, finish_pruning, snapshot
 
 log = logging.getLogger(__name__)
@@ -63,9 +44,10 @@ CONVERGED_DELTA = 0.1  # metric points per epoch below which fine-tuning has con
 # ----------------------------------------------------------------------------- the strategy
 
 
+@implements(SensitivePruneConfig)
 class SensitivePruneStrategy(Strategy):
     def __init__(self, name: str, config: Any, slim_config: Any) -> None:
-        super().__init__(name, config)
+        super().__init__(name, config, slim_config)
         self.pruner = slim_config.pruner_of(config)
         self.total_epochs = slim_config.compressor.epoch
         self.run_dir = slim_config.compressor.checkpoint_path
@@ -88,7 +70,7 @@ class SensitivePruneStrategy(Strategy):
         if self.steps_done >= self.config.num_steps or context.epoch < self.config.start_epoch:
             return
         if self.steps_done == 0 or self._due(context.epoch):
-            refuse_distributed(context, self.name, "SensitivePruneStrategy")
+            refuse_distributed(context, self.name, self.config_class.class_name)
             final = self._is_last_chance(context.epoch)
             self.prune_step(context, self.config.num_steps if final else self.steps_done + 1)
 
@@ -132,24 +114,58 @@ class SensitivePruneStrategy(Strategy):
         return self._batches, self._description, self._samples
 
     def prune_step(self, context: CompressionContext, step: int) -> None:
+        """Scan, then prune the model so that step ``step`` of ``num_steps`` is reached."""
         model = context.model
-        batches, description, samples = self._slice(context)
         group_set = analyze(model, context.example_input, self.config.pruned_params, context.aliases)
         scores = group_scores(
             group_set, model, self.criterion, training_batches(context, self.criterion), device=context.device
         )
+        path = self.table_path(self.steps_done)
+        table = self._scan(context, group_set, scores, path)
+        macs_now = plan_macs(group_set, np.zeros(len(group_set.roots), dtype=bool))
+        if self.macs_original is None:
+            self.macs_original = macs_now
+        goal = self.config.target_ratio * step / self.config.num_steps  # of the original MACs
+        target_now = 1.0 - (1.0 - goal) * self.macs_original / macs_now
+        tolerance = TOLERANCE * self.macs_original / macs_now
+        self.steps_done, self.last_step_epoch, self.history = step, context.epoch, []
+        if target_now <= tolerance:
+            log.info("%s: step %d needs no pruning (already at %.2f%% removed)", self.name, step, 100 * goal)
+            return
+        chosen = plan_from_sensitivities(
+            table,
+            group_set,
+            scores,
+            target_now,
+            round_to=self.pruner.round_to,
+            tolerance=tolerance,
+            allocation=self.config.allocation,
+        )
+        before, original = channel_counts(model), snapshot(context)
+        apply_plan(model, group_set, chosen.plan.mask)
+        event = self._event(context, step, chosen, table.base_metric, path)
+        plot = Path(self.run_dir) / f"{self.name}.step{step}.channels.png" if self.run_dir else None
+        finish_pruning(context, event, plot, before, PruneStep(original, group_set, chosen.plan.mask))
+        log.info(
+            "%s: step %d removed %.2f%% of the original MACs", self.name, step, 100 * event["flops_reduction"]
+        )
+
+    def _scan(
+        self, context: CompressionContext, group_set: GroupSet, scores: dict, path: Path | None
+    ) -> SensitivityTable:
+        """The sensitivity table of the model as it is now (reused from ``path`` when it matches)."""
+        batches, description, samples = self._slice(context)
         fresh = SensitivityTable(
             model=context.base_name,
-            fingerprint=model_fingerprint(model),
+            fingerprint=model_fingerprint(context.model),
             criterion=self.criterion,
             metric=self.metric,
             data=description,
             samples=samples,
             recalibrated=context.after_prune is not None,
         )
-        path = self.table_path(self.steps_done)
-        table = scan_sensitivity(
-            model,
+        return scan_sensitivity(
+            context.model,
             group_set,
             scores,
             batches,
@@ -159,50 +175,30 @@ class SensitivePruneStrategy(Strategy):
             progress=self.progress,
             after_mask=context.after_prune,
         )
-        macs_now = plan_macs(group_set, np.zeros(len(group_set.roots), dtype=bool))
-        if self.macs_original is None:
-            self.macs_original = macs_now
-        goal = self.config.target_ratio * step / self.config.num_steps  # of the original MACs
-        target_now = 1.0 - (1.0 - goal) * self.macs_original / macs_now
-        self.steps_done, self.last_step_epoch, self.history = step, context.epoch, []
-        if target_now <= TOLERANCE * self.macs_original / macs_now:
-            log.info("%s: step %d needs no pruning (already at %.2f%% removed)", self.name, step, 100 * goal)
-            return
-        chosen = plan_from_sensitivities(
-            table,
-            group_set,
-            scores,
-            target_now,
-            round_to=self.pruner.round_to,
-            tolerance=TOLERANCE * self.macs_original / macs_now,
-            allocation=self.config.allocation,
-        )
-        before, original = channel_counts(model), snapshot(context)
-        apply_plan(model, group_set, chosen.plan.mask)
-        event = {
+
+    def _event(
+        self, context: CompressionContext, step: int, chosen: Any, base_metric: float, path: Path | None
+    ) -> dict[str, Any]:
+        plan = chosen.plan
+        return {
             "strategy": self.name,
-            "class": "SensitivePruneStrategy",
+            "class": self.config_class.class_name,
             "epoch": context.epoch,
             "step": step,
             "num_steps": self.config.num_steps,
-            "macs_before": chosen.plan.macs_before,
-            "macs_after": chosen.plan.macs_after,
+            "macs_before": plan.macs_before,
+            "macs_after": plan.macs_after,
             "macs_original": self.macs_original,
-            "flops_reduction": 1.0 - chosen.plan.macs_after / self.macs_original,
-            "step_reduction": chosen.plan.reduction,
+            "flops_reduction": 1.0 - plan.macs_after / self.macs_original,
+            "step_reduction": plan.reduction,
             "groups_pruned": sum(1 for r in chosen.ratios.values() if r > 0),
             "ratios": {n: round(r, 4) for n, r in chosen.ratios.items()},
             "predicted_loss": predicted_total_loss(chosen),
             "allocation": self.config.allocation,
             "allocation_level": chosen.level,
             "sensitivities_file": None if path is None else str(path),
-            "base_metric": table.base_metric,
+            "base_metric": base_metric,
         }
-        plot = Path(self.run_dir) / f"{self.name}.step{step}.channels.png" if self.run_dir else None
-        finish_pruning(context, event, plot, before, PruneStep(original, group_set, chosen.plan.mask))
-        log.info(
-            "%s: step %d removed %.2f%% of the original MACs", self.name, step, 100 * event["flops_reduction"]
-        )
 
     # -- resumable state -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """UniformPruneStrategy: at its start epoch, remove one ratio of channels from every selected group.
 
-The ratio is searched so that MACs drop by ``target_ratio`` (within 1%), with
-channel counts aligned to the pruner's ``round_to``. It prunes once: the fact
-that it has pruned is part of its checkpointed state, so a resumed run never
-prunes twice (the resumed model is already the pruned architecture).
+The ratio is searched so that MACs drop by ``target_ratio``, counts aligned to the pruner's
+``round_to``. It prunes once; that it has pruned is checkpointed state, so a resumed run
+(whose model is already pruned) never prunes twice.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from torchslim.config import UniformPruneConfig
 from torchslim.criteria import prepare_data_criterion
 from torchslim.engine.cached import cache_batches, top1_score
 from torchslim.latency.calibration import SCORE_SAMPLES
@@ -18,16 +18,17 @@ from torchslim.latency.planner import LatencyOptions, LatencyPlanner
 from torchslim.pruning import analyze, channel_counts, prune, rank_units
 from torchslim.pruning.planner import plan_for_target
 
-from .base import CompressionContext, Strategy
+from .base import CompressionContext, Strategy, implements
 from .common import pruner_criterion, refuse_distributed, training_batches
 from .prune_step import PruneStep, finish_pruning, snapshot
 
 log = logging.getLogger(__name__)
 
 
+@implements(UniformPruneConfig)
 class UniformPruneStrategy(Strategy):
     def __init__(self, name: str, config: Any, slim_config: Any) -> None:
-        super().__init__(name, config)
+        super().__init__(name, config, slim_config)
         self.pruner = slim_config.pruner_of(config)
         self.done = False
 
