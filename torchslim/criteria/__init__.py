@@ -67,8 +67,9 @@ def score_group(group_set: GroupSet, group: Group, model: nn.Module, criterion: 
     """One score per unit of ``group``; higher means more important.
 
     ``bn_scale`` reads the group's batch norms; a group without one falls back to
-    ``l1_norm`` of its layers' filters.
+    ``l1_norm`` of its layers' filters. Aliases and any letter case name the same criterion.
     """
+    criterion = CRITERIA.canonical(criterion)
     score_fn = CRITERIA.get(criterion)
     if isinstance(score_fn, DataCriterion):
         return score_fn.score_group(group_set, group, model)
