@@ -6,10 +6,13 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_MODEL
-from tiny_models import tiny_net
 
+from tests.helpers import TINY_MODEL
+from tests.helpers.cli import run_main
+from tests.helpers.latency import staircase_cost
+from tests.helpers.tiny_models import tiny_net
 from torchslim.cli import main
+from torchslim.latency.table import LatencyTable
 from torchslim.models import save_model
 from torchslim.pruning.prune import prune
 
@@ -27,15 +30,9 @@ KEYS = {
 FAST = ["--input-size", "32", "--rounds", "2", "--warmup", "0", "--threads", "1"]
 
 
-def run(capsys, argv):
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize("runtime", ["onnxruntime", "eager"])
 def test_bench_latency_json_prunes_and_times(capsys, runtime):
-    code, out, _ = run(
+    code, out, _ = run_main(
         capsys,
         [
             "bench",
@@ -64,7 +61,7 @@ def test_bench_latency_json_prunes_and_times(capsys, runtime):
 
 
 def test_bench_latency_without_target_times_the_model_alone(capsys):
-    code, out, _ = run(
+    code, out, _ = run_main(
         capsys, ["bench", "latency", "--model", TINY_MODEL, "--runtime", "eager", "--json", *FAST]
     )
     payload = json.loads(out)
@@ -75,7 +72,7 @@ def test_bench_latency_without_target_times_the_model_alone(capsys):
 def test_bench_latency_saved_pruned_model_against_its_base(capsys, tmp_path):
     pruned = prune(tiny_net(), torch.randn(1, 3, 32, 32), target_flops=0.5, round_to=2).model
     save_model(tmp_path / "m", pruned, TINY_MODEL, {}, input_size=32)
-    code, out, _ = run(
+    code, out, _ = run_main(
         capsys,
         [
             "bench",
@@ -95,7 +92,7 @@ def test_bench_latency_saved_pruned_model_against_its_base(capsys, tmp_path):
 
 
 def test_bench_latency_text_table(capsys):
-    code, out, _ = run(
+    code, out, _ = run_main(
         capsys,
         [
             "bench",
@@ -123,11 +120,44 @@ def test_bench_latency_text_table(capsys):
     ],
 )
 def test_bench_latency_bad_arguments_are_one_line_errors(capsys, extra, message):
-    code, out, err = run(capsys, ["bench", "latency", "--model", TINY_MODEL, *FAST, *extra])
+    code, out, err = run_main(capsys, ["bench", "latency", "--model", TINY_MODEL, *FAST, *extra])
     assert code != 0 and out == ""
     assert message in err and len(err.strip().splitlines()) == 1
 
 
 def test_bench_without_benchmark_prints_help(capsys):
-    code, out, _ = run(capsys, ["bench"])
+    code, out, _ = run_main(capsys, ["bench"])
     assert code == 2 and "latency" in out
+
+
+def test_bench_latency_align_latency_calibrates_and_times_in_a_fresh_process(capsys, tmp_path, monkeypatch):
+    # A synthetic runtime with a channel block of 4 (the tiny model's layers are 16 wide).
+    monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=4))
+    monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
+    code = main(
+        [
+            "bench",
+            "latency",
+            "--model",
+            TINY_MODEL,
+            "--target-flops",
+            "0.5",
+            "--align",
+            "latency",
+            "--latency-cache",
+            str(tmp_path),
+            "--input-size",
+            "32",
+            "--rounds",
+            "2",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    payload = json.loads(out)
+    assert 0.4 < payload["macs_ratio"] < 0.6 and payload["speedup"] > 0

@@ -6,21 +6,20 @@ import json
 
 import torch
 
+from tests.helpers import TINY_MODEL
+from tests.helpers.cli import run_main
+from tests.helpers.latency import staircase_cost
 from torchslim.cli import main
+from torchslim.latency.table import LatencyTable
 from torchslim.models import build_model, load_model
 from torchslim.pruning.counting import profile_model
 from torchslim.pruning.planner import DEFAULT_ROUND_TO
-
-
-def run(capsys, argv: list[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from torchslim.recovery.batch_norm import batch_norm_layers
 
 
 def test_prune_mobilenet_v2_verify_json_and_reload(capsys, tmp_path):
     output = tmp_path / "pruned"
-    code, out, err = run(
+    code, out, err = run_main(
         capsys,
         [
             "prune",
@@ -69,13 +68,13 @@ def test_prune_mobilenet_v2_verify_json_and_reload(capsys, tmp_path):
         assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
 
     # And the saved model is usable by the other commands.
-    code, out, err = run(capsys, ["flops", "--model-path", str(output), "--json"])
+    code, out, err = run_main(capsys, ["flops", "--model-path", str(output), "--json"])
     assert code == 0, err
     assert json.loads(out)["macs"] == payload["macs_after"]
 
 
 def test_prune_text_output_with_pruned_params(capsys):
-    code, out, err = run(
+    code, out, err = run_main(
         capsys,
         [
             "prune",
@@ -102,7 +101,7 @@ def test_prune_text_output_with_pruned_params(capsys):
 
 def test_bad_target_flops_exits_2_and_writes_nothing(capsys, tmp_path):
     output = tmp_path / "never"
-    code, out, err = run(
+    code, out, err = run_main(
         capsys,
         [
             "prune",
@@ -131,7 +130,7 @@ def test_bad_target_flops_exits_2_and_writes_nothing(capsys, tmp_path):
 def test_prune_errors_are_one_line_with_their_exit_codes(capsys, tmp_path):
     output = tmp_path / "never"
     # An unknown criterion is a config error (2).
-    code, _, err = run(
+    code, _, err = run_main(
         capsys,
         [
             "prune",
@@ -147,7 +146,7 @@ def test_prune_errors_are_one_line_with_their_exit_codes(capsys, tmp_path):
     )
     assert code == 2 and "--criterion 'nope' is unknown" in err and len(err.strip().splitlines()) == 1
     # An unreachable request is a pruning error (5).
-    code, _, err = run(
+    code, _, err = run_main(
         capsys,
         [
             "prune",
@@ -167,7 +166,7 @@ def test_prune_errors_are_one_line_with_their_exit_codes(capsys, tmp_path):
     )
     assert code == 5 and "unreachable" in err and "Traceback" not in err
     # A pattern that matches nothing names the parameters it could have matched.
-    code, _, err = run(
+    code, _, err = run_main(
         capsys,
         [
             "prune",
@@ -187,8 +186,140 @@ def test_prune_errors_are_one_line_with_their_exit_codes(capsys, tmp_path):
     )
     assert code == 5 and "matches no parameter" in err and "conv1_weights" in err
     # An unknown model is a model error (4).
-    code, _, err = run(
+    code, _, err = run_main(
         capsys, ["prune", "--model", "nope_net", "--target-flops", "0.5", "--output", str(output)]
     )
     assert code == 4 and "unknown model 'nope_net'" in err
     assert not output.exists()
+
+
+def test_prune_cli_align_latency_plans_calibrates_and_saves(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=8))
+    monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
+    code = main(
+        [
+            "prune",
+            "--model",
+            TINY_MODEL,
+            "--target-flops",
+            "0.5",
+            "--align",
+            "latency",
+            "--input-size",
+            "32",
+            "--latency-cache",
+            str(tmp_path / "cache"),
+            "--threads",
+            "1",
+            "--verify",
+            "--output",
+            str(tmp_path / "out"),
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["align"] == "latency" and payload["verified"] is True
+    assert abs(payload["flops_reduction"] - 0.5) <= 0.01
+    assert payload["latency"]["blocks"] == {"conv": 8, "depthwise": 8, "linear": 8}
+    assert payload["latency"]["calibration"]["profiles"][0]["plan"] == "unpruned"
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["pruning"]["align"] == "latency"
+
+
+def test_prune_cli_align_latency_with_data_scores_the_near_fastest_plans(
+    capsys, tmp_path, monkeypatch, tiny_fmnist
+):
+    monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=8))
+    monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
+    argv = [
+        "prune",
+        "--model",
+        TINY_MODEL,
+        "--target-flops",
+        "0.5",
+        "--align",
+        "latency",
+        "--input-size",
+        "32",
+        "--latency-cache",
+        str(tmp_path / "cache"),
+        "--threads",
+        "1",
+        "--data",
+        tiny_fmnist,
+        "--bn-batches",
+        "2",
+        "--reconstruct-batches",
+        "0",
+        "--speed-slack",
+        "0.5",
+        "--json",
+    ]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    calibration = json.loads(out)["latency"]["calibration"]
+    assert calibration["chosen_by"] == "score" and calibration["scores"]
+    assert calibration["chosen"] == max(calibration["scores"], key=lambda entry: entry["score"])["plan"]
+    assert main(argv[:-3] + ["--speed-slack", "-0.1"]) == 2
+    assert "--speed-slack must be >= 0" in capsys.readouterr().err
+
+
+def test_prune_cli_align_latency_rejects_global_ranking(capsys):
+    code = main(
+        ["prune", "--model", TINY_MODEL, "--target-flops", "0.5", "--align", "latency", "--global-ranking"]
+    )
+    _, err = capsys.readouterr()
+    assert code == 2 and "--global-ranking" in err and len(err.strip().splitlines()) == 1
+
+
+def test_prune_command_reports_top1_before_after_and_after_re_estimation(tiny_fmnist, tmp_path, capsys):
+    output = tmp_path / "pruned"
+    common = ["prune", "--model", TINY_MODEL, "--target-flops", "0.4", "--round-to", "2", "--json"]
+    common += ["--data", tiny_fmnist, "--val-limit", "64", "--batch-size", "32"]
+    assert main([*common, "--bn-batches", "3", "--output", str(output)]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["val_images"] == 64 and payload["bn_batches"] == 3
+    for key in ("top1_before", "top1_after_prune", "top1_after_bn_recalibration"):
+        assert 0.0 <= payload[key] <= 100.0
+    model, manifest = load_model(output, trusted=TINY_MODEL)
+    assert manifest["input_size"] == 32  # Fashion-MNIST's size, as no --input-size was given
+    assert manifest["pruning"]["bn_recalibration_batches"] == 3
+    assert all(
+        int(bn.num_batches_tracked) == 3 for bn in batch_norm_layers(model)
+    )  # saved after re-estimation
+
+    assert main([*common, "--bn-batches", "0"]) == 0
+    off = json.loads(capsys.readouterr().out)
+    assert off["bn_batches"] == 0 and "top1_after_bn_recalibration" not in off
+    assert (off["top1_before"], off["top1_after_prune"]) == (
+        payload["top1_before"],
+        payload["top1_after_prune"],
+    )
+
+
+def test_prune_command_reconstructs_and_saves_the_refitted_model(tiny_fmnist, tmp_path, capsys):
+    from torchslim.models import load_model
+
+    common = ["prune", "--model", TINY_MODEL, "--target-flops", "0.4", "--round-to", "2", "--json"]
+    common += ["--data", tiny_fmnist, "--val-limit", "64", "--batch-size", "32", "--bn-batches", "2"]
+    capsys.readouterr()
+    assert main([*common, "--reconstruct-batches", "2", "--output", str(tmp_path / "on")]) == 0
+    on = json.loads(capsys.readouterr().out)
+    assert on["reconstruction_batches"] == 2 and on["reconstructed_layers"] >= 1
+    assert 0.0 <= on["top1_after_reconstruction"] <= 100.0
+    assert main([*common, "--reconstruct-batches", "0", "--output", str(tmp_path / "off")]) == 0
+    off = json.loads(capsys.readouterr().out)
+    assert "top1_after_reconstruction" not in off
+    assert (
+        off["top1_after_bn_recalibration"] == on["top1_after_bn_recalibration"]
+    )  # same plan, same statistics
+
+    refitted, manifest = load_model(tmp_path / "on", trusted=TINY_MODEL)
+    plain, _ = load_model(tmp_path / "off", trusted=TINY_MODEL)
+    assert manifest["pruning"]["reconstruction_batches"] == 2
+    assert not torch.equal(refitted.fc.weight, plain.fc.weight)  # the saved model is the refitted one
+    assert main([*common, "--reconstruct-batches", "-1"]) == 2
+    assert "--reconstruct-batches must be >= 0" in capsys.readouterr().err

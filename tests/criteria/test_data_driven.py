@@ -20,13 +20,7 @@ from torchslim.sensitivity.scan import group_scores
 DEAD = 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: one thread is several times faster than two fighting ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def net_with_a_dead_channel(flatten: bool = False) -> nn.Sequential:

@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import REPO, SEED_CONFIGS
 from torchslim.config import load_config
 from torchslim.export import export_onnx
 from torchslim.models import save_model
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "classification" / "pruning"
-SEED_CONFIGS = Path(__file__).parent / "data" / "seed_configs"
+EXAMPLE = REPO / "examples" / "classification" / "pruning"
 SEED_FLAGS = [
     "--use_gpu",
     "--batch_size",

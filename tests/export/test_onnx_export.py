@@ -11,53 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from torchslim.errors import ConfigError, ModelError
+from tests.helpers.models import FeatureNet, calibrate
+from torchslim.errors import ModelError
 from torchslim.export import (
     ExportReport,
     OrtModel,
-    TimingResult,
-    available_providers,
     export_onnx,
-    interleaved_order,
-    ort_callable,
-    speedup,
     time_callable,
-    time_interleaved,
     torch_callable,
-    torch_threads,
     verify_onnx,
 )
-
-
-class TinyNet(nn.Module):
-    def __init__(self, num_classes: int = 10, width: int = 8) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(width, width * 2, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(width * 2),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-        )
-        self.classifier = nn.Linear(width * 2, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
-
-
-def calibrate_bn(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> nn.Module:
-    """Give BatchNorm layers real running statistics (fresh ones make eval outputs ~0)."""
-    torch.manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: one batch sets the stats exactly
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(*shape))
-    return model
 
 
 def files_in(directory) -> set[str]:
@@ -75,7 +38,7 @@ def assert_single_file_onnx(path) -> None:
 
 
 def test_export_tiny_convnet_with_bn(tmp_path):
-    model = calibrate_bn(TinyNet(), (8, 3, 16, 16))
+    model = calibrate(FeatureNet(), (8, 3, 16, 16), train=True)
     model.features[1].eval()  # a mixed-mode model: modes must come back module by module
     modes_before = [m.training for m in model.modules()]
     example = torch.randn(1, 3, 16, 16)
@@ -106,7 +69,7 @@ def test_export_tiny_convnet_with_bn(tmp_path):
 
 def test_export_mobilenet_v2(tmp_path):
     torchvision = pytest.importorskip("torchvision")
-    model = calibrate_bn(torchvision.models.mobilenet_v2(num_classes=10), (4, 3, 32, 32))
+    model = calibrate(torchvision.models.mobilenet_v2(num_classes=10), (4, 3, 32, 32), train=True)
     assert model.training
     target = tmp_path / "mnv2.onnx"
 
@@ -130,7 +93,7 @@ def test_export_mobilenet_v2(tmp_path):
 
 
 def test_export_dynamo_exporter(tmp_path):
-    model = calibrate_bn(TinyNet(width=4), (4, 3, 8, 8)).eval()
+    model = calibrate(FeatureNet(width=4), (4, 3, 8, 8))
     target = tmp_path / "dyn.onnx"
     report = export_onnx(model, torch.randn(2, 3, 8, 8), target, exporter="dynamo")
     assert report.exporter == "dynamo"
@@ -141,7 +104,7 @@ def test_export_dynamo_exporter(tmp_path):
 
 
 def test_export_static_batch_and_names(tmp_path):
-    model = TinyNet(width=4).eval()
+    model = FeatureNet(width=4).eval()
     target = tmp_path / "sub" / "static.onnx"  # missing parent directories are created
     report = export_onnx(
         model, torch.randn(1, 3, 8, 8), target, dynamic_batch=False, input_name="img", output_name="out"
@@ -154,14 +117,14 @@ def test_export_static_batch_and_names(tmp_path):
 
 def test_export_without_verify_and_explicit_opset(tmp_path):
     report = export_onnx(
-        TinyNet(width=4), torch.randn(1, 3, 8, 8), tmp_path / "m.onnx", verify=False, opset=17
+        FeatureNet(width=4), torch.randn(1, 3, 8, 8), tmp_path / "m.onnx", verify=False, opset=17
     )
     assert report.max_abs_diff is None
     assert report.opset == 17
 
 
 def test_export_copies_non_float32_model_and_leaves_it_alone(tmp_path):
-    model = TinyNet(width=4).eval().to(torch.float64)
+    model = FeatureNet(width=4).eval().to(torch.float64)
     export_onnx(model, torch.randn(1, 3, 8, 8, dtype=torch.float64), tmp_path / "m.onnx")
     assert all(p.dtype == torch.float64 for p in model.parameters())
     assert OrtModel(tmp_path / "m.onnx")(np.zeros((2, 3, 8, 8), np.float32)).dtype == np.float32
@@ -169,14 +132,14 @@ def test_export_copies_non_float32_model_and_leaves_it_alone(tmp_path):
 
 def test_export_rejects_unknown_exporter(tmp_path):
     with pytest.raises(ValueError, match="exporter"):
-        export_onnx(TinyNet(), torch.randn(1, 3, 8, 8), tmp_path / "m.onnx", exporter="magic")
+        export_onnx(FeatureNet(), torch.randn(1, 3, 8, 8), tmp_path / "m.onnx", exporter="magic")
     assert files_in(tmp_path) == set()
 
 
 def test_verify_onnx_detects_a_different_model(tmp_path):
     torch.manual_seed(0)
-    model_a = calibrate_bn(TinyNet(), (8, 3, 16, 16)).eval()
-    model_b = calibrate_bn(TinyNet(), (8, 3, 16, 16), seed=1).eval()
+    model_a = calibrate(FeatureNet(), (8, 3, 16, 16))
+    model_b = calibrate(FeatureNet(), (8, 3, 16, 16), seed=1)
     example = torch.randn(1, 3, 16, 16)
     target = tmp_path / "a.onnx"
     export_onnx(model_a, example, target)
@@ -189,7 +152,7 @@ def test_verify_onnx_detects_a_different_model(tmp_path):
 
 def test_verify_onnx_missing_file(tmp_path):
     with pytest.raises(ModelError, match="nope.onnx"):
-        verify_onnx(tmp_path / "nope.onnx", TinyNet(), torch.randn(1, 3, 8, 8))
+        verify_onnx(tmp_path / "nope.onnx", FeatureNet(), torch.randn(1, 3, 8, 8))
 
 
 class CountingNet(nn.Module):
@@ -242,108 +205,12 @@ def test_failed_export_keeps_existing_file(tmp_path):
 # --------------------------------------------------------------------------- OrtModel
 
 
-def test_ort_model_missing_file(tmp_path):
-    missing = tmp_path / "missing.onnx"
-    with pytest.raises(ModelError, match="missing.onnx"):
-        OrtModel(missing)
-
-
-def test_ort_model_garbage_file(tmp_path):
-    garbage = tmp_path / "garbage.onnx"
-    garbage.write_bytes(b"this is not a protobuf \x00\x01\x02" * 10)
-    with pytest.raises(ModelError, match="garbage.onnx"):
-        OrtModel(garbage)
-
-
-def test_ort_model_bad_input_and_provider(tmp_path):
-    target = tmp_path / "m.onnx"
-    export_onnx(TinyNet(width=4), torch.randn(1, 3, 8, 8), target, verify=False)
-    ort_model = OrtModel(target)
-    with pytest.raises(ModelError, match="m.onnx"):
-        ort_model(np.zeros((1, 5, 8, 8), np.float32))
-    with pytest.raises(ConfigError, match="NoSuchExecutionProvider"):
-        OrtModel(target, providers=["NoSuchExecutionProvider"])
-    assert "CPUExecutionProvider" in available_providers()
-    assert ort_model.providers == ["CPUExecutionProvider"]
-
-
 # --------------------------------------------------------------------------- timing
-
-
-def sleeper(ms: float):
-    def fn() -> None:
-        time.sleep(ms / 1000.0)
-
-    return fn
-
-
-def test_time_callable_sane():
-    result = time_callable(sleeper(2), warmup=1, runs=10)
-    assert isinstance(result, TimingResult)
-    assert result.runs == 10 and len(result.samples_ms) == 10
-    assert 1.9 <= result.min_ms <= result.median_ms <= result.p90_ms
-    assert result.min_ms <= result.mean_ms
-    assert result.median_ms < 50
-
-
-def test_time_interleaved_speedup():
-    results = time_interleaved({"slow": sleeper(4), "fast": sleeper(2)}, warmup=1, rounds=15)
-    slow, fast = results["slow"], results["fast"]
-    assert slow.runs == fast.runs == 15
-    assert slow.median_ms > fast.median_ms
-    assert 0.5 < speedup(slow, fast) < 4
-    assert speedup(fast, slow) < 1
-
-
-def test_interleaving_order_rotates():
-    calls: list[str] = []
-    fns = {name: (lambda n=name: calls.append(n)) for name in "AB"}
-    time_interleaved(fns, warmup=0, rounds=4)
-    assert calls == list("ABBAABBA")
-
-    calls.clear()
-    fns3 = {name: (lambda n=name: calls.append(n)) for name in "ABC"}
-    time_interleaved(fns3, warmup=1, rounds=3)
-    assert calls == list("ABC" + "ABCBCACAB")  # a warmup round, then the timed rounds from round 0
-    assert interleaved_order(["A", "B", "C"], 4) == ["B", "C", "A"]
-
-
-def test_timing_argument_checks():
-    with pytest.raises(ValueError):
-        time_callable(lambda: None, runs=0)
-    with pytest.raises(ValueError):
-        time_interleaved({}, rounds=3)
-    r = TimingResult.from_samples([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0])
-    assert r.median_ms == 6.0 and r.min_ms == 1.0 and r.p90_ms == pytest.approx(10.0)
-
-
-def test_torch_threads_restores():
-    before = torch.get_num_threads()
-    with torch_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-    with torch_threads(None):
-        assert torch.get_num_threads() == before
-
-
-def test_torch_and_ort_callables_agree(tmp_path):
-    model = calibrate_bn(TinyNet(width=4), (4, 3, 8, 8)).eval()
-    example = torch.randn(2, 3, 8, 8)
-    target = tmp_path / "m.onnx"
-    export_onnx(model, example, target)
-
-    run_torch = torch_callable(model, example, threads=1)
-    out = run_torch()
-    assert not out.requires_grad
-    run_ort = ort_callable(OrtModel(target, threads=1), example.numpy())
-    np.testing.assert_allclose(run_ort(), out.numpy(), rtol=1e-3, atol=1e-4)
-    results = time_interleaved({"torch": run_torch, "ort": run_ort}, warmup=1, rounds=3)
-    assert all(r.runs == 3 and r.median_ms > 0 for r in results.values())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_model_export_and_timing(tmp_path):
-    model = calibrate_bn(TinyNet(width=4), (4, 3, 8, 8)).eval().cuda()
+    model = calibrate(FeatureNet(width=4), (4, 3, 8, 8)).cuda()
     example = torch.randn(1, 3, 8, 8, device="cuda")
     export_onnx(model, example, tmp_path / "m.onnx")
     assert next(model.parameters()).is_cuda  # the export worked on a CPU copy

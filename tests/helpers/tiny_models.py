@@ -1,4 +1,4 @@
-"""Tiny models for fast end-to-end tests (used through ``--model tests/tiny_models.py:tiny_net``)."""
+"""Tiny models for fast end-to-end tests; the CLI loads them as ``--model <this file>:tiny_net``."""
 
 from torch import nn
 
@@ -30,3 +30,22 @@ class TinyNet(nn.Module):
 
 def tiny_net(num_classes: int = 10) -> nn.Module:
     return TinyNet(num_classes)
+
+
+def sequential_net(num_classes: int = 10) -> nn.Sequential:
+    """Three conv-BN-ReLU (16, 32, 32 channels, two of stride 2), pool, linear; its weights are named
+    ``<index>.weight``, which seed-style ``pruned_params`` regexes select."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, num_classes),
+    )

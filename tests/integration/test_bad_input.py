@@ -12,166 +12,20 @@ cases use a plain ``subprocess.run`` of a fresh interpreter as well; set
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import TESTS_DIR, TINY_MODEL, write_fashion_mnist
 from PIL import Image
 
+from tests.helpers import TESTS_DIR, TINY_MODEL
+from tests.helpers.checkpoints import fix_checkpoint_hashes
+from tests.helpers.configs import tiny_run_config
+from tests.helpers.data import write_fashion_mnist
+from tests.helpers.processes import error_line, plain_cli
 from torchslim.engine import load_checkpoint, verify_checkpoint
-
-REPO = TESTS_DIR.parent
-PLAIN = os.environ.get("TORCHSLIM_TEST_PLAIN_SUBPROCESS") == "1"
-BASE_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-# A fork server: reads one JSON job per line, runs ``python -m torchslim ARGV`` in a forked child.
-SERVER = r"""
-import json, os, runpy, sys, time, traceback
-import torchslim.cli.main  # noqa: F401  (the expensive imports, paid once)
-
-for line in sys.stdin:
-    job = json.loads(line)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            for fd, name in ((1, "stdout"), (2, "stderr")):
-                os.dup2(os.open(job[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
-            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            os.chdir(job["cwd"])
-            os.environ.update(job["env"])
-            sys.argv = ["torchslim", *job["argv"]]
-            try:
-                runpy.run_module("torchslim", run_name="__main__", alter_sys=True)
-                code = 0
-            except SystemExit as exit:  # what the interpreter does with it
-                if exit.code is None or isinstance(exit.code, int):
-                    code = exit.code or 0
-                else:
-                    print(exit.code, file=sys.stderr)
-                    code = 1
-            except BaseException:
-                traceback.print_exc()
-                code = 1
-        finally:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
-    deadline = time.monotonic() + job["timeout"]
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            done, status = os.waitpid(pid, 0)
-            break
-        time.sleep(0.02)
-    print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
-"""
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-class CliServer:
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.count = 0
-        self.log = open(work / "server.stderr", "w")  # noqa: SIM115 (closed in close())
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-            env=BASE_ENV,
-            cwd=REPO,
-        )
-
-    def __call__(self, *argv: str, env: dict[str, str] | None = None, timeout: float = 240) -> Run:
-        self.count += 1
-        out, err = self.work / f"{self.count}.stdout", self.work / f"{self.count}.stderr"
-        job = {
-            "argv": list(argv),
-            "env": env or {},
-            "cwd": str(REPO),
-            "stdout": str(out),
-            "stderr": str(err),
-            "timeout": timeout,
-        }
-        self.process.stdin.write(json.dumps(job) + "\n")
-        self.process.stdin.flush()
-        reply = self.process.stdout.readline()
-        if not reply:
-            raise RuntimeError(
-                f"the CLI fork server died: {(self.work / 'server.stderr').read_text()[-3000:]}"
-            )
-        return Run(json.loads(reply)["returncode"], out.read_text(), err.read_text())
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
-        self.log.close()
-
-
-def plain_cli(*argv: str, env: dict[str, str] | None = None, timeout: float = 240) -> Run:
-    """``python -m torchslim ARGV`` in a fresh interpreter."""
-    done = subprocess.run(
-        [sys.executable, "-m", "torchslim", *argv],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**BASE_ENV, **(env or {})},
-        cwd=REPO,
-    )
-    return Run(done.returncode, done.stdout, done.stderr)
-
-
-@pytest.fixture(scope="module")
-def cli(tmp_path_factory):
-    if PLAIN:
-        yield plain_cli
-        return
-    server = CliServer(tmp_path_factory.mktemp("cli-runs"))
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-def error_line(run: Run, command: str, exit_code: int, *needles: str) -> str:
-    """The one error line of a failed run; checks exit code, no traceback, and that it names ``needles``."""
-    assert run.returncode == exit_code, (
-        f"exit {run.returncode}, expected {exit_code}; stderr:\n{run.stderr[-3000:]}"
-    )
-    assert "Traceback" not in run.stderr, run.stderr[-3000:]
-    prefix = f"torchslim {command}: error: "
-    lines = [line for line in run.stderr.splitlines() if line.strip()]  # \r of progress bars splits too
-    errors = [line for line in lines if prefix in line]
-    assert len(errors) == 1 and lines[-1] == errors[0], run.stderr[-3000:]
-    message = errors[0].split(prefix, 1)[1]
-    for needle in needles:
-        assert str(needle) in message, f"{needle!r} not in: {message}"
-    return message
-
 
 # ---------------------------------------------------------------- inputs
 
@@ -180,8 +34,7 @@ UNSTABLE_MODEL = '''
 import os
 import sys
 
-sys.path.insert(0, {tests!r})
-from tiny_models import TinyNet  # noqa: E402
+sys.path.insert(0, {helpers!r})
 
 
 class Unstable(TinyNet):
@@ -211,59 +64,11 @@ def write_png(path: Path, value: int) -> str:
     return str(path)
 
 
-def write_config(
-    path: Path,
-    checkpoint: Path,
-    *,
-    model: str,
-    data: str,
-    epochs: int = 1,
-    start_epoch: int = 0,
-    target: float = 0.4,
-    pruned: str = ".*",
-) -> str:
-    config = {
-        "version": 1.0,
-        "pruners": {"pruner_1": {"class": "StructurePruner", "criterions": {"*": "l1_norm"}, "round_to": 2}},
-        "strategies": {
-            "uniform": {
-                "class": "UniformPruneStrategy",
-                "pruner": "pruner_1",
-                "start_epoch": start_epoch,
-                "target_ratio": target,
-                "pruned_params": pruned,
-            },
-        },
-        "compressor": {"epoch": epochs, "checkpoint_path": str(checkpoint), "strategies": ["uniform"]},
-        "train": {
-            "model": model,
-            "data": data,
-            "batch_size": 16,
-            "lr": 0.05,
-            "lr_strategy": "cosine_decay",
-            "input_size": 16,
-            "num_workers": 0,
-            "device": "cpu",
-        },
-    }
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return str(path)
-
-
-def fix_checkpoint_hashes(directory: Path) -> None:
-    """Rewrite MANIFEST.json so that every file's size and sha256 match again (as an attacker would)."""
-    manifest = json.loads((directory / "MANIFEST.json").read_text())
-    for name in manifest["files"]:
-        data = (directory / name).read_bytes()
-        manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    (directory / "MANIFEST.json").write_text(json.dumps(manifest, indent=2))
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("bad-input")
     fmnist = write_fashion_mnist(root / "fmnist", 64, 32)
-    (root / "unstable.py").write_text(UNSTABLE_MODEL.format(tests=str(TESTS_DIR)))
+    (root / "unstable.py").write_text(UNSTABLE_MODEL.format(helpers=str(TESTS_DIR / "helpers")))
     (root / "other.py").write_text(OTHER_MODEL)
     # ImageNet lists: three classes of flat images, and one file in val that is not an image at all.
     imagenet = root / "imagenet"
@@ -299,7 +104,7 @@ def trained(cli, inputs) -> dict:
     """One epoch of ``compress`` (pruned at epoch 0): checkpoint 0 with its eval model and ONNX model."""
     root = inputs["root"]
     checkpoint = root / "trained"
-    config = write_config(root / "trained.yaml", checkpoint, model=inputs["model"], data=inputs["data"])
+    config = tiny_run_config(root / "trained.yaml", checkpoint, model=inputs["model"], data=inputs["data"])
     run = cli("compress", "--config", config, "--json")
     assert run.returncode == 0, run.stderr[-3000:]
     assert (checkpoint / "0" / "eval_model" / "model.onnx").is_file()
@@ -339,7 +144,7 @@ def test_malformed_config(cli, tmp_path):
 
 def test_unknown_config_key_suggests_the_right_one(cli, inputs, tmp_path):
     config = Path(
-        write_config(tmp_path / "typo.yaml", tmp_path / "ckpt", model=TINY_MODEL, data=inputs["data"])
+        tiny_run_config(tmp_path / "typo.yaml", tmp_path / "ckpt", model=TINY_MODEL, data=inputs["data"])
     )
     config.write_text(config.read_text().replace("batch_size:", "batch_sise:"))
     message = error_line(
@@ -588,7 +393,7 @@ def test_unreachable_flops_target_prune(cli):
 @pytest.mark.parametrize("start_epoch", [0, 1])
 def test_unreachable_flops_target_compress_fails_before_training(cli, inputs, tmp_path, start_epoch):
     checkpoint = tmp_path / "ckpt"
-    config = write_config(
+    config = tiny_run_config(
         tmp_path / "c.yaml",
         checkpoint,
         model=TINY_MODEL,

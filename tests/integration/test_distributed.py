@@ -7,14 +7,16 @@ import json
 import subprocess
 import sys
 
-from conftest import TINY_MODEL
-from run_helpers import REPO, subprocess_env, torchslim, write_config
-
+from tests.helpers import REPO, TINY_MODEL
+from tests.helpers.configs import compression_config, write_config
+from tests.helpers.processes import subprocess_env, torchslim
 from torchslim.engine import read_jsonl
 
 
 def test_torchrun_two_processes_match_single_process_eval(tmp_path, tiny_fmnist):
-    config = write_config(tmp_path / "config.yaml", tmp_path / "ckpt", epochs=2, start_epoch=1)
+    config = write_config(
+        tmp_path / "config.yaml", compression_config(tmp_path / "ckpt", epochs=2, train={"lr": 0.1})
+    )
     command = [
         sys.executable,
         "-m",

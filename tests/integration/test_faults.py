@@ -9,12 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_MODEL
-from run_helpers import popen_torchslim, torchslim, write_config
 
+from tests.helpers import TINY_MODEL
+from tests.helpers.configs import compression_config, write_config
+from tests.helpers.processes import popen_torchslim, torchslim
 from torchslim.engine import load_checkpoint, read_jsonl
 
 TIMING_KEYS = {"images_per_s"}
+
+
+def faults_config(checkpoint: Path, epochs: int) -> dict:
+    """Uniform pruning (-40% MACs) at epoch 1; model and data come from the command line."""
+    return compression_config(checkpoint, epochs=epochs, train={"lr": 0.1})
 
 
 def compress(config: Path, data: str, *extra: str):
@@ -41,7 +47,7 @@ def kill_after_first_checkpoint(config: Path, data: str, checkpoint: Path) -> No
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory, tiny_fmnist):
     root = tmp_path_factory.mktemp("straight")
-    config = write_config(root / "config.yaml", root / "ckpt", epochs=4)
+    config = write_config(root / "config.yaml", faults_config(root / "ckpt", epochs=4))
     result = compress(config, tiny_fmnist)
     assert result.returncode == 0, result.stderr
     return root / "ckpt", json.loads(result.stdout)
@@ -49,7 +55,7 @@ def straight_run(tmp_path_factory, tiny_fmnist):
 
 def test_kill_and_resume_gives_the_same_weights_and_metrics(tmp_path, tiny_fmnist, straight_run):
     straight, straight_summary = straight_run
-    config = write_config(tmp_path / "config.yaml", tmp_path / "ckpt", epochs=4)
+    config = write_config(tmp_path / "config.yaml", faults_config(tmp_path / "ckpt", epochs=4))
     kill_after_first_checkpoint(config, tiny_fmnist, tmp_path / "ckpt")
     result = compress(config, tiny_fmnist)
     assert result.returncode == 0, result.stderr
@@ -69,7 +75,7 @@ def test_kill_and_resume_gives_the_same_weights_and_metrics(tmp_path, tiny_fmnis
 
 def test_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_path, tiny_fmnist, straight_run):
     straight, _ = straight_run
-    config = write_config(tmp_path / "config.yaml", tmp_path / "ckpt", epochs=4)
+    config = write_config(tmp_path / "config.yaml", faults_config(tmp_path / "ckpt", epochs=4))
     assert compress(config, tiny_fmnist).returncode == 0
     newest = tmp_path / "ckpt" / "3" / "model.pt"
     newest.write_bytes(newest.read_bytes()[:100])  # truncated
@@ -86,7 +92,7 @@ def test_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_pat
 def test_unwritable_checkpoint_path_fails_before_training(tmp_path, tiny_fmnist):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    config = write_config(tmp_path / "config.yaml", blocker / "ckpt", epochs=1)
+    config = write_config(tmp_path / "config.yaml", faults_config(blocker / "ckpt", epochs=1))
     result = compress(config, tiny_fmnist)
     assert result.returncode == 6
     assert str(blocker / "ckpt") in result.stderr

@@ -21,12 +21,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_MODEL, write_fashion_mnist
-from test_bad_input import PLAIN, CliServer, error_line, fix_checkpoint_hashes, plain_cli, write_config
 
+from tests.helpers import REPO, TINY_MODEL
+from tests.helpers.checkpoints import fix_checkpoint_hashes
+from tests.helpers.configs import tiny_run_config
+from tests.helpers.data import write_fashion_mnist
+from tests.helpers.processes import error_line, plain_cli
 from torchslim.engine import load_checkpoint, verify_checkpoint
 
-PACKAGE = Path(__file__).resolve().parent.parent / "torchslim"
+PACKAGE = REPO / "torchslim"
 
 
 class Payload:
@@ -61,24 +64,11 @@ def test_payload_is_live(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def cli(tmp_path_factory):
-    """``python -m torchslim`` in a process of its own (see test_bad_input for the fork server)."""
-    if PLAIN:
-        yield plain_cli
-        return
-    server = CliServer(tmp_path_factory.mktemp("cli-runs"))
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
 def base(cli, tmp_path_factory) -> dict:
     """One epoch of ``compress`` on the tiny model: checkpoint 0, its eval model, and a pruned saved model."""
     root = tmp_path_factory.mktemp("security")
     data = f"fashion-mnist:{write_fashion_mnist(root / 'fmnist', 64, 32)}"
-    config = write_config(root / "config.yaml", root / "ckpt", model=TINY_MODEL, data=data)
+    config = tiny_run_config(root / "config.yaml", root / "ckpt", model=TINY_MODEL, data=data)
     run = cli("compress", "--config", config, "--json")
     assert run.returncode == 0, run.stderr[-3000:]
     run = cli(

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL
-from test_latency import SyntheticTable, Wide, staircase_cost
 
-from torchslim.cli import main
+from tests.helpers.latency import SyntheticTable, plan_builder
 from torchslim.errors import PruningError
 from torchslim.latency.calibration import choose_by_score, profile_plan
-from torchslim.latency.cost import CalibratedLatencyModel, LatencyModel
-from torchslim.latency.layers import ConvConfig, layer_configs
-from torchslim.latency.ort_profile import CalibrationError, ProfiledNode, match_nodes
+from torchslim.latency.cost import LatencyModel
+from torchslim.latency.layers import layer_configs
+from torchslim.latency.ort_profile import CalibrationError
 from torchslim.latency.planner import LatencyOptions, LatencyPlanner
-from torchslim.latency.table import LatencyTable
 from torchslim.pruning import prune
 from torchslim.pruning.prune import analyze
-
-
-@pytest.fixture
-def wide():
-    torch.manual_seed(0)
-    return Wide().eval()
-
-
-def node(cin, cout, hw, kernel=1, depthwise=False, ms=1.0):
-    weight = (cout, 1 if depthwise else cin, kernel, kernel)
-    return ProfiledNode("Conv", (1, cin, hw, hw), weight, (1, cout, hw, hw), ms)
 
 
 def test_profile_plan_times_every_layer_of_the_model(wide, tmp_path):
@@ -50,42 +34,6 @@ def test_profile_plan_of_a_pruned_plan_matches_padded_nodes(wide, tmp_path):
     mask[group_set.groups[0].units[:12]] = True  # 48 -> 36 channels: ORT pads them to its block
     in_model, _ = profile_plan(wide, group_set, mask, 32, batch=1, threads=1, workdir=tmp_path, runs=2)
     assert set(in_model) == set(layer_configs(wide, 32))
-
-
-def test_match_nodes_accepts_block_padding_and_names_what_is_missing():
-    configs = {
-        "a": ConvConfig(3, 20, 3, 1, 1, 16, 16),
-        "dw": ConvConfig(20, 20, 3, 1, 20, 16, 16),
-        "b": ConvConfig(20, 36, 1, 1, 1, 16, 16),
-    }
-    nodes = [
-        node(3, 32, 16, kernel=3, ms=0.1),
-        node(32, 32, 16, kernel=3, depthwise=True, ms=0.2),
-        node(32, 48, 16, ms=0.3),
-    ]
-    assert match_nodes(nodes, configs) == {"a": 0.1, "dw": 0.2, "b": 0.3}
-    with pytest.raises(CalibrationError, match="layer b has no node"):
-        match_nodes(nodes[:2], configs)
-    with pytest.raises(
-        CalibrationError, match="fits no layer"
-    ):  # 64 is more than one block of padding over 36
-        match_nodes(nodes[:2] + [node(32, 64, 16)], configs)
-
-
-def test_calibrated_model_scales_each_layer_by_its_in_model_factor(wide, tmp_path):
-    group_set = analyze(wide, torch.randn(1, 3, 32, 32))
-    table = SyntheticTable(tmp_path)
-    plain = LatencyModel(group_set, wide, 32, table)
-    calibrated = CalibratedLatencyModel(plain)
-    unpruned = np.zeros(len(group_set.roots), dtype=bool)
-    assert calibrated.base() == pytest.approx(plain.base())  # nothing observed: factor 1
-    configs = layer_configs(wide, 32)
-    calibrated.observe(
-        unpruned, {name: 3.0 * staircase_cost(c) for name, c in configs.items() if name != "fc"}
-    )
-    expected = sum(staircase_cost(c) * (1.0 if name == "fc" else 3.0) for name, c in configs.items())
-    assert calibrated.base() == pytest.approx(expected)
-    assert calibrated.factors["stem.0"] == pytest.approx(3.0) and "fc" not in calibrated.factors
 
 
 def test_prune_for_latency_keeps_the_fastest_profiled_plan(wide, tmp_path):
@@ -122,9 +70,8 @@ def test_prune_for_latency_keeps_the_fastest_profiled_plan(wide, tmp_path):
 
 def _stem_width_plans(wide):
     """Three plans of ``wide`` that keep 48, 32 and 16 stem channels (the stem's own group only)."""
-    from test_latency import _builder
 
-    group_set, builder = _builder(wide, torch.randn(1, 3, 32, 32))
+    group_set, builder = plan_builder(wide, torch.randn(1, 3, 32, 32))
     stem = next(g for g in builder.sizes if group_set.groups[g].sources[0] == "stem.0")
     plans = {
         kept: builder.build({g: kept if g == stem else n for g, n in builder.sizes.items()})
@@ -193,121 +140,6 @@ def test_prune_for_latency_with_a_score_keeps_the_best_scored_near_fastest_plan(
     assert plain.plan_info.calibration is None
 
 
-def test_bench_latency_align_latency_calibrates_and_times_in_a_fresh_process(capsys, tmp_path, monkeypatch):
-    # A synthetic runtime with a channel block of 4 (the tiny model's layers are 16 wide).
-    monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=4))
-    monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
-    code = main(
-        [
-            "bench",
-            "latency",
-            "--model",
-            TINY_MODEL,
-            "--target-flops",
-            "0.5",
-            "--align",
-            "latency",
-            "--latency-cache",
-            str(tmp_path),
-            "--input-size",
-            "32",
-            "--rounds",
-            "2",
-            "--warmup",
-            "0",
-            "--threads",
-            "1",
-            "--json",
-        ]
-    )
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    payload = json.loads(out)
-    assert 0.4 < payload["macs_ratio"] < 0.6 and payload["speedup"] > 0
-
-
-def test_prune_cli_align_latency_plans_calibrates_and_saves(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=8))
-    monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
-    code = main(
-        [
-            "prune",
-            "--model",
-            TINY_MODEL,
-            "--target-flops",
-            "0.5",
-            "--align",
-            "latency",
-            "--input-size",
-            "32",
-            "--latency-cache",
-            str(tmp_path / "cache"),
-            "--threads",
-            "1",
-            "--verify",
-            "--output",
-            str(tmp_path / "out"),
-            "--json",
-        ]
-    )
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    payload = json.loads(out)
-    assert payload["align"] == "latency" and payload["verified"] is True
-    assert abs(payload["flops_reduction"] - 0.5) <= 0.01
-    assert payload["latency"]["blocks"] == {"conv": 8, "depthwise": 8, "linear": 8}
-    assert payload["latency"]["calibration"]["profiles"][0]["plan"] == "unpruned"
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["pruning"]["align"] == "latency"
-
-
-def test_prune_cli_align_latency_with_data_scores_the_near_fastest_plans(
-    capsys, tmp_path, monkeypatch, tiny_fmnist
-):
-    monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=8))
-    monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
-    argv = [
-        "prune",
-        "--model",
-        TINY_MODEL,
-        "--target-flops",
-        "0.5",
-        "--align",
-        "latency",
-        "--input-size",
-        "32",
-        "--latency-cache",
-        str(tmp_path / "cache"),
-        "--threads",
-        "1",
-        "--data",
-        tiny_fmnist,
-        "--bn-batches",
-        "2",
-        "--reconstruct-batches",
-        "0",
-        "--speed-slack",
-        "0.5",
-        "--json",
-    ]
-    code = main(argv)
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    calibration = json.loads(out)["latency"]["calibration"]
-    assert calibration["chosen_by"] == "score" and calibration["scores"]
-    assert calibration["chosen"] == max(calibration["scores"], key=lambda entry: entry["score"])["plan"]
-    assert main(argv[:-3] + ["--speed-slack", "-0.1"]) == 2
-    assert "--speed-slack must be >= 0" in capsys.readouterr().err
-
-
-def test_prune_cli_align_latency_rejects_global_ranking(capsys):
-    code = main(
-        ["prune", "--model", TINY_MODEL, "--target-flops", "0.5", "--align", "latency", "--global-ranking"]
-    )
-    _, err = capsys.readouterr()
-    assert code == 2 and "--global-ranking" in err and len(err.strip().splitlines()) == 1
-
-
 def test_a_model_calibration_cannot_match_is_planned_from_the_table_with_a_warning(
     wide, tmp_path, monkeypatch
 ):
@@ -329,26 +161,15 @@ def test_a_model_calibration_cannot_match_is_planned_from_the_table_with_a_warni
     assert abs(result.report.flops_reduction - 0.4) <= 0.02
 
 
-def test_search_scaled_with_unit_scale_is_the_uniform_search(wide):
-    from test_latency import _builder
-
-    from torchslim.pruning.search import search_scaled, search_uniform
-
-    _, builder = _builder(wide, torch.randn(1, 3, 32, 32), allowed_block=8)
-    uniform = search_uniform(builder, 0.4, 0.02)
-    assert search_scaled(builder, 0.4, 0.02, dict.fromkeys(builder.sizes, 1.0)).keep == uniform.keep
-
-
 def test_tilted_plan_prunes_high_resolution_groups_more_within_the_spread(tmp_path):
     import torchvision
-    from test_latency import _builder
 
     from torchslim.latency.calibration import tilted_plan
     from torchslim.pruning.search import search_uniform
 
     model = torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=10).eval()
     example = torch.randn(1, 3, 64, 64)
-    group_set, builder = _builder(model, example, allowed_block=8)
+    group_set, builder = plan_builder(model, example, allowed_block=8)
     latency_model = LatencyModel(group_set, model, 64, SyntheticTable(tmp_path))
     uniform = search_uniform(builder, 0.5, 0.01)
     tilted = tilted_plan(builder, latency_model, uniform, 0.5, 0.01, tilt=0.5, spread=0.25)
@@ -364,16 +185,3 @@ def test_tilted_plan_prunes_high_resolution_groups_more_within_the_spread(tmp_pa
     assert tilted.keep != uniform.keep
     step = 8 / min(builder.sizes.values())  # one alignment step of slack on the smallest group
     assert all(abs(fraction(tilted, g) - fraction(uniform, g)) <= 0.25 + step for g in builder.sizes)
-
-
-def test_latency_aware_strategy_refuses_to_plan_under_torchrun():
-    from types import SimpleNamespace
-
-    from torchslim.compress.strategies.uniform import UniformPruneStrategy
-    from torchslim.errors import ConfigError
-
-    config = SimpleNamespace(pruned_params=None, latency_target=None, target_ratio=0.5, start_epoch=0)
-    pruner = SimpleNamespace(align="latency", round_to=8, global_ranking=False, criterions={"*": "l1_norm"})
-    strategy = UniformPruneStrategy("uniform_strategy", config, SimpleNamespace(pruner_of=lambda _: pruner))
-    with pytest.raises(ConfigError, match="strategies.uniform_strategy: latency-aware pruning .* torchrun"):
-        strategy.on_compression_begin(SimpleNamespace(world_size=2))

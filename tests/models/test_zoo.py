@@ -7,7 +7,6 @@ import textwrap
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from torchslim.errors import ModelError
@@ -16,14 +15,12 @@ from torchslim.models import (
     build_model,
     canonical_name,
     list_models,
-    load_pretrained,
     resolve_spec,
     seed_param_names,
     torchvision_classifiers,
 )
 from torchslim.models.mobilenet_v1 import MobileNetV1
 from torchslim.pruning.counting import profile_model
-from torchslim.registry import Registry
 
 
 def classifier_out(model: nn.Module) -> int:
@@ -83,42 +80,6 @@ def test_aliases_build_the_right_architecture():
     r34 = build_model("ResNet34", num_classes=7)
     assert type(r34).__name__ == "ResNet"
     assert [len(getattr(r34, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
-
-
-def test_registry_rejects_duplicates_case_insensitively():
-    registry: Registry[int] = Registry("widget")
-    registry.register("Alpha", 1, aliases=("a1",))
-    with pytest.raises(ValueError, match="widget 'alpha' is registered twice"):
-        registry.register("alpha", 2)
-    with pytest.raises(ValueError, match="registered twice"):
-        registry.register("A1", 3)  # clashes with an alias
-    with pytest.raises(ValueError, match="alias 'a1' is registered twice"):
-        registry.add_alias("a1", "alpha")
-    assert registry.get("ALPHA") == 1 and registry.get("A1") == 1
-    assert registry.canonical("a1") == "alpha"
-    assert registry.list() == ["alpha"]
-
-
-def test_failed_registration_leaves_no_partial_entry():
-    registry: Registry[int] = Registry("widget")
-    registry.register("alpha", 1, aliases=("a1",))
-    with pytest.raises(ValueError, match="alias 'a1' is registered twice"):
-        registry.register("beta", 2, aliases=("a1",))
-    assert "beta" not in registry
-    assert registry.list() == ["alpha"]
-
-
-def test_registry_decorator_and_unknown_message():
-    registry: Registry = Registry("thing")
-
-    @registry.register("Widget")
-    def widget():
-        return 42
-
-    assert registry.get("widget") is widget
-    with pytest.raises(KeyError) as info:
-        registry.get("widgit")
-    assert "unknown thing 'widgit'; did you mean widget?" in info.value.args[0]
 
 
 def test_builtin_model_registry_rejects_a_second_registration():
@@ -289,134 +250,7 @@ def test_macs_scale_with_input_area():
 # --------------------------------------------------------------------------- pretrained
 
 
-@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
-def test_load_pretrained_round_trip(tmp_path, suffix):
-    torch.manual_seed(0)
-    source = build_model("mobilenet_v1", num_classes=10)
-    state = {k: v.clone() for k, v in source.state_dict().items()}
-    path = tmp_path / f"weights{suffix}"
-    if suffix == ".safetensors":
-        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    else:
-        torch.save(state, path)
-    torch.manual_seed(1)
-    target = build_model("mobilenet_v1", num_classes=10)
-    assert not torch.equal(target.fc.weight, source.fc.weight)
-    assert load_pretrained(target, path) is target
-    for key, tensor in target.state_dict().items():
-        assert torch.equal(tensor, state[key]), key
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(source.eval()(x), target.eval()(x))
-
-
-def test_load_pretrained_accepts_nested_and_data_parallel_files(tmp_path):
-    source = build_model("torchvision:resnet18", num_classes=3)
-    path = tmp_path / "checkpoint.pt"
-    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
-    target = load_pretrained(build_model("torchvision:resnet18", num_classes=3), path)
-    assert torch.equal(target.conv1.weight, source.conv1.weight)
-    assert torch.equal(target.fc.bias, source.fc.bias)
-
-
-def test_load_pretrained_wrong_num_classes_names_the_first_mismatching_key(tmp_path):
-    path = tmp_path / "w.pth"
-    torch.save(build_model("mobilenet_v1", num_classes=1000).state_dict(), path)
-    with pytest.raises(ModelError) as info:
-        load_pretrained(build_model("mobilenet_v1", num_classes=10), path)
-    message = str(info.value)
-    assert "shape mismatch at 'fc.weight'" in message
-    assert "(1000, 1024)" in message and "(10, 1024)" in message
-    assert str(path) in message
-
-
-def test_load_pretrained_missing_and_unexpected_keys(tmp_path):
-    state = build_model("mobilenet_v1", num_classes=10).state_dict()
-    missing = dict(state)
-    del missing["features.3.depthwise.bn.running_var"]
-    torch.save(missing, tmp_path / "missing.pth")
-    with pytest.raises(ModelError, match="missing key 'features.3.depthwise.bn.running_var'"):
-        load_pretrained(build_model("mobilenet_v1", num_classes=10), tmp_path / "missing.pth")
-    extra = dict(state, **{"head.weight": torch.zeros(2), "head.bias": torch.zeros(2)})
-    torch.save(extra, tmp_path / "extra.pth")
-    with pytest.raises(ModelError, match=r"unexpected key 'head.weight' \(2 in all\)"):
-        load_pretrained(build_model("mobilenet_v1", num_classes=10), tmp_path / "extra.pth")
-
-
-def test_load_pretrained_wrong_architecture_names_the_first_key(tmp_path):
-    path = tmp_path / "r18.pth"
-    torch.save(build_model("torchvision:resnet18", num_classes=10).state_dict(), path)
-    with pytest.raises(ModelError, match="missing key 'features.0.conv.weight'"):
-        load_pretrained(build_model("mobilenet_v1", num_classes=10), path)
-
-
-def test_load_pretrained_bad_files(tmp_path):
-    model = build_model("mobilenet_v1", num_classes=10)
-    with pytest.raises(ModelError, match="does not exist"):
-        load_pretrained(model, tmp_path / "nope.pth")
-    garbage = tmp_path / "garbage.pth"
-    garbage.write_bytes(b"not a torch file at all")
-    with pytest.raises(ModelError, match="cannot read weights file"):
-        load_pretrained(model, garbage)
-    pickled = tmp_path / "module.pth"
-    torch.save(nn.Linear(2, 2), pickled)  # a whole module: weights_only refuses to unpickle it
-    with pytest.raises(ModelError, match="cannot read weights file"):
-        load_pretrained(model, pickled)
-    not_tensors = tmp_path / "numbers.pth"
-    torch.save({"a": 1}, not_tensors)
-    with pytest.raises(ModelError, match="does not hold a state dict of tensors"):
-        load_pretrained(model, not_tensors)
-
-
 # --------------------------------------------------------------------------- seed names
-
-
-def test_mobilenet_v1_seed_names_select_13_pointwise_weights():
-    model = build_model("mobilenet_v1")
-    names = seed_param_names("MobileNet", model)
-    params = dict(model.named_parameters())
-    assert set(names) <= set(params)
-    selected = [n for n, seed in names.items() if re.match(".*_sep_weights", seed)]
-    assert len(selected) == 13
-    assert all(n.endswith(".pointwise.conv.weight") for n in selected)
-    assert all(params[n].shape[2:] == (1, 1) for n in selected)
-    assert names["features.0.conv.weight"] == "conv1_weights"
-    assert names["features.1.depthwise.conv.weight"] == "conv2_1_dw_weights"
-    assert names["features.13.pointwise.conv.weight"] == "conv6_sep_weights"
-    assert names["fc.weight"] == "fc7_weights"
-
-
-def test_mobilenet_v2_seed_names_select_16_expand_and_17_linear_weights():
-    model = build_model("mobilenet_v2")
-    names = seed_param_names("MobileNetV2", model)
-    params = dict(model.named_parameters())
-    assert set(names) <= set(params)
-    selected = [seed for seed in names.values() if re.match(".*[r|d]_weights", seed)]
-    assert len(selected) == 33
-    assert sum(s.endswith("_expand_weights") for s in selected) == 16
-    assert sum(s.endswith("_linear_weights") for s in selected) == 17
-    # None of the depthwise convs is selected, and the names are unique.
-    assert not any("dwise" in s for s in selected)
-    assert len(set(names.values())) == len(names)
-    assert names["features.1.conv.1.weight"] == "conv2_1_linear_weights"
-    assert names["features.2.conv.0.0.weight"] == "conv3_1_expand_weights"
-    assert names["features.18.0.weight"] == "conv9_weights"
-    for torch_name, seed in names.items():
-        if seed.endswith("_dwise_weights"):
-            assert params[torch_name].shape[1] == 1  # depthwise: one input channel per group
-
-
-def test_resnet34_seed_names_select_35_conv_weights():
-    model = build_model("resnet34")
-    names = seed_param_names("ResNet34", model)
-    params = dict(model.named_parameters())
-    selected = [n for n, seed in names.items() if re.match(".*branch.*_weights", seed)]
-    assert len(selected) == 35  # 16 blocks x 2 convs + 3 downsample convs
-    assert all(params[n].dim() == 4 for n in selected)
-    assert sum(".downsample." in n for n in selected) == 3
-    assert names["layer1.0.conv1.weight"] == "res2a_branch2a_weights"
-    assert names["layer2.0.downsample.0.weight"] == "res3a_branch1_weights"
-    assert names["layer4.2.conv2.weight"] == "res5c_branch2b_weights"
 
 
 def test_seed_names_empty_for_models_the_seed_did_not_know(factory_file):

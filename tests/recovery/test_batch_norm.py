@@ -4,21 +4,17 @@ docstring promises, modes come back, a pruned model recovers, and ranks agree un
 from __future__ import annotations
 
 import copy
-import json
 import os
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import TINY_MODEL
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from torchslim.cli.main import main
 from torchslim.config.schema import TrainConfig
 from torchslim.engine import evaluate, train_one_epoch
-from torchslim.models import load_model
 from torchslim.pruning.prune import prune
 from torchslim.recovery.batch_norm import DEFAULT_BN_BATCHES, batch_norm_layers, recalibrate_batch_norm
 
@@ -226,28 +222,3 @@ def test_statistics_are_averaged_over_ranks(tmp_path):
 
 
 # ---------------------------------------------------------------- torchslim prune --data
-
-
-def test_prune_command_reports_top1_before_after_and_after_re_estimation(tiny_fmnist, tmp_path, capsys):
-    output = tmp_path / "pruned"
-    common = ["prune", "--model", TINY_MODEL, "--target-flops", "0.4", "--round-to", "2", "--json"]
-    common += ["--data", tiny_fmnist, "--val-limit", "64", "--batch-size", "32"]
-    assert main([*common, "--bn-batches", "3", "--output", str(output)]) == 0
-    payload = json.loads(capsys.readouterr().out)
-    assert payload["val_images"] == 64 and payload["bn_batches"] == 3
-    for key in ("top1_before", "top1_after_prune", "top1_after_bn_recalibration"):
-        assert 0.0 <= payload[key] <= 100.0
-    model, manifest = load_model(output, trusted=TINY_MODEL)
-    assert manifest["input_size"] == 32  # Fashion-MNIST's size, as no --input-size was given
-    assert manifest["pruning"]["bn_recalibration_batches"] == 3
-    assert all(
-        int(bn.num_batches_tracked) == 3 for bn in batch_norm_layers(model)
-    )  # saved after re-estimation
-
-    assert main([*common, "--bn-batches", "0"]) == 0
-    off = json.loads(capsys.readouterr().out)
-    assert off["bn_batches"] == 0 and "top1_after_bn_recalibration" not in off
-    assert (off["top1_before"], off["top1_after_prune"]) == (
-        payload["top1_before"],
-        payload["top1_after_prune"],
-    )

@@ -8,11 +8,12 @@ import json
 
 import numpy as np
 import torch
-from conftest import TINY_MODEL
-from run_helpers import write_config
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from tests.helpers import TINY_MODEL
+from tests.helpers.configs import compression_config, write_config
+from tests.helpers.tiny_models import TinyNet
 from torchslim.cli.main import main
 from torchslim.graph import apply_plan, removed_mask
 from torchslim.pruning.prune import analyze, prune
@@ -129,7 +130,6 @@ def banded_loader(count: int = 256, seed: int = 0) -> DataLoader:
 
 
 def test_a_pruned_network_moves_closer_to_the_unpruned_one():
-    from tiny_models import TinyNet
 
     torch.manual_seed(0)
     model = TinyNet(width=32).eval()
@@ -158,16 +158,10 @@ def test_a_pruned_network_moves_closer_to_the_unpruned_one():
 
 def test_compressor_reconstructs_after_pruning_and_reports_it(tiny_fmnist, tmp_path, capsys):
     def run(batches: int) -> dict:
-        config = write_config(
-            tmp_path / f"c{batches}.yaml",
-            tmp_path / f"ckpt{batches}",
-            epochs=2,
-            start_epoch=1,
-            model=TINY_MODEL,
-            data=tiny_fmnist,
-            reconstruction_batches=batches,
-            bn_recalibration_batches=2,
-        )
+        checkpoint = tmp_path / f"ckpt{batches}"
+        train = {"lr": 0.1, "reconstruction_batches": batches, "bn_recalibration_batches": 2}
+        config = compression_config(checkpoint, epochs=2, model=TINY_MODEL, data=tiny_fmnist, train=train)
+        config = write_config(tmp_path / f"c{batches}.yaml", config)
         capsys.readouterr()
         assert main(["compress", "--config", str(config), "--json", "--no-progress"]) == 0
         return json.loads(capsys.readouterr().out)
@@ -194,31 +188,6 @@ def test_compressor_reconstructs_after_pruning_and_reports_it(tiny_fmnist, tmp_p
     )
     assert f"after reconstruction: {event['top1_after_reconstruction']:.2f}%" in text
     assert "top-1 after each fine-tune epoch: epoch 0: 12.50%, epoch 1: 50.00%" in text
-
-
-def test_prune_command_reconstructs_and_saves_the_refitted_model(tiny_fmnist, tmp_path, capsys):
-    from torchslim.models import load_model
-
-    common = ["prune", "--model", TINY_MODEL, "--target-flops", "0.4", "--round-to", "2", "--json"]
-    common += ["--data", tiny_fmnist, "--val-limit", "64", "--batch-size", "32", "--bn-batches", "2"]
-    capsys.readouterr()
-    assert main([*common, "--reconstruct-batches", "2", "--output", str(tmp_path / "on")]) == 0
-    on = json.loads(capsys.readouterr().out)
-    assert on["reconstruction_batches"] == 2 and on["reconstructed_layers"] >= 1
-    assert 0.0 <= on["top1_after_reconstruction"] <= 100.0
-    assert main([*common, "--reconstruct-batches", "0", "--output", str(tmp_path / "off")]) == 0
-    off = json.loads(capsys.readouterr().out)
-    assert "top1_after_reconstruction" not in off
-    assert (
-        off["top1_after_bn_recalibration"] == on["top1_after_bn_recalibration"]
-    )  # same plan, same statistics
-
-    refitted, manifest = load_model(tmp_path / "on", trusted=TINY_MODEL)
-    plain, _ = load_model(tmp_path / "off", trusted=TINY_MODEL)
-    assert manifest["pruning"]["reconstruction_batches"] == 2
-    assert not torch.equal(refitted.fc.weight, plain.fc.weight)  # the saved model is the refitted one
-    assert main([*common, "--reconstruct-batches", "-1"]) == 2
-    assert "--reconstruct-batches must be >= 0" in capsys.readouterr().err
 
 
 def _rank_batches(rank: int) -> list[torch.Tensor]:

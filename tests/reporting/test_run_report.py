@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_MODEL
-from tiny_models import tiny_net
 
+from tests.helpers import TINY_MODEL
+from tests.helpers.tiny_models import tiny_net
 from torchslim.cli import main
 from torchslim.engine import append_jsonl, save_checkpoint
 from torchslim.models import make_manifest, save_model

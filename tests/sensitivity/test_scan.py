@@ -5,98 +5,38 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tiny_models import TinyNet
-from torch import nn
 
-from torchslim.cli.main import main
-from torchslim.engine.cached import cache_batches, evaluate_batches
+from tests.helpers.models import calibrated, conv_chain
+from tests.helpers.sensitivity import batches_for, fresh_table
+from tests.helpers.tiny_models import TinyNet
+from torchslim.engine.cached import evaluate_batches
 from torchslim.errors import PruningError
 from torchslim.graph import apply_plan, removed_mask
 from torchslim.pruning.prune import analyze
-from torchslim.sensitivity.planning import _Curves as Curves
-from torchslim.sensitivity.planning import plan_from_sensitivities
 from torchslim.sensitivity.scan import _GroupMasker, group_scores, scan_sensitivity, shard_groups
 from torchslim.sensitivity.table import (
     FORMAT,
     SensitivityTable,
     merge_tables,
-    model_fingerprint,
     open_table,
-    ratios_from_delta,
 )
 
-TINY_MODEL = f"{Path(__file__).parent / 'tiny_models.py'}:tiny_net"
 RATIOS = (0.25, 0.5, 0.75)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: one thread is several times faster than two fighting ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def chain_net(widths=(16, 32, 32, 48), num_classes: int = 5) -> nn.Sequential:
-    """conv-BN-ReLU x len(widths), pool, linear: one independent group per conv."""
-    layers: list[nn.Module] = []
-    channels = 3
-    for width in widths:
-        layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
-        channels = width
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
-
-
-def calibrated(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights, BN statistics from one random batch (so outputs are not vanishingly small), eval mode."""
-    torch.manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = None
-            nn.init.uniform_(module.weight, 0.5, 1.5)
-            nn.init.uniform_(module.bias, -0.2, 0.2)
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(32, 3, 8, 8))
-    return model.eval()
-
-
-def batches_for(model: nn.Module, count: int = 64, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Inputs labelled by the model itself plus noise, so that removing channels measurably costs accuracy."""
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(count, 3, 8, 8, generator=generator)
-    with torch.no_grad():
-        labels = model(images).argmax(1)
-    flip = torch.rand(count, generator=generator) < 0.1
-    labels[flip] = 0
-    return [(images[i : i + 16], labels[i : i + 16]) for i in range(0, count, 16)]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
 def setup():
-    model = calibrated(chain_net())
+    model = calibrated(conv_chain())
     group_set = analyze(model, torch.zeros(1, 3, 8, 8))
     scores = group_scores(group_set, model, "l1_norm")
     return model, group_set, scores, batches_for(model)
-
-
-def fresh_table(model: nn.Module, **changes) -> SensitivityTable:
-    values = {
-        "model": "chain",
-        "fingerprint": model_fingerprint(model),
-        "criterion": "l1_norm",
-        "metric": "top1_acc",
-        "data": "random val[:64]",
-        "samples": 64,
-        **changes,
-    }
-    return SensitivityTable(**values)
 
 
 # ----------------------------------------------------------------------------- masking
@@ -121,15 +61,6 @@ def test_masking_a_group_computes_the_physically_pruned_function():
         assert torch.equal(model(x), original), "restore() must put every weight back exactly"
         checked += 1
     assert checked >= 2
-
-
-def test_cache_batches_takes_exactly_the_first_samples():
-    data = [(torch.full((10, 1), float(i)), torch.arange(10) + 10 * i) for i in range(5)]
-    batches = cache_batches(data, 25, "cpu")
-    assert [len(t) for _, t in batches] == [10, 10, 5]
-    assert torch.equal(torch.cat([t for _, t in batches]), torch.arange(25))
-    with pytest.raises(PruningError, match="empty"):
-        cache_batches([], 5, "cpu")
 
 
 # ----------------------------------------------------------------------------- the table file, reuse, resume
@@ -288,116 +219,10 @@ def test_shards_merge_into_the_full_scan(setup, tmp_path):
         shard_groups(group_set, (3, 2))
 
 
-def test_ratios_from_delta():
-    assert ratios_from_delta(0.1) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-    assert ratios_from_delta(0.2) == [0.2, 0.4, 0.6, 0.8]
-    assert ratios_from_delta(0.3) == [0.3, 0.6, 0.9]
-
-
 # ----------------------------------------------------------------------------- from a table to ratios
 
 
-def synthetic_table(group_set, slopes: dict[str, float]) -> SensitivityTable:
-    table = SensitivityTable("chain", "f", "l1_norm", "top1_acc", "d", 1, base_metric=100.0)
-    for group in group_set.prunable():
-        for ratio in (0.1, 0.3, 0.5, 0.7, 0.9):
-            table.record(group.name, ratio, 100.0 - 100.0 * slopes[group.name] * ratio**2)
-        table.sizes[group.name] = group.size
-    return table
-
-
-@pytest.mark.parametrize("allocation", ["marginal", "level"])
-@pytest.mark.parametrize("target", [0.3, 0.5])
-def test_sensitive_plan_reaches_the_target_and_spares_sensitive_groups(target, allocation):
-    model = chain_net(widths=(32, 64, 64, 64))
-    group_set = analyze(model, torch.zeros(1, 3, 8, 8))
-    names = [g.name for g in group_set.prunable()]
-    slopes = dict(zip(names, (0.05, 2.0, 0.05, 0.05), strict=True))  # the second conv is very sensitive
-    table = synthetic_table(group_set, slopes)
-    scores = group_scores(group_set, model, "l1_norm")
-    chosen = plan_from_sensitivities(table, group_set, scores, target, round_to=8, allocation=allocation)
-    assert abs(chosen.plan.reduction - target) <= 0.015
-    others = [chosen.ratios[n] for n in names if n != names[1]]
-    assert chosen.ratios[names[1]] <= min(others) and chosen.ratios[names[1]] < max(others)
-    if allocation == "level":  # equal loss: equally insensitive groups lose about the same share
-        assert chosen.ratios[names[1]] < chosen.ratios[names[0]]
-    assert all(chosen.plan.keep[g] % 8 == 0 for g in chosen.plan.keep)
-    assert all(r <= 0.9 + 1e-9 for r in chosen.ratios.values())
-    curves = Curves(table, group_set, {g.index: g.size for g in group_set.prunable()})
-    assert curves.ratio_at(group_set.prunable()[0].index, 0.0) == 0.0
-    with pytest.raises(PruningError, match="unreachable"):
-        plan_from_sensitivities(synthetic_table_subset(table, names[:1]), group_set, scores, 0.9, round_to=8)
-
-
-@pytest.mark.parametrize("allocation", ["marginal", "level"])
-def test_groups_with_flat_curves_are_pruned_evenly(allocation):
-    """All losses zero (an easy task): no group is emptied first; the ratios come out like uniform pruning."""
-    model = chain_net(widths=(32, 64, 64, 64))
-    group_set = analyze(model, torch.zeros(1, 3, 8, 8))
-    table = synthetic_table(group_set, {g.name: 0.0 for g in group_set.prunable()})
-    scores = group_scores(group_set, model, "l1_norm")
-    chosen = plan_from_sensitivities(table, group_set, scores, 0.5, round_to=8, allocation=allocation)
-    assert abs(chosen.plan.reduction - 0.5) <= 0.015
-    assert max(chosen.ratios.values()) - min(chosen.ratios.values()) <= 0.25
-
-
-def synthetic_table_subset(table: SensitivityTable, keep: list[str]) -> SensitivityTable:
-    subset = SensitivityTable(**{**table.__dict__, "groups": {n: table.groups[n] for n in keep}})
-    return subset
-
-
 # ----------------------------------------------------------------------------- the command and the plot
-
-
-def test_sensitivity_command_scans_resumes_merges_and_plots(tiny_fmnist, tmp_path, capsys):
-    weights = tmp_path / "tiny.pt"
-    torch.save(calibrated(TinyNet(num_classes=10)).state_dict(), weights)
-    output, plot = tmp_path / "sens.json", tmp_path / "curves.png"
-    common = [
-        "sensitivity",
-        "--model",
-        TINY_MODEL,
-        "--pretrained",
-        str(weights),
-        "--data",
-        tiny_fmnist,
-        "--val-limit",
-        "64",
-        "--ratios",
-        "0.25",
-        "0.5",
-        "--device",
-        "cpu",
-        "--no-progress",
-    ]
-    assert main([*common, "--output", str(output), "--plot", str(plot), "--json"]) == 0
-    payload = json.loads(capsys.readouterr().out)
-    assert payload["format"] == FORMAT and payload["samples"] == 64 and len(payload["groups"]) >= 2
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    written = output.read_text()
-    assert main([*common, "--output", str(output)]) == 0  # everything is there: nothing is measured again
-    out = capsys.readouterr().out
-    assert output.read_text() == written and "relative loss" in out and "0.25" in out
-    for k in (1, 2):
-        assert main([*common, "--shard", f"{k}/2", "--output", str(tmp_path / f"p{k}.json")]) == 0
-    merged = tmp_path / "merged.json"
-    assert (
-        main(
-            [
-                "sensitivity",
-                "--merge",
-                str(tmp_path / "p1.json"),
-                str(tmp_path / "p2.json"),
-                "--output",
-                str(merged),
-                "--json",
-            ]
-        )
-        == 0
-    )
-    capsys.readouterr()
-    assert json.loads(merged.read_text())["groups"] == json.loads(written)["groups"]
-    assert main([*common, "--criterion", "nope"]) == 2
 
 
 def test_recalibrated_scan_measures_the_pruned_and_re_estimated_model(setup, tmp_path):

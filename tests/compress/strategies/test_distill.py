@@ -4,22 +4,20 @@ optional feature-map loss (adapters trained, checkpointed and resumed)."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import struct
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from safetensors.torch import load_file, save_file
 
+from tests.helpers.configs import compression_config, uniform_strategy, write_config
+from tests.helpers.data import write_fashion_mnist
 from torchslim.compress.compressor import Compressor
 from torchslim.compress.strategies import CompressionContext, DistillationStrategy, build_strategy
 from torchslim.compress.strategies.distill import TEACHER_DIR
@@ -42,26 +40,12 @@ def factory(num_classes=10):
 """
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict:
     """A tiny model factory file, generated Fashion-MNIST-format data, and initial weights."""
     root = tmp_path_factory.mktemp("distill_inputs")
     (root / "tiny.py").write_text(FACTORY)
-    data = root / "fmnist"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for prefix, count in (("train", 128), ("t10k", 32)):
-        labels = rng.integers(0, 10, count)
-        images = rng.integers(0, 60, (count, 28, 28))
-        for index, label in enumerate(labels):
-            images[index, 2 + 2 * label : 5 + 2 * label, 4:24] = 230
-        _write_idx(data / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    data = write_fashion_mnist(root / "fmnist", 128, 32)
     model_ref = f"{root / 'tiny.py'}:factory"
     torch.manual_seed(123)
     initial = build_model(model_ref, num_classes=10)
@@ -83,18 +67,13 @@ def make_config(
     epochs: int = 1,
     **distiller,
 ) -> dict:
-    """A seed-schema config for the tiny model; ``distiller`` updates distillers.distiller_1
-    (``end_epoch`` goes to the strategy)."""
-    strategies, listed = {}, []
+    """A config for the tiny model that distils from epoch 0 (and prunes by half at ``prune_at``);
+    ``distiller`` updates distillers.distiller_1 (``end_epoch`` goes to the strategy)."""
+    strategies = {}
     if prune_at is not None:
-        strategies["prune"] = {
-            "class": "UniformPruneStrategy",
-            "pruner": "pruner_1",
-            "start_epoch": prune_at,
-            "target_ratio": 0.5,
-            "pruned_params": r"[0-9]+\.weight",
-        }
-        listed.append("prune")
+        strategies["prune"] = uniform_strategy(
+            start_epoch=prune_at, target_ratio=0.5, pruned_params=r"[0-9]+\.weight"
+        )
     if distill:
         strategies["distill"] = {
             "class": "DistillationStrategy",
@@ -102,64 +81,31 @@ def make_config(
             "start_epoch": 0,
             "end_epoch": distiller.pop("end_epoch", None),
         }
-        listed.append("distill")
-    return {
-        "version": 1.0,
-        "pruners": {"pruner_1": {"class": "StructurePruner", "criterions": {"*": "l1_norm"}, "round_to": 1}},
-        "distillers": {
-            "distiller_1": {
-                "class": "SoftLabelDistiller",
-                "temperature": 4.0,
-                "alpha": 0.5,
-                "teacher": None,
-                **distiller,
-            }
-        },
-        "strategies": strategies,
-        "compressor": {
-            "epoch": epochs,
-            "checkpoint_path": str(checkpoint) if checkpoint else None,
-            "init_model": inputs["init"],
-            "strategies": listed,
-            "save_eval_model": False,
-            "save_inference_model": False,
-        },
-        "train": {
-            "model": inputs["model"],
-            "data": inputs["data"],
-            "batch_size": 32,
-            "lr": 0.05,
-            "lr_strategy": "cosine_decay",
-            "input_size": 16,
-            "num_workers": 0,
-            "device": "cpu",
-            "seed": 0,
-            "bn_recalibration_batches": 2,
-        },
+    soft_labels = {
+        "class": "SoftLabelDistiller",
+        "temperature": 4.0,
+        "alpha": 0.5,
+        "teacher": None,
+        **distiller,
     }
-
-
-def write(path: Path, config: dict) -> Path:
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return compression_config(
+        checkpoint,
+        strategies=strategies,
+        epochs=epochs,
+        model=inputs["model"],
+        data=inputs["data"],
+        round_to=1,
+        sections={"distillers": {"distiller_1": soft_labels}},
+        train={"input_size": 16, "device": "cpu", "seed": 0, "bn_recalibration_batches": 2},
+        changes={
+            "compressor.init_model": inputs["init"],
+            "compressor.save_eval_model": False,
+            "compressor.save_inference_model": False,
+        },
+    )
 
 
 # ---------------------------------------------------------------- the loss
-
-
-def test_soft_label_loss_is_the_documented_formula():
-    generator = torch.Generator().manual_seed(0)
-    student, teacher = torch.randn(8, 10, generator=generator), torch.randn(8, 10, generator=generator)
-    targets = torch.randint(0, 10, (8,), generator=generator)
-    p_teacher = torch.softmax(teacher / 3.0, dim=1)
-    kl = (p_teacher * (p_teacher.log() - torch.log_softmax(student / 3.0, dim=1))).sum(dim=1).mean()
-    expected = 0.3 * 9.0 * kl + 0.7 * F.cross_entropy(student, targets)
-    loss = soft_label_loss(student, teacher, targets, temperature=3.0, alpha=0.3)
-    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
-    same = soft_label_loss(student, student, targets, temperature=2.0, alpha=1.0)
-    assert float(same) == pytest.approx(0, abs=1e-6)
-    hard_only = soft_label_loss(student, teacher, targets, temperature=2.0, alpha=0.0)
-    assert torch.equal(hard_only, F.cross_entropy(student, targets))
 
 
 # ---------------------------------------------------------------- config errors
@@ -185,7 +131,7 @@ def test_soft_label_loss_is_the_documented_formula():
 def test_bad_distiller_keys_name_the_key_and_the_file(inputs, tmp_path, change, key, problem):
     config = make_config(inputs, None)
     config["distillers"]["distiller_1"].update(change)
-    path = write(tmp_path / "bad.yaml", config)
+    path = write_config(tmp_path / "bad.yaml", config)
     slim = load_config(path)
     with pytest.raises(ConfigError) as caught:
         build_strategy("distill", slim.strategies["distill"], slim)
@@ -211,7 +157,7 @@ def _context(model: torch.nn.Module, inputs: dict) -> CompressionContext:
 def test_loss_is_replaced_only_inside_the_window_and_the_teacher_is_frozen(inputs, tmp_path):
     config = make_config(inputs, None, end_epoch=3)
     config["strategies"]["distill"]["start_epoch"] = 1
-    slim = load_config(write(tmp_path / "c.yaml", config))
+    slim = load_config(write_config(tmp_path / "c.yaml", config))
     strategy = build_strategy("distill", slim.strategies["distill"], slim)
     assert isinstance(strategy, DistillationStrategy)
     model = build_model(inputs["model"], num_classes=10).train()
@@ -244,7 +190,7 @@ def test_teacher_from_a_path(inputs, tmp_path, kind):
     else:
         path = tmp_path / "teacher_dir"
         save_model(path, source, inputs["model"], {"num_classes": 10}, input_size=16)
-    slim = load_config(write(tmp_path / "c.yaml", make_config(inputs, None, teacher=str(path))))
+    slim = load_config(write_config(tmp_path / "c.yaml", make_config(inputs, None, teacher=str(path))))
     strategy = build_strategy("distill", slim.strategies["distill"], slim)
     context = _context(build_model(inputs["model"], num_classes=10), inputs)
     strategy.on_compression_begin(context)
@@ -262,7 +208,9 @@ def test_alpha_zero_equals_plain_fine_tuning_bit_for_bit(inputs, tmp_path):
     for name, distill, alpha in (("plain", False, 0.0), ("alpha0", True, 0.0), ("alpha05", True, 0.5)):
         checkpoint = tmp_path / name
         config = make_config(inputs, checkpoint, distill=distill, alpha=alpha)
-        summary = Compressor(load_config(write(tmp_path / f"{name}.yaml", config)), progress=False).run()
+        summary = Compressor(
+            load_config(write_config(tmp_path / f"{name}.yaml", config)), progress=False
+        ).run()
         assert summary.epochs_run == [0]
         weights[name] = load_checkpoint(checkpoint / "0")[0]["model"]
     plain, alpha0, alpha05 = weights["plain"], weights["alpha0"], weights["alpha05"]
@@ -298,7 +246,9 @@ sys.exit(main(["compress", "--config", sys.argv[1], "--no-progress"]))
 
 def test_distilling_run_resumes_after_a_kill_with_one_saved_teacher(inputs, tmp_path):
     checkpoint = tmp_path / "ckpt"
-    config = write(tmp_path / "run.yaml", make_config(inputs, checkpoint, prune_at=1, epochs=3, end_epoch=2))
+    config = write_config(
+        tmp_path / "run.yaml", make_config(inputs, checkpoint, prune_at=1, epochs=3, end_epoch=2)
+    )
     command = [sys.executable, "-c", textwrap.dedent(KILLER), str(config)]
     first = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert first.returncode == -9, first.stderr
@@ -336,7 +286,7 @@ FEATURE_MAPS = ["2", "5", "7"]  # ReLU (N, 16, 16, 16), ReLU (N, 32, 8, 8), Flat
 
 
 def _feature_strategy(inputs, tmp_path, **distiller):
-    slim = load_config(write(tmp_path / "f.yaml", make_config(inputs, None, **distiller)))
+    slim = load_config(write_config(tmp_path / "f.yaml", make_config(inputs, None, **distiller)))
     return build_strategy("distill", slim.strategies["distill"], slim)
 
 
@@ -412,7 +362,7 @@ def test_adapter_state_round_trip_restores_the_weights_exactly(inputs, tmp_path)
 
 def test_unknown_feature_map_is_a_config_error_before_training(inputs, tmp_path):
     checkpoint = tmp_path / "ckpt"
-    path = write(tmp_path / "c.yaml", make_config(inputs, checkpoint, feature_maps=["2", "55"]))
+    path = write_config(tmp_path / "c.yaml", make_config(inputs, checkpoint, feature_maps=["2", "55"]))
     with pytest.raises(ConfigError) as caught:
         Compressor(load_config(path), progress=False).run()
     message = str(caught.value)
@@ -441,7 +391,9 @@ def test_feature_weight_zero_equals_soft_labels_only_bit_for_bit(inputs, tmp_pat
         features = {"feature_maps": FEATURE_MAPS} if extra else {}
         config = make_config(inputs, checkpoint, epochs=2, **features, **extra)
         config["strategies"]["distill"]["start_epoch"] = 1
-        summary = Compressor(load_config(write(tmp_path / f"{name}.yaml", config)), progress=False).run()
+        summary = Compressor(
+            load_config(write_config(tmp_path / f"{name}.yaml", config)), progress=False
+        ).run()
         weights[name] = load_checkpoint(checkpoint / "1")[0]["model"]
         losses[name] = [r["train_loss"] for r in read_jsonl(checkpoint / "metrics.jsonl")]
         events = [e for e in summary.events if e.get("strategy") == "distill"]
@@ -461,7 +413,7 @@ def test_feature_distilling_run_with_pruning_resumes_exactly(inputs, tmp_path, m
     paths = {}
     for name in ("straight", "stopped"):
         config["compressor"]["checkpoint_path"] = str(tmp_path / name)
-        paths[name] = write(tmp_path / f"{name}.yaml", config)
+        paths[name] = write_config(tmp_path / f"{name}.yaml", config)
     straight = Compressor(load_config(paths["straight"]), progress=False).run()
 
     class Stop(Exception):
@@ -521,7 +473,7 @@ def test_adapters_stay_identical_across_torchrun_ranks(inputs, tmp_path):
     """Adapters live outside the DDP-wrapped model: their gradients are averaged over the ranks too."""
     config = make_config(inputs, tmp_path / "ckpt", prune_at=1, epochs=2, feature_maps=FEATURE_MAPS)
     config["train"]["batch_size"] = 16  # 4 steps per rank and epoch, on different shards
-    path = write(tmp_path / "ddp.yaml", config)
+    path = write_config(tmp_path / "ddp.yaml", config)
     script = tmp_path / "dump.py"
     script.write_text(textwrap.dedent(DUMP_ADAPTERS))
     command = [
