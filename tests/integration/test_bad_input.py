@@ -35,6 +35,7 @@ import os
 import sys
 
 sys.path.insert(0, {helpers!r})
+from tiny_models import TinyNet  # noqa: E402
 
 
 class Unstable(TinyNet):
