@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import onnx
@@ -73,11 +72,8 @@ def test_export_mobilenet_v2(tmp_path):
     assert model.training
     target = tmp_path / "mnv2.onnx"
 
-    start = time.perf_counter()
     report = export_onnx(model, torch.randn(1, 3, 32, 32), target)
-    elapsed = time.perf_counter() - start
 
-    assert elapsed < 30, f"mobilenet_v2 export took {elapsed:.1f} s"
     assert model.training, "the model's training mode must be restored"
     assert report.max_abs_diff is not None and report.max_abs_diff < 1e-3
     assert files_in(tmp_path) == {"mnv2.onnx"}

@@ -1,8 +1,10 @@
-"""Timing: statistics of the samples, interleaved rounds, thread settings (on a fake clock: no wall-clock claims)."""
+"""Timing: statistics of the samples, interleaved rounds, thread settings.
+
+What a timed call took comes from a fake clock: no claim depends on how fast this machine is."""
 
 from __future__ import annotations
 
-import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from torchslim.export import (
     torch_callable,
     torch_threads,
 )
+import torchslim.export.timing as timing
 from torchslim.export.timing import robust_ms
 
 
@@ -28,29 +31,51 @@ def test_robust_ms_is_the_fast_end():
     assert robust_ms([10.0, 1.0, 1.1, 1.2, 50.0]) == 1.1
 
 
-def sleeper(ms: float):
-    def fn() -> None:
-        time.sleep(ms / 1000.0)
+class FakeClock:
+    """A perf_counter that only moves when a timed function says how long it took."""
 
-    return fn
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def taking(self, *durations_ms: float):
+        """A function whose i-th call takes durations_ms[i % len(durations_ms)] milliseconds."""
+        calls = []
+
+        def fn() -> None:
+            self.now += durations_ms[len(calls) % len(durations_ms)] / 1000.0
+            calls.append(None)
+
+        return fn
 
 
-def test_time_callable_sane():
-    result = time_callable(sleeper(2), warmup=1, runs=10)
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=fake))
+    return fake
+
+
+def test_time_callable_reports_the_statistics_of_its_timed_runs(clock):
+    # the warm-up call takes 100 ms and is not timed; the next ten calls take what the cycle says
+    result = time_callable(clock.taking(100.0, 3.0, 1.0, 2.0, 1.0, 8.0), warmup=1, runs=10)
     assert isinstance(result, TimingResult)
-    assert result.runs == 10 and len(result.samples_ms) == 10
-    assert 1.9 <= result.min_ms <= result.median_ms <= result.p90_ms
-    assert result.min_ms <= result.mean_ms
-    assert result.median_ms < 50
+    assert result.runs == 10
+    assert result.samples_ms == pytest.approx([3.0, 1.0, 2.0, 1.0, 8.0, 100.0, 3.0, 1.0, 2.0, 1.0])
+    assert result.min_ms == pytest.approx(1.0) and result.median_ms == pytest.approx(2.0)
+    assert result.mean_ms == pytest.approx(12.2) and result.p90_ms == pytest.approx(17.2)
 
 
-def test_time_interleaved_speedup():
-    results = time_interleaved({"slow": sleeper(4), "fast": sleeper(2)}, warmup=1, rounds=15)
+def test_time_interleaved_times_each_function_and_speedup_is_the_ratio_of_medians(clock):
+    results = time_interleaved({"slow": clock.taking(4.0, 4.0, 5.0), "fast": clock.taking(2.0)}, warmup=1, rounds=5)
     slow, fast = results["slow"], results["fast"]
-    assert slow.runs == fast.runs == 15
-    assert slow.median_ms > fast.median_ms
-    assert 0.5 < speedup(slow, fast) < 4
-    assert speedup(fast, slow) < 1
+    assert slow.runs == fast.runs == 5
+    # slow's first call (4 ms) was the warm-up round; then 4, 5, 4, 4, 5
+    assert slow.samples_ms == pytest.approx([4.0, 5.0, 4.0, 4.0, 5.0]) and fast.samples_ms == pytest.approx([2.0] * 5)
+    assert speedup(slow, fast) == pytest.approx(2.0) and speedup(fast, slow) == pytest.approx(0.5)
+    assert speedup(slow, TimingResult.from_samples([0.0])) == float("inf")
 
 
 def test_interleaving_order_rotates():
@@ -67,9 +92,11 @@ def test_interleaving_order_rotates():
 
 
 def test_timing_argument_checks():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="runs must be >= 1, got 0"):
         time_callable(lambda: None, runs=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="warmup must be >= 0, got -1"):
+        time_callable(lambda: None, warmup=-1)
+    with pytest.raises(ValueError, match="at least one callable"):
         time_interleaved({}, rounds=3)
     r = TimingResult.from_samples([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0])
     assert r.median_ms == 6.0 and r.min_ms == 1.0 and r.p90_ms == pytest.approx(10.0)
@@ -96,4 +123,4 @@ def test_torch_and_ort_callables_agree(tmp_path):
     run_ort = ort_callable(OrtModel(target, threads=1), example.numpy())
     np.testing.assert_allclose(run_ort(), out.numpy(), rtol=1e-3, atol=1e-4)
     results = time_interleaved({"torch": run_torch, "ort": run_ort}, warmup=1, rounds=3)
-    assert all(r.runs == 3 and r.median_ms > 0 for r in results.values())
+    assert all(r.runs == len(r.samples_ms) == 3 and r.min_ms <= r.median_ms for r in results.values())

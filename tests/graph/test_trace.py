@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tests.helpers.models import Head, conv_bn
 from tests.helpers.oracle import NUM_CLASSES, assert_oracle, group_of, prune_small
-from torchslim.errors import TorchslimError
+from torchslim.errors import PruningError
 from torchslim.pruning.prune import analyze, prune
 
 
@@ -165,15 +166,37 @@ class LargeInputAux(nn.Module):
         return out
 
 
-def test_train_only_branch_too_small_for_the_input():
+def test_train_only_branch_too_small_for_the_input_is_pruned_on_the_eval_graph():
+    """The aux head cannot run at 8x8 even unpruned: the trace falls back to the eval graph, whose
+    channels are pruned (and compute the oracle's function); the head it cannot see keeps its sizes."""
     torch.manual_seed(0)
     model = LargeInputAux().eval()
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert model(x).shape == (2, NUM_CLASSES)  # eval mode works at 8x8
+    with pytest.raises(RuntimeError):
+        model.train()(x)  # train mode does not, before any pruning
+    model.eval()
+    result = prune(model, x, target_flops=0.3, round_to=1)
+    assert abs(result.report.flops_reduction - 0.3) <= 0.01
+    assert result.model.stem[0].out_channels < 16
+    assert assert_oracle(model, result, x) > 1e-4
+    assert "aux_conv" not in result.report.channels and result.model.aux_conv.in_channels == 16
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="torchslim bug: when a train-only head cannot run at the example size, prune() falls back to the "
+    "eval graph and leaves the head unresized, so the pruned model fails in train mode at any input size "
+    "(it should resize the head or refuse with a clear error)",
+)
+def test_train_only_branch_too_small_for_the_input_is_resized_or_refused():
+    torch.manual_seed(0)
+    model = LargeInputAux().eval()
     try:
-        result = prune(model, x, target_flops=0.3, round_to=1)
-    except TorchslimError as error:  # a clear user error would be acceptable
+        result = prune(model, torch.randn(2, 3, 8, 8), target_flops=0.3, round_to=1)
+    except PruningError as error:  # a clear error naming the input would do
         assert "input" in str(error)
         return
-    assert_oracle(model, result, x)
+    aux_out = result.model.train()(torch.randn(2, 3, 32, 32))[1]  # large enough for the aux head
+    assert aux_out.shape == (2, NUM_CLASSES)

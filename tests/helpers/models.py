@@ -108,3 +108,16 @@ def calibrate(model: nn.Module, shape: tuple[int, ...], seed: int = 0, *, train:
         with torch.no_grad():
             model(torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 100)))
     return model.train(train)
+
+
+@torch.no_grad()
+def accuracy_of(model: nn.Module, loader, k: int = 1) -> float:
+    """Top-``k`` accuracy (%) of ``model`` on ``loader``, counted here independently of torchslim.engine."""
+    model.eval()
+    correct = total = 0
+    for images, labels in loader:
+        logits = model(images)
+        top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+        correct += int((top == labels[:, None]).any(dim=1).sum())
+        total += len(labels)
+    return 100.0 * correct / total

@@ -28,6 +28,7 @@ from tests.helpers.configs import tiny_run_config
 from tests.helpers.data import write_fashion_mnist
 from tests.helpers.processes import error_line, plain_cli
 from torchslim.engine import load_checkpoint, verify_checkpoint
+from torchslim.errors import CheckpointError
 
 PACKAGE = REPO / "torchslim"
 
@@ -127,7 +128,7 @@ def test_resume_refuses_a_pickle_payload_in_any_state_dict(cli, base, tmp_path, 
     )
     error_line(run, "compress", 6, str(checkpoint / "0" / file), "weights_only")
     assert not marker.exists()
-    with pytest.raises(Exception, match="weights_only"):
+    with pytest.raises(CheckpointError, match=f"{file}.*weights_only"):
         load_checkpoint(checkpoint / "0")
     assert not marker.exists()
 

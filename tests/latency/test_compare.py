@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,12 @@ def test_compare_latency_structure(wide, runtime):
         {"base": wide, "pruned": pruned}, 32, runtime=runtime, batch_size=2, threads=1, warmup=1, rounds=3
     )
     assert set(result.median_ms) == {"base", "pruned"} and result.speedup["base"] == 1.0
-    assert len(result.samples_ms["pruned"]) == 3 and result.median_ms["pruned"] > 0
+    assert len(result.samples_ms["base"]) == len(result.samples_ms["pruned"]) == 3
+    base, pruned = np.asarray(result.samples_ms["base"]), np.asarray(result.samples_ms["pruned"])
+    used, steady = steady_rounds(base)
+    assert (result.rounds_used, result.steady) == (int(used.sum()), steady)
+    assert result.median_ms == {"base": float(np.median(base[used])), "pruned": float(np.median(pruned[used]))}
+    assert result.speedup["pruned"] == float(np.median(base[used] / pruned[used]))
     assert result.as_dict()["runtime"] == runtime and "samples_ms" not in result.as_dict()
 
 

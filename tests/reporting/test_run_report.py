@@ -14,6 +14,8 @@ from torchslim.engine import append_jsonl, save_checkpoint
 from torchslim.models import make_manifest, save_model
 from torchslim.pruning.counting import profile_model
 from torchslim.pruning.prune import prune
+from torchslim.export import time_interleaved
+from torchslim.reporting import results
 from torchslim.reporting.results import results_table
 from torchslim.reporting.run_report import load_run, run_models, run_rows
 
@@ -116,11 +118,22 @@ def test_report_default_output_is_in_the_run_and_epoch_dir_works(capsys, run_dir
     assert (run_dir / "report.md").is_file() and "baseline" in out and "epoch 0" in out
 
 
-def test_report_times_both_models(run_dir):
+def test_report_times_both_models(run_dir, monkeypatch):
+    timed = []
+
+    def recorded(functions, **kwargs):
+        timed.append(time_interleaved(functions, **kwargs))
+        return timed[-1]
+
+    monkeypatch.setattr(results, "time_interleaved", recorded)
     run = load_run(run_dir)
     base, final = run_models(run, trusted=TINY_MODEL)
     rows = run_rows(run, base, final, timing=True, threads=1, rounds=2)
-    assert all(r.torch_ms > 0 and r.ort_ms > 0 for r in rows)
+    # Each row shows the medians of its own model's PyTorch and ONNX Runtime timings.
+    (timings,) = timed
+    assert all(t.runs == 2 for t in timings.values())
+    for row, label in zip(rows, ("baseline", "final"), strict=True):
+        assert (row.torch_ms, row.ort_ms) == (timings[f"{label}/torch"].median_ms, timings[f"{label}/ort"].median_ms)
     assert results_table(rows, markdown=True).count("\n") == 3
 
 

@@ -6,32 +6,26 @@ import json
 import re
 from types import SimpleNamespace
 
+import pytest
+
+import torchslim.latency.planner as latency_planner
 from tests.helpers.cli import run_main
-from tests.helpers.configs import sequential_model_config, write_config
+from tests.helpers.configs import compression_config, sequential_model_config, uniform_strategy, write_config
 from tests.helpers.latency import staircase_cost
+from tests.helpers.models import accuracy_of
+from torchslim.compress.strategies import UniformPruneStrategy, uniform
+from torchslim.config import parse_config
+from torchslim.engine.cached import top1_score
+from torchslim.latency.calibration import calibrated_minimize
 from torchslim.latency.planner import LatencyPlanner
+from torchslim.latency.table import LatencyTable
 
 
 def test_uniform_strategy_plans_with_latency_only_when_configured(wide):
-    from torchslim.compress.strategies import UniformPruneStrategy
-    from torchslim.config import parse_config
-
     def strategy(align: str, **extra) -> UniformPruneStrategy:
-        config = parse_config(
-            {
-                "pruners": {"p": {"class": "StructurePruner", "align": align, "runtime": "eager"}},
-                "strategies": {
-                    "u": {
-                        "class": "UniformPruneStrategy",
-                        "pruner": "p",
-                        "target_ratio": 0.4,
-                        "pruned_params": ".*",
-                        **extra,
-                    }
-                },
-                "compressor": {"epoch": 1, "strategies": ["u"]},
-            }
-        )
+        changes = {"pruners.pruner_1.align": align, "pruners.pruner_1.runtime": "eager"}
+        strategies = {"u": uniform_strategy(start_epoch=0, **extra)}
+        config = parse_config(compression_config(strategies=strategies, changes=changes))
         return UniformPruneStrategy("u", config.strategies["u"], config)
 
     assert not strategy("round_to").latency_aware
@@ -45,15 +39,44 @@ def test_uniform_strategy_plans_with_latency_only_when_configured(wide):
     )
 
 
+def record_calibrations(monkeypatch) -> list:
+    """The CalibrationInfo of every calibrated latency plan made in this process."""
+    infos = []
+
+    def calibrated(*args, **kwargs):
+        result = calibrated_minimize(*args, **kwargs)
+        infos.append(result[2])
+        return result
+
+    monkeypatch.setattr(latency_planner, "calibrated_minimize", calibrated)
+    return infos
+
+
+def record_plan_scores(monkeypatch) -> list[tuple[float, float, int]]:
+    """(score given, top-1 counted here on the same model and batches, images) for every plan scored."""
+    scores = []
+
+    def top1_score_recorded(batches, before=None):
+        score = top1_score(batches, before)
+
+        def recorded(model):
+            value = score(model)  # re-estimates the plan's batch norms, then evaluates
+            scores.append((value, accuracy_of(model, batches), sum(len(labels) for _, labels in batches)))
+            return value
+
+        return recorded
+
+    monkeypatch.setattr(uniform, "top1_score", top1_score_recorded)
+    return scores
+
+
 def test_latency_aware_run_weighs_validation_accuracy_among_measured_plans(
     brightness_fmnist, tmp_path, capsys, monkeypatch
 ):
-
-    from torchslim.latency.table import LatencyTable
-
     monkeypatch.setenv("TORCHSLIM_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(LatencyTable, "_measure", lambda self, config: staircase_cost(config, block=8))
     monkeypatch.setattr(LatencyTable, "for_probes", lambda self: self)
+    infos, scores = record_calibrations(monkeypatch), record_plan_scores(monkeypatch)
     config = sequential_model_config(
         brightness_fmnist,
         tmp_path / "ckpt",
@@ -70,9 +93,19 @@ def test_latency_aware_run_weighs_validation_accuracy_among_measured_plans(
     assert code == 0, err
     (event,) = json.loads(out)["events"]
     plan = event["latency_plan"]
-    assert plan["chosen_by"] == "score" and plan["scores"] and plan["measured_speedup"] > 0
+    assert plan["chosen_by"] == "score" and plan["scores"]
     best = max(plan["scores"], key=lambda entry: entry["score"])
-    assert plan["chosen"] == best["plan"] and all(0 <= entry["score"] <= 100 for entry in plan["scores"])
+    assert plan["chosen"] == best["plan"]
+    # Each score is the plan's top-1 on all 50 validation images, as counted here on the scored model.
+    assert [entry["score"] for entry in plan["scores"]] == [given for given, _, _ in scores]
+    assert all(
+        given == pytest.approx(counted, abs=1e-9) and images == 50 for given, counted, images in scores
+    )
+    # The measured speedup is the unpruned model's kernel time over the chosen plan's.
+    (info,) = infos
+    assert best["measured_ms"] == info.chosen_ms
+    assert info.base_ms == min(p["measured_ms"] for p in info.profiles if p["plan"].startswith("unpruned"))
+    assert plan["measured_speedup"] == info.base_ms / info.chosen_ms
     assert abs(event["flops_reduction"] - 0.5) <= 0.01
     config["compressor"]["checkpoint_path"] = str(tmp_path / "ckpt2")  # the human summary says the same
     code, out, err = run_main(
