@@ -1,4 +1,4 @@
-"""The registry: case-insensitive names and aliases, no duplicates, no partial entries, helpful unknown-name errors."""
+"""The registry: case-insensitive names and aliases, no duplicates or partial entries, helpful errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``torchslim compress``: config errors are one line with exit 2 and write nothing; flags override the config."""
+"""``torchslim compress``: a config error is one line, exit 2, nothing written; flags override the config."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SAController: finds the optimum within its constraint, and its state survives JSON and continues identically."""
+"""SAController: finds the optimum within its constraint; its state survives JSON and goes on identically."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def fpgm_scores(weight: torch.Tensor) -> np.ndarray:
 
 
 def group_l1_scores(model: CriteriaNet) -> np.ndarray:
-    """Every weight a conv1 channel owns: its filter, its BN scale, conv2's input slice; each member / its mean."""
+    """Every weight a conv1 channel owns (filter, BN scale, conv2's input slice), each part over its mean."""
     parts = [
         model.conv1.weight.detach().reshape(8, -1).abs().sum(1),
         model.bn1.weight.detach().abs(),

@@ -292,7 +292,8 @@ KILL_SCRIPT = textwrap.dedent(
         torch.set_num_threads(1)
         i = start
         while True:  # even i creates root/<i//2>, odd i replaces it
-            optimizer = {"state": {0: {"momentum_buffer": torch.full((1000,), float(i))}}, "param_groups": [{"lr": 0.1}]}
+            momentum = {0: {"momentum_buffer": torch.full((1000,), float(i))}}
+            optimizer = {"state": momentum, "param_groups": [{"lr": 0.1}]}
             tensors = {"model": {"w": torch.full((numel,), float(i))}, "optimizer": optimizer}
             save_checkpoint(os.path.join(root, str(i // 2)), tensors=tensors, meta={"i": i})
             i += 1

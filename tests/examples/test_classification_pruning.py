@@ -1,4 +1,4 @@
-"""The seed-style example scripts in examples/classification/pruning: flags, configs, eval/infer on a tiny model."""
+"""The seed-style scripts in examples/classification/pruning: flags, configs, eval and infer on a tiny net."""
 
 from __future__ import annotations
 

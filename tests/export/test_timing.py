@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import torchslim.export.timing as timing
 from tests.helpers.models import FeatureNet, calibrate
 from torchslim.export import (
     OrtModel,
@@ -23,7 +24,6 @@ from torchslim.export import (
     torch_callable,
     torch_threads,
 )
-import torchslim.export.timing as timing
 from torchslim.export.timing import robust_ms
 
 
@@ -69,11 +69,15 @@ def test_time_callable_reports_the_statistics_of_its_timed_runs(clock):
 
 
 def test_time_interleaved_times_each_function_and_speedup_is_the_ratio_of_medians(clock):
-    results = time_interleaved({"slow": clock.taking(4.0, 4.0, 5.0), "fast": clock.taking(2.0)}, warmup=1, rounds=5)
+    results = time_interleaved(
+        {"slow": clock.taking(4.0, 4.0, 5.0), "fast": clock.taking(2.0)}, warmup=1, rounds=5
+    )
     slow, fast = results["slow"], results["fast"]
     assert slow.runs == fast.runs == 5
     # slow's first call (4 ms) was the warm-up round; then 4, 5, 4, 4, 5
-    assert slow.samples_ms == pytest.approx([4.0, 5.0, 4.0, 4.0, 5.0]) and fast.samples_ms == pytest.approx([2.0] * 5)
+    assert slow.samples_ms == pytest.approx([4.0, 5.0, 4.0, 4.0, 5.0]) and fast.samples_ms == pytest.approx(
+        [2.0] * 5
+    )
     assert speedup(slow, fast) == pytest.approx(2.0) and speedup(fast, slow) == pytest.approx(0.5)
     assert speedup(slow, TimingResult.from_samples([0.0])) == float("inf")
 

@@ -1,4 +1,4 @@
-"""Channel coupling on hand-written models: which layers lose the same channels, and which groups stay whole."""
+"""Channel coupling on hand-written models: which layers lose the same channels, which groups stay whole."""
 
 from __future__ import annotations
 

@@ -131,7 +131,7 @@ def tiny_run_config(
     target: float = 0.4,
     pruned: str = ".*",
 ) -> str:
-    """A config file for one epoch of ``model`` at 16x16 on CPU, pruned uniformly at ``start_epoch``; its path."""
+    """A config file for ``model`` at 16x16 on CPU, pruned uniformly at ``start_epoch``; its path."""
     strategy = uniform_strategy(start_epoch=start_epoch, target_ratio=target, pruned_params=pruned)
     config = compression_config(
         checkpoint,

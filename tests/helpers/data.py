@@ -1,4 +1,5 @@
-"""Generated data in the real file formats: Fashion-MNIST look-alikes (IDX), ImageNet lists, class folders, CIFAR.
+"""Generated data in the real file formats: Fashion-MNIST look-alikes (IDX), ImageNet lists, class
+folders, CIFAR.
 
 The writers are independent of torchslim's readers, so that a reader bug cannot hide in both."""
 
@@ -34,7 +35,7 @@ def write_fashion_mnist(root: Path, train: int, val: int, seed: int = 0) -> Path
 
 
 def write_brightness_fashion_mnist(root: Path, train: int, val: int, noise: int = 0) -> Path:
-    """Fashion-MNIST files where image i has label i % 10 and brightness 25 * label (+ noise below ``noise``)."""
+    """Fashion-MNIST files: image i has label i % 10 and brightness 25 * label (+ noise below ``noise``)."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for prefix, count in (("train", train), ("t10k", val)):

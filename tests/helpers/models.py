@@ -58,7 +58,7 @@ def conv_chain(widths=(16, 32, 32, 48), num_classes: int = 5) -> nn.Sequential:
 
 
 def calibrated(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights, BN statistics from one random batch (so outputs are not vanishingly small), eval mode."""
+    """Random BN weights, BN statistics from one random batch (outputs not vanishingly small), eval mode."""
     torch.manual_seed(seed)
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):

@@ -25,27 +25,27 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
 
 
-def torchslim(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """``python -m torchslim ARGS`` run to completion in the repository root."""
+def torchslim(*args: str, timeout: float = 240, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """``python -m torchslim ARGS`` run to completion (in the repository root unless ``cwd``)."""
     return subprocess.run(
         [sys.executable, "-m", "torchslim", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=subprocess_env(),
-        cwd=REPO,
+        cwd=cwd,
     )
 
 
-def popen_torchslim(*args: str) -> subprocess.Popen:
-    """``python -m torchslim ARGS`` started in the background (to be killed)."""
+def popen_torchslim(*args: str, cwd: Path = REPO) -> subprocess.Popen:
+    """``python -m torchslim ARGS`` started in the background (to be killed); stdout is not kept."""
     return subprocess.Popen(
         [sys.executable, "-m", "torchslim", *args],
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=subprocess_env(),
-        cwd=REPO,
+        cwd=cwd,
     )
 
 
@@ -58,6 +58,15 @@ def run_python(code: str, *args: str, timeout: float = 300) -> subprocess.Comple
         timeout=timeout,
         env=subprocess_env(),
         cwd=REPO,
+    )
+
+
+def torchrun(*args: str, monitor_interval: float = 0.1) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 ARGS`` (single-threaded ranks) run to completion."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["--monitor-interval", str(monitor_interval), *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=subprocess_env(), cwd=REPO
     )
 
 

@@ -81,7 +81,7 @@ def strategy_config(
     max_iter: int = 8,
     round_to: int = 4,
 ) -> SlimConfig:
-    """A parsed config that runs ``strategy`` as "s", with an SA controller "sa" of ``max_iter`` candidates."""
+    """A parsed config that runs ``strategy`` as "s", with SA controller "sa" of ``max_iter`` candidates."""
     config = compression_config(
         checkpoint,
         strategies={"s": strategy},

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +12,7 @@ import torch
 from tests.helpers import SEQUENTIAL_MODEL
 from tests.helpers.cli import run_main
 from tests.helpers.configs import sequential_model_config, write_config
+from tests.helpers.processes import first_checkpoint_written, kill_when, popen_torchslim, torchslim
 from torchslim.data import build_loaders
 from torchslim.export import OrtModel
 from torchslim.models import load_model
@@ -27,27 +24,11 @@ def resumed_run(brightness_fmnist, tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("resume")
     ckpt = work / "ckpt"
     config = write_config(work / "tiny.yaml", sequential_model_config(brightness_fmnist, ckpt))
-    command = [sys.executable, "-m", "torchslim", "compress", "--config", str(config), "--json"]
-    first_err = work / "first.stderr"
-    with open(first_err, "wb") as err:
-        first = subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        deadline = time.monotonic() + 240
-        while not (ckpt / "0" / "MANIFEST.json").exists():
-            if first.poll() is not None:
-                pytest.fail(
-                    f"compress exited ({first.returncode}) before its first checkpoint:\n{first_err.read_text()}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail("no checkpoint within 240 s")
-            time.sleep(0.02)
-        os.kill(first.pid, signal.SIGKILL)
-    finally:
-        if first.poll() is None:
-            os.kill(first.pid, signal.SIGKILL)
-        first.wait(timeout=60)
+    command = ["compress", "--config", str(config), "--json"]
+    first = popen_torchslim(*command, cwd=work)
+    kill_when(first, first_checkpoint_written(ckpt))
     epochs_at_kill = sorted(p.name for p in ckpt.iterdir() if p.name.isdigit())
-    second = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=300)
+    second = torchslim(*command, cwd=work, timeout=300)
     return {
         "ckpt": ckpt,
         "first_returncode": first.returncode,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ import torch
 
 from tests.helpers import TINY_MODEL
 from tests.helpers.configs import compression_config, write_config
-from tests.helpers.processes import popen_torchslim, torchslim
+from tests.helpers.processes import first_checkpoint_written, kill_when, popen_torchslim, torchslim
 from torchslim.engine import load_checkpoint, read_jsonl
 
 TIMING_KEYS = {"images_per_s"}
@@ -35,13 +33,7 @@ def comparable(records: list[dict]) -> list[dict]:
 
 def kill_after_first_checkpoint(config: Path, data: str, checkpoint: Path) -> None:
     process = popen_torchslim("compress", "--config", str(config), "--model", TINY_MODEL, "--data", data)
-    deadline = time.monotonic() + 180
-    while not (checkpoint / "0" / "MANIFEST.json").exists():
-        assert process.poll() is None, process.communicate()[1]
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when(process, first_checkpoint_written(checkpoint), timeout=180)
 
 
 @pytest.fixture(scope="module")

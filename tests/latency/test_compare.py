@@ -22,7 +22,10 @@ def test_compare_latency_structure(wide, runtime):
     base, pruned = np.asarray(result.samples_ms["base"]), np.asarray(result.samples_ms["pruned"])
     used, steady = steady_rounds(base)
     assert (result.rounds_used, result.steady) == (int(used.sum()), steady)
-    assert result.median_ms == {"base": float(np.median(base[used])), "pruned": float(np.median(pruned[used]))}
+    assert result.median_ms == {
+        "base": float(np.median(base[used])),
+        "pruned": float(np.median(pruned[used])),
+    }
     assert result.speedup["pruned"] == float(np.median(base[used] / pruned[used]))
     assert result.as_dict()["runtime"] == runtime and "samples_ms" not in result.as_dict()
 

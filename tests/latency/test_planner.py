@@ -1,4 +1,4 @@
-"""Latency measurement, the latency lookup table and latency-aware planning (tiny models, no timing asserts)."""
+"""Latency-aware planning: MACs or latency targets met with aligned channel counts (synthetic runtime)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Loading weight files: round trips, nested and DataParallel files, errors naming the first mismatching key."""
+"""Loading weight files: round trips, nested and DataParallel files, errors naming the first bad key."""
 
 from __future__ import annotations
 

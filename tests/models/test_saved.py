@@ -26,7 +26,8 @@ FACTORY_SOURCE = textwrap.dedent(
         def __init__(self, num_classes=1000):
             super().__init__()
             self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
-            self.body = nn.Sequential(nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU())
+            down = nn.Conv2d(32, 64, 3, stride=2, padding=1)
+            self.body = nn.Sequential(down, nn.BatchNorm2d(64), nn.ReLU())
             self.fc = nn.Linear(64, num_classes)
 
         def forward(self, x):

@@ -21,7 +21,7 @@ from torchslim.recovery.reconstruction import kept_output_channels, reconstruct,
 
 
 class TwoConvs(nn.Module):
-    """conv (with bias) -> ReLU -> 3x3 conv without bias -> BN: the second conv reads the channels the first loses."""
+    """conv (with bias) -> ReLU -> 3x3 conv without bias -> BN: the second conv reads what the first loses."""
 
     def __init__(self) -> None:
         super().__init__()

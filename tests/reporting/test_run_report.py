@@ -11,10 +11,10 @@ from tests.helpers import TINY_MODEL
 from tests.helpers.tiny_models import tiny_net
 from torchslim.cli import main
 from torchslim.engine import append_jsonl, save_checkpoint
+from torchslim.export import time_interleaved
 from torchslim.models import make_manifest, save_model
 from torchslim.pruning.counting import profile_model
 from torchslim.pruning.prune import prune
-from torchslim.export import time_interleaved
 from torchslim.reporting import results
 from torchslim.reporting.results import results_table
 from torchslim.reporting.run_report import load_run, run_models, run_rows
@@ -133,7 +133,10 @@ def test_report_times_both_models(run_dir, monkeypatch):
     (timings,) = timed
     assert all(t.runs == 2 for t in timings.values())
     for row, label in zip(rows, ("baseline", "final"), strict=True):
-        assert (row.torch_ms, row.ort_ms) == (timings[f"{label}/torch"].median_ms, timings[f"{label}/ort"].median_ms)
+        assert (row.torch_ms, row.ort_ms) == (
+            timings[f"{label}/torch"].median_ms,
+            timings[f"{label}/ort"].median_ms,
+        )
     assert results_table(rows, markdown=True).count("\n") == 3
 
 

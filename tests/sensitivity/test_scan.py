@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from tests.helpers.models import calibrated, conv_chain
-from tests.helpers.sensitivity import batches_for, fresh_table
+from tests.helpers.processes import assert_killed, run_python
+from tests.helpers.sensitivity import RATIOS, batches_for, fresh_table
 from tests.helpers.tiny_models import TinyNet
 from torchslim.engine.cached import evaluate_batches
 from torchslim.errors import PruningError
@@ -24,9 +25,6 @@ from torchslim.sensitivity.table import (
     merge_tables,
     open_table,
 )
-
-RATIOS = (0.25, 0.5, 0.75)
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -140,28 +138,55 @@ def test_matching_table_is_reused_and_a_foreign_one_refused(setup, tmp_path):
         open_table(tmp_path / "bad.json", fresh_table(model))
 
 
+# A scan in a process of its own that SIGKILLs itself after its fifth result (in the middle of the
+# second group), printing each result first; the model's state and the batches come from files.
+KILLED_SCAN = """
+import json, os, signal, sys
+import torch
+from tests.helpers.models import conv_chain
+from tests.helpers.sensitivity import RATIOS, fresh_table
+from torchslim.pruning.prune import analyze
+from torchslim.sensitivity.scan import group_scores, scan_sensitivity
+from torchslim.sensitivity.table import open_table
+
+torch.set_num_threads(1)
+state, batches, path = sys.argv[1:]
+model = conv_chain()
+model.load_state_dict(torch.load(state, weights_only=True))
+model.eval()
+group_set = analyze(model, torch.zeros(1, 3, 8, 8))
+results = []
+
+
+def killer(group, ratio, entry):
+    results.append((group, ratio))
+    print(json.dumps([group, ratio]), flush=True)
+    if len(results) == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+scan_sensitivity(
+    model,
+    group_set,
+    group_scores(group_set, model, "l1_norm"),
+    torch.load(batches, weights_only=True),
+    open_table(path, fresh_table(model)),
+    ratios=RATIOS,
+    path=path,
+    progress=False,
+    on_result=killer,
+)
+"""
+
+
 def test_killed_scan_restarts_where_it_stopped_and_evaluates_nothing_twice(setup, tmp_path):
     model, group_set, scores, batches = setup
     path = tmp_path / "sens.json"
-    evaluated: list[tuple[str, float]] = []
-
-    def killer(group, ratio, entry):
-        evaluated.append((group, ratio))
-        if len(evaluated) == 5:  # the kill arrives in the middle of the second group
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        scan_sensitivity(
-            model,
-            group_set,
-            scores,
-            batches,
-            open_table(path, fresh_table(model)),
-            ratios=RATIOS,
-            path=path,
-            progress=False,
-            on_result=killer,
-        )
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    torch.save(batches, tmp_path / "batches.pt")
+    killed = run_python(KILLED_SCAN, str(tmp_path / "model.pt"), str(tmp_path / "batches.pt"), str(path))
+    assert_killed(killed)
+    evaluated = [tuple(json.loads(line)) for line in killed.stdout.splitlines()]
     first_run = list(evaluated)
     saved = json.loads(path.read_text())["groups"]
     assert sum(len(r) for r in saved.values()) == 5

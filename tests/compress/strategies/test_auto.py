@@ -9,12 +9,14 @@ import json
 import pytest
 
 from tests.helpers import TINY_MODEL
+from tests.helpers.configs import auto_strategy, compression_config, sa_controller, write_config
+from tests.helpers.processes import assert_killed, run_python
 from tests.helpers.strategies import AUTO, context_for, reduction, strategy_config, strategy_of, trained_chain
 from torchslim.compress.compressor import Compressor
 from torchslim.compress.strategies import (
     AutoPruneStrategy,
 )
-from torchslim.config import parse_config
+from torchslim.config import load_config
 from torchslim.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,24 +50,39 @@ def test_auto_search_stays_in_the_window_and_applies_the_best(tmp_path):
     assert again.evaluations == 0 and len(context.events) == 1
 
 
+# The AUTO search of tests.helpers.strategies in a process of its own, which prints each candidate it
+# evaluates and SIGKILLs itself right after candidate 4 (its search state saved, nothing cleaned up).
+KILLED_SEARCH = """
+import os, signal, sys
+import torch
+from tests.helpers.strategies import AUTO, context_for, strategy_config, strategy_of, trained_chain
+
+torch.set_num_threads(1)
+strategy = strategy_of(strategy_config(AUTO, checkpoint=sys.argv[1]))
+
+
+def killer(iteration, tokens, reward):
+    print(iteration, flush=True)
+    if iteration == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+strategy.on_candidate = killer
+strategy.on_epoch_begin(context_for(trained_chain()))
+"""
+
+
 def test_killed_auto_search_continues_from_its_last_candidate(tmp_path):
     uninterrupted = strategy_of(strategy_config(AUTO))
     uninterrupted.on_epoch_begin(context_for(trained_chain()))
 
-    seen: list[int] = []
-
-    def killer(iteration, tokens, reward):
-        seen.append(iteration)
-        if iteration == 4:
-            raise KeyboardInterrupt
-
-    first = strategy_of(strategy_config(AUTO, checkpoint=tmp_path))
-    first.on_candidate = killer
-    with pytest.raises(KeyboardInterrupt):
-        first.on_epoch_begin(context_for(trained_chain()))
+    killed = run_python(KILLED_SEARCH, str(tmp_path))
+    assert_killed(killed)
+    seen = [int(line) for line in killed.stdout.split()]
+    assert seen == [0, 1, 2, 3, 4]
     saved = json.loads((tmp_path / "s.search.json").read_text())
     assert saved["state"]["controller"]["iteration"] == 4
-    restarted = strategy_of(strategy_config(AUTO, checkpoint=tmp_path))  # a new process: nothing in memory
+    restarted = strategy_of(strategy_config(AUTO, checkpoint=tmp_path))
     restarted.on_candidate = lambda iteration, tokens, reward: seen.append(iteration)
     context = context_for(trained_chain())
     restarted.on_epoch_begin(context)
@@ -104,58 +121,52 @@ def test_auto_init_tokens_and_uniform_range():
 # ----------------------------------------------------------------------------- SensitivePruneStrategy
 
 
-# ----------------------------------------------------------------------------- the seed configs on mobilenet_v1
+# ``torchslim compress`` (through the Compressor) that prints each candidate its search reports and
+# SIGKILLs itself after the fifth.
+KILLED_COMPRESSOR = """
+import os, signal, sys
+from torchslim.compress.compressor import Compressor
+from torchslim.compress.strategies import AutoPruneStrategy
+from torchslim.config import load_config
+
+reported = []
+
+
+def report(self, iteration, tokens, reward):
+    reported.append(iteration)
+    print(iteration, flush=True)
+    if len(reported) == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+AutoPruneStrategy._report = report
+Compressor(load_config(sys.argv[1]), progress=False, log=lambda message: None).run()
+"""
 
 
 def test_compressor_resumes_a_killed_search_without_repeating_candidates(tiny_fmnist, tmp_path, monkeypatch):
-    """A search spread over epochs is killed in its second epoch; the rerun continues at the next candidate."""
-    config = parse_config(
-        {
-            "version": 1.0,
-            "pruners": {"p": {"class": "StructurePruner", "round_to": 4}},
-            "controllers": {"sa": {"class": "SAController", "init_temperature": 1.0, "max_iter_number": 6}},
-            "strategies": {
-                "auto": {
-                    **AUTO,
-                    "pruner": "p",
-                    "pruned_params": r".*\.weight",
-                    "start_epoch": 0,
-                    "end_epoch": 2,
-                    "min_ratio": 0.3,
-                    "eval_rate": 0.25,
-                }
-            },
-            "compressor": {
-                "epoch": 3,
-                "checkpoint_path": str(tmp_path / "run"),
-                "save_eval_model": False,
-                "save_inference_model": False,
-                "strategies": ["auto"],
-            },
-            "train": {
-                "model": TINY_MODEL,
-                "data": tiny_fmnist,
-                "batch_size": 64,
-                "device": "cpu",
-                "num_workers": 0,
-                "lr": 0.01,
-                "bn_recalibration_batches": 1,
-            },
-        },
-        source="<test>",
+    """A search spread over epochs is killed in its second epoch; the rerun goes on at the next candidate."""
+    strategy = auto_strategy(end_epoch=2, min_ratio=0.3, eval_rate=0.25)
+    config = compression_config(
+        tmp_path / "run",
+        strategies={"auto": strategy},
+        epochs=3,
+        model=TINY_MODEL,
+        data=tiny_fmnist,
+        round_to=4,
+        sections={"controllers": {"sa": sa_controller(max_iter_number=6)}},
+        train={"batch_size": 64, "device": "cpu", "lr": 0.01, "bn_recalibration_batches": 1},
+        changes={"compressor.save_eval_model": False, "compressor.save_inference_model": False},
     )
-    seen: list[int] = []
-
-    def report(self, iteration, tokens, reward):
-        seen.append(iteration)
-        if len(seen) == 5:  # candidate 4, in epoch 1: the process dies
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(AutoPruneStrategy, "_report", report)
-    with pytest.raises(KeyboardInterrupt):
-        Compressor(config, progress=False, log=lambda message: None).run()
-    assert seen == [0, 1, 2, 3, 4]
-    summary = Compressor(config, progress=False, log=lambda message: None).run()
+    path = write_config(tmp_path / "auto.yaml", config)
+    killed = run_python(KILLED_COMPRESSOR, str(path))
+    assert_killed(killed)
+    seen = [int(line) for line in killed.stdout.split()]
+    assert seen == [0, 1, 2, 3, 4]  # candidate 4 is in epoch 1
+    monkeypatch.setattr(
+        AutoPruneStrategy, "_report", lambda self, iteration, tokens, reward: seen.append(iteration)
+    )
+    summary = Compressor(load_config(path), progress=False, log=lambda message: None).run()
     assert summary.resumed_from is not None
     assert seen == list(range(7)), "no candidate evaluated twice, none skipped"
     event = summary.events[0]

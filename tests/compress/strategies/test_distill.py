@@ -5,9 +5,6 @@ optional feature-map loss (adapters trained, checkpointed and resumed)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from tests.helpers.configs import compression_config, uniform_strategy, write_config
 from tests.helpers.data import write_fashion_mnist
+from tests.helpers.processes import assert_killed, run_python, torchrun
 from torchslim.compress.compressor import Compressor
 from torchslim.compress.strategies import CompressionContext, DistillationStrategy, build_strategy
 from torchslim.compress.strategies.distill import TEACHER_DIR
@@ -249,9 +247,7 @@ def test_distilling_run_resumes_after_a_kill_with_one_saved_teacher(inputs, tmp_
     config = write_config(
         tmp_path / "run.yaml", make_config(inputs, checkpoint, prune_at=1, epochs=3, end_epoch=2)
     )
-    command = [sys.executable, "-c", textwrap.dedent(KILLER), str(config)]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert first.returncode == -9, first.stderr
+    assert_killed(run_python(KILLER, str(config)))
     assert sorted(p.name for p in checkpoint.iterdir() if p.name.isdigit()) == ["0"]
     teacher_weights = checkpoint / TEACHER_DIR / "model.safetensors"
     saved_once = teacher_weights.stat()
@@ -406,37 +402,27 @@ def test_feature_weight_zero_equals_soft_labels_only_bit_for_bit(inputs, tmp_pat
     assert any(not torch.equal(weights["soft"][k], weights["weight1"][k]) for k in weights["soft"])
 
 
-def test_feature_distilling_run_with_pruning_resumes_exactly(inputs, tmp_path, monkeypatch):
-    """3 epochs, pruning at 2: a run stopped after its first checkpoint and resumed ends like an uninterrupted one
-    (adapters and their momentum restored), and pruning gives the pruned layers' adapters fewer input channels."""
+@pytest.mark.usefixtures("one_thread")  # the killed run has one thread: bit-identical weights need the same
+def test_feature_distilling_run_with_pruning_resumes_exactly(inputs, tmp_path):
+    """3 epochs, pruning at 2: a run killed (SIGKILL) after its first checkpoint and resumed ends like an
+    uninterrupted one (adapters and their momentum restored), and pruning gives the pruned layers' adapters
+    fewer input channels."""
     config = make_config(inputs, None, prune_at=2, epochs=3, feature_maps=FEATURE_MAPS)
     paths = {}
-    for name in ("straight", "stopped"):
+    for name in ("straight", "killed"):
         config["compressor"]["checkpoint_path"] = str(tmp_path / name)
         paths[name] = write_config(tmp_path / f"{name}.yaml", config)
     straight = Compressor(load_config(paths["straight"]), progress=False).run()
-
-    class Stop(Exception):
-        pass
-
-    save_epoch = Compressor.save_epoch
-
-    def save_then_stop(self, *args, **kwargs):
-        save_epoch(self, *args, **kwargs)
-        raise Stop
-
-    monkeypatch.setattr(Compressor, "save_epoch", save_then_stop)
-    with pytest.raises(Stop):
-        Compressor(load_config(paths["stopped"]), progress=False).run()
-    monkeypatch.undo()
-    first = _adapters(tmp_path / "stopped" / "0")
+    assert_killed(run_python(KILLER, str(paths["killed"])))
+    assert sorted(p.name for p in (tmp_path / "killed").iterdir() if p.name.isdigit()) == ["0"]
+    first = _adapters(tmp_path / "killed" / "0")
     assert [tuple(a.shape) for a in first.values()] == [(16, 16), (32, 32), (32, 32)]
     assert all(not torch.equal(a, torch.eye(len(a))) for a in first.values())  # the optimizer trains them
-    resumed = Compressor(load_config(paths["stopped"]), progress=False).run()
+    resumed = Compressor(load_config(paths["killed"]), progress=False).run()
 
-    assert resumed.resumed_from == str(tmp_path / "stopped" / "0") and resumed.epochs_run == [1, 2]
+    assert resumed.resumed_from == str(tmp_path / "killed" / "0") and resumed.epochs_run == [1, 2]
     assert straight.epochs_run == [0, 1, 2]
-    a, b = (load_checkpoint(tmp_path / name / "2")[0] for name in ("straight", "stopped"))
+    a, b = (load_checkpoint(tmp_path / name / "2")[0] for name in ("straight", "killed"))
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     adapters_a, adapters_b = a["strategies"]["distill"]["adapters"], b["strategies"]["distill"]["adapters"]
@@ -476,21 +462,9 @@ def test_adapters_stay_identical_across_torchrun_ranks(inputs, tmp_path):
     path = write_config(tmp_path / "ddp.yaml", config)
     script = tmp_path / "dump.py"
     script.write_text(textwrap.dedent(DUMP_ADAPTERS))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(script),
-        str(path),
-        str(tmp_path),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    result = torchrun(str(script), str(path), str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (torch.load(tmp_path / f"adapters{rank}.pt") for rank in (0, 1))
+    rank0, rank1 = (torch.load(tmp_path / f"adapters{rank}.pt", weights_only=True) for rank in (0, 1))
     assert list(rank0) == FEATURE_MAPS
     assert rank0["2"].shape[1] < 16  # refitted after pruning, then trained
     for name in FEATURE_MAPS:

@@ -1,4 +1,5 @@
-"""SensitivePruneStrategy: reaches its target, reuses its table, takes data criteria, prunes in steps across a restart."""
+"""SensitivePruneStrategy: reaches its target, reuses its table, takes data criteria, prunes in steps
+across a restart."""
 
 from __future__ import annotations
 
