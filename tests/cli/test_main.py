@@ -8,6 +8,7 @@ import pytest
 
 from torchslim.cli import main
 from torchslim.cli.main import build_parser
+from torchslim.errors import ModelError
 
 KEY_OPTIONS = {
     "models": ["--torchvision", "--json"],
@@ -87,7 +88,6 @@ def test_missing_model_and_missing_model_path_are_model_errors(capsys, tmp_path)
 
 
 def test_debug_flag_keeps_the_traceback():
-    from torchslim.errors import ModelError
 
     with pytest.raises(ModelError, match="unknown model"):
         main(["--debug", "flops", "--model", "resnet43"])

@@ -1,4 +1,5 @@
-"""Tests for ``torchslim prune``: prune from the command line, verify, save, reload."""
+"""``torchslim prune``: prune, verify, save, reload; errors; --align latency; top-1 with --data (checked
+against the models' accuracy counted here)."""
 
 from __future__ import annotations
 

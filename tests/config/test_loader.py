@@ -1,4 +1,5 @@
-"""Config loading and validation: the seed's PaddleSlim 1.x YAML files plus our additions."""
+"""Loading configs: ``include`` files, overrides, and (property tests) any input is a valid config or
+one ConfigError."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for torchslim.data: spec parsing, IDX, the four dataset kinds, loaders and samplers."""
+"""Fashion-MNIST: generated files (sizes, limits, seeded order, crops, errors) and the real dataset."""
 
 from __future__ import annotations
 

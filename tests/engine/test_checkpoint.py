@@ -1,4 +1,5 @@
-"""Tests for torchslim.engine: schedules, optimizer groups, training, evaluation, checkpoints."""
+"""Checkpoints: exact round trips (RNG included), atomic saves that survive SIGKILL, corrupt and orphaned
+ones, no pickles, and a resume that is bit-identical to straight training."""
 
 from __future__ import annotations
 

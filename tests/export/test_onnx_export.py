@@ -1,4 +1,4 @@
-"""Tests for torchslim.export: ONNX export + verification, the ORT wrapper, timing."""
+"""ONNX export: a single verified file, modes restored, nothing left behind on failure."""
 
 from __future__ import annotations
 

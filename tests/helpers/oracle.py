@@ -83,7 +83,7 @@ MODEL_CASES = [
 ]
 
 
-# Every case runs by default (about 1-3 s each on 2 cores); ONNX export of the rest is slow-marked,
+# Every case runs by default; ONNX export of the rest is slow-marked,
 # the quick set covers depthwise, residual and channel-shuffle models.
 QUICK_ONNX = {"mobilenet_v2", "torchvision:resnet18", "torchvision:shufflenet_v2_x0_5"}
 

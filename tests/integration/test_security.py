@@ -21,14 +21,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.helpers import REPO, TINY_MODEL
 from tests.helpers.checkpoints import fix_checkpoint_hashes
 from tests.helpers.configs import tiny_run_config
 from tests.helpers.data import write_fashion_mnist
 from tests.helpers.processes import error_line, plain_cli
+from torchslim.data import build_datasets
 from torchslim.engine import load_checkpoint, verify_checkpoint
-from torchslim.errors import CheckpointError
+from torchslim.errors import CheckpointError, DataError
+from torchslim.models import load_model
 
 PACKAGE = REPO / "torchslim"
 
@@ -207,8 +210,6 @@ def test_saved_model_manifest_cannot_name_arbitrary_code(cli, base, tmp_path, co
 
 
 def test_cifar_batch_with_a_pickle_payload_is_refused(tmp_path):
-    from torchslim.data import build_datasets
-    from torchslim.errors import DataError
 
     marker = tmp_path / "PWNED"
     batches = tmp_path / "cifar-10-batches-py"
@@ -230,9 +231,6 @@ def safetensors_header(path: Path) -> dict:
 
 
 def test_saved_models_contain_no_pickle(base, monkeypatch):
-    from safetensors.torch import load_file
-
-    from torchslim.models import load_model
 
     eval_model = base["checkpoint"] / "0" / "eval_model"
     for directory, expected in ((base["pruned"], set()), (eval_model, {"model.onnx"})):

@@ -1,4 +1,4 @@
-"""Calibrating the latency table with whole-model ORT profiles (tiny models at 32x32; no timing asserts)."""
+"""Calibrating the latency table with whole-model ORT profiles (tiny models at 32x32, no timing claims)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 import torch
 
+import torchslim.latency.calibration as calibration_module
 from tests.helpers.latency import SyntheticTable, plan_builder
 from torchslim.errors import PruningError
-from torchslim.latency.calibration import choose_by_score, profile_plan
+from torchslim.latency.calibration import choose_by_score, profile_plan, tilted_plan
 from torchslim.latency.cost import LatencyModel
 from torchslim.latency.layers import layer_configs
 from torchslim.latency.ort_profile import CalibrationError
 from torchslim.latency.planner import LatencyOptions, LatencyPlanner
 from torchslim.pruning import prune
 from torchslim.pruning.prune import analyze
+from torchslim.pruning.search import search_uniform
 
 
 def test_profile_plan_times_every_layer_of_the_model(wide, tmp_path):
@@ -143,7 +145,6 @@ def test_prune_for_latency_with_a_score_keeps_the_best_scored_near_fastest_plan(
 def test_a_model_calibration_cannot_match_is_planned_from_the_table_with_a_warning(
     wide, tmp_path, monkeypatch
 ):
-    import torchslim.latency.calibration as calibration_module
 
     def unmatched(nodes, configs, pad=16):
         raise CalibrationError("layer fc has no node in the profile")
@@ -163,9 +164,6 @@ def test_a_model_calibration_cannot_match_is_planned_from_the_table_with_a_warni
 
 def test_tilted_plan_prunes_high_resolution_groups_more_within_the_spread(tmp_path):
     import torchvision
-
-    from torchslim.latency.calibration import tilted_plan
-    from torchslim.pruning.search import search_uniform
 
     model = torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=10).eval()
     example = torch.randn(1, 3, 64, 64)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+import torchslim.latency.compare as compare
 from torchslim.errors import ConfigError
+from torchslim.export import TimingResult
 from torchslim.latency.compare import compare_latency, steady_rounds
 from torchslim.pruning.prune import prune
 
@@ -31,8 +33,6 @@ def test_compare_latency_structure(wide, runtime):
 
 
 def test_compare_latency_uses_the_steady_rounds(wide, monkeypatch):
-    import torchslim.latency.compare as compare
-    from torchslim.export import TimingResult
 
     # Rounds 3 and 4 ran while the machine was slowed down: the base model took 1.6x as long.
     samples = {"base": [4.0, 4.1, 6.5, 6.4, 4.0], "pruned": [2.0, 2.05, 4.0, 4.0, 2.0]}

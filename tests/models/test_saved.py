@@ -9,10 +9,13 @@ import textwrap
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.helpers import REPO
 from tests.helpers.models import calibrate
 from tests.helpers.oracle import NUM_CLASSES, assert_oracle, convs, outputs, pruned_case
+from torchslim.cli import main
+from torchslim.errors import ModelError
 from torchslim.models import build_model, load_model, save_model
 from torchslim.pruning.counting import profile_model
 from torchslim.pruning.prune import prune
@@ -84,7 +87,6 @@ def saved(tmp_path_factory):
 
 
 def test_saved_directory_holds_json_and_safetensors_only(saved):
-    from safetensors.torch import load_file
 
     tmp_path, cases, manifests, _ = saved
     for key, (base, result, _, input_size) in cases.items():
@@ -123,8 +125,6 @@ def test_load_model_reproduces_outputs_without_unpickling(saved, monkeypatch):
 
 
 def test_saved_user_model_needs_its_factory_named(saved, capsys):
-    from torchslim.cli import main
-    from torchslim.errors import ModelError
 
     tmp_path, cases, _, factory_name = saved
     with pytest.raises(ModelError, match="names user code"):

@@ -1,4 +1,4 @@
-"""Tests for torchslim.models: the registry, factories, MAC/param counts, pretrained loading, seed names."""
+"""The model zoo: built-in names and aliases, torchvision and user factories, MAC and parameter counts."""
 
 from __future__ import annotations
 

@@ -14,7 +14,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from tests.helpers import TINY_MODEL
 from tests.helpers.configs import compression_config, write_config
 from tests.helpers.tiny_models import TinyNet
+from torchslim.cli.compress_cmd import summary_table
 from torchslim.cli.main import main
+from torchslim.compress.compressor import CompressionSummary, ModelStats
 from torchslim.graph import apply_plan, removed_mask
 from torchslim.pruning.prune import analyze, prune
 from torchslim.recovery.reconstruction import kept_output_channels, reconstruct, refittable_layers
@@ -178,9 +180,6 @@ def test_compressor_reconstructs_after_pruning_and_reports_it(tiny_fmnist, tmp_p
         "0",
         "1",
     ]  # JSON keys: the epochs, each evaluated after fine-tuning
-
-    from torchslim.cli.compress_cmd import summary_table
-    from torchslim.compress.compressor import CompressionSummary, ModelStats
 
     stats = ModelStats(**on["before"])
     text = summary_table(

@@ -1,5 +1,5 @@
-"""Sensitivity analysis: masking equals pruning, the table file, reuse, resume after a kill, shards and merge,
-ratios from a table, the ``sensitivity`` command and its plot. Tiny models and generated data only."""
+"""Sensitivity scans: masking equals pruning, the table file, reuse, a restart after SIGKILL that evaluates
+nothing twice, shards and merge, BN re-estimation per try. Tiny models and generated data only."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from torchslim.engine.cached import evaluate_batches
 from torchslim.errors import PruningError
 from torchslim.graph import apply_plan, removed_mask
 from torchslim.pruning.prune import analyze
+from torchslim.recovery.batch_norm import recalibrate_batch_norm
 from torchslim.sensitivity.scan import _GroupMasker, group_scores, scan_sensitivity, shard_groups
 from torchslim.sensitivity.table import (
     FORMAT,
@@ -252,7 +253,6 @@ def test_shards_merge_into_the_full_scan(setup, tmp_path):
 
 def test_recalibrated_scan_measures_the_pruned_and_re_estimated_model(setup, tmp_path):
     """With ``after_mask`` (BN re-estimation) each try equals: prune physically, re-estimate, evaluate."""
-    from torchslim.recovery.batch_norm import recalibrate_batch_norm
 
     model, group_set, scores, batches = setup
     calibration = [

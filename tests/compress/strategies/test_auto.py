@@ -1,5 +1,5 @@
-"""SensitivePruneStrategy, AutoPruneStrategy and SAController: targets reached, iterative steps, resumable
-search state, and the seed configs on mobilenet_v1. Tiny models and generated data."""
+"""AutoPruneStrategy: the search stays in its window and applies the best candidate, spreads over epochs,
+and a search killed by SIGKILL goes on at its next candidate. Tiny models and generated data."""
 
 from __future__ import annotations
 

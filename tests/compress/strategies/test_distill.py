@@ -1,6 +1,6 @@
-"""DistillationStrategy: the loss, its epoch window, config errors, alpha = 0 equals plain
-fine-tuning, a distilling run that is killed after its first checkpoint and resumed, and the
-optional feature-map loss (adapters trained, checkpointed and resumed)."""
+"""DistillationStrategy: its epoch window, config errors, alpha = 0 equals plain fine-tuning, a distilling
+run killed (SIGKILL) after its first checkpoint and resumed, and the optional feature-map loss (adapters
+trained, checkpointed, resumed, and identical across torchrun ranks)."""
 
 from __future__ import annotations
 
