@@ -1,46 +1,69 @@
-"""Shared test data: a tiny, learnable Fashion-MNIST look-alike in the real IDX format."""
+"""Fixtures shared by the whole suite (helpers that are not fixtures live in ``tests/helpers``)."""
 
 from __future__ import annotations
 
-import gzip
-import struct
-from pathlib import Path
-
-import numpy as np
 import pytest
+import torch
 
-TESTS_DIR = Path(__file__).parent
-TINY_MODEL = f"{TESTS_DIR / 'tiny_models.py'}:tiny_net"
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """IDX file: magic (0, 0, type 0x08 = uint8, ndim), big-endian dims, then the bytes."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
-
-
-def make_patterned_images(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """28x28 images whose class is a bright horizontal band at a class-specific height, plus noise."""
-    labels = rng.integers(0, 10, size=count)
-    images = rng.integers(0, 60, size=(count, 28, 28))
-    for index, label in enumerate(labels):
-        row = 2 + int(label) * 2
-        images[index, row : row + 3, 4:24] = 230
-    return images.astype(np.uint8), labels.astype(np.uint8)
-
-
-def write_fashion_mnist(root: Path, train: int, val: int, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for prefix, count in (("train", train), ("t10k", val)):
-        images, labels = make_patterned_images(count, rng)
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return root
+from tests.helpers.data import write_brightness_fashion_mnist, write_fashion_mnist
+from tests.helpers.latency import Wide
+from tests.helpers.processes import PLAIN, CliServer, plain_cli
+from tests.helpers.tiny_models import tiny_net
+from torchslim.data import build_loaders
+from torchslim.engine import TrainOptions, build_optimizer, train_one_epoch
 
 
 @pytest.fixture(scope="session")
 def tiny_fmnist(tmp_path_factory) -> str:
     """A data spec for 256 training and 128 validation images."""
     return "fashion-mnist:" + str(write_fashion_mnist(tmp_path_factory.mktemp("fmnist"), 256, 128))
+
+
+@pytest.fixture(scope="session")
+def brightness_fmnist(tmp_path_factory) -> str:
+    """A data spec for 200 training and 50 validation images whose class is their brightness."""
+    root = tmp_path_factory.mktemp("brightness-fmnist")
+    return "fashion-mnist:" + str(write_brightness_fashion_mnist(root, 200, 50, noise=20))
+
+
+@pytest.fixture(scope="session")
+def tiny_net_weights(tmp_path_factory, tiny_fmnist) -> str:
+    """A weights file of tiny_net trained one epoch on tiny_fmnist (at 32x32): better than chance, short of
+    perfect, so accuracies after pruning differ between models."""
+    torch.manual_seed(0)
+    model = tiny_net()
+    data = build_loaders(tiny_fmnist, batch_size=32, image_size=32)
+    train_one_epoch(model, data.train_loader, build_optimizer(model, lr=0.1), TrainOptions(progress=False))
+    path = tmp_path_factory.mktemp("weights") / "tiny_net.pt"
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture
+def one_thread():
+    """Two shared cores: one thread is several times faster than two fighting ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    """``python -m torchslim ARGV`` in a process of its own: forked from a CLI server (see
+    tests/helpers/processes.py), or a fresh interpreter with TORCHSLIM_TEST_PLAIN_SUBPROCESS=1."""
+    if PLAIN:
+        yield plain_cli
+        return
+    server = CliServer(tmp_path_factory.mktemp("cli-runs"))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def wide() -> Wide:
+    """The latency tests' model (widths 48-96), seeded, in eval mode."""
+    torch.manual_seed(0)
+    return Wide().eval()

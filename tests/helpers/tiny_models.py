@@ -1,0 +1,51 @@
+"""Tiny models for fast end-to-end tests; the CLI loads them as ``--model <this file>:tiny_net``."""
+
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """conv-BN-ReLU stem, one residual block, global pool, linear: every coupling kind in a few KMACs."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.block = nn.Sequential(
+            nn.Conv2d(width, width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(width),
+        )
+        self.head = nn.Sequential(
+            nn.Conv2d(width, 2 * width, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU()
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = (x + self.block(x)).relu()
+        return self.fc(self.pool(self.head(x)).flatten(1))
+
+
+def tiny_net(num_classes: int = 10) -> nn.Module:
+    return TinyNet(num_classes)
+
+
+def sequential_net(num_classes: int = 10) -> nn.Sequential:
+    """Three conv-BN-ReLU (16, 32, 32 channels, two of stride 2), pool, linear; its weights are named
+    ``<index>.weight``, which seed-style ``pruned_params`` regexes select."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, num_classes),
+    )

@@ -1,0 +1,151 @@
+"""``torchslim report``: the seed's results table and plots for a compression run (a tiny hand-made run)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.helpers import TINY_MODEL
+from tests.helpers.tiny_models import tiny_net
+from torchslim.cli import main
+from torchslim.engine import append_jsonl, save_checkpoint
+from torchslim.export import time_interleaved
+from torchslim.models import make_manifest, save_model
+from torchslim.pruning.counting import profile_model
+from torchslim.pruning.prune import prune
+from torchslim.reporting import results
+from torchslim.reporting.results import results_table
+from torchslim.reporting.run_report import load_run, run_models, run_rows
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """Two epochs of a run that pruned tiny_net by half at epoch 0, as the compressor lays it out."""
+    torch.manual_seed(0)
+    base = tiny_net()
+    base_profile = profile_model(base, 32)
+    pruned = prune(base, torch.randn(1, 3, 32, 32), target_flops=0.5, round_to=2).model
+    manifest = make_manifest(TINY_MODEL, {"num_classes": 10}, pruned)
+    root = tmp_path / "run"
+    before = {
+        "macs": base_profile.macs,
+        "params": base_profile.params,
+        "size_bytes": base_profile.size_bytes,
+        "top1": 81.5,
+        "top5": 99.0,
+    }
+    event = {
+        "strategy": "uniform",
+        "epoch": 0,
+        "macs_before": base_profile.macs,
+        "macs_after": profile_model(pruned, 32).macs,
+        "flops_reduction": 0.5,
+        "top1_after_prune": 40.0,
+    }
+    for epoch in (0, 1):
+        record = {
+            "epoch": epoch,
+            "train_loss": 1.0 - 0.2 * epoch,
+            "train_top1": 60.0 + epoch,
+            "lr": 0.01,
+            "images_per_s": 100.0,
+            "macs": event["macs_after"],
+            "params": 1,
+            "top1": 70.0 + 5 * epoch,
+            "top5": 98.0,
+            "val_loss": 0.9 - 0.1 * epoch,
+        }
+        meta = {
+            "format": "torchslim.checkpoint/1",
+            "epoch": epoch,
+            "model": TINY_MODEL,
+            "manifest": manifest,
+            "metrics": record,
+            "before": before,
+            "events": [event],
+            "strategies": {},
+        }
+        save_checkpoint(root / str(epoch), tensors={"model": pruned.state_dict()}, meta=meta)
+        append_jsonl(root / "metrics.jsonl", record)
+        save_model(
+            root / str(epoch) / "eval_model",
+            pruned,
+            TINY_MODEL,
+            {"num_classes": 10},
+            input_size=32,
+            manifest=manifest,
+        )
+    return root
+
+
+def test_report_writes_markdown_and_plots(capsys, run_dir, tmp_path):
+    output = tmp_path / "out" / "report.md"
+    code = main(
+        [
+            "report",
+            "--run",
+            str(run_dir),
+            "--model",
+            TINY_MODEL,
+            "--output",
+            str(output),
+            "--no-timing",
+            "--json",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    payload = json.loads(out)
+    base, final = payload["rows"]
+    assert base["label"] == "baseline" and base["top1"] == 81.5
+    assert final["top1"] == 75.0 and 0.4 < final["flops_removed"] < 0.6
+    assert final["size_bytes"] < base["size_bytes"]
+    text = output.read_text()
+    assert "| baseline |" in text and "pruned (epoch 1)" in text and "-5" in text
+    assert "## Pruning events" in text and "## Per epoch" in text
+    for name in ("report_history.png", "report_channels.png"):
+        assert (output.parent / name).read_bytes()[:8] == PNG
+        assert f"]({name})" in text
+
+
+def test_report_default_output_is_in_the_run_and_epoch_dir_works(capsys, run_dir):
+    assert main(["report", "--run", str(run_dir / "0"), "--model", TINY_MODEL, "--no-timing"]) == 0
+    out = capsys.readouterr().out
+    assert (run_dir / "report.md").is_file() and "baseline" in out and "epoch 0" in out
+
+
+def test_report_times_both_models(run_dir, monkeypatch):
+    timed = []
+
+    def recorded(functions, **kwargs):
+        timed.append(time_interleaved(functions, **kwargs))
+        return timed[-1]
+
+    monkeypatch.setattr(results, "time_interleaved", recorded)
+    run = load_run(run_dir)
+    base, final = run_models(run, trusted=TINY_MODEL)
+    rows = run_rows(run, base, final, timing=True, threads=1, rounds=2)
+    # Each row shows the medians of its own model's PyTorch and ONNX Runtime timings.
+    (timings,) = timed
+    assert all(t.runs == 2 for t in timings.values())
+    for row, label in zip(rows, ("baseline", "final"), strict=True):
+        assert (row.torch_ms, row.ort_ms) == (
+            timings[f"{label}/torch"].median_ms,
+            timings[f"{label}/ort"].median_ms,
+        )
+    assert results_table(rows, markdown=True).count("\n") == 3
+
+
+def test_report_refuses_user_code_not_named(capsys, run_dir):
+    code = main(["report", "--run", str(run_dir), "--no-timing"])
+    assert code != 0 and "--model" in capsys.readouterr().err
+
+
+def test_report_of_a_directory_without_checkpoints(capsys, tmp_path):
+    code = main(["report", "--run", str(tmp_path), "--no-timing"])
+    err = capsys.readouterr().err
+    assert code != 0 and "no checkpoint" in err
