@@ -10,6 +10,8 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
+from torchslim.data import DEFAULT_DATA_SPEC, KNOWN_SCHEMES
+from torchslim.data.spec import FASHION_MNIST_DIR
 from torchslim.errors import ConfigError, ModelError
 from torchslim.models import (
     MODELS,
@@ -21,6 +23,7 @@ from torchslim.models import (
     seed_param_names,
 )
 from torchslim.nn import eval_mode
+from torchslim.registry import Registry
 
 from . import flags
 
@@ -69,11 +72,24 @@ def pick(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names}
 
 
-def _model_help() -> str:
-    aliases = ", ".join(sorted(MODELS.aliases()))
+def data_help(what: str = "") -> str:
+    """The help of a ``--data`` flag: the spec forms the data package knows, then ``what`` it is for."""
     return (
-        f"Model to build: a registered name ({', '.join(MODELS.list())}) or alias ({aliases}), "
-        "torchvision:<name> for any torchvision classifier, or path/to/file.py:factory / "
+        f"Data spec SCHEME:DIR, SCHEME one of {', '.join(KNOWN_SCHEMES)} ({DEFAULT_DATA_SPEC} alone reads "
+        f"{FASHION_MNIST_DIR}){what}"
+    )
+
+
+def registered_names(registry: Registry) -> str:
+    """``a, b, c (aliases: x, y)``, for help texts."""
+    aliases = sorted(registry.aliases())
+    return ", ".join(registry.list()) + (f" (aliases: {', '.join(aliases)})" if aliases else "")
+
+
+def _model_help() -> str:
+    return (
+        f"Model to build: a registered name, {registered_names(MODELS)}, in any case; "
+        "torchvision:<name> for any torchvision classifier; or path/to/file.py:factory / "
         "package.module:factory for your own nn.Module."
     )
 

@@ -8,12 +8,12 @@ from typing import Any
 
 from torchslim.compress.compressor import CompressionSummary, Compressor
 from torchslim.compress.dry_run import plan_strategies
-from torchslim.config import apply_overrides, load_config
+from torchslim.config import LR_STRATEGIES, apply_overrides, load_config
 from torchslim.errors import ConfigError
 from torchslim.pruning.counting import human
 
 from . import flags
-from .common import add_command
+from .common import add_command, data_help
 from .output import emit_json, log, table
 
 # flag destination -> dotted config key
@@ -63,9 +63,7 @@ def add_parsers(subparsers) -> None:
         dest="pretrained_model",
         help="Weights file or saved model directory to start from (compressor.init_model).",
     )
-    parser.add_argument(
-        "--data", help="Data spec: fashion-mnist[:DIR], imagenet:DIR, folder:DIR, cifar10:DIR."
-    )
+    parser.add_argument("--data", help=data_help("."))
     parser.add_argument(
         "--checkpoint-path",
         "--checkpoint_path",
@@ -91,7 +89,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, kind, text in (
         ("batch-size", flags.positive_int, "Images per batch."),
         ("lr", flags.positive_float, "Initial learning rate."),
-        ("lr-strategy", str, "piecewise_decay or cosine_decay."),
+        ("lr-strategy", str, f"{' or '.join(LR_STRATEGIES)}."),
         ("l2-decay", flags.non_negative_float, "L2 weight decay."),
         ("momentum-rate", flags.non_negative_float, "SGD momentum."),
         ("num-epochs", flags.non_negative_int, "Total epochs (compressor.epoch)."),

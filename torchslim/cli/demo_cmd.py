@@ -19,7 +19,7 @@ from torchslim.models import load_model
 from torchslim.reporting.results import ResultRow, results_table, row_for, time_models
 
 from . import flags
-from .common import add_command, pick
+from .common import add_command, data_help, pick
 from .output import emit_json, log
 
 
@@ -64,7 +64,7 @@ def add_parsers(subparsers) -> None:
         parser.add_argument(
             flag, type=flags.positive_int, default=default, help=f"{text} (default {default})"
         )
-    parser.add_argument("--data", default=defaults.data, help="Data spec (default fashion-mnist).")
+    parser.add_argument("--data", default=defaults.data, help=data_help(f"; default {defaults.data}."))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from torchslim.models import load_model
 
 from . import flags
 from .artifacts import eval_model_dir, onnx_file
-from .common import add_command
+from .common import add_command, data_help
 from .output import emit_json, log
 
 
@@ -36,7 +36,9 @@ def add_parsers(subparsers) -> None:
     parser.add_argument(
         "--model", help="For models built by your own factory (file.py:factory): name it to trust its code."
     )
-    parser.add_argument("--data", default=DEFAULT_DATA_SPEC, help="Data spec (default fashion-mnist).")
+    parser.add_argument(
+        "--data", default=DEFAULT_DATA_SPEC, help=data_help(f"; default {DEFAULT_DATA_SPEC}.")
+    )
     parser.add_argument(
         "--val-limit", type=flags.positive_int, help="Use only the first N validation images."
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ MAX_CLASSES = 100_000
 MAX_THREADS = 1024  # also the most data-loader worker processes
 MAX_TIMING_BATCH = 1024  # images in one timed call (bench latency, latency-aware planning)
 MAX_SEED = 2**32 - 1
+MAX_COUNT = sys.maxsize  # what islice, range and tensor sizes take
 
 
 def _integer(text: str) -> int:
@@ -29,13 +31,15 @@ def _integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def int_range(name: str, low: int, high: int | None = None) -> Callable[[str], int]:
-    """An integer type accepting ``low`` <= value (<= ``high``)."""
-    expected = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+def int_range(name: str, low: int, high: int = MAX_COUNT) -> Callable[[str], int]:
+    """An integer type accepting ``low`` <= value <= ``high``."""
+    expected = f">= {low}" if high == MAX_COUNT else f"from {low} to {high}"
 
     def parse(text: str) -> int:
         value = _integer(text)
-        if value < low or (high is not None and value > high):
+        if value > high == MAX_COUNT:
+            raise argparse.ArgumentTypeError(f"must be below 2**63, got {value}")
+        if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
         return value
 

@@ -18,7 +18,7 @@ from torchslim.recovery.batch_norm import DEFAULT_BN_BATCHES, recalibrate_batch_
 from torchslim.recovery.reconstruction import DEFAULT_RECONSTRUCTION_BATCHES, reconstruct
 
 from . import flags
-from .common import LoadedModel, add_command, add_model_arguments, load_model_from_args
+from .common import LoadedModel, add_command, add_model_arguments, data_help, load_model_from_args
 from .output import emit_json, log, table
 from .prune_flags import add_latency_arguments, add_pruning_arguments, latency_planner
 
@@ -79,9 +79,10 @@ def _add_data_group(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("accuracy (needs --data)")
     data.add_argument(
         "--data",
-        help="Data spec (fashion-mnist[:DIR], cifar10:DIR, imagenet:DIR, folder:DIR): report validation "
-        "top-1 before pruning, right after, and after re-estimating batch-norm statistics on training "
-        "batches.",
+        help=data_help(
+            ": report validation top-1 before pruning, right after, and after re-estimating batch-norm "
+            "statistics on training batches."
+        ),
     )
     data.add_argument(
         "--bn-batches",

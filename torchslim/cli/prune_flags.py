@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from torchslim.criteria import list_criteria
+from torchslim.criteria import CRITERIA
 from torchslim.latency.machine import DEFAULT_THREADS, RUNTIMES
 from torchslim.latency.planner import LatencyOptions, LatencyPlanner
 from torchslim.pruning.planner import DEFAULT_ROUND_TO
 
 from . import flags
+from .common import registered_names
+
+DEFAULT_CRITERION = "l1_norm"
 
 
 def add_pruning_arguments(parser: argparse.ArgumentParser, *, target_required: bool) -> None:
@@ -24,8 +27,8 @@ def add_pruning_arguments(parser: argparse.ArgumentParser, *, target_required: b
     parser.add_argument(
         "--criterion",
         type=flags.criterion,
-        default="l1_norm",
-        help=f"Channel importance criterion (default l1_norm): {', '.join(list_criteria())}.",
+        default=DEFAULT_CRITERION,
+        help=f"Channel importance criterion (default {DEFAULT_CRITERION}): {registered_names(CRITERIA)}.",
     )
     parser.add_argument(
         "--round-to",

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from torchslim.criteria import data_criterion, list_criteria
+from torchslim.criteria import CRITERIA, data_criterion, list_criteria
 from torchslim.data import DEFAULT_DATA_SPEC, DataBundle, build_loaders
 from torchslim.engine.cached import METRICS, cache_batches
 from torchslim.engine.device import resolve_device
@@ -27,7 +27,14 @@ from torchslim.sensitivity.table import (
 )
 
 from . import flags
-from .common import LoadedModel, add_command, add_model_arguments, load_model_from_args
+from .common import (
+    LoadedModel,
+    add_command,
+    add_model_arguments,
+    data_help,
+    load_model_from_args,
+    registered_names,
+)
 from .output import emit_json, log, table
 
 
@@ -73,7 +80,9 @@ def add_parsers(subparsers) -> None:
 
 def _add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     """What is measured: data, ratios, criterion, metric, groups."""
-    parser.add_argument("--data", default=DEFAULT_DATA_SPEC, help="Data spec (default fashion-mnist).")
+    parser.add_argument(
+        "--data", default=DEFAULT_DATA_SPEC, help=data_help(f"; default {DEFAULT_DATA_SPEC}.")
+    )
     parser.add_argument(
         "--val-limit",
         type=flags.positive_int,
@@ -94,13 +103,14 @@ def _add_scan_arguments(parser: argparse.ArgumentParser) -> None:
         "--criterion",
         type=flags.criterion,
         default="l1_norm",
-        help=f"Which channels go first: {', '.join(list_criteria())}.",
+        help=f"Which channels go first: {registered_names(CRITERIA)}.",
     )
     parser.add_argument(
         "--criterion-batches",
         type=flags.positive_int,
         default=8,
-        help="Training batches fed to a data-driven criterion (taylor, activation_mean).",
+        help="Training batches fed to a data-driven criterion "
+        f"({', '.join(name for name in list_criteria() if data_criterion(name) is not None)}).",
     )
     parser.add_argument(
         "--bn-batches",
