@@ -38,7 +38,7 @@ from torchslim.sensitivity.table import ratio_key
 
 TRAIN, VAL, SIZE, CLASSES = 32, 16, 16, 10
 GROUPS = 3  # prunable groups of tiny_net
-JUNK = ["1.5", "1e3", "ten", "", "0x10"]  # not integers (floats parse the middle two and the last fails)
+JUNK = ["1.5", "1e3", "ten", "", "0x10"]  # text that is no integer
 PATH_KINDS = ("missing", "dir", "garbage", "under_file", "new", "good")
 
 
@@ -472,3 +472,29 @@ def _assert_one_error_line(err: str, case: Case, code: int, text: str, where: st
         assert len(lines) == 1, where
     if code == 2:
         assert any(name in message for name in (case.flag, *case.names, text)), where
+
+
+UNPADDED = """
+from torch import nn
+
+
+def unpadded(num_classes=10):
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Flatten(1), nn.LazyLinear(num_classes))
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["flops"], ["params"], ["prune", "--target-flops", "0.3"], ["bench", "latency"]],
+    ids=["flops", "params", "prune", "bench"],
+)
+def test_an_input_size_too_small_for_the_model_is_a_model_error(command, tmp_path, capsys):
+    """Two unpadded 3x3 convolutions need 5x5 images: 4 is refused in one line naming the size, 5 runs."""
+    (tmp_path / "unpadded.py").write_text(UNPADDED)
+    argv = [*command, "--model", f"{tmp_path / 'unpadded.py'}:unpadded", "--json"]
+    assert main([*argv, "--input-size", "4"]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot run on 4x4 images (--input-size)" in err[0], err
+    if command == ["flops"]:
+        assert main([*argv, "--input-size", "5"]) == 0
+        assert json.loads(capsys.readouterr().out)["input_size"] == 5
