@@ -37,7 +37,7 @@ def int_range(name: str, low: int, high: int = MAX_COUNT) -> Callable[[str], int
 
     def parse(text: str) -> int:
         value = _integer(text)
-        if value > high == MAX_COUNT:
+        if high == MAX_COUNT and value > high:
             raise argparse.ArgumentTypeError(f"must be below 2**63, got {value}")
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
