@@ -13,7 +13,8 @@ ONNX_FILE = "model.onnx"
 
 
 def eval_model_dir(path: str | Path) -> Path:
-    """A saved-model directory from itself, a checkpoint epoch directory, or a checkpoint root (newest epoch)."""
+    """A saved-model directory from itself, a checkpoint epoch directory, or a checkpoint root (its newest
+    epoch)."""
     path = Path(path)
     if (path / MANIFEST_FILE).is_file():
         return path

@@ -8,10 +8,12 @@ from typing import Any
 
 from torchslim.compress.compressor import CompressionSummary, Compressor
 from torchslim.compress.dry_run import plan_strategies
-from torchslim.config import apply_overrides, load_config
+from torchslim.config import LR_STRATEGIES, apply_overrides, load_config
 from torchslim.errors import ConfigError
 from torchslim.pruning.counting import human
 
+from . import flags
+from .common import add_command, data_help
 from .output import emit_json, log, table
 
 # flag destination -> dotted config key
@@ -39,8 +41,10 @@ OVERRIDES = {
 
 
 def add_parsers(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "compress",
+        run_compress,
         help="Prune and fine-tune a model as a seed-schema YAML config says.",
         description="Run the strategies of a PaddleSlim-schema config (pruners, strategies, compressor): "
         "build the model and data, prune at each strategy's start epoch, fine-tune, and write a "
@@ -59,44 +63,15 @@ def add_parsers(subparsers) -> None:
         dest="pretrained_model",
         help="Weights file or saved model directory to start from (compressor.init_model).",
     )
-    parser.add_argument(
-        "--data", help="Data spec: fashion-mnist[:DIR], imagenet:DIR, folder:DIR, cifar10:DIR."
-    )
-    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, help="Images per batch.")
-    parser.add_argument("--lr", type=float, help="Initial learning rate.")
-    parser.add_argument(
-        "--lr-strategy", "--lr_strategy", dest="lr_strategy", help="piecewise_decay or cosine_decay."
-    )
-    parser.add_argument("--l2-decay", "--l2_decay", dest="l2_decay", type=float, help="L2 weight decay.")
-    parser.add_argument(
-        "--momentum-rate", "--momentum_rate", dest="momentum_rate", type=float, help="SGD momentum."
-    )
-    parser.add_argument(
-        "--num-epochs", "--num_epochs", dest="num_epochs", type=int, help="Total epochs (compressor.epoch)."
-    )
-    parser.add_argument(
-        "--step-epochs",
-        "--step_epochs",
-        dest="step_epochs",
-        type=int,
-        nargs="+",
-        help="Piecewise decay epochs.",
-    )
-    parser.add_argument(
-        "--total-images", "--total_images", dest="total_images", type=int, help=argparse.SUPPRESS
-    )
+    parser.add_argument("--data", help=data_help("."))
     parser.add_argument(
         "--checkpoint-path",
         "--checkpoint_path",
         dest="checkpoint_path",
         help="Where checkpoints go (per epoch).",
     )
-    parser.add_argument("--train-limit", type=int, help="Use only the first N training images.")
-    parser.add_argument("--val-limit", type=int, help="Use only the first N validation images.")
-    parser.add_argument("--num-classes", type=int, help="Classes (default: the dataset's).")
-    parser.add_argument("--input-size", type=int, help="Input resolution (default: the dataset's).")
-    parser.add_argument("--num-workers", type=int, help="Data loader worker processes.")
-    parser.add_argument("--seed", type=int, help="Random seed.")
+    _add_training_arguments(parser)
+    _add_data_arguments(parser)
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default).")
     parser.add_argument(
         "--use_gpu",
@@ -105,13 +80,49 @@ def add_parsers(subparsers) -> None:
         choices=["True", "False", "true", "false"],
         help="Seed spelling: True means --device cuda, False --device cpu.",
     )
+    parser.add_argument("--dry-run", action="store_true", help="Print the pruning plan without training.")
+    parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fine-tuning recipe (train.* and compressor.epoch), each with the seed's spelling too."""
+    for flag, kind, text in (
+        ("batch-size", flags.positive_int, "Images per batch."),
+        ("lr", flags.positive_float, "Initial learning rate."),
+        ("lr-strategy", str, f"{' or '.join(LR_STRATEGIES)}."),
+        ("l2-decay", flags.non_negative_float, "L2 weight decay."),
+        ("momentum-rate", flags.non_negative_float, "SGD momentum."),
+        ("num-epochs", flags.non_negative_int, "Total epochs (compressor.epoch)."),
+        ("total-images", int, argparse.SUPPRESS),
+    ):
+        spellings = [f"--{flag}"] + ([f"--{flag.replace('-', '_')}"] if "-" in flag else [])
+        parser.add_argument(*spellings, dest=flag.replace("-", "_"), type=kind, help=text)
+    parser.add_argument(
+        "--step-epochs",
+        "--step_epochs",
+        dest="step_epochs",
+        type=flags.positive_int,
+        nargs="+",
+        help="Piecewise decay epochs.",
+    )
+    parser.add_argument("--seed", type=flags.seed, help="Random seed.")
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--train-limit", type=flags.positive_int, help="Use only the first N training images."
+    )
+    parser.add_argument(
+        "--val-limit", type=flags.positive_int, help="Use only the first N validation images."
+    )
+    parser.add_argument("--num-classes", type=flags.class_count, help="Classes (default: the dataset's).")
+    parser.add_argument(
+        "--input-size", type=flags.input_size, help="Input resolution (default: the dataset's)."
+    )
+    parser.add_argument("--num-workers", type=flags.worker_count, help="Data loader worker processes.")
     parser.add_argument(
         "--skip-bad-images", action="store_true", help="Skip (and count) image files that cannot be decoded."
     )
-    parser.add_argument("--dry-run", action="store_true", help="Print the pruning plan without training.")
-    parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
-    parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
-    parser.set_defaults(handler=run_compress)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -189,11 +200,15 @@ def summary_table(summary: CompressionSummary) -> str:
                 + (f"validation top-1 among the near-fastest ({how})" if how else "speed")
             )
         if "teacher_percent_of_epoch" in event:
-            text += f"\ndistillation at epoch {event['epoch']}: teacher took {event['teacher_percent_of_epoch']:.0f}% of the epoch"
+            share = event["teacher_percent_of_epoch"]
+            text += f"\ndistillation at epoch {event['epoch']}: teacher took {share:.0f}% of the epoch"
     if summary.top1_per_epoch:
         text += "\ntop-1 after each fine-tune epoch: " + ", ".join(
             f"epoch {epoch}: {top1:.2f}%" for epoch, top1 in summary.top1_per_epoch.items()
         )
     if summary.last_checkpoint:
-        text += f"\nlast checkpoint: {summary.last_checkpoint} (eval model in eval_model/, ONNX in eval_model/model.onnx)"
+        text += (
+            f"\nlast checkpoint: {summary.last_checkpoint} "
+            "(eval model in eval_model/, ONNX in eval_model/model.onnx)"
+        )
     return text

@@ -14,17 +14,21 @@ from torchslim.engine.device import num_outputs
 from torchslim.export import OrtModel
 from torchslim.models import load_model
 
+from . import flags
 from .artifacts import eval_model_dir, onnx_file
+from .common import add_command, data_help
 from .output import emit_json, log
 
 
 def add_parsers(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "eval",
+        run_eval,
         help="Evaluate a saved model's top-1/top-5 accuracy.",
-        description="Evaluate top-1/top-5 on the validation split of --data. --model-path may be a saved model "
-        "directory, a checkpoint epoch directory or checkpoint root (its newest eval model), or an .onnx "
-        "inference model, which is run through ONNX Runtime.",
+        description="Evaluate top-1/top-5 on the validation split of --data. --model-path may be a saved "
+        "model directory, a checkpoint epoch directory or checkpoint root (its newest eval model), or an "
+        ".onnx inference model, which is run through ONNX Runtime.",
     )
     parser.add_argument(
         "--model-path", "--model_path", dest="model_path", required=True, help="Model to evaluate."
@@ -32,15 +36,19 @@ def add_parsers(subparsers) -> None:
     parser.add_argument(
         "--model", help="For models built by your own factory (file.py:factory): name it to trust its code."
     )
-    parser.add_argument("--data", default=DEFAULT_DATA_SPEC, help="Data spec (default fashion-mnist).")
-    parser.add_argument("--val-limit", type=int, help="Use only the first N validation images.")
-    parser.add_argument("--batch-size", type=int, default=256, help="Images per batch (default 256).")
+    parser.add_argument(
+        "--data", default=DEFAULT_DATA_SPEC, help=data_help(f"; default {DEFAULT_DATA_SPEC}.")
+    )
+    parser.add_argument(
+        "--val-limit", type=flags.positive_int, help="Use only the first N validation images."
+    )
+    parser.add_argument(
+        "--batch-size", type=flags.positive_int, default=256, help="Images per batch (default 256)."
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (PyTorch models only).")
     parser.add_argument(
         "--skip-bad-images", action="store_true", help="Skip (and count) image files that cannot be decoded."
     )
-    parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
-    parser.set_defaults(handler=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:

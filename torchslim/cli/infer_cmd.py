@@ -7,21 +7,25 @@ import argparse
 import numpy as np
 
 from torchslim.data import build_loaders
-from torchslim.data.preprocess import load_image
+from torchslim.data.preprocess import load_image, preprocess_record
 from torchslim.errors import ConfigError
 from torchslim.export import OrtModel, time_callable
 
+from . import flags
 from .artifacts import manifest_beside, onnx_file
+from .common import add_command
 from .output import emit_json, log, table
 
 
 def add_parsers(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "infer",
+        run_infer,
         help="Run the ONNX inference model on images, timed (ms/sample), printing top-k classes.",
-        description="Load the inference model (model.onnx of an eval model, a checkpoint, or an .onnx file) in "
-        "ONNX Runtime, time it as the seed did (warm-up runs, then timed runs, ms per sample), and print the "
-        "top-k classes per image. Images come from --images files (preprocessed like the training data "
+        description="Load the inference model (model.onnx of an eval model, a checkpoint, or an .onnx file) "
+        "in ONNX Runtime, time it as the seed did (warm-up runs, then timed runs, ms per sample), and print "
+        "the top-k classes per image. Images come from --images files (preprocessed like the training data "
         "recorded in the model's manifest) or from the validation split of --data.",
     )
     parser.add_argument(
@@ -29,13 +33,19 @@ def add_parsers(subparsers) -> None:
     )
     parser.add_argument("--images", nargs="+", help="Image files to classify.")
     parser.add_argument("--data", help="Or classify the first --limit validation images of this data spec.")
-    parser.add_argument("--limit", type=int, default=8, help="Images taken from --data (default 8).")
-    parser.add_argument("--top-k", type=int, default=5, help="Classes printed per image (default 5).")
-    parser.add_argument("--warmup", type=int, default=10, help="Untimed warm-up runs (default 10).")
-    parser.add_argument("--runs", type=int, default=30, help="Timed runs (default 30).")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
-    parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
-    parser.set_defaults(handler=run_infer)
+    parser.add_argument(
+        "--limit", type=flags.positive_int, default=8, help="Images taken from --data (default 8)."
+    )
+    parser.add_argument(
+        "--top-k", type=flags.positive_int, default=5, help="Classes printed per image (default 5)."
+    )
+    parser.add_argument(
+        "--warmup", type=flags.non_negative_int, default=10, help="Untimed warm-up runs (default 10)."
+    )
+    parser.add_argument("--runs", type=flags.positive_int, default=30, help="Timed runs (default 30).")
+    parser.add_argument(
+        "--threads", type=flags.thread_count, default=None, help="ONNX Runtime intra-op threads."
+    )
 
 
 def run_infer(args: argparse.Namespace) -> int:
@@ -71,7 +81,8 @@ def run_infer(args: argparse.Namespace) -> int:
     ]
     print(table(["image", "class", "prob", f"next {args.top_k - 1}", "label"], rows, "lrrll"))
     print(
-        f"\n{payload['ms_per_sample']:.3f} ms/sample (batch {len(names)}, median of {args.runs} runs after {args.warmup} warm-up)"
+        f"\n{payload['ms_per_sample']:.3f} ms/sample (batch {len(names)}, median of {args.runs} runs "
+        f"after {args.warmup} warm-up)"
     )
     return 0
 
@@ -91,8 +102,6 @@ def _inputs(args, path, size: int):
 
 
 def _default_record(size: int) -> dict:
-    from torchslim.data.preprocess import preprocess_record
-
     return preprocess_record("imagenet:.", size)
 
 

@@ -10,42 +10,40 @@ from torchslim.models import list_models, seed_param_names
 from torchslim.models.zoo import MODELS, resolve_spec
 from torchslim.pruning.counting import human, profile_model
 
-from .common import add_model_arguments, load_model_from_args
+from .common import add_command, add_model_arguments, load_model_from_args
 from .output import emit_json, log, table
 
 
 def add_parsers(subparsers) -> None:
-    models = subparsers.add_parser(
+    models = add_command(
+        subparsers,
         "models",
+        run_models,
         help="List the models torchslim can build.",
         description="List the built-in models and aliases.",
     )
     models.add_argument("--torchvision", action="store_true", help="Also list every torchvision classifier.")
-    models.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
-    models.set_defaults(handler=run_models)
-
-    params = subparsers.add_parser(
+    params = add_command(
+        subparsers,
         "params",
+        run_params,
         help="List every parameter's name and shape, marking those a pruned_params regex selects.",
         description="Print every parameter of a model with its shape (and, for the seed's models, the seed's "
         "name for it), so you can write a pruned_params regex. With --pattern, parameters the regex matches "
         "(re.match, against either name) are marked and counted.",
     )
-    add_model_arguments(params, saved=True)
+    add_model_arguments(params)
     params.add_argument("--pattern", help="A pruned_params regular expression to test.")
-    params.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
-    params.set_defaults(handler=run_params)
-
-    flops = subparsers.add_parser(
+    flops = add_command(
+        subparsers,
         "flops",
+        run_flops,
         help="Count MACs, parameters and fp32 size of a model.",
         description="Count multiply-accumulates (MACs) of conv and linear layers for one image at the given "
         "input size, the number of parameters, and the fp32 model size. Works on built and saved models.",
     )
-    add_model_arguments(flops, saved=True)
+    add_model_arguments(flops)
     flops.add_argument("--per-layer", action="store_true", help="Also print every conv/linear layer's cost.")
-    flops.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
-    flops.set_defaults(handler=run_flops)
 
 
 def run_models(args: argparse.Namespace) -> int:

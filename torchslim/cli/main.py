@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +19,7 @@ from . import (
     report_cmd,
     sensitivity_cmd,
 )
+from .common import CommandParser, FlagError
 
 COMMAND_MODULES = [
     inspect_cmds,
@@ -34,8 +34,8 @@ COMMAND_MODULES = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandParser:
+    parser = CommandParser(
         prog="torchslim",
         description="torchslim makes image classifiers smaller and faster by structured channel pruning, "
         "fine-tunes them back to accuracy, and exports them for deployment. Run "
@@ -53,17 +53,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return 2
+    command = "torchslim"
     try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return 2
+        command = f"torchslim {args.command}"
         return int(args.handler(args) or 0)
     except TorchslimError as error:
         if debug:
             raise
-        print(f"torchslim {args.command}: error: {error}", file=sys.stderr)
+        prefix = error.prog if isinstance(error, FlagError) else command
+        print(f"{prefix}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print(f"torchslim {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130

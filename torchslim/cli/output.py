@@ -1,4 +1,4 @@
-"""Output conventions shared by every command: ``--json`` prints exactly one object on stdout, logs go to stderr."""
+"""Output conventions of every command: ``--json`` prints exactly one object on stdout, logs go to stderr."""
 
 from __future__ import annotations
 

@@ -7,13 +7,15 @@ import time
 
 import torch
 
-from torchslim.criteria import data_criterion, list_criteria
-from torchslim.data import DEFAULT_DATA_SPEC, build_loaders
+from torchslim.criteria import CRITERIA, data_criterion, list_criteria
+from torchslim.data import DEFAULT_DATA_SPEC, DataBundle, build_loaders
 from torchslim.engine.cached import METRICS, cache_batches
 from torchslim.engine.device import resolve_device
 from torchslim.errors import ConfigError
-from torchslim.models import seed_param_names
+from torchslim.models import load_model
 from torchslim.pruning.prune import analyze
+from torchslim.recovery.batch_norm import recalibrate_batch_norm
+from torchslim.reporting.plots import plot_sensitivities
 from torchslim.sensitivity.scan import group_scores, scan_sensitivity, shard_groups
 from torchslim.sensitivity.table import (
     DEFAULT_RATIOS,
@@ -24,52 +26,99 @@ from torchslim.sensitivity.table import (
     table_rows,
 )
 
-from .common import add_model_arguments, load_model_from_args
+from . import flags
+from .common import (
+    LoadedModel,
+    add_command,
+    add_model_arguments,
+    data_help,
+    load_model_from_args,
+    registered_names,
+)
 from .output import emit_json, log, table
 
 
 def add_parsers(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "sensitivity",
+        run_sensitivity,
         help="Measure each prunable group's sensitivity: metric loss when it alone loses channels.",
         description="For every prunable group and every ratio, remove that group's lowest-scored channels "
         "alone, measure top-1 (or top-5) on a validation slice, and record the relative loss. The table is "
         "written to --output (JSON) after every measurement, so a killed scan continues where it stopped "
         "when run again with the same arguments; --shard splits the groups between machines and --merge "
         "joins their files. SensitivePruneStrategy reads the same file (sensitivities_file).",
+        json_help="Print the table as one JSON object on stdout.",
     )
     add_model_arguments(parser)
-    parser.add_argument("--data", default=DEFAULT_DATA_SPEC, help="Data spec (default fashion-mnist).")
+    _add_scan_arguments(parser)
+    parser.add_argument(
+        "--shard",
+        type=flags.shard,
+        default=None,
+        metavar="K/N",
+        help="Scan only every N-th group starting at the K-th (to split a scan between machines).",
+    )
+    parser.add_argument(
+        "--output",
+        type=flags.output_file,
+        help="Sensitivity table file (JSON); reused and completed when it matches.",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="FILE",
+        help="Merge these table files into --output instead of scanning.",
+    )
+    parser.add_argument(
+        "--plot", type=flags.output_file, help="Write the sensitivity curves to this PNG file."
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default).")
+    parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+
+
+def _add_scan_arguments(parser: argparse.ArgumentParser) -> None:
+    """What is measured: data, ratios, criterion, metric, groups."""
+    parser.add_argument(
+        "--data", default=DEFAULT_DATA_SPEC, help=data_help(f"; default {DEFAULT_DATA_SPEC}.")
+    )
     parser.add_argument(
         "--val-limit",
-        type=int,
+        type=flags.positive_int,
         default=1000,
         help="Validation samples to measure on (the first N; default 1000).",
     )
-    parser.add_argument("--batch-size", type=int, default=256, help="Evaluation batch size (default 256).")
+    parser.add_argument(
+        "--batch-size", type=flags.positive_int, default=256, help="Evaluation batch size (default 256)."
+    )
     parser.add_argument(
         "--ratios",
-        type=float,
+        type=flags.fraction,
         nargs="+",
         default=list(DEFAULT_RATIOS),
         help="Fractions of each group's channels to remove (default 0.1 ... 0.9).",
     )
     parser.add_argument(
-        "--criterion", default="l1_norm", help=f"Which channels go first: {', '.join(list_criteria())}."
+        "--criterion",
+        type=flags.criterion,
+        default="l1_norm",
+        help=f"Which channels go first: {registered_names(CRITERIA)}.",
     )
     parser.add_argument(
         "--criterion-batches",
-        type=int,
+        type=flags.positive_int,
         default=8,
-        help="Training batches fed to a data-driven criterion (taylor, activation_mean).",
+        help="Training batches fed to a data-driven criterion "
+        f"({', '.join(name for name in list_criteria() if data_criterion(name) is not None)}).",
     )
     parser.add_argument(
         "--bn-batches",
-        type=int,
+        type=flags.non_negative_int,
         default=0,
-        help="Re-estimate batch-norm statistics on N training batches after each removal, as the compressor does "
-        "after pruning (train.bn_recalibration_batches); a table for SensitivePruneStrategy in such a run needs it. "
-        "Default 0: off (faster).",
+        help="Re-estimate batch-norm statistics on N training batches after each removal, as the compressor "
+        "does after pruning (train.bn_recalibration_batches); a table for SensitivePruneStrategy in such a "
+        "run needs it. Default 0: off (faster).",
     )
     parser.add_argument(
         "--metric", default="top1_acc", choices=sorted(METRICS), help="Metric (default top1_acc)."
@@ -79,68 +128,42 @@ def add_parsers(subparsers) -> None:
         default=None,
         help="Regex over parameter names (or seed names) selecting the groups to scan.",
     )
-    parser.add_argument(
-        "--shard",
-        default=None,
-        metavar="K/N",
-        help="Scan only every N-th group starting at the K-th (to split a scan between machines).",
-    )
-    parser.add_argument(
-        "--output", help="Sensitivity table file (JSON); reused and completed when it matches."
-    )
-    parser.add_argument(
-        "--merge",
-        nargs="+",
-        metavar="FILE",
-        help="Merge these table files into --output instead of scanning.",
-    )
-    parser.add_argument("--plot", help="Write the sensitivity curves to this PNG file.")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default).")
-    parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
-    parser.add_argument("--json", action="store_true", help="Print the table as one JSON object on stdout.")
-    parser.set_defaults(handler=run_sensitivity)
-
-
-def _shard(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    k, sep, n = text.partition("/")
-    try:
-        return int(k), int(n)
-    except ValueError:
-        raise ConfigError(f"--shard must look like K/N (e.g. 1/4), got {text!r}") from None
 
 
 def run_sensitivity(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    if args.merge:
-        if not args.output:
-            raise ConfigError("--merge needs --output FILE for the merged table")
-        result = merge_tables([SensitivityTable.load(path) for path in args.merge])
-        result.save(args.output)
-        log(f"merged {len(args.merge)} tables into {args.output}")
-        return _report(args, result, started)
-    if args.criterion.lower() not in list_criteria():
-        raise ConfigError(
-            f"--criterion {args.criterion!r} is unknown; choose from {', '.join(list_criteria())}"
-        )
-    shard = _shard(args.shard)
-    device = resolve_device(args.device)
+    result = _merge(args) if args.merge else _scan(args)
+    return _report(args, result, started)
+
+
+def _merge(args: argparse.Namespace) -> SensitivityTable:
+    if not args.output:
+        raise ConfigError("--merge needs --output FILE for the merged table")
+    result = merge_tables([SensitivityTable.load(path) for path in args.merge])
+    result.save(args.output)
+    log(f"merged {len(args.merge)} tables into {args.output}")
+    return result
+
+
+def _load(args: argparse.Namespace) -> tuple[DataBundle, LoadedModel]:
+    """The data first (its classes and size are the model's defaults), then the model."""
     size_hint = args.input_size
     if size_hint is None and getattr(args, "model_path", None):
-        from torchslim.models import load_model
-
-        size_hint = load_model(args.model_path)[1].get("input_size")
+        size_hint = load_model(args.model_path, trusted=args.model)[1].get("input_size")
     data = build_loaders(
         args.data, batch_size=args.batch_size, image_size=size_hint, val_limit=args.val_limit, num_workers=0
     )
     if args.num_classes is None and not getattr(args, "model_path", None):
         args.num_classes = data.num_classes
-    loaded = load_model_from_args(args)
+    return data, load_model_from_args(args)
+
+
+def _scan(args: argparse.Namespace) -> SensitivityTable:
+    device = resolve_device(args.device)
+    data, loaded = _load(args)
     model = loaded.model.to(device).eval()
     example = torch.zeros(1, 3, data.image_size, data.image_size, device=device)
-    aliases = seed_param_names(loaded.name, model) if ":" not in loaded.name else {}
-    group_set = analyze(model, example, args.pruned_params, aliases)
+    group_set = analyze(model, example, args.pruned_params, loaded.seed_aliases())
     batches = cache_batches(data.val_loader, args.val_limit, device)
     samples = sum(len(t) for _, t in batches)
     train = data.train_loader if data_criterion(args.criterion) is not None else None
@@ -150,24 +173,18 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     fresh = SensitivityTable(
         model=loaded.name,
         fingerprint=model_fingerprint(model),
-        criterion=args.criterion.lower(),
+        criterion=args.criterion,
         metric=args.metric,
         data=f"{args.data} val[:{samples}] at {data.image_size}px",
         samples=samples,
         recalibrated=args.bn_batches > 0,
     )
     result = open_table(args.output, fresh)
-    after_mask = None
-    if args.bn_batches > 0:
-        from torchslim.recovery.batch_norm import recalibrate_batch_norm
-
-        def after_mask(model):
-            recalibrate_batch_norm(model, data.train_loader, num_batches=args.bn_batches, device=device)
-
-    groups = shard_groups(group_set, shard)
+    groups = shard_groups(group_set, args.shard)
     selected = len(groups) if groups is not None else len(group_set.prunable())
     log(
-        f"{loaded.name}: {selected} groups x {len(args.ratios)} ratios on {samples} validation samples ({device})"
+        f"{loaded.name}: {selected} groups x {len(args.ratios)} ratios on {samples} validation samples "
+        f"({device})"
     )
     scan_sensitivity(
         model,
@@ -179,17 +196,26 @@ def run_sensitivity(args: argparse.Namespace) -> int:
         path=args.output,
         groups=groups,
         progress=not args.no_progress and not args.json,
-        after_mask=after_mask,
+        after_mask=_recalibration(args, data, device),
     )
     if args.output:
         log(f"sensitivity table written to {args.output}")
-    return _report(args, result, started)
+    return result
+
+
+def _recalibration(args: argparse.Namespace, data: DataBundle, device):
+    """The after-removal hook: batch-norm re-estimation on ``--bn-batches`` training batches, or None."""
+    if args.bn_batches == 0:
+        return None
+
+    def after_mask(model) -> None:
+        recalibrate_batch_norm(model, data.train_loader, num_batches=args.bn_batches, device=device)
+
+    return after_mask
 
 
 def _report(args: argparse.Namespace, result: SensitivityTable, started: float) -> int:
     if args.plot:
-        from torchslim.reporting.plots import plot_sensitivities
-
         plot_sensitivities(result, args.plot)
         log(f"sensitivity curves written to {args.plot}")
     if args.json:

@@ -1,8 +1,8 @@
-"""PNG plots: sensitivity curves per group, and channels per layer before / after pruning.
+"""PNG plots: sensitivity curves per group, channels per layer before / after pruning, history per epoch.
 
-Figures are drawn with matplotlib's Agg canvas directly (no pyplot, no global
-backend switch), so plotting works on machines without a display and never
-changes the backend of a program that imports torchslim.
+Figures use matplotlib's Agg canvas directly (no pyplot, no global backend switch): plotting works
+without a display and never changes the backend of a program that imports torchslim. matplotlib is
+imported on first use, to keep ``import torchslim`` light.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from torchslim.pruning.counting import channel_counts as channel_counts  # re-exported for callers of plots
 from torchslim.sensitivity.table import SensitivityTable
 
 
 def _figure(width: float, height: float):
+    """An empty figure on its own Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -97,7 +97,7 @@ def _colors(count: int) -> list:
 
 
 def plot_history(records: list[dict], path: str | Path, title: str = "") -> Path:
-    """Two panels per epoch: accuracy (val top-1/top-5, train top-1) and loss (train, val); Agg, no display."""
+    """Two panels per epoch: accuracy (val top-1/top-5, train top-1) and loss (train, val)."""
     from matplotlib.ticker import MaxNLocator
 
     figure = _figure(10, 4)
@@ -118,7 +118,4 @@ def plot_history(records: list[dict], path: str | Path, title: str = "") -> Path
             axes.legend(fontsize=8, frameon=False)
     if title:
         figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", bbox_inches="tight")
-    return path
+    return _save(figure, path)

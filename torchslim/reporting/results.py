@@ -45,7 +45,7 @@ def time_models(
 ) -> dict[str, tuple[float, float]]:
     """Median batch-1 latency (PyTorch eager, ONNX Runtime) of each model, timed interleaved.
 
-    ORT sessions do not spin between runs (see :class:`torchslim.latency.TimingSession`)."""
+    ORT sessions do not spin between runs (see :class:`torchslim.export.sessions.TimingSession`)."""
     example = torch.randn(1, 3, input_size, input_size)
     functions = {}
     with torch_threads(threads):

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from torchslim.pruning.counting import human
-from torchslim.reporting.plots import plot_history
+from torchslim.engine import list_checkpoints, load_checkpoint, read_jsonl
+from torchslim.errors import CheckpointError
+from torchslim.export import export_onnx
+from torchslim.models import build_from_manifest, check_state_dict, load_model
+from torchslim.pruning.counting import channel_counts, human
+from torchslim.reporting.plots import plot_channels, plot_history
 from torchslim.reporting.results import ResultRow, results_table, row_for, time_models
-
-# --------------------------------------------------------------------------- per-run report (torchslim report)
+from torchslim.reporting.tables import markdown_table
 
 
 @dataclass
@@ -34,11 +39,6 @@ class RunData:
 
 def load_run(path: str | Path) -> RunData:
     """A run from its checkpoint root (the newest epoch is used) or from one ``<root>/<epoch>`` directory."""
-    import json
-
-    from torchslim.engine import list_checkpoints, read_jsonl
-    from torchslim.errors import CheckpointError
-
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"run directory {path} does not exist")
@@ -75,14 +75,13 @@ def load_run(path: str | Path) -> RunData:
 
 
 def _input_size(epoch_dir: Path, manifest: dict) -> int:
-    import json
-
-    for candidate in (epoch_dir / "eval_model" / "manifest.json",):
-        if candidate.is_file():
-            try:
-                return int(json.loads(candidate.read_text()).get("input_size") or 224)
-            except (OSError, ValueError):
-                pass
+    """The eval model's input size, else the checkpoint manifest's, else 224."""
+    candidate = epoch_dir / "eval_model" / "manifest.json"
+    if candidate.is_file():
+        try:
+            return int(json.loads(candidate.read_text()).get("input_size") or 224)
+        except (OSError, ValueError):
+            pass
     return int(manifest.get("input_size") or 224)
 
 
@@ -92,14 +91,10 @@ def run_models(run: RunData, trusted: str | None = None) -> tuple[nn.Module, nn.
     A run of a user factory (``file.py:factory``) is only rebuilt when ``trusted``
     names that factory, as everywhere a manifest is loaded.
     """
-    from torchslim.models import build_from_manifest, check_state_dict, load_model
-
     manifest = run.meta.get("manifest") or {}
     if (run.eval_dir / "manifest.json").is_file():
         final, _ = load_model(run.eval_dir, trusted=trusted)
     else:
-        from torchslim.engine import load_checkpoint
-
         tensors, _ = load_checkpoint(run.epoch_dir)
         final = build_from_manifest(manifest, trusted)
         check_state_dict(final, tensors["model"], str(run.epoch_dir))
@@ -126,29 +121,25 @@ def run_rows(
     final_row = row_for(
         f"pruned (epoch {run.meta.get('epoch')})", final, run.input_size, last.get("top1"), last.get("top5")
     )
-    rows = [base_row, final_row]
     if timing:
-        import tempfile
+        times = _time_both(run, base, final, threads=threads, rounds=rounds)
+        base_row.torch_ms, base_row.ort_ms = times["baseline"]
+        final_row.torch_ms, final_row.ort_ms = times["final"]
+    return [base_row, final_row]
 
-        from torchslim.export import export_onnx
 
-        with tempfile.TemporaryDirectory(prefix="torchslim-report-") as workdir:
-            example = torch.randn(1, 3, run.input_size, run.input_size)
-            onnx_final = run.eval_dir / "model.onnx"
-            if not onnx_final.is_file():
-                onnx_final = Path(workdir) / "final.onnx"
-                export_onnx(final, example, onnx_final, verify=False)
-            onnx_base = Path(workdir) / "base.onnx"
-            export_onnx(base, example, onnx_base, verify=False)
-            times = time_models(
-                {"baseline": (base, onnx_base), "final": (final, onnx_final)},
-                run.input_size,
-                threads=threads,
-                rounds=rounds,
-            )
-        for row, key in ((base_row, "baseline"), (final_row, "final")):
-            row.torch_ms, row.ort_ms = times[key]
-    return rows
+def _time_both(run: RunData, base: nn.Module, final: nn.Module, *, threads: int, rounds: int) -> dict:
+    """PyTorch and ONNX Runtime times of both models; the final model's own ONNX file where it has one."""
+    with tempfile.TemporaryDirectory(prefix="torchslim-report-") as workdir:
+        example = torch.randn(1, 3, run.input_size, run.input_size)
+        onnx_final = run.eval_dir / "model.onnx"
+        if not onnx_final.is_file():
+            onnx_final = Path(workdir) / "final.onnx"
+            export_onnx(final, example, onnx_final, verify=False)
+        onnx_base = Path(workdir) / "base.onnx"
+        export_onnx(base, example, onnx_base, verify=False)
+        models = {"baseline": (base, onnx_base), "final": (final, onnx_final)}
+        return time_models(models, run.input_size, threads=threads, rounds=rounds)
 
 
 def write_run_report(
@@ -160,10 +151,8 @@ def write_run_report(
     rounds: int = 30,
     trusted: str | None = None,
 ) -> tuple[Path, list[ResultRow]]:
-    """``report.md`` for a run: the seed's table (baseline vs final), pruning events, and PNG plots beside it."""
-    from torchslim.pruning.counting import channel_counts
-    from torchslim.reporting.plots import plot_channels
-
+    """``report.md`` for a run: the seed's table (baseline vs final), pruning events, and PNG plots
+    beside it."""
     run = load_run(run_path)
     output = Path(output) if output else run.root / "report.md"
     base, final = run_models(run, trusted)
@@ -179,7 +168,8 @@ def write_run_report(
     lines = [
         f"# torchslim run report: {run.model_name}",
         "",
-        f"Run `{run.root}`, checkpoint epoch {run.meta.get('epoch')}, input {run.input_size}x{run.input_size}.",
+        f"Run `{run.root}`, checkpoint epoch {run.meta.get('epoch')}, "
+        f"input {run.input_size}x{run.input_size}.",
         "",
         results_table(rows, markdown=True),
         "",
@@ -190,48 +180,7 @@ def write_run_report(
             "(baseline architecture with fresh weights; PyTorch eager and ONNX Runtime CPU).",
             "",
         ]
-    events = run.meta.get("events") or []
-    if events:
-        lines += [
-            "## Pruning events",
-            "",
-            "Top-1 right after each pruning step, after batch-norm re-estimation, and after reconstruction "
-            "(refitting the layers that lost input channels); the per-epoch table below has it after each "
-            "fine-tune epoch.",
-            "",
-            "| strategy | epoch | MACs before | MACs after | removed | top-1 after prune | after BN | after reconstruction |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for event in events:
-            accuracy = [
-                _fmt(event.get(k), 2)
-                for k in ("top1_after_prune", "top1_after_bn_recalibration", "top1_after_reconstruction")
-            ]
-            lines.append(
-                f"| {event.get('strategy', '?')} | {event.get('epoch', '?')} | {human(event.get('macs_before', 0))} | "
-                f"{human(event.get('macs_after', 0))} | {event.get('flops_reduction', 0):.1%} | "
-                + " | ".join(accuracy)
-                + " |"
-            )
-        lines.append("")
-    if run.records:
-        lines += [
-            "## Per epoch",
-            "",
-            "| epoch | train loss | top-1 | top-5 | val loss | MACs | images/s |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in run.records:
-            cells = [
-                str(r.get("epoch")),
-                _fmt(r.get("train_loss")),
-                _fmt(r.get("top1"), 2),
-                _fmt(r.get("top5"), 2),
-                _fmt(r.get("val_loss")),
-            ]
-            cells += [human(r["macs"]) if r.get("macs") else "-", _fmt(r.get("images_per_s"), 0)]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+    lines += _events_section(run.meta.get("events") or []) + _epochs_section(run.records)
     lines += [
         "## Plots",
         "",
@@ -243,6 +192,64 @@ def write_run_report(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines))
     return output, rows
+
+
+EVENT_HEADERS = [
+    "strategy",
+    "epoch",
+    "MACs before",
+    "MACs after",
+    "removed",
+    "top-1 after prune",
+    "after BN",
+    "after reconstruction",
+]
+EPOCH_HEADERS = ["epoch", "train loss", "top-1", "top-5", "val loss", "MACs", "images/s"]
+
+
+def _events_section(events: list[dict]) -> list[str]:
+    """The pruning events as a markdown table (no section without events)."""
+    if not events:
+        return []
+    rows = [
+        [
+            event.get("strategy", "?"),
+            event.get("epoch", "?"),
+            human(event.get("macs_before", 0)),
+            human(event.get("macs_after", 0)),
+            f"{event.get('flops_reduction', 0):.1%}",
+        ]
+        + [
+            _fmt(event.get(key), 2)
+            for key in ("top1_after_prune", "top1_after_bn_recalibration", "top1_after_reconstruction")
+        ]
+        for event in events
+    ]
+    intro = (
+        "Top-1 right after each pruning step, after batch-norm re-estimation, and after reconstruction "
+        "(refitting the layers that lost input channels); the per-epoch table below has it after each "
+        "fine-tune epoch."
+    )
+    return ["## Pruning events", "", intro, "", markdown_table(EVENT_HEADERS, rows, "lrrrrrrr"), ""]
+
+
+def _epochs_section(records: list[dict]) -> list[str]:
+    """The per-epoch log as a markdown table (no section without records)."""
+    if not records:
+        return []
+    rows = [
+        [
+            r.get("epoch"),
+            _fmt(r.get("train_loss")),
+            _fmt(r.get("top1"), 2),
+            _fmt(r.get("top5"), 2),
+            _fmt(r.get("val_loss")),
+            human(r["macs"]) if r.get("macs") else "-",
+            _fmt(r.get("images_per_s"), 0),
+        ]
+        for r in records
+    ]
+    return ["## Per epoch", "", markdown_table(EPOCH_HEADERS, rows, "r" * len(EPOCH_HEADERS)), ""]
 
 
 def _fmt(value, digits: int = 4) -> str:
