@@ -27,11 +27,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_MODEL, write_fashion_mnist
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tiny_models import tiny_net
 
+from tests.helpers import TINY_MODEL
+from tests.helpers.data import write_fashion_mnist
+from tests.helpers.tiny_models import tiny_net
 from torchslim.cli import main
 from torchslim.pruning.counting import profile_model
 from torchslim.sensitivity.table import ratio_key

@@ -8,8 +8,8 @@ import json
 
 import pytest
 import yaml
-from conftest import TINY_MODEL
 
+from tests.helpers import TINY_MODEL
 from torchslim.cli import main
 from torchslim.compress.compressor import Compressor
 from torchslim.compress.controllers import CONTROLLERS, build_controller

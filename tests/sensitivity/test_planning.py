@@ -8,7 +8,7 @@ import torch
 from tests.helpers.models import conv_chain
 from torchslim.errors import PruningError
 from torchslim.pruning.prune import analyze
-from torchslim.sensitivity.planning import Curves as Curves
+from torchslim.sensitivity.planning import LossCurves as Curves
 from torchslim.sensitivity.planning import plan_from_sensitivities
 from torchslim.sensitivity.scan import group_scores
 from torchslim.sensitivity.table import (
