@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from torchslim._version import __version__
+from torchslim.engine.distributed import leave_process_group
 from torchslim.errors import TorchslimError
 
 from . import (
@@ -70,3 +71,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        leave_process_group()

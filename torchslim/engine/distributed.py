@@ -46,3 +46,10 @@ def from_environment(device_type: str) -> DistributedEnv:
 def barrier(env: DistributedEnv) -> None:
     if env.enabled:
         dist.barrier()
+
+
+def leave_process_group() -> None:
+    """Destroy the process group this process joined, if any: a rank that exits with the group
+    alive (e.g. after a one-line error) can abort in the backend's threads at interpreter exit."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
