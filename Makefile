@@ -36,6 +36,8 @@ demo: setup
 	$(BIN)/python -m torchslim demo
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

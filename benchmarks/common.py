@@ -211,7 +211,8 @@ def tp_prune(
 def tp_prune_cached(
     name: str, model: nn.Module, input_size: int, target: float, round_to: int | None
 ) -> Pruned:
-    """:func:`tp_prune`, with the ratio its bisection found cached in benchmarks/cache/ (bisection is slow)."""
+    """:func:`tp_prune`, with the ratio its bisection found cached in benchmarks/cache/ (bisection is
+    slow)."""
     path = CACHE / "torch_pruning_ratios.json"
     key = f"{name}|{input_size}|{target}|{round_to}|{torch_pruning_version()}"
     known = json.loads(path.read_text()) if path.is_file() else {}

@@ -133,7 +133,8 @@ def _probe_floor(path: Path, value: float | None = None) -> float:
 
     from torchslim.latency.machine import machine_fingerprint, runtime_version
 
-    key = f"{machine_fingerprint()}-{runtime_version('onnxruntime')}-{hashlib.sha1(path.read_bytes()).hexdigest()[:12]}"
+    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+    key = f"{machine_fingerprint()}-{runtime_version('onnxruntime')}-{digest}"
     store = CACHE / "probe_floor.json"
     floors = json.loads(store.read_text()) if store.is_file() else {}
     if value is not None and value < floors.get(key, float("inf")):
@@ -144,7 +145,8 @@ def _probe_floor(path: Path, value: float | None = None) -> float:
 
 
 def _compare(paths: dict[str, Path], models: dict, runtime: str, batch: int, args) -> dict:
-    """One interleaved comparison of all variants: per-round samples (ms) per label, and the probes around it."""
+    """One interleaved comparison of all variants: per-round samples (ms) per label, and the probes
+    around it."""
     from torchslim.export import torch_threads
     from torchslim.latency.compare import compare_latency
 

@@ -48,18 +48,19 @@ def p2_section(payload: dict | None, goals: list) -> list[str]:
         f"Machine: {_machine(payload)}.",
         "",
         "Speedup = median of per-round ratios of interleaved runs. In brackets: the ratio of the "
-        "20th-percentile latencies (the less-disturbed end; the machine is shared) and, for ONNX Runtime, the "
-        "ratio of summed per-node kernel times from ORT's profiler (scheduler stalls and inter-node waits "
-        "left out), taken after all timing. Each model's variants are built in one fresh process and timed in "
-        "another (see benchmarks/latency.py: a process that had profiled or timed other models timed slower). "
-        "This shared machine has a slow state that comes and goes over seconds to minutes (the same unpruned "
-        "MobileNetV2 at 3.9 ms a run, then 6.45 ms), in which pruned models lose more than unpruned ones. "
-        "Each comparison is bracketed by probes (the unpruned model's batch-1 ORT latency over 1 s) and every "
-        "round times the unpruned model: speedups come from comparisons whose two probes ran within 1.2x of "
-        "the fastest probe, and from their rounds whose unpruned run was within 1.12x of its fastest; a "
-        "comparison without both is timed again after a pause (3 times at most) and the good attempts are "
-        "pooled. The last rows give the rounds used of those timed and the probes. `*` = MACs target missed "
-        "by more than 1%; `†` = never in the normal state (all rounds used).",
+        "20th-percentile latencies (the less-disturbed end; the machine is shared) and, for ONNX Runtime, "
+        "the ratio of summed per-node kernel times from ORT's profiler (scheduler stalls and inter-node "
+        "waits left out), taken after all timing. Each model's variants are built in one fresh process and "
+        "timed in another (see benchmarks/latency.py: a process that had profiled or timed other models "
+        "timed slower). This shared machine has a slow state that comes and goes over seconds to minutes "
+        "(the same unpruned MobileNetV2 at 3.9 ms a run, then 6.45 ms), in which pruned models lose more "
+        "than unpruned ones. Each comparison is bracketed by probes (the unpruned model's batch-1 ORT "
+        "latency over 1 s) and every round times the unpruned model: speedups come from comparisons whose "
+        "two probes ran within 1.2x of the fastest probe, and from their rounds whose unpruned run was "
+        "within 1.12x of its fastest; a comparison without both is timed again after a pause (3 times at "
+        "most) and the good attempts are pooled. The last rows give the rounds used of those timed and the "
+        "probes. `*` = MACs target missed by more than 1%; "
+        "`†` = never in the normal state (all rounds used).",
         "",
     ]
     settings = list(next(iter(payload["models"].values()))["timings"])
@@ -155,8 +156,8 @@ def _calibration_lines(calibration: dict | None) -> list[str]:
         f"{p['plan']} {p['measured_ms']:.2f} ms ({p['estimated_ms']:.2f})" for p in calibration["profiles"]
     )
     return [
-        f"Profiles, in order (summed kernel ms in the whole model; in brackets the calibrated table's estimate "
-        f"before profiling it): {steps}; chose the {calibration['chosen']} plan.",
+        "Profiles, in order (summed kernel ms in the whole model; in brackets the calibrated table's "
+        f"estimate before profiling it): {steps}; chose the {calibration['chosen']} plan.",
         "",
     ]
 
@@ -176,12 +177,10 @@ def sweep_section(payload: dict | None) -> list[str]:
         for label, info in entry["variants"].items():
             if label == "unpruned":
                 continue
+            timings = [entry["timings"][s][label] for s in settings]
             rows.append(
                 [name, label, _pct(info["macs_left"])]
-                + [
-                    f"{entry['timings'][s][label]['speedup']:.2f}x ({entry['timings'][s][label]['speedup_q20']:.2f}x)"
-                    for s in settings
-                ]
+                + [f"{t['speedup']:.2f}x ({t['speedup_q20']:.2f}x)" for t in timings]
             )
     return (
         lines + _table(["model", "variant", "MACs left"] + settings, rows, "llr" + "r" * len(settings)) + [""]
@@ -197,8 +196,8 @@ def candidates_section(payload: dict | None) -> list[str]:
         "",
         f"Machine: {_machine(payload)}.",
         "Every plan latency-aware planning profiled (the kept one marked), with its summed kernel time from "
-        "ORT's profiler as planning measured it, and its wall-clock speedup over the unpruned model in each of "
-        "several interleaved runs (each in a fresh process, steady rounds). A single run can time one "
+        "ORT's profiler as planning measured it, and its wall-clock speedup over the unpruned model in each "
+        "of several interleaved runs (each in a fresh process, steady rounds). A single run can time one "
         "session far slower than the others for its whole length (0.76x for a plan that ran at 1.85x in the "
         "other runs), so the median of runs is the number to read.",
         "",
@@ -332,17 +331,17 @@ def p1_section(payload: dict | None, goals: list) -> list[str]:
         "## P1 accuracy: Fashion-MNIST, -50% MACs, same fine-tune budget",
         "",
         f"Machine: {_machine(payload)}.",
-        f"Data: {payload['data']}. Baseline: {s['baseline_epochs']} epochs, SGD lr {s['baseline_lr']} cosine; "
-        f"fine-tune: {s['finetune_epochs']} epochs, lr {s['finetune_lr']} cosine, seed {s['seed']}, the same for "
-        f"every method (+kd: distilled from the unpruned baseline, soft labels {kd}); alignment "
-        f"round_to={s['round_to']} for both tools; BN re-estimation on {s['bn_batches']} training batches{rec}; "
-        f"{payload.get('seconds', 0) / 60:.0f} min in all. Top-1 in %; `-`: the step is not part of the method; "
-        "a `+bn` method's fine-tune is the run without BN re-estimation (fine-tuning does not read the "
-        "re-estimated statistics); `torchslim-latency-aware+bn+rec` has the channel counts of P2's "
-        "latency-aware batch-1 plan for the model at 224 (this baseline's l1 ranking picks the channels), "
-        "chosen on speed alone; `torchslim-latency-scored+bn+rec` plans this baseline at 224 the same way but "
-        "keeps, of the profiled plans within 2% of the fastest, the one with the best top-1 after BN "
-        "re-estimation on 1000 held-out training images; `*` = MACs target missed by more than 1%.",
+        f"Data: {payload['data']}. Baseline: {s['baseline_epochs']} epochs, SGD lr {s['baseline_lr']} "
+        f"cosine; fine-tune: {s['finetune_epochs']} epochs, lr {s['finetune_lr']} cosine, seed {s['seed']}, "
+        f"the same for every method (+kd: distilled from the unpruned baseline, soft labels {kd}); alignment "
+        f"round_to={s['round_to']} for both tools; BN re-estimation on {s['bn_batches']} training "
+        f"batches{rec}; {payload.get('seconds', 0) / 60:.0f} min in all. Top-1 in %; `-`: the step is not "
+        "part of the method; a `+bn` method's fine-tune is the run without BN re-estimation (fine-tuning "
+        "does not read the re-estimated statistics); `torchslim-latency-aware+bn+rec` has the channel counts "
+        "of P2's latency-aware batch-1 plan for the model at 224 (this baseline's l1 ranking picks the "
+        "channels), chosen on speed alone; `torchslim-latency-scored+bn+rec` plans this baseline at 224 the "
+        "same way but keeps, of the profiled plans within 2% of the fastest, the one with the best top-1 "
+        "after BN re-estimation on 1000 held-out training images; `*` = MACs target missed by more than 1%.",
         "",
     ]
     for name, r in payload["models"].items():
@@ -379,7 +378,8 @@ def p1_section(payload: dict | None, goals: list) -> list[str]:
 
 
 def _p1_latency_plans(methods: dict) -> list[str]:
-    """One line per latency-aware method: the plan kept, its measured kernel speedup, and the scores if any."""
+    """One line per latency-aware method: the plan kept, its measured kernel speedup, and the scores if
+    any."""
     lines = []
     for method, m in methods.items():
         plan = m.get("latency_plan")
@@ -399,7 +399,8 @@ def _p1_latency_plans(methods: dict) -> list[str]:
 
 
 def _p1_seconds(methods: dict) -> list[str]:
-    """One line: the seconds of each step, each step of a tool once (methods share their tool's first steps)."""
+    """One line: the seconds of each step, each step of a tool once (methods share their tool's first
+    steps)."""
     steps, seen = [], set()
     for method, m in methods.items():
         tool = "Torch-Pruning" if method.startswith("torch-pruning") else "torchslim"
@@ -418,9 +419,10 @@ def _p1_seconds(methods: dict) -> list[str]:
                 errors = m.get("rec_layer_errors") or {}
                 before = median([b for b, _ in errors.values()]) if errors else m["rec_error_before"]
                 after = median([a for _, a in errors.values()]) if errors else m["rec_error_after"]
+                kind = "median" if errors else "mean"
                 text += (
-                    f" ({m['rec_refitted']} of {m['rec_layers']} layers refitted on {m['rec_batches']} batches, "
-                    f"{'median' if errors else 'mean'} relative output error {before:.3f} -> {after:.3f})"
+                    f" ({m['rec_refitted']} of {m['rec_layers']} layers refitted on {m['rec_batches']} "
+                    f"batches, {kind} relative output error {before:.3f} -> {after:.3f})"
                 )
             steps.append(text)
     tunes = [
@@ -510,10 +512,10 @@ def p1_seeds_section(main: dict | None, goals: list) -> list[str]:
     lines = [
         "### P1 over fine-tune seeds",
         "",
-        "The same pruned starts as above, fine-tuned again with other seeds (training order and augmentation; "
-        "recipe and test slice unchanged; `benchmarks/accuracy_seeds.py`). Seed 0 is the run above. "
-        "Top-1 in %: after the last fine-tune epoch per seed, then the mean ± sd over seeds after the first "
-        "and after the last epoch.",
+        "The same pruned starts as above, fine-tuned again with other seeds (training order and "
+        "augmentation; recipe and test slice unchanged; `benchmarks/accuracy_seeds.py`). Seed 0 is the run "
+        "above. Top-1 in %: after the last fine-tune epoch per seed, then the mean ± sd over seeds after the "
+        "first and after the last epoch.",
         "",
     ]
     for name, methods in runs.items():
@@ -561,9 +563,9 @@ def write_results_md(path: Path | None = None) -> Path:
     header = [
         "# torchslim benchmark results",
         "",
-        f"Written by `make bench` (`benchmarks/run_all.py`); raw numbers in `benchmarks/{common.RESULTS.name}/*.json`. "
-        "Goals and method: `../shared/docs/benchmarks.md` (P1-P4). The machine is shared, so times are compared only within one "
-        "interleaved run, as ratios.",
+        "Written by `make bench` (`benchmarks/run_all.py`); raw numbers in "
+        f"`benchmarks/{common.RESULTS.name}/*.json`. Goals and method: `../shared/docs/benchmarks.md` "
+        "(P1-P4). The machine is shared, so times are compared only within one interleaved run, as ratios.",
         "",
         "## Goals",
         "",

@@ -1,6 +1,7 @@
 """Run the benchmark suite (P1-P4) and write benchmarks/RESULTS.md: ``make bench``.
 
-    python benchmarks/run_all.py                 # everything (P3, P4, round_to sweep, P2, candidates, P1, P1 seeds)
+    python benchmarks/run_all.py                 # everything (P3, P4, round_to sweep, P2, candidates,
+                                                 # P1, P1 seeds)
     python benchmarks/run_all.py --only p2 p3    # some of them; RESULTS.md keeps the others' last results
     python benchmarks/run_all.py --quick         # a smoke run: results-quick/ and RESULTS-quick.md
 

@@ -76,7 +76,8 @@ def loaders(args: argparse.Namespace) -> SimpleNamespace:
     generator = torch.Generator().manual_seed(0)
     return SimpleNamespace(
         train_loader=DataLoader(train, batch_size=128, shuffle=True, drop_last=True, generator=generator),
-        # the same 20 shuffled batches for every re-estimation: methods and candidates differ only in their channels
+        # the same 20 shuffled batches for every re-estimation: methods and candidates differ only in their
+        # channels
         bn_batches=list(
             islice(
                 DataLoader(train, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(1)), 20
@@ -263,14 +264,16 @@ def main() -> None:
     path = write_result(args.output, payload)
     log(f"\nwrote {path}")
     print(
-        f"\n| method | MACs reduction | top-1 after prune | + BN re-estimation | after {args.finetune_epochs} ep fine-tune |"
+        "\n| method | MACs reduction | top-1 after prune | + BN re-estimation "
+        f"| after {args.finetune_epochs} ep fine-tune |"
     )
     print("|---|---|---|---|---|")
     print(f"| baseline | 0% | {base_top1:.2f} | - | - |")
     for row in rows:
         print(
-            f"| {row['method']} ({row['criterion']}) | {row['macs_reduction']:.1%} | {row['top1_after_prune']:.2f} "
-            f"| {row['top1_after_bn_recalibration']:.2f} | {row['top1_after_finetune']:.2f} |"
+            f"| {row['method']} ({row['criterion']}) | {row['macs_reduction']:.1%} "
+            f"| {row['top1_after_prune']:.2f} | {row['top1_after_bn_recalibration']:.2f} "
+            f"| {row['top1_after_finetune']:.2f} |"
         )
 
 

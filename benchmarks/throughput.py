@@ -98,7 +98,8 @@ def run_model(name: str, args) -> dict:
         "bare_runs": rates["bare"],
     }
     log(
-        f"{name}: engine {result['engine_images_per_s']:.1f} img/s, bare {result['bare_images_per_s']:.1f} img/s, "
+        f"{name}: engine {result['engine_images_per_s']:.1f} img/s, "
+        f"bare {result['bare_images_per_s']:.1f} img/s, "
         f"ratio {result['ratio']:.3f} (paired {result['paired_ratio_median']:.3f})"
     )
     return result

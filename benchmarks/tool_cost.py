@@ -97,8 +97,10 @@ def run_model(name: str, args) -> dict:
         "phases_median_seconds": {k: statistics.median(b[k] for b in breakdown) for k in breakdown[0]},
     }
     log(
-        f"{name}: torchslim {result['torchslim_seconds']:.2f} s (min {min(ts_times):.2f} s, MACs left {ts_left:.2%}), Torch-Pruning bisection "
-        f"{result['torch_pruning_bisection_seconds']:.2f} s ({tp_tries} tries, MACs left {tp_left:.2%}), "
+        f"{name}: torchslim {result['torchslim_seconds']:.2f} s "
+        f"(min {min(ts_times):.2f} s, MACs left {ts_left:.2%}), "
+        f"Torch-Pruning bisection {result['torch_pruning_bisection_seconds']:.2f} s "
+        f"({tp_tries} tries, MACs left {tp_left:.2%}), "
         f"one TP step {result['torch_pruning_one_step_seconds']:.2f} s"
     )
     for phase, seconds in result["phases_median_seconds"].items():

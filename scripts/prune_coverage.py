@@ -255,7 +255,8 @@ def describe(result: dict[str, Any]) -> str:
     if result["status"] == "ok":
         line = (
             f"ok ({result['input_size']}px, -{result['flops_reduction']:.1%} MACs, "
-            f"{result['groups_pruned']} groups pruned, rel diff {result['rel_diff']:.1g}, {result['seconds']:.1f} s)"
+            f"{result['groups_pruned']} groups pruned, rel diff {result['rel_diff']:.1g}, "
+            f"{result['seconds']:.1f} s)"
         )
         if not result.get("train_forward", "ok").startswith(("ok", "n/a")):
             line += f"; warning: train-mode forward fails: {result['train_forward']}"

@@ -82,7 +82,8 @@ def test_a_plain_prune_never_imports_the_latency_package():
     script = (
         "import sys, torch, torchslim\n"
         "from torchslim.models import build_model\n"
-        "torchslim.prune(build_model('mobilenet_v1', num_classes=10), torch.randn(1, 3, 32, 32), target_flops=0.5)\n"
+        "torchslim.prune(build_model('mobilenet_v1', num_classes=10), torch.randn(1, 3, 32, 32), "
+        "target_flops=0.5)\n"
         "print(sorted(m for m in sys.modules if m.startswith('torchslim.')))\n"
     )
     run = subprocess.run(

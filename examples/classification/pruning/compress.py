@@ -25,8 +25,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description=__doc__,
         allow_abbrev=False,  # unknown flags pass through to torchslim unchanged
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Any other `torchslim compress` flag (--data, --checkpoint_path, --dry-run, --json, ...) is passed "
-        "through; see `torchslim compress --help`.",
+        epilog="Any other `torchslim compress` flag (--data, --checkpoint_path, --dry-run, --json, ...) is "
+        "passed through; see `torchslim compress --help`.",
     )
     parser.add_argument(
         "--use_gpu", choices=["True", "False"], help="Train on a GPU (default: when there is one)."

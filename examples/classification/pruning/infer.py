@@ -31,7 +31,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.model_name or args.params_name or args.use_gpu:
         print(
-            "note: --model_name/--params_name/--use_gpu are ignored; torchslim runs model.onnx in ONNX Runtime",
+            "note: --model_name/--params_name/--use_gpu are ignored; "
+            "torchslim runs model.onnx in ONNX Runtime",
             file=sys.stderr,
         )
     source = (
