@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_SIZE = 64
-# Input size for BN calibration when the pruning size is too small for a train-mode branch.
+# Input size for calibration and pruning when the wanted size is too small for a train-mode branch.
 CALIBRATION_FALLBACK_SIZE = 299
 # Relative tolerance of the independent oracle check (the pruner's own uses 1e-4 too).
 ORACLE_RTOL = 1e-4
@@ -146,10 +146,11 @@ def run_one(name: str, target: float, wanted_size: int, round_to: int) -> dict[s
         try:
             calibrate(model, size)
         except RuntimeError:
-            # Train-mode-only branches (inception_v3's auxiliary classifier) may need a larger
-            # input than the eval-mode network; statistics from a larger image serve as well.
-            calibrate(model, CALIBRATION_FALLBACK_SIZE)
-            result["calibrated_at"] = CALIBRATION_FALLBACK_SIZE
+            # Train-mode-only branches (inception_v3's auxiliary classifier) may need a larger input
+            # than the eval-mode network; pruning resizes them, so it runs at a size they accept.
+            size = CALIBRATION_FALLBACK_SIZE
+            calibrate(model, size)
+            result["input_size"] = size
         example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
         stage = "prune"
         pruned = prune(model, example, target_flops=target, round_to=round_to, verify=True)

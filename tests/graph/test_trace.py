@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.helpers.models import Head, conv_bn
-from tests.helpers.oracle import NUM_CLASSES, assert_oracle, group_of, prune_small
+from tests.helpers.oracle import NUM_CLASSES, group_of, prune_small
 from torchslim.errors import PruningError
 from torchslim.pruning.prune import analyze, prune
 
@@ -166,9 +166,8 @@ class LargeInputAux(nn.Module):
         return out
 
 
-def test_train_only_branch_too_small_for_the_input_is_pruned_on_the_eval_graph():
-    """The aux head cannot run at 8x8 even unpruned: the trace falls back to the eval graph, whose
-    channels are pruned (and compute the oracle's function); the head it cannot see keeps its sizes."""
+def test_train_only_branch_too_small_for_the_input_is_refused_with_its_layers_named():
+    """Pruning only the eval graph would leave the aux head unresized and the model broken in training."""
     torch.manual_seed(0)
     model = LargeInputAux().eval()
     x = torch.randn(2, 3, 8, 8)
@@ -177,26 +176,18 @@ def test_train_only_branch_too_small_for_the_input_is_pruned_on_the_eval_graph()
     with pytest.raises(RuntimeError):
         model.train()(x)  # train mode does not, before any pruning
     model.eval()
-    result = prune(model, x, target_flops=0.3, round_to=1)
-    assert abs(result.report.flops_reduction - 0.3) <= 0.01
-    assert result.model.stem[0].out_channels < 16
-    assert assert_oracle(model, result, x) > 1e-4
-    assert "aux_conv" not in result.report.channels and result.model.aux_conv.in_channels == 16
+    with pytest.raises(
+        PruningError, match=r"training-only layers of LargeInputAux \(aux_conv, aux_fc, aux_pool\)"
+    ):
+        prune(model, x, target_flops=0.3, round_to=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torchslim bug: when a train-only head cannot run at the example size, prune() falls back to the "
-    "eval graph and leaves the head unresized, so the pruned model fails in train mode at any input size "
-    "(it should resize the head or refuse with a clear error)",
-)
-def test_train_only_branch_too_small_for_the_input_is_resized_or_refused():
+def test_train_only_branch_is_resized_at_a_size_it_runs_at():
     torch.manual_seed(0)
     model = LargeInputAux().eval()
-    try:
-        result = prune(model, torch.randn(2, 3, 8, 8), target_flops=0.3, round_to=1)
-    except PruningError as error:  # a clear error naming the input would do
-        assert "input" in str(error)
-        return
-    aux_out = result.model.train()(torch.randn(2, 3, 32, 32))[1]  # large enough for the aux head
+    x = torch.randn(2, 3, 17, 17)  # the aux head's conv sees exactly 5x5
+    result = prune(model, x, target_flops=0.3, round_to=1, verify=True)
+    assert result.report.verified
+    assert result.model.aux_conv.in_channels == result.model.stem[0].out_channels < 16
+    aux_out = result.model.train()(x)[1]
     assert aux_out.shape == (2, NUM_CLASSES)

@@ -34,12 +34,9 @@ def trace_channels(model: nn.Module, example_input: torch.Tensor) -> tuple[Chann
     except Exception as error:
         if inference_layers is None:
             raise _cannot_run(model, example_input, error) from None
-        # train-only layers (e.g. an auxiliary head) that cannot run at this input size: use the eval graph
-        graph_module, inference_layers = _eval_trace(model), None
-        try:
-            _propagate_shapes(model, graph_module, example_input[:1])
-        except Exception as error:
-            raise _cannot_run(model, example_input, error) from None
+        raise _train_only_layers_cannot_run(
+            model, graph_module, inference_layers, example_input, error
+        ) from None
     graph = ChannelTracer(model, graph_module).run()
     if inference_layers is not None:
         for use in graph.uses:
@@ -48,7 +45,34 @@ def trace_channels(model: nn.Module, example_input: torch.Tensor) -> tuple[Chann
 
 
 def _cannot_run(model: nn.Module, example_input: torch.Tensor, error: Exception) -> PruningError:
-    return PruningError(f"cannot run {type(model).__name__} on input {tuple(example_input.shape)}: {error}")
+    return PruningError(
+        f"cannot run {type(model).__name__} on input {tuple(example_input.shape)}: {_root(error)}"
+    )
+
+
+def _root(error: BaseException) -> str:
+    """The first line of the error that started ``error`` (shape propagation wraps it in its own)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _train_only_layers_cannot_run(
+    model: nn.Module,
+    graph_module: fx.GraphModule,
+    inference_layers: set[str],
+    example_input,
+    error: Exception,
+) -> PruningError:
+    """Pruning on the eval graph alone would leave the training-only layers (an auxiliary head)
+    unresized, and the pruned model would fail in training: refuse and say which size to use."""
+    called = [str(n.target) for n in graph_module.graph.nodes if n.op == "call_module"]
+    train_only = sorted({name.split(".")[0] for name in called if name not in inference_layers})
+    return PruningError(
+        f"the training-only layers of {type(model).__name__} ({', '.join(train_only)}) cannot run on input "
+        f"{tuple(example_input.shape)} ({_root(error)}); pass an example input of a size the model trains at"
+    )
 
 
 def _symbolic_trace(model: nn.Module) -> tuple[fx.GraphModule, set[str] | None]:
@@ -68,11 +92,6 @@ def _symbolic_trace(model: nn.Module) -> tuple[fx.GraphModule, set[str] | None]:
             raise PruningError(
                 f"cannot trace {type(model).__name__} with torch.fx: {type(error).__name__}: {error}"
             ) from None
-
-
-def _eval_trace(model: nn.Module) -> fx.GraphModule:
-    with eval_mode(model):
-        return fx.symbolic_trace(model)
 
 
 def _propagate_shapes(model: nn.Module, graph_module: fx.GraphModule, example_input: torch.Tensor) -> None:
