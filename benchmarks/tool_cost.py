@@ -33,7 +33,7 @@ def phases(model, input_size: int, target: float, round_to: int) -> dict[str, fl
     t0 = clock()
     graph, _ = trace_channels(model, example)
     t1 = clock()
-    group_set = build_groups(graph, model)
+    group_set = build_groups(graph)
     select_groups(group_set, model, None)
     t2 = clock()
     scores = rank_units(group_set, model, "l1_norm")

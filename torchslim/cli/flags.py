@@ -14,10 +14,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from torchslim.config.schema import MAX_CLASSES, MAX_INPUT_SIZE
 from torchslim.criteria import CRITERIA
 
-MAX_INPUT_SIZE = 4096
-MAX_CLASSES = 100_000
 MAX_THREADS = 1024  # also the most data-loader worker processes
 MAX_TIMING_BATCH = 1024  # images in one timed call (bench latency, latency-aware planning)
 MAX_SEED = 2**32 - 1

@@ -33,6 +33,11 @@ from torchslim.config.validation import (
     to_plain,
 )
 
+# Far above any real use; they keep a mistyped number from asking for terabytes of memory (the CLI's
+# --input-size and --num-classes take the same bounds).
+MAX_INPUT_SIZE = 4096
+MAX_CLASSES = 100_000
+
 LR_STRATEGIES = ("piecewise_decay", "cosine_decay")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -101,8 +106,8 @@ class TrainConfig:
     total_images: int | None = spec(optional(as_int), None, doc="seed flag; accepted and ignored")
     model: str | None = spec(optional(as_str), None)
     data: str | None = spec(optional(as_str), None)
-    num_classes: int | None = spec(optional(as_int), None, check=POSITIVE_INT)
-    input_size: int | None = spec(optional(as_int), None, check=POSITIVE_INT)
+    num_classes: int | None = spec(optional(as_int), None, check=interval(1, MAX_CLASSES))
+    input_size: int | None = spec(optional(as_int), None, check=interval(1, MAX_INPUT_SIZE))
     device: str = spec(_device, "auto")
     seed: int = spec(as_int, 0, check=NON_NEGATIVE)
     train_limit: int | None = spec(optional(as_int), None, check=POSITIVE_INT)

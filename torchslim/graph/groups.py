@@ -102,7 +102,8 @@ class GroupInput:
         return self.use.module
 
 
-def build_groups(graph: ChannelGraph, model: nn.Module) -> GroupSet:
+def build_groups(graph: ChannelGraph) -> GroupSet:
+    """The channel groups of a traced model: sources that share a channel root form one group."""
     roots = graph.ids.roots()
     blocked = graph.ids.blocked_roots(roots)
     # Join sources that share a root: they form one group.

@@ -68,7 +68,7 @@ def analyze(
 ) -> GroupSet:
     """Trace ``model`` and return its groups, those not selected by ``pruned_params`` marked kept."""
     graph, _ = trace_channels(model, example_input)
-    group_set = build_groups(graph, model)
+    group_set = build_groups(graph)
     select_groups(group_set, model, pruned_params, aliases)
     return group_set
 

@@ -45,13 +45,13 @@ def initial_adapter(student_channels: int, teacher_channels: int, device: torch.
     return torch.zeros(teacher_channels, student_channels, device=device)
 
 
-def _average_gradient(param: torch.Tensor) -> None:
+def average_gradient(param: torch.Tensor) -> None:
     """DDP averages the wrapped model's gradients; adapters live outside it, so theirs are averaged here."""
     dist.all_reduce(param.grad)
     param.grad.div_(dist.get_world_size())
 
 
-def _capture(store: dict[str, torch.Tensor], name: str, *, training_only: bool):
+def capture(store: dict[str, torch.Tensor], name: str, *, training_only: bool):
     """A forward hook keeping the module's output; a plain closure, so deep copies of the model share it."""
 
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -61,9 +61,7 @@ def _capture(store: dict[str, torch.Tensor], name: str, *, training_only: bool):
     return hook
 
 
-def _output_shapes(
-    modules: dict[str, nn.Module], model: nn.Module, example: torch.Tensor
-) -> dict[str, tuple]:
+def output_shapes(modules: dict[str, nn.Module], model: nn.Module, example: torch.Tensor) -> dict[str, tuple]:
     """The output shape of each named module for ``example`` (eval mode, no gradient, modes restored)."""
     shapes: dict[str, tuple] = {}
 

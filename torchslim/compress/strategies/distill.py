@@ -33,11 +33,11 @@ from torchslim.config.messages import config_context, did_you_mean, short_repr
 from torchslim.errors import CheckpointError, ConfigError, ModelError
 from torchslim.models import build_model, load_model, load_pretrained, save_model
 from torchslim.recovery.distillation import (
-    _average_gradient,
-    _capture,
-    _output_shapes,
     adapt,
+    average_gradient,
+    capture,
     initial_adapter,
+    output_shapes,
     soft_label_loss,
 )
 
@@ -159,8 +159,8 @@ class DistillationStrategy(Strategy):
         """Give every feature map an adapter of the right shape, and hook the outputs of both models."""
         self._detach()
         example = context.example_input
-        student = _output_shapes(self._modules(context.model), context.model, example)
-        teacher = _output_shapes(self._modules(self.teacher), self.teacher, example)
+        student = output_shapes(self._modules(context.model), context.model, example)
+        teacher = output_shapes(self._modules(self.teacher), self.teacher, example)
         adapters = {}
         for name in self.distiller.feature_maps:
             s, t = student[name], teacher[name]
@@ -177,14 +177,14 @@ class DistillationStrategy(Strategy):
         for role, model in (("student", context.model), ("teacher", self.teacher)):
             store = self._features[role]
             for name, module in self._modules(model).items():
-                hook = _capture(store, name, training_only=role == "student")
+                hook = capture(store, name, training_only=role == "student")
                 self._handles.append(module.register_forward_hook(hook))
 
     @staticmethod
     def _parameter(weight: torch.Tensor) -> nn.Parameter:
         param = nn.Parameter(weight)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            param.register_post_accumulate_grad_hook(_average_gradient)
+            param.register_post_accumulate_grad_hook(average_gradient)
         return param
 
     def _detach(self) -> None:
