@@ -1,28 +1,21 @@
 """Criteria that need data: channel scores from activations (and gradients) over a few batches.
 
-Removing a unit of a group means its channels vanish from the inputs of every
-conv / linear layer that consumes them (the correctness oracle zeroes exactly
-those input positions). So these criteria measure the *input positions of the
-consumer layers*, which is what pruning really takes away:
+Pruning a unit removes its channels from the inputs of every layer that consumes them, so these
+criteria measure those consumers' input positions:
 
-- ``taylor``: the first-order Taylor estimate of the loss change when a channel
-  is zeroed (Molchanov et al., 2017): per sample ``|sum over space of a * dL/da|``,
-  summed over samples and batches. Scores of several consumers of one unit add
-  up raw, since they are estimates of one quantity (loss change).
-- ``activation_mean``: mean ``|a|`` per channel; a channel that is usually near
-  zero carries little. Each consumer's scores are divided by their mean before
-  they are summed, like the weight criteria.
+- ``taylor``: the first-order Taylor estimate of the loss change when a channel is zeroed (Molchanov
+  et al., 2017), ``|sum over space of a * dL/da|`` summed over samples; consumers' scores add up raw.
+- ``activation_mean``: mean ``|a|`` per channel, each consumer's scores divided by their mean.
 
-A data criterion is two steps, so that whoever owns the data (a strategy, the
-compressor, the ``sensitivity`` command) feeds it batches before scoring::
+Whoever owns the data feeds the batches first, then scores as for any criterion::
 
     prepare_data_criterion(model, "taylor", islice(train_loader, 8), device=device)
-    scores = score_group(group_set, group, model, "taylor")   # reads what was prepared
+    scores = score_group(group_set, group, model, "taylor")
 
-The prepared per-layer scores are kept per model object (weakly, so they go
-away with the model). Scoring a layer whose input width changed since (the model
-was pruned) or a model never prepared raises :class:`PruningError`.
+The prepared scores are kept weakly per model object; scoring an unprepared or since-pruned model
+raises :class:`PruningError`.
 """
+
 
 from __future__ import annotations
 

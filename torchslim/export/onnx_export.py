@@ -1,30 +1,13 @@
 """Export a PyTorch classifier to a single, verified ONNX file.
 
-Exporter choice
----------------
-torch offers two exporters behind ``torch.onnx.export``:
-
-* ``dynamo=False``: the TorchScript-tracing exporter. It is fast, writes one
-  self-contained file, and its ops for conv nets (Conv, BN folded into Conv, Gemm,
-  pooling, Flatten) have been stable for years. It is deprecated upstream and emits a
-  ``DeprecationWarning``, which we silence.
-* ``dynamo=True`` (the default in torch >= 2.9): goes through ``torch.export`` and
-  onnxscript. It is much slower, prints progress lines unless ``verbose=False``, and
-  writes weights to a separate ``.data`` file unless ``external_data=False``.
-
-Both produce outputs matching PyTorch, so ``exporter="auto"`` (the default) uses the
-TorchScript exporter for speed and maturity and falls back to the dynamo exporter when
-it fails (or when a future torch removes it). Either exporter can be forced with
-``exporter="torchscript"`` or ``exporter="dynamo"``.
-
-Safety
-------
-The model is serialised in memory, checked with ``onnx.checker``, verified against
-PyTorch with ONNX Runtime and only then written: to a temporary file in the target's
-directory that is fsynced and moved over the target with ``os.replace``. A crash or
-kill therefore never leaves a half-written ``.onnx``, and a model that fails export or
-verification never replaces an existing file at ``path``.
+``exporter="auto"`` uses torch's TorchScript exporter (fast, one self-contained file, stable conv-net
+ops; its deprecation warning is silenced) and falls back to the dynamo exporter (``torch.export`` and
+onnxscript) when it fails; either can be forced. The model is serialised in memory, checked with
+``onnx.checker`` and verified against PyTorch in ONNX Runtime before anything is written, then moved
+over the target from an fsynced temporary file: a kill never leaves a half-written ``.onnx``, and a
+failed export never replaces an existing one.
 """
+
 
 from __future__ import annotations
 

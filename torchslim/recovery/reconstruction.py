@@ -1,33 +1,17 @@
 """Layer reconstruction: refit the layers that lost input channels so they reproduce the unpruned outputs.
 
-Batch-norm re-estimation repairs the statistics a pruned network normalises
-with, but a layer that lost half of its input channels still computes a
-different function. Its inputs are correlated, so much of what the removed
-channels carried can be re-expressed through the kept ones: for every
-convolution (``groups == 1``) or linear layer whose input channels were cut, solve
-a least-squares problem on a few training batches,
+BN re-estimation repairs the statistics, but a layer that lost input channels still computes another
+function; its inputs are correlated, so much of what the removed channels carried can be re-expressed
+through the kept ones. Each conv (``groups == 1``) or linear layer that lost inputs is refitted, in the
+order the layers run, by ridge least squares on a few training batches:
 
-    W = argmin || Y_unpruned - X_pruned W ||^2 + lambda || W - W_kept ||^2,
+    W = argmin || Y_unpruned - X_pruned W ||^2 + lambda || W - W_kept ||^2
 
-where ``X_pruned`` are the layer's input patches in the *pruned* network (so
-errors from earlier layers are compensated too) and ``Y_unpruned`` its outputs in
-the unpruned network on the same images, at the kept output channels. The ridge
-term pulls towards the plain pruned weights, so with little data the layer
-stays what pruning made it. Statistics are accumulated as second moments
-(no activation is kept), on a random subset of output positions per batch.
-
-Layers are refitted one at a time in the order they run. The fitted intercept
-goes into the layer's bias; a layer without one usually feeds a batch norm
-directly, whose running mean takes it (and whose statistics become the unpruned
-norm's again, since its input now matches the unpruned one). Otherwise it is
-dropped. Only refitted layers' weights and those norms' running statistics
-change; the pruned model's architecture (and so its saved form) is untouched.
-
-Where it runs: after every pruning step of the compressor's strategies (after
-BN re-estimation, ``train.reconstruction_batches``) and in ``torchslim prune
---data``. Sensitivity scans and the auto search score their many candidates
-after BN re-estimation only; reconstruction runs once, on the plan they choose.
+with inputs from the *pruned* network (earlier errors are compensated) and outputs of the unpruned one,
+accumulated as second moments on sampled output positions. The intercept goes into the bias, or into
+the running mean of the batch norm the layer feeds. The architecture never changes.
 """
+
 
 from __future__ import annotations
 
