@@ -211,7 +211,9 @@ def test_distillers_quantizers_kept_raw_and_quantization_strategy_rejected():
     assert "strategies.quant.class" in str(error) and "quantization is not supported" in str(error)
 
 
-@pytest.mark.parametrize(("key", "value"), [("input_size", 4097), ("num_classes", 100_001), ("input_size", 0)])
+@pytest.mark.parametrize(
+    ("key", "value"), [("input_size", 4097), ("num_classes", 100_001), ("input_size", 0)]
+)
 def test_train_sizes_that_would_exhaust_memory_are_config_errors(key, value):
     data = {"compressor": {"epoch": 1, "strategies": []}, "train": {key: value}}
     with pytest.raises(ConfigError, match=rf"train\.{key}: must be in \[1, "):

@@ -16,7 +16,6 @@ The prepared scores are kept weakly per model object; scoring an unprepared or s
 raises :class:`PruningError`.
 """
 
-
 from __future__ import annotations
 
 import weakref

@@ -8,7 +8,6 @@ over the target from an fsynced temporary file: a kill never leaves a half-writt
 failed export never replaces an existing one.
 """
 
-
 from __future__ import annotations
 
 import contextlib

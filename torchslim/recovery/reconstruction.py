@@ -12,7 +12,6 @@ accumulated as second moments on sampled output positions. The intercept goes in
 the running mean of the batch norm the layer feeds. The architecture never changes.
 """
 
-
 from __future__ import annotations
 
 import time
