@@ -253,16 +253,10 @@ def _payload(args: argparse.Namespace, loaded: LoadedModel, result, accuracy: di
     report = result.report
     payload = {
         "model": loaded.name,
-        "macs_before": report.macs_before,
-        "macs_after": report.macs_after,
-        "params_before": report.params_before,
-        "params_after": report.params_after,
-        "flops_reduction": report.flops_reduction,
+        **report.totals(),
         "verified": report.verified,
         "max_abs_diff": report.max_abs_diff,
-        "groups_pruned": report.groups_pruned,
         "groups_skipped": report.groups_skipped,
-        "seconds": report.seconds,
         "round_to": args.round_to,
         "align": args.align,
         "output": args.output,

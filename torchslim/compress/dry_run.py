@@ -8,6 +8,7 @@ from typing import Any
 
 from torchslim.compress.compressor import Compressor
 from torchslim.compress.param_check import check_pruned_params
+from torchslim.graph import matching_params
 from torchslim.pruning.prune import prune
 
 
@@ -21,12 +22,7 @@ def plan_strategies(compressor: Compressor) -> list[dict[str, Any]]:
         if not hasattr(strategy, "pruned_params"):
             continue
         pruner = compressor.config.pruner_of(strategy)
-        pattern = re.compile(strategy.pruned_params)
-        matched = [
-            n
-            for n, _ in model.named_parameters()
-            if pattern.match(n) or pattern.match(context.aliases.get(n, "\0"))
-        ]
+        matched = matching_params(model, re.compile(strategy.pruned_params), context.aliases)
         target = getattr(strategy, "target_ratio", None) or strategy.max_ratio
         result = prune(
             copy.deepcopy(model),

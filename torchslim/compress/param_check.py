@@ -8,19 +8,16 @@ from torch import nn
 
 from torchslim.config import SlimConfig
 from torchslim.config.messages import config_context
+from torchslim.graph import matching_params, param_name_sample
 
 
 def check_pruned_params(config: SlimConfig, model: nn.Module, aliases: dict[str, str]) -> None:
     """A ConfigError at ``strategies.<name>.pruned_params`` when an active strategy's regex
     matches no parameter name (nor seed alias) of ``model``: found before training, not at start_epoch."""
-    names = [n for n, _ in model.named_parameters()]
     for strategy in config.active_strategies():
         pattern = getattr(strategy, "pruned_params", None)
-        if pattern is None:
+        if pattern is None or matching_params(model, re.compile(pattern), aliases):
             continue
-        regex = re.compile(pattern)
-        if any(regex.match(n) or (n in aliases and regex.match(aliases[n])) for n in names):
-            continue
-        sample = ", ".join(f"{n} ({aliases[n]})" if n in aliases else n for n in names[:6])
+        sample = param_name_sample(model, aliases)
         problem = f"{pattern!r} matches no parameter of the model; names look like: {sample}, ..."
         raise config_context(config).error(("strategies", strategy.name, "pruned_params"), problem)

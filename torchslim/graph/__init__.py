@@ -1,7 +1,15 @@
 """Tracing a model, its channel dependency groups, the surgery that removes channels, and the oracle."""
 
 from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
-from .groups import Group, GroupInput, GroupSet, build_groups, select_groups
+from .groups import (
+    Group,
+    GroupInput,
+    GroupSet,
+    build_groups,
+    matching_params,
+    param_name_sample,
+    select_groups,
+)
 from .oracle import compare_outputs, oracle_reference
 from .surgery import apply_plan, plan_macs, removed_mask
 from .trace import trace_channels
@@ -19,6 +27,8 @@ __all__ = [
     "oracle_reference",
     "plan_macs",
     "removed_mask",
+    "matching_params",
+    "param_name_sample",
     "select_groups",
     "trace_channels",
 ]

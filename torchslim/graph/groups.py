@@ -163,6 +163,18 @@ def _collect_members(group_set: GroupSet) -> None:
 _MEMBER_ROLES = {"conv": "consumer", "linear": "consumer", "depthwise": "depthwise", "norm": "norm"}
 
 
+def matching_params(model: nn.Module, pattern: re.Pattern, aliases: dict[str, str]) -> list[str]:
+    """Parameter names that ``pattern`` matches (``re.match``) by PyTorch name or by seed alias."""
+    names = [n for n, _ in model.named_parameters()]
+    return [n for n in names if pattern.match(n) or (n in aliases and pattern.match(aliases[n]))]
+
+
+def param_name_sample(model: nn.Module, aliases: dict[str, str], count: int = 6) -> str:
+    """The first parameter names, with their seed aliases, for a message that the regex matched none."""
+    names = [n for n, _ in model.named_parameters()][:count]
+    return ", ".join(f"{n} ({aliases[n]})" if n in aliases else n for n in names)
+
+
 def select_groups(
     group_set: GroupSet,
     model: nn.Module,
@@ -182,12 +194,11 @@ def select_groups(
     except re.error as error:
         raise PruningError(f"pruned_params {pruned_params!r} is not a valid regex: {error}") from None
     aliases = aliases or {}
-    names = [n for n, _ in model.named_parameters()]
-    matched = {n for n in names if pattern.match(n) or (n in aliases and pattern.match(aliases[n]))}
+    matched = set(matching_params(model, pattern, aliases))
     if not matched:
-        sample = ", ".join(f"{n} ({aliases[n]})" if n in aliases else n for n in names[:6])
         raise PruningError(
-            f"pruned_params {pruned_params!r} matches no parameter; names look like: {sample}, ..."
+            f"pruned_params {pruned_params!r} matches no parameter; names look like: "
+            f"{param_name_sample(model, aliases)}, ..."
         )
     for group in group_set.groups:
         defining = group.sources + group.members.get("depthwise", [])

@@ -28,14 +28,14 @@ from torchslim.latency.calibration import (
     Score,
     calibrated_minimize,
 )
-from torchslim.latency.cost import LatencyModel
+from torchslim.latency.cost import CalibratedLatencyModel, LatencyModel
 from torchslim.latency.machine import DEFAULT_THREADS
 from torchslim.latency.ort_profile import CalibrationError
 from torchslim.latency.table import LatencyTable
 from torchslim.pruning.exchange import minimize_cost
 from torchslim.pruning.plan import Plan, PlanBuilder
 from torchslim.pruning.planner import PlanRequest
-from torchslim.pruning.search import search_cost, search_uniform
+from torchslim.pruning.search import search_uniform
 
 
 @dataclass
@@ -108,11 +108,11 @@ class LatencyPlanner:
         builder, blocks = _aligned_builder(request, table, options.align)
         input_size = int(request.example_input.shape[-1])
         latency = LatencyModel(request.group_set, request.model, input_size, table, options.batch_size)
-        outcome = _Outcome(latency, latency.base())
+        outcome = _Outcome(latency)
         if request.target_flops is not None:
             outcome = self._macs_target_plan(request, builder, latency, table)
         if self.latency_target is not None and not outcome.reaches(self.latency_target, request.tolerance):
-            outcome.plan = search_cost(builder, outcome.latency, self.latency_target, request.tolerance)
+            outcome.plan = search_uniform(builder, self.latency_target, request.tolerance, outcome.latency)
         if self.score is not None and outcome.calibration is None:
             warnings.warn(
                 "the plan score was not used: only a calibrated MACs-target plan has measured "
@@ -128,7 +128,7 @@ class LatencyPlanner:
         """The uniform MACs-target plan, then the exchange that lowers its (calibrated) latency."""
         options, target, tolerance = self.options, request.target_flops, request.tolerance
         uniform = search_uniform(builder, target, tolerance)
-        outcome = _Outcome(latency, latency.base(), uniform_ms=latency.estimate(uniform.mask))
+        outcome = _Outcome(latency, uniform_ms=latency.estimate(uniform.mask))
         calibrate = options.calibrate if options.calibrate is not None else options.runtime == "onnxruntime"
         problem = LatencyProblem(builder, latency, request.model, target, tolerance, options.spread)
         if calibrate:
@@ -144,7 +144,7 @@ class LatencyPlanner:
                 outcome.calibration_error = str(error)
             else:
                 calibrated_uniform = calibrated.estimate(uniform.mask)
-                return _Outcome(calibrated, calibrated.base(), calibrated_uniform, plan, info)
+                return _Outcome(calibrated, calibrated_uniform, plan, info)
         outcome.plan = minimize_cost(builder, latency, uniform, target, tolerance, spread=options.spread)
         return outcome
 
@@ -153,8 +153,7 @@ class LatencyPlanner:
 class _Outcome:
     """The plan so far, the cost model it was judged by, and what calibration said."""
 
-    latency: LatencyModel
-    base_ms: float
+    latency: LatencyModel | CalibratedLatencyModel
     uniform_ms: float | None = None
     plan: Plan | None = None
     calibration: CalibrationInfo | None = None
@@ -163,7 +162,7 @@ class _Outcome:
     def reaches(self, latency_target: float, tolerance: float) -> bool:
         if self.plan is None:
             return False
-        return 1.0 - self.latency.estimate(self.plan.mask) / self.base_ms >= latency_target - tolerance
+        return self.latency.reduction(self.plan) >= latency_target - tolerance
 
     def info(
         self, options: LatencyOptions, table: LatencyTable, blocks: dict[str, int], measured: int
@@ -179,7 +178,7 @@ class _Outcome:
             threads=table.threads,
             batch_size=options.batch_size,
             blocks=blocks,
-            estimated_base_ms=self.base_ms,
+            estimated_base_ms=self.latency.base(),
             estimated_uniform_ms=self.uniform_ms,
             estimated_ms=self.latency.estimate(self.plan.mask),
             table_path=str(table.path),

@@ -31,6 +31,16 @@ from torchslim.pruning.counting import channel_counts, count_params
 from torchslim.pruning.plan import Plan
 from torchslim.pruning.planner import DEFAULT_ROUND_TO, MacsPlanner, Planner, PlanRequest
 
+TOTALS = (
+    "macs_before",
+    "macs_after",
+    "params_before",
+    "params_after",
+    "flops_reduction",
+    "groups_pruned",
+    "seconds",
+)
+
 
 @dataclass
 class PruneReport:
@@ -49,6 +59,10 @@ class PruneReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def totals(self) -> dict:
+        """The counts every caller reports of a prune (the CLI's payload, a strategy's event)."""
+        return {key: getattr(self, key) for key in TOTALS}
 
 
 @dataclass

@@ -9,13 +9,16 @@ from torchslim.pruning.cost import CostModel, MacsCost
 from torchslim.pruning.plan import Plan, PlanBuilder
 
 
-def search_uniform(builder: PlanBuilder, target: float, tolerance: float = 0.01) -> Plan:
-    """One ratio for all groups, bisected, then nudged to land within ``tolerance`` of ``target``."""
+def search_uniform(
+    builder: PlanBuilder, target: float, tolerance: float = 0.01, cost: CostModel | None = None
+) -> Plan:
+    """One ratio for all groups, bisected, then nudged until ``cost`` (MACs by default) drops by
+    ``target`` within ``tolerance``."""
 
     def plan_for(ratio: float) -> Plan:
         return builder.build({g: builder.aligned(g, n * (1.0 - ratio)) for g, n in builder.sizes.items()})
 
-    return _bisect_then_nudge(builder, plan_for, target, tolerance)
+    return _bisect_then_nudge(builder, plan_for, target, tolerance, cost)
 
 
 def search_global(
@@ -53,15 +56,6 @@ def search_scaled(
         return builder.build(keep)
 
     return _bisect_then_nudge(builder, plan_for, target, tolerance)
-
-
-def search_cost(builder: PlanBuilder, cost: CostModel, target: float, tolerance: float = 0.01) -> Plan:
-    """One ratio for all groups, bisected (then nudged) until ``cost`` drops by ``target``."""
-
-    def plan_for(ratio: float) -> Plan:
-        return builder.build({g: builder.aligned(g, n * (1.0 - ratio)) for g, n in builder.sizes.items()})
-
-    return _bisect_then_nudge(builder, plan_for, target, tolerance, cost)
 
 
 def _bisect_then_nudge(

@@ -82,17 +82,7 @@ class UniformPruneStrategy(Strategy):
         )
         self.done = True
         report = result.report
-        event = {
-            "strategy": self.name,
-            "epoch": context.epoch,
-            "macs_before": report.macs_before,
-            "macs_after": report.macs_after,
-            "params_before": report.params_before,
-            "params_after": report.params_after,
-            "flops_reduction": report.flops_reduction,
-            "groups_pruned": report.groups_pruned,
-            "seconds": report.seconds,
-        }
+        event = {"strategy": self.name, "epoch": context.epoch, **report.totals()}
         calibration = getattr(result.plan_info, "calibration", None)
         if calibration:  # which measured plan a latency-aware prune kept, and why
             keys = ("chosen", "chosen_by", "measured_speedup", "scores", "error")
