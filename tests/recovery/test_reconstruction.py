@@ -8,6 +8,8 @@ import json
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -19,7 +21,14 @@ from torchslim.cli.main import main
 from torchslim.compress.compressor import CompressionSummary, ModelStats
 from torchslim.graph import apply_plan, removed_mask
 from torchslim.pruning.prune import analyze, prune
-from torchslim.recovery.reconstruction import kept_output_channels, reconstruct, refittable_layers
+from torchslim.recovery.lockstep import Lockstep
+from torchslim.recovery.reconstruction import (
+    input_rows,
+    kept_output_channels,
+    reconstruct,
+    refittable_layers,
+    rows_for,
+)
 
 
 class TwoConvs(nn.Module):
@@ -227,3 +236,40 @@ def test_ranks_fit_on_the_data_of_all_ranks_and_agree(tmp_path):
     for key in ("second.weight", "norm.running_mean"):
         assert torch.equal(results[0][key], results[1][key]), key  # every rank writes the same weights
         torch.testing.assert_close(results[0][key], fits[2][key])  # fitted on both ranks' images together
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    size=st.tuples(st.integers(7, 12), st.integers(7, 12)),
+)
+def test_gathered_patches_are_the_rows_of_a_full_unfold(kernel, stride, dilation, padding, size):
+    conv = nn.Conv2d(3, 2, kernel, stride=stride, padding=padding, dilation=dilation)
+    x = torch.randn(2, 3, *size)
+    cols = torch.nn.functional.unfold(x, kernel, dilation, padding, stride)
+    every_row = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    rows = torch.randperm(every_row.shape[0], generator=torch.Generator().manual_seed(0))[:7].sort().values
+    torch.testing.assert_close(input_rows(conv, x, rows), every_row[rows], rtol=0, atol=0)
+
+
+def test_rows_per_layer_shrink_for_wide_layers_but_never_below_one_per_feature():
+    assert rows_for(64, 40960) == 40960  # narrow: the cap
+    wide = rows_for(2000, 40960)
+    assert 2000 <= wide < 40960 and wide * 2000**2 <= 2**33
+    assert rows_for(5000, 40960) == 5000  # widest: one row per feature
+
+
+def test_the_memory_budget_bounds_the_images_and_the_fit_still_helps():
+    model = recoverable_model()
+    pruned, group_set, mask = cut_units(model, [6, 7])
+    full = reconstruct(model, copy.deepcopy(pruned), [images()], group_set=group_set, mask=mask)
+    per_image = Lockstep(model, pruned).live_bytes_per_image(images(1))
+    small = reconstruct(
+        model, pruned, [images()], group_set=group_set, mask=mask, memory_budget=10 * per_image
+    )
+    assert full.images == 64 and small.images == 10
+    before, after = small.layers["second"]
+    assert after < 0.1 * before

@@ -218,11 +218,13 @@ def _recover_accuracy(args: argparse.Namespace, pruned, original, data: DataBund
             num_batches=args.reconstruct_batches,
         )
         log(
-            f"reconstructed {len(report.layers)} layers on {report.batches} training batches in "
+            f"reconstructed {len(report.layers)} layers on {report.images} images "
+            f"({report.batches} training batches) in "
             f"{report.seconds:.2f} s (mean relative output error {report.mean_error_before:.3f} -> "
             f"{report.mean_error_after:.3f})"
         )
         result["reconstruction_batches"] = report.batches
+        result["reconstruction_images"] = report.images
         result["reconstructed_layers"] = len(report.layers)
         result["top1_after_reconstruction"] = evaluate(model, data.val_loader).top1
     return result

@@ -182,6 +182,7 @@ class Compressor:
         )
         return {
             "batches": report.batches,
+            "images": report.images,
             "layers": len(report.layers),
             "error_before": report.mean_error_before,
             "error_after": report.mean_error_after,

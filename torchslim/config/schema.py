@@ -127,7 +127,8 @@ class TrainConfig:
         10,
         check=NON_NEGATIVE,
         doc="training batches to refit, after each pruning step, the layers that lost input channels "
-        "(torchslim.recovery.reconstruction); 0: off",
+        "on, at most as many images as fit in its memory budget (torchslim.recovery.reconstruction); "
+        "0: off",
     )
 
 

@@ -8,13 +8,16 @@ order the layers run, by ridge least squares on a few training batches:
     W = argmin || Y_unpruned - X_pruned W ||^2 + lambda || W - W_kept ||^2
 
 with inputs from the *pruned* network (earlier errors are compensated) and outputs of the unpruned one,
-accumulated as second moments on sampled output positions. The intercept goes into the bias, or into
-the running mean of the batch norm the layer feeds. The architecture never changes.
+accumulated as second moments on output positions sampled from all images. Both networks are stepped
+node by node together (:mod:`.lockstep`), so the whole refit costs one forward pass of each, whatever
+the number of layers. The intercept goes into the bias, or into the running mean of the batch norm
+the layer feeds. The architecture never changes.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -29,9 +32,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torchslim.graph import DENSE_ROLES, GroupSet
 from torchslim.nn import eval_mode
 
+from .lockstep import Lockstep
+
 DEFAULT_RECONSTRUCTION_BATCHES = 10
-DEFAULT_POSITIONS_PER_BATCH = 4096
+DEFAULT_ROWS_PER_LAYER = 40960  # output positions each layer is fitted on
+DEFAULT_MEMORY_BUDGET = 2**30  # bytes of activations both models may hold while stepping (see lockstep)
 DEFAULT_RIDGE = 1e-2
+_CHUNK = 32  # images per forward call
+_MOMENT_BUDGET = 2**33  # multiply-adds of one layer's second moments (see rows_for)
 
 
 @dataclass
@@ -41,6 +49,7 @@ class ReconstructionReport:
     batches: int = 0
     seconds: float = 0.0
     layers: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (error before, after)
+    images: int = 0
 
     @property
     def mean_error_before(self) -> float:
@@ -136,8 +145,7 @@ class _Moments:
         cxy = self.sxy / n - torch.outer(mx, my)
         var_y = (self.syy / n - my * my).sum().clamp_min(1e-12)
         lam = ridge * cxx.diagonal().mean().clamp_min(1e-12)
-        eye = torch.eye(cxx.shape[0], dtype=cxx.dtype)
-        w = torch.linalg.solve(cxx + lam * eye, cxy + lam * w0)
+        w = _solve_positive_definite(cxx + lam * torch.eye(cxx.shape[0], dtype=cxx.dtype), cxy + lam * w0)
 
         def error(weights: torch.Tensor) -> float:  # centred residual variance over output variance
             residual = (
@@ -148,41 +156,28 @@ class _Moments:
         return w, my - mx @ w, error(w0), error(w)
 
 
-_UNFOLD_BUDGET = 2**25  # elements of one unfolded input (128 MiB in float32): bounds memory at 224x224
+def _solve_positive_definite(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Solve by Cholesky (half the work of LU); a ridge-shifted covariance is positive definite, and
+    when rounding says otherwise the general solver takes over."""
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    if int(info) == 0:
+        return torch.cholesky_solve(rhs, factor)
+    return torch.linalg.solve(matrix, rhs)
 
 
-def _rows(
-    module: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    keep: np.ndarray,
-    limit: int,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Matching (positions, features) inputs and (positions, kept outputs) of a batch, at most ``limit`` rows.
+def rows_for(features: int, rows_per_layer: int) -> int:
+    """How many output positions a layer with ``features`` inputs is fitted on.
 
-    For a convolution every output position is one row: its input patch and its
-    output channels. Images are subsampled first so the unfolded input stays small.
-    """
-    if isinstance(module, nn.Linear):
-        inputs, outputs = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
-    else:
-        positions = y.shape[-2] * y.shape[-1]
-        images = max(1, min(x.shape[0], _UNFOLD_BUDGET // max(positions * _feature_count(module), 1)))
-        x, y = x[:images], y[:images]
-        cols = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
-        inputs = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-        outputs = y.permute(0, 2, 3, 1).reshape(-1, y.shape[1])
-    outputs = outputs[:, torch.from_numpy(keep).to(outputs.device)]
-    if inputs.shape[0] > limit:
-        rows = torch.randperm(inputs.shape[0], generator=generator)[:limit].to(inputs.device)
-        inputs, outputs = inputs[rows], outputs[rows]
-    return inputs, outputs
+    The second moments cost rows x features^2 multiply-adds: ``rows_per_layer`` rows
+    while that stays under ``_MOMENT_BUDGET``, fewer for the widest layers, but never
+    fewer than one per feature (with the ridge to the kept weights the fit stays well posed)."""
+    affordable = _MOMENT_BUDGET // max(features * features, 1)
+    return int(min(rows_per_layer, max(affordable, features)))
 
 
 @dataclass(frozen=True)
 class _FitSettings:
-    positions_per_batch: int
+    rows_per_layer: int
     ridge: float
     generator: torch.Generator
     sum_over_ranks: bool
@@ -198,7 +193,8 @@ def reconstruct(
     group_set: GroupSet,
     mask: np.ndarray,
     num_batches: int = DEFAULT_RECONSTRUCTION_BATCHES,
-    positions_per_batch: int = DEFAULT_POSITIONS_PER_BATCH,
+    rows_per_layer: int = DEFAULT_ROWS_PER_LAYER,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
     ridge: float = DEFAULT_RIDGE,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -208,129 +204,160 @@ def reconstruct(
 
     ``group_set`` and ``mask`` are the analysis and plan that turned ``original``
     into ``pruned`` (:class:`torchslim.pruning.PruneResult` holds both). Both models
-    run in eval mode on the first ``num_batches`` of ``loader`` (held in memory
-    meanwhile); their modes are restored afterwards. A refit is kept only where it
-    lowers the layer's output error on the data it was fitted on. With ``distributed``
-    and an initialised process group, the statistics are summed over ranks before each
-    solve, so every rank writes the same weights (every rank must call this).
-    ``DistributedDataParallel`` wrappers are looked through.
+    run in eval mode on the images of the first ``num_batches`` of ``loader``, at most
+    as many as fit in ``memory_budget`` bytes of activations (both models' live tensors
+    are held for all images at once); their modes are restored afterwards. Each layer is
+    fitted on at most ``rows_per_layer`` output positions drawn at random from all images.
+    A refit is kept only where it lowers the layer's output error on the data it was
+    fitted on. With ``distributed`` and an initialised process group, the statistics are
+    summed over ranks before each solve, so every rank writes the same weights (every rank
+    must call this). ``DistributedDataParallel`` wrappers are looked through.
     """
     started = time.perf_counter()
     original, pruned = _unwrap(original), _unwrap(pruned)
     names = refittable_layers(original, pruned)
     if not names or num_batches <= 0:
         return ReconstructionReport()
-    device = torch.device(device)
-    with torch.random.fork_rng(devices=[]):  # augmentations drawn here leave a seeded run's RNG as it was
-        batches = [
-            (b[0] if isinstance(b, list | tuple) else b).to(device) for b in islice(loader, num_batches)
-        ]
     kept_out = kept_output_channels(group_set, mask)
     names = [n for n in names if n in kept_out]  # layers the trace saw (it knows their kept outputs)
-    if not batches or not names:
-        return ReconstructionReport()
-    multi_rank = distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    settings = _FitSettings(
-        positions_per_batch, ridge, torch.Generator().manual_seed(seed), multi_rank, device
-    )
+    device = torch.device(device)
     with eval_mode(original), eval_mode(pruned):
-        layers = _refit_in_order(original, pruned, names, batches, kept_out, settings)
-    return ReconstructionReport(len(batches), time.perf_counter() - started, layers)
+        stepper = Lockstep(original, pruned)
+        batches, images = _draw_images(loader, num_batches, stepper, memory_budget, device)
+        if not images or not names:
+            return ReconstructionReport()
+        settings = _FitSettings(
+            rows_per_layer, ridge, torch.Generator().manual_seed(seed), _multi_rank(distributed), device
+        )
+        layers = _refit_in_order(original, pruned, stepper, _chunks(images), names, kept_out, settings)
+    count = sum(len(chunk) for chunk in images)
+    return ReconstructionReport(batches, time.perf_counter() - started, layers, count)
+
+
+def _multi_rank(distributed: bool) -> bool:
+    return distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _draw_images(
+    loader: Any, num_batches: int, stepper: Lockstep, memory_budget: int, device: torch.device
+) -> tuple[int, list[torch.Tensor]]:
+    """The first ``num_batches`` batches' images, cut to what ``memory_budget`` holds; how many batches
+    were drawn. Batches are drawn only while images are still wanted."""
+    drawn: list[torch.Tensor] = []
+    limit = None
+    with torch.random.fork_rng(devices=[]):  # augmentations drawn here leave a seeded run's RNG as it was
+        for batch in islice(loader, num_batches):
+            images = (batch[0] if isinstance(batch, list | tuple) else batch).to(device)
+            if limit is None:
+                limit = max(1, memory_budget // max(stepper.live_bytes_per_image(images[:1]), 1))
+            drawn.append(images[: limit - sum(len(d) for d in drawn)])
+            if sum(len(d) for d in drawn) >= limit:
+                break
+    return len(drawn), [d for d in drawn if len(d)]
+
+
+def _chunks(batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The images regrouped in chunks of at most ``_CHUNK`` (one op's temporaries stay small)."""
+    images = torch.cat(batches) if len(batches) > 1 else batches[0]
+    return list(images.split(_CHUNK))
 
 
 def _refit_in_order(
     original: nn.Module,
     pruned: nn.Module,
+    stepper: Lockstep,
+    chunks: list[torch.Tensor],
     names: list[str],
-    batches: list[torch.Tensor],
     kept_out: dict[str, np.ndarray],
     settings: _FitSettings,
 ) -> dict[str, tuple[float, float]]:
-    """Refit ``names`` one at a time in the order they run, so each sees inputs already corrected
-    upstream (a forward pass stops at the layer it feeds); each layer's error (before, after)."""
+    """Refit ``names`` one at a time in the order they run, each on inputs already corrected upstream;
+    each layer's error (before, after)."""
     originals, pruneds = dict(original.named_modules()), dict(pruned.named_modules())
-    order, norms = _execution_order(pruned, names, batches[0][:1])
     layers = {}
-    for name in order:
-        layer, keep = pruneds[name], kept_out[name]
+    for stop in stepper.stops(chunks, set(names)):
+        layer, keep = pruneds[stop.name], kept_out[stop.name]
         moments = _Moments(_feature_count(layer), len(keep))
-        for images in batches:
-            x = _run_until(pruned, layer, images, want="input")
-            y = _run_until(original, originals[name], images, want="output")
-            moments.add(*_rows(layer, x, y, keep, settings.positions_per_batch, settings.generator))
+        for x, y in sampled_rows(layer, stop.inputs, stop.outputs, keep, settings):
+            moments.add(x, y)
         if settings.sum_over_ranks:
             moments.sum_over_ranks(settings.device)
-        norm = norms.get(name)
-        original_norm = originals.get(norm[0]) if norm else None
-        layers[name] = _refit(layer, moments, settings.ridge, norm and norm[1], original_norm, keep)
+        norm = pruneds.get(stop.norm) if stop.norm else None
+        original_norm = originals.get(stop.norm) if stop.norm else None
+        layers[stop.name] = _refit(layer, moments, settings.ridge, norm, original_norm, keep)
     return layers
+
+
+def sampled_rows(
+    module: nn.Module,
+    inputs: list[torch.Tensor],
+    outputs: list[torch.Tensor],
+    keep: np.ndarray,
+    settings: _FitSettings,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Per chunk, matching (rows, features) inputs and (rows, kept outputs) at sampled output positions.
+
+    A row is one output position: for a convolution its input patch (in the weight's
+    channel, kernel-row, kernel-column order) and its output channels. At most
+    ``settings.rows_per_layer`` positions are drawn, uniformly from all images, and only
+    their patches are gathered (a full unfold at 224x224 would not fit in memory).
+    """
+    per_chunk = [_positions(module, y) for y in outputs]
+    total = sum(per_chunk)
+    count = min(total, rows_for(_feature_count(module), settings.rows_per_layer))
+    chosen = torch.randperm(total, generator=settings.generator)[:count].sort().values
+    keep_index = torch.from_numpy(keep)
+    start = 0
+    for x, y, positions in zip(inputs, outputs, per_chunk, strict=True):
+        local = chosen[(chosen >= start) & (chosen < start + positions)] - start
+        start += positions
+        if len(local):
+            local = local.to(y.device)
+            yield input_rows(module, x, local), _output_rows(module, y, local)[:, keep_index.to(y.device)]
+
+
+def _positions(module: nn.Module, y: torch.Tensor) -> int:
+    """Rows one chunk offers: output positions of a convolution, or vectors of a linear layer."""
+    return y.numel() // y.shape[1 if isinstance(module, nn.Conv2d) else -1]
+
+
+def _output_rows(module: nn.Module, y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    if isinstance(module, nn.Linear):
+        return y.reshape(-1, y.shape[-1])[rows]
+    return y.permute(0, 2, 3, 1).reshape(-1, y.shape[1])[rows]
+
+
+def input_rows(module: nn.Module, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The input vectors (linear) or patches (convolution) that produced the output rows ``rows``."""
+    if isinstance(module, nn.Linear):
+        return x.reshape(-1, x.shape[-1])[rows]
+    out_h, out_w = _output_size(module, x)
+    image, position = rows // (out_h * out_w), rows % (out_h * out_w)
+    pad_h, pad_w = module.padding
+    padded = F.pad(x, (pad_w, pad_w, pad_h, pad_h)).permute(0, 2, 3, 1).contiguous()  # one row per pixel
+    height, width = padded.shape[1], padded.shape[2]
+    pixels = padded.view(-1, padded.shape[3])
+    top = image * height + (position // out_w) * module.stride[0]
+    left = (position % out_w) * module.stride[1]
+    (kernel_h, kernel_w), (dil_h, dil_w) = module.kernel_size, module.dilation
+    offsets = torch.tensor(
+        [i * dil_h * width + j * dil_w for i in range(kernel_h) for j in range(kernel_w)], device=x.device
+    )
+    corners = top * width + left  # each row's top-left input pixel
+    taps = pixels.index_select(0, (corners[:, None] + offsets).reshape(-1))  # (rows * taps, channels)
+    return taps.view(len(rows), len(offsets), -1).transpose(1, 2).reshape(len(rows), -1)
+
+
+def _output_size(module: nn.Conv2d, x: torch.Tensor) -> tuple[int, int]:
+    sizes = []
+    for axis in range(2):
+        span = module.dilation[axis] * (module.kernel_size[axis] - 1) + 1
+        sizes.append((x.shape[2 + axis] + 2 * module.padding[axis] - span) // module.stride[axis] + 1)
+    return sizes[0], sizes[1]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass once the wanted tensor is captured."""
-
-
-def _run_until(model: nn.Module, layer: nn.Module, images: torch.Tensor, *, want: str) -> torch.Tensor:
-    """Forward ``images`` through ``model`` only as far as ``layer``; return its input or output."""
-    captured: list[torch.Tensor] = []
-
-    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        captured.append(args[0] if want == "input" else output)
-        raise _Stop
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        model(images)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if not captured:
-        raise RuntimeError(f"layer {layer!r} did not run in the forward pass")
-    return captured[0]
-
-
-def _execution_order(
-    model: nn.Module, names: list[str], images: torch.Tensor
-) -> tuple[list[str], dict[str, tuple[str, nn.Module]]]:
-    """The order ``names`` run in, and for each the batch norm that directly normalises its output, if any."""
-    modules = dict(model.named_modules())
-    order: list[str] = []
-    produced: dict[int, str] = {}
-    norms: dict[str, tuple[str, nn.Module]] = {}
-
-    def on_layer(name: str):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            if name not in order:
-                order.append(name)
-            produced[id(output)] = name
-
-        return hook
-
-    def on_norm(name: str):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            source = produced.get(id(args[0]))
-            if source is not None and source not in norms:
-                norms[source] = (name, module)
-
-        return hook
-
-    handles = [modules[n].register_forward_hook(on_layer(n)) for n in names]
-    handles += [
-        m.register_forward_hook(on_norm(n))
-        for n, m in modules.items()
-        if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d)
-    ]
-    try:
-        model(images)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return order, norms
 
 
 def _feature_count(module: nn.Module) -> int:
