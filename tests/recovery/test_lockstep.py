@@ -88,13 +88,18 @@ def test_a_stop_names_the_batch_norm_that_reads_the_layer():
     assert norms == {"stem": "norm", "body": None}
 
 
-def test_live_bytes_grow_with_the_image_and_count_both_graphs():
+def test_image_cost_grows_with_the_pixels_and_counts_both_graphs():
     model, pruned = pruned_pair()
     stepper = Lockstep(model, pruned)
-    small = stepper.live_bytes_per_image(torch.randn(1, 3, 8, 8))
-    large = stepper.live_bytes_per_image(torch.randn(1, 3, 16, 16))
-    assert large == pytest.approx(4 * small, rel=0.1)  # activations scale with the pixels
-    assert small > 2 * 8 * 8 * 8 * 4  # at least one 8-channel map per graph, float32
+    small = stepper.image_cost(torch.randn(1, 3, 8, 8))
+    large = stepper.image_cost(torch.randn(1, 3, 16, 16))
+    assert large.live_bytes == pytest.approx(4 * small.live_bytes, rel=0.1)  # activations scale with pixels
+    assert small.live_bytes > 2 * 8 * 8 * 8 * 4  # at least one 8-channel map per graph, float32
+    convs = 64 * (8 * 27 + 8 * 72 + 6 * 8)  # unpruned stem, body, tail on an 8x8 image
+    pruned_convs = 64 * (6 * 27 + 6 * 54 + 4 * 6)  # 2 units gone from both groups: 8 -> 6, 6 -> 4
+    heads = 6 * 4 + 4 * 4
+    assert small.macs == convs + pruned_convs + heads
+    assert large.macs - heads == 4 * (small.macs - heads)  # the heads' MACs do not grow with the image
 
 
 def test_models_that_trace_differently_are_refused():

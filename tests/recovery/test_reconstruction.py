@@ -262,14 +262,20 @@ def test_rows_per_layer_shrink_for_wide_layers_but_never_below_one_per_feature()
     assert rows_for(5000, 40960) == 5000  # widest: one row per feature
 
 
-def test_the_memory_budget_bounds_the_images_and_the_fit_still_helps():
+def test_the_memory_and_work_budgets_bound_the_images_and_the_fit_still_helps():
     model = recoverable_model()
     pruned, group_set, mask = cut_units(model, [6, 7])
     full = reconstruct(model, copy.deepcopy(pruned), [images()], group_set=group_set, mask=mask)
-    per_image = Lockstep(model, pruned).live_bytes_per_image(images(1))
+    cost = Lockstep(model, pruned).image_cost(images(1))
     small = reconstruct(
-        model, pruned, [images()], group_set=group_set, mask=mask, memory_budget=10 * per_image
+        model,
+        copy.deepcopy(pruned),
+        [images()],
+        group_set=group_set,
+        mask=mask,
+        memory_budget=10 * cost.live_bytes,
     )
-    assert full.images == 64 and small.images == 10
+    less = reconstruct(model, pruned, [images()], group_set=group_set, mask=mask, work_budget=20 * cost.macs)
+    assert full.images == 64 and small.images == 10 and less.images == 20
     before, after = small.layers["second"]
     assert after < 0.1 * before

@@ -6,7 +6,7 @@ pass per layer; stepping both traced graphs together costs one pass in all: ever
 every image chunk before the next node starts, so at a refitted layer its pruned inputs and its
 unpruned outputs are at hand for all images, and the layer runs forward only after its refit.
 The price is memory: the live tensors of both graphs are held for all images at once, which is
-why :func:`live_bytes_per_image` exists (the caller sizes the image set with it).
+why :meth:`Lockstep.image_cost` exists (the caller sizes the image set with it).
 """
 
 from __future__ import annotations
@@ -94,12 +94,39 @@ class Lockstep:
                 _norm_reading(node, self.pruned),
             )
 
-    def live_bytes_per_image(self, image: torch.Tensor) -> int:
-        """The most bytes both graphs hold at once while stepping one image (activations only)."""
+    def image_cost(self, image: torch.Tensor) -> ImageCost:
+        """What stepping one image costs: the most bytes both graphs hold at once (activations only),
+        and the multiply-adds of both models' convolutions and linear layers."""
         peak = 0
         for _, pruned_envs, original_envs in self._steps([image[:1]]):
             peak = max(peak, pruned_envs[0].bytes() + original_envs[0].bytes())
-        return peak
+        return ImageCost(
+            peak, _forward_macs(self.original, image[:1]) + _forward_macs(self.pruned, image[:1])
+        )
+
+
+@dataclass(frozen=True)
+class ImageCost:
+    live_bytes: int
+    macs: int
+
+
+def _forward_macs(model: nn.Module, image: torch.Tensor) -> int:
+    """Multiply-adds of the convolutions and linear layers in one forward pass of ``model``."""
+    total = 0
+
+    def count(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        total += output.numel() * module.weight[0].numel()
+
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    handles = [layer.register_forward_hook(count) for layer in layers]
+    try:
+        model(image)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
 
 
 class _Env:

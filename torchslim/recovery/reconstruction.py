@@ -32,11 +32,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torchslim.graph import DENSE_ROLES, GroupSet
 from torchslim.nn import eval_mode
 
-from .lockstep import Lockstep
+from .lockstep import ImageCost, Lockstep
 
 DEFAULT_RECONSTRUCTION_BATCHES = 10
 DEFAULT_ROWS_PER_LAYER = 40960  # output positions each layer is fitted on
 DEFAULT_MEMORY_BUDGET = 2**30  # bytes of activations both models may hold while stepping (see lockstep)
+DEFAULT_WORK_BUDGET = 2**39  # multiply-adds of both models' forward passes over the images used
 DEFAULT_RIDGE = 1e-2
 _CHUNK = 32  # images per forward call
 _MOMENT_BUDGET = 2**33  # multiply-adds of one layer's second moments (see rows_for)
@@ -195,6 +196,7 @@ def reconstruct(
     num_batches: int = DEFAULT_RECONSTRUCTION_BATCHES,
     rows_per_layer: int = DEFAULT_ROWS_PER_LAYER,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    work_budget: int = DEFAULT_WORK_BUDGET,
     ridge: float = DEFAULT_RIDGE,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -206,7 +208,8 @@ def reconstruct(
     into ``pruned`` (:class:`torchslim.pruning.PruneResult` holds both). Both models
     run in eval mode on the images of the first ``num_batches`` of ``loader``, at most
     as many as fit in ``memory_budget`` bytes of activations (both models' live tensors
-    are held for all images at once); their modes are restored afterwards. Each layer is
+    are held for all images at once) and as cost ``work_budget`` multiply-adds of forward
+    passes (so the cost at 224x224 stays bounded); their modes are restored afterwards. Each layer is
     fitted on at most ``rows_per_layer`` output positions drawn at random from all images.
     A refit is kept only where it lowers the layer's output error on the data it was
     fitted on. With ``distributed`` and an initialised process group, the statistics are
@@ -223,7 +226,8 @@ def reconstruct(
     device = torch.device(device)
     with eval_mode(original), eval_mode(pruned):
         stepper = Lockstep(original, pruned)
-        batches, images = _draw_images(loader, num_batches, stepper, memory_budget, device)
+        budget = _ImageBudget(memory_budget, work_budget)
+        batches, images = _draw_images(loader, num_batches, stepper, budget, device)
         if not images or not names:
             return ReconstructionReport()
         settings = _FitSettings(
@@ -238,10 +242,19 @@ def _multi_rank(distributed: bool) -> bool:
     return distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+@dataclass(frozen=True)
+class _ImageBudget:
+    memory: int  # bytes of live activations
+    work: int  # multiply-adds of forward passes
+
+    def images(self, cost: ImageCost) -> int:
+        return max(1, min(self.memory // max(cost.live_bytes, 1), self.work // max(cost.macs, 1)))
+
+
 def _draw_images(
-    loader: Any, num_batches: int, stepper: Lockstep, memory_budget: int, device: torch.device
+    loader: Any, num_batches: int, stepper: Lockstep, budget: _ImageBudget, device: torch.device
 ) -> tuple[int, list[torch.Tensor]]:
-    """The first ``num_batches`` batches' images, cut to what ``memory_budget`` holds; how many batches
+    """The first ``num_batches`` batches' images, cut to what ``budget`` allows; how many batches
     were drawn. Batches are drawn only while images are still wanted."""
     drawn: list[torch.Tensor] = []
     limit = None
@@ -249,7 +262,7 @@ def _draw_images(
         for batch in islice(loader, num_batches):
             images = (batch[0] if isinstance(batch, list | tuple) else batch).to(device)
             if limit is None:
-                limit = max(1, memory_budget // max(stepper.live_bytes_per_image(images[:1]), 1))
+                limit = budget.images(stepper.image_cost(images[:1]))
             drawn.append(images[: limit - sum(len(d) for d in drawn)])
             if sum(len(d) for d in drawn) >= limit:
                 break
