@@ -96,7 +96,8 @@ def _add_data_group(parser: argparse.ArgumentParser) -> None:
         type=flags.non_negative_int,
         default=DEFAULT_RECONSTRUCTION_BATCHES,
         help="Training batches to refit, after BN re-estimation, the layers that lost input channels so they "
-        f"reproduce the unpruned outputs (least squares; default {DEFAULT_RECONSTRUCTION_BATCHES}; 0: off).",
+        f"reproduce the unpruned outputs (least squares; default {DEFAULT_RECONSTRUCTION_BATCHES}; 0: off). "
+        "At most as many of their images are used as the memory and compute budgets allow.",
     )
     data.add_argument(
         "--val-limit", type=flags.positive_int, help="Evaluate on the first N validation images only."
