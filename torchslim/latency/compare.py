@@ -1,13 +1,23 @@
-"""Several models timed side by side (interleaved) on one runtime, and their speedups."""
+"""The one timing path of torchslim: several models timed side by side (interleaved), one runtime
+after the other, and their speedups.
+
+``report``, ``demo``, ``infer`` and ``bench latency`` all time through :func:`time_runtimes`. Each
+runtime gets a phase of its own: all its models interleaved round by round, with the same thread count
+for every runtime. Before a phase starts, the previous phase's worker threads are given time to stop
+spinning (PyTorch's OpenMP pool keeps spinning for a while after a parallel region, and would steal
+the cores of an ONNX Runtime run timed right after it), and garbage is collected.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import multiprocessing
 import os
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,11 +76,12 @@ def _timing_callables(
     settings: RuntimeSettings,
     workdir: str | os.PathLike | None,
     onnx_paths: dict[str, Path] | None,
+    example: torch.Tensor | None = None,
 ) -> dict[str, Callable[[], object]]:
     """A no-argument callable per model running one batch on the runtime (ONNX files go to ``workdir``)."""
-    check_runtime(settings.runtime)
-    shape = (settings.batch_size, 3, input_size, input_size)
-    example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    if example is None:
+        shape = (settings.batch_size, 3, input_size, input_size)
+        example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     if settings.runtime == "eager":
         return {
             label: torch_callable(copy.deepcopy(model).eval(), example, device=settings.device)
@@ -105,11 +116,42 @@ def steady_rounds(base_ms, band: float = STEADY_BAND) -> tuple[np.ndarray, bool]
     return steady, True
 
 
-def compare_latency(
-    models: dict[str, nn.Module],
+# Seconds between two timing phases: long enough for idle OpenMP and ORT workers to stop spinning.
+PHASE_SETTLE_S = 0.1
+
+
+@contextlib.contextmanager
+def quiet_phase() -> Iterator[None]:
+    """Start a timing phase on a quiet process: garbage collected, the previous phase's spinning
+    workers gone to sleep; no garbage collection pauses while it runs."""
+    gc.collect()
+    time.sleep(PHASE_SETTLE_S)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    """How many rounds to time, the example input (None: random, of the settings' batch size) and
+    where ONNX files come from (``onnx_paths``, else exported into ``workdir``)."""
+
+    warmup: int = 5
+    rounds: int = 30
+    workdir: str | os.PathLike | None = None
+    onnx_paths: dict[str, Path] | None = None
+    example: torch.Tensor | None = None
+
+
+def time_runtimes(
+    models: dict[str, nn.Module | None],
     input_size: int,
     *,
-    runtime: str = "onnxruntime",
+    runtimes: Sequence[str] = ("onnxruntime",),
     batch_size: int = 1,
     threads: int = DEFAULT_THREADS,
     device: str = "cpu",
@@ -117,24 +159,39 @@ def compare_latency(
     rounds: int = 30,
     workdir: str | os.PathLike | None = None,
     onnx_paths: dict[str, Path] | None = None,
-) -> LatencyComparison:
-    """Time ``models`` interleaved on ``runtime``; speedups are against the first model.
-
-    PyTorch runs with ``threads`` intra-op threads, ONNX Runtime sessions with
-    ``intra_op_num_threads=threads``. ``onnx_paths`` reuses exported files; on
-    ONNX Runtime a model whose file is given is not used and may be None.
-    Medians and speedups come from the :func:`steady_rounds` (every model is
-    timed in every round, so the first model's time says how fast the machine
-    ran that round); ``steady`` says whether there were enough of them.
-    """
+    example: torch.Tensor | None = None,
+) -> dict[str, LatencyComparison]:
+    """Time ``models`` on each of ``runtimes``, one phase per runtime, in that order; speedups are against
+    the first model. Every runtime runs with ``threads`` intra-op threads (PyTorch's pool, ORT's
+    ``intra_op_num_threads``). ``example`` replaces the random input of ``batch_size`` images.
+    On ONNX Runtime a model whose file is in ``onnx_paths`` is not used and may be None."""
     if not models:
-        raise ValueError("compare_latency needs at least one model")
-    settings = RuntimeSettings(runtime, batch_size, threads, device)
+        raise ValueError("time_runtimes needs at least one model")
+    for runtime in runtimes:
+        check_runtime(runtime)
+    if example is not None:
+        batch_size = int(example.shape[0])
+    plan = TimingPlan(warmup, rounds, workdir, onnx_paths, example)
     with torch_threads(threads), contextlib.ExitStack() as stack:
-        if workdir is None and runtime == "onnxruntime":
+        if plan.workdir is None and "onnxruntime" in runtimes:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="torchslim-latency-"))
-        functions = _timing_callables(models, input_size, settings, workdir, onnx_paths)
-        timings = time_interleaved(functions, warmup=warmup, rounds=rounds)
+            plan = TimingPlan(warmup, rounds, workdir, onnx_paths, example)
+        return {
+            runtime: _time_phase(
+                models, input_size, RuntimeSettings(runtime, batch_size, threads, device), plan
+            )
+            for runtime in runtimes
+        }
+
+
+def _time_phase(
+    models: dict[str, nn.Module | None], input_size: int, settings: RuntimeSettings, plan: TimingPlan
+) -> LatencyComparison:
+    """One runtime's phase: its callables are built (ONNX export, sessions) before the phase goes quiet."""
+    functions = _timing_callables(models, input_size, settings, plan.workdir, plan.onnx_paths, plan.example)
+    with quiet_phase():
+        timings = time_interleaved(functions, warmup=plan.warmup, rounds=plan.rounds)
+    del functions  # ORT sessions and model copies go before the next phase
     samples = {k: np.asarray(t.samples_ms, dtype=float) for k, t in timings.items()}
     base = samples[next(iter(models))]
     used, steady = steady_rounds(base)
@@ -142,11 +199,27 @@ def compare_latency(
         **asdict(settings),
         median_ms={k: float(np.median(s[used])) for k, s in samples.items()},
         speedup={k: float(np.median(base[used] / s[used])) for k, s in samples.items()},
-        rounds=rounds,
+        rounds=plan.rounds,
         samples_ms={k: list(t.samples_ms) for k, t in timings.items()},
         rounds_used=int(used.sum()),
         steady=steady,
     )
+
+
+def compare_latency(
+    models: dict[str, nn.Module | None],
+    input_size: int,
+    *,
+    runtime: str = "onnxruntime",
+    **options,
+) -> LatencyComparison:
+    """Time ``models`` interleaved on one ``runtime`` through :func:`time_runtimes` (same options).
+
+    Medians and speedups come from the :func:`steady_rounds` (every model is timed in every round, so
+    the first model's time says how fast the machine ran that round); ``steady`` says whether there
+    were enough of them.
+    """
+    return time_runtimes(models, input_size, runtimes=(runtime,), **options)[runtime]
 
 
 def in_fresh_process(function, *args, **kwargs):
