@@ -18,6 +18,7 @@ from md_accuracy import p1_section, p1_seeds_section
 from md_common import md_table
 from md_cost import p3_section, p4_section
 from md_latency import candidates_section, p2_section, sweep_section
+from md_p1 import p1_like_for_like_section
 from md_readme import README, fill_readme, readme_lines
 
 Goal = tuple[str, str, str, bool]  # (goal group, what, measured value, met)
@@ -34,6 +35,7 @@ def sections(goals: list[Goal]) -> list[str]:
         + p4_section(read_result("throughput"), goals)
         + p1_section(accuracy, goals)
         + p1_seeds_section(accuracy, goals)
+        + p1_like_for_like_section(goals)
     )
 
 
