@@ -5,6 +5,7 @@ commands time is recorded, and what they print is checked against it."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -105,14 +106,29 @@ def test_phases_run_quiet_and_in_the_order_asked(wide, monkeypatch):
     events = []
     monkeypatch.setattr(compare.time, "sleep", lambda s: events.append(("settle", s)))
 
-    def timed(functions, warmup, rounds):
-        events.append(("time", compare.gc.isenabled()))
-        return {label: TimingResult.from_samples([1.0] * rounds) for label in functions}
+    def timed(functions, warmup, rounds, calls_per_round=1):
+        events.append(("time", rounds, calls_per_round, compare.gc.isenabled()))
+        return {label: TimingResult.from_samples([1.0] * rounds) for label in functions}  # 1 ms a call
 
     monkeypatch.setattr(compare, "time_interleaved", timed)
     result = compare.time_runtimes({"a": wide, "b": wide}, 32, runtimes=("onnxruntime", "eager"), rounds=2)
     assert list(result) == ["onnxruntime", "eager"]
-    settle = ("settle", compare.PHASE_SETTLE_S)
-    assert events == [settle, ("time", False), settle, ("time", False)]  # no garbage collection while timed
+    # One round probes how long a round takes (2 ms), then the rounds call each model often enough
+    # for the phase to last PHASE_MIN_S; no garbage collection while timed.
+    calls = math.ceil(compare.PHASE_MIN_S / (2 * 0.002))
+    phase = [("settle", compare.PHASE_SETTLE_S), ("time", 1, 1, False), ("time", 2, calls, False)]
+    assert events == phase + phase
+    assert result["eager"].calls_per_round == calls
     assert compare.gc.isenabled()
     assert result["eager"].threads == result["onnxruntime"].threads == compare.DEFAULT_THREADS
+
+
+def test_calls_per_round_is_bounded(monkeypatch):
+    def timed(functions, warmup, rounds, calls_per_round=1):
+        return {label: TimingResult.from_samples([per_call] * rounds) for label in functions}
+
+    monkeypatch.setattr(compare, "time_interleaved", timed)
+    per_call = 1e-6  # ms: a call too fast to time alone
+    assert compare.calls_per_round({"a": None}, 30, 0) == compare.MAX_CALLS_PER_ROUND
+    per_call = 1000.0  # a call longer than the whole phase
+    assert compare.calls_per_round({"a": None}, 30, 0) == 1

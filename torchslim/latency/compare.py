@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import math
 import multiprocessing
 import os
 import tempfile
@@ -43,6 +44,7 @@ class LatencyComparison:
     median_ms: dict[str, float]
     speedup: dict[str, float]  # label -> median of the per-round ratios base/label, over the rounds used
     rounds: int
+    calls_per_round: int = 1  # each round's sample is the mean of this many consecutive calls
     samples_ms: dict[str, list[float]] = field(default_factory=dict, repr=False)  # every round, used or not
     rounds_used: int = 0  # the steady rounds (see steady_rounds), or all when too few were steady
     steady: bool = True  # False: fewer than half the rounds were steady, so all were used
@@ -118,6 +120,10 @@ def steady_rounds(base_ms, band: float = STEADY_BAND) -> tuple[np.ndarray, bool]
 
 # Seconds between two timing phases: long enough for idle OpenMP and ORT workers to stop spinning.
 PHASE_SETTLE_S = 0.1
+# A phase's timed rounds last at least this long in all (a round calls each model several times
+# when one call is short), so a fast model's figure does not hang on a few milliseconds of machine.
+PHASE_MIN_S = 0.5
+MAX_CALLS_PER_ROUND = 1000
 
 
 @contextlib.contextmanager
@@ -190,7 +196,8 @@ def _time_phase(
     """One runtime's phase: its callables are built (ONNX export, sessions) before the phase goes quiet."""
     functions = _timing_callables(models, input_size, settings, plan.workdir, plan.onnx_paths, plan.example)
     with quiet_phase():
-        timings = time_interleaved(functions, warmup=plan.warmup, rounds=plan.rounds)
+        calls = calls_per_round(functions, plan.rounds, plan.warmup)
+        timings = time_interleaved(functions, warmup=0, rounds=plan.rounds, calls_per_round=calls)
     del functions  # ORT sessions and model copies go before the next phase
     samples = {k: np.asarray(t.samples_ms, dtype=float) for k, t in timings.items()}
     base = samples[next(iter(models))]
@@ -200,10 +207,19 @@ def _time_phase(
         median_ms={k: float(np.median(s[used])) for k, s in samples.items()},
         speedup={k: float(np.median(base[used] / s[used])) for k, s in samples.items()},
         rounds=plan.rounds,
+        calls_per_round=calls,
         samples_ms={k: list(t.samples_ms) for k, t in timings.items()},
         rounds_used=int(used.sum()),
         steady=steady,
     )
+
+
+def calls_per_round(functions: dict[str, Callable[[], object]], rounds: int, warmup: int) -> int:
+    """How many calls of each function a round makes for ``rounds`` rounds to last :data:`PHASE_MIN_S`
+    (at least 1, at most :data:`MAX_CALLS_PER_ROUND`), from one round timed after the warm-up rounds."""
+    probe = time_interleaved(functions, warmup=warmup, rounds=1)
+    one_round = max(sum(t.median_ms for t in probe.values()) / 1000.0, 1e-9)
+    return max(1, min(MAX_CALLS_PER_ROUND, math.ceil(PHASE_MIN_S / (rounds * one_round))))
 
 
 def compare_latency(

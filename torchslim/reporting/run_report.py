@@ -183,8 +183,9 @@ def write_run_report(
     if timing:
         lines += [
             f"Inference times: batch 1, {threads} threads for both runtimes, median of {rounds} interleaved "
-            "rounds (baseline architecture with fresh weights; ONNX Runtime CPU, then PyTorch eager, each "
-            "timed in a phase of its own).",
+            "rounds, a round calling each model as often as it takes to fill its share of half a second "
+            "(baseline architecture with fresh weights; ONNX Runtime CPU, then PyTorch eager, each timed in "
+            "a phase of its own).",
             "",
             speedup_line(rows),
             "",
