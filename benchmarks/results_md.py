@@ -74,6 +74,11 @@ def write_results_md(path: Path | None = None) -> Path:
     return path
 
 
+def write_readme() -> Path:
+    _write(README, render_readme())
+    return README
+
+
 def drifted() -> list[str]:
     """The generated files whose text differs from what the JSON gives."""
     expected = {ROOT / "RESULTS.md": render_results_md(), README: render_readme()}
@@ -93,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 1 if stale else 0
     print(write_results_md())
-    _write(README, render_readme())
-    print(README)
+    print(write_readme())
     return 0
 
 
