@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import gc
 import math
 import multiprocessing
@@ -180,8 +181,8 @@ def time_runtimes(
     plan = TimingPlan(warmup, rounds, workdir, onnx_paths, example)
     with torch_threads(threads), contextlib.ExitStack() as stack:
         if plan.workdir is None and "onnxruntime" in runtimes:
-            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="torchslim-latency-"))
-            plan = TimingPlan(warmup, rounds, workdir, onnx_paths, example)
+            temporary = stack.enter_context(tempfile.TemporaryDirectory(prefix="torchslim-latency-"))
+            plan = dataclasses.replace(plan, workdir=temporary)
         return {
             runtime: _time_phase(
                 models, input_size, RuntimeSettings(runtime, batch_size, threads, device), plan
