@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test test-slow lint bench clean-venv
+.PHONY: setup data demo test test-slow lint bench bench-check clean-venv
 
 setup: $(STAMP) data
 
@@ -49,6 +49,9 @@ lint: $(STAMP)
 bench: setup
 	$(BIN)/python -m pip install --quiet torch-pruning==1.6.1
 	$(BIN)/python benchmarks/run_all.py
+
+bench-check: $(STAMP)
+	$(BIN)/python benchmarks/results_md.py --check
 
 clean-venv:
 	rm -rf $(VENV)

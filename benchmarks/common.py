@@ -155,14 +155,17 @@ def _classifier_layers(model: nn.Module) -> list[nn.Module]:
     return linears[-1:]
 
 
-def tp_prune_once(model: nn.Module, example: torch.Tensor, ratio: float, round_to: int | None) -> nn.Module:
-    """Torch-Pruning 1.6, L1 magnitude, one uniform channel ratio, classifier ignored; prunes ``model``."""
+def tp_prune_once(
+    model: nn.Module, example: torch.Tensor, ratio: float, round_to: int | None, importance: Any = None
+) -> nn.Module:
+    """Torch-Pruning 1.6, one uniform channel ratio, classifier ignored; prunes ``model``. ``importance``:
+    a Torch-Pruning importance (default L1 magnitude, ``MagnitudeImportance(p=1)``)."""
     import torch_pruning as tp
 
     pruner = tp.pruner.MagnitudePruner(
         model,
         example,
-        importance=tp.importance.MagnitudeImportance(p=1),
+        importance=importance if importance is not None else tp.importance.MagnitudeImportance(p=1),
         pruning_ratio=ratio,
         round_to=round_to,
         ignored_layers=_classifier_layers(model),

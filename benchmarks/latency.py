@@ -103,10 +103,9 @@ def probe_ms(path: Path, threads: int, seconds: float = 1.0) -> float:
     """The machine-state probe: median batch-1 ORT latency of ``path`` (the unpruned model) over ~``seconds``.
 
     This shared machine has a slow state that comes and goes over seconds to
-    minutes: the same process timing the same unpruned MobileNetV2 went from
-    3.9 ms to 6.45 ms a run and stayed there, and in that state pruned models
-    lose more than unpruned ones (batch 8: 30.8 -> 38.1 ms unpruned, 15.4 ->
-    22.0 ms pruned, 2.00x -> 1.73x).
+    minutes, in which the same process times the same unpruned model much slower
+    and pruned models lose more than unpruned ones; the probes say which state a
+    comparison ran in.
     """
     import numpy as np
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
+from md_common import md_table
+
 
 def _machine_line(machine: dict) -> str:
     return (
         f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('threads')} threads; "
         f"torch {machine.get('torch')}; {machine.get('date')}; load average {machine.get('load_average')}."
     )
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    rule = "|---|" + "---:|" * (len(headers) - 1)
-    return ["| " + " | ".join(headers) + " |", rule] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def _seconds(value: float | None) -> str:
@@ -62,7 +59,7 @@ def _speed_lines(speed: dict, goals: list) -> list[str]:
         " images; reconstruction keeps as many as its memory budget holds). The epoch is one fine-tune"
         " epoch of 1,000 images at the same size in the same process; ratio = reconstruction / epoch.",
         "",
-        *_table(headers, rows),
+        *md_table(headers, rows),
         "",
     ]
 
@@ -108,7 +105,7 @@ def _p1_lines(p1: dict, goals: list) -> list[str]:
         " `results/accuracy.json` holds for the same method, before the reconstruction changed; the"
         " after-BN column equals the recorded one where the run started from the same model.",
         "",
-        *_table(headers, rows),
+        *md_table(headers, rows),
         "",
     ]
 

@@ -1,7 +1,7 @@
 """Run the benchmark suite (P1-P4) and write benchmarks/RESULTS.md: ``make bench``.
 
     python benchmarks/run_all.py                 # everything (P3, P4, round_to sweep, P2, candidates,
-                                                 # P1, P1 seeds)
+                                                 # P1, P1 seeds, P1 like for like)
     python benchmarks/run_all.py --only p2 p3    # some of them; RESULTS.md keeps the others' last results
     python benchmarks/run_all.py --quick         # a smoke run: results-quick/ and RESULTS-quick.md
 
@@ -25,9 +25,11 @@ import latency_candidates  # noqa: E402
 import throughput  # noqa: E402
 import tool_cost  # noqa: E402
 from common import ROOT, log, use_results_dir  # noqa: E402
-from results_md import write_results_md  # noqa: E402
+from results_md import write_readme, write_results_md  # noqa: E402
 
-STEPS = ("p3", "p4", "sweep", "p2", "candidates", "p1", "p1seeds")
+STEPS = ("p3", "p4", "sweep", "p2", "candidates", "p1", "p1seeds", "p1like")
+# benchmarks/p1_like_for_like.py trains on one thread: two processes, one per core, split by model.
+P1_LIKE_PROCESSES = (["mobilenet_v2", "mobilenet_v1"], ["resnet34"])
 # Every P1 row RESULTS.md shows: the three models, torchslim's other criteria and both latency-aware plans.
 P1_FULL = [
     "--models",
@@ -60,6 +62,21 @@ def p1_seeds(quick: bool) -> None:
     failed = [run.args for run in runs if run.wait() != 0]
     if failed:
         raise SystemExit(f"P1 seeds failed: {failed[0]}")
+
+
+def p1_like_for_like(quick: bool) -> None:
+    """The like-for-like P1 in two processes (resumable: a rerun continues where a run stopped)."""
+    import subprocess
+
+    script = str(Path(__file__).resolve().parent / "p1_like_for_like.py")
+    if quick:
+        commands = [[sys.executable, script, "--smoke", "--results-dir", str(ROOT / "results-quick")]]
+    else:
+        commands = [[sys.executable, script, "--models", *models] for models in P1_LIKE_PROCESSES]
+    runs = [subprocess.Popen(command) for command in commands]
+    failed = [run.args for run in runs if run.wait() != 0]
+    if failed:
+        raise SystemExit(f"P1 like for like failed: {failed[0]}")
 
 
 def main(argv=None) -> int:
@@ -97,6 +114,7 @@ def main(argv=None) -> int:
             )
         ),
         "p1seeds": lambda: p1_seeds(quick),
+        "p1like": lambda: p1_like_for_like(quick),
     }
     for step in STEPS:
         if step in args.only:
@@ -106,6 +124,8 @@ def main(argv=None) -> int:
             log(f"== {step} done in {time.perf_counter() - started:.0f} s ==")
             write_results_md(report)
     log(f"wrote {write_results_md(report)}")
+    if not quick:
+        log(f"wrote {write_readme()}")
     return 0
 
 

@@ -82,6 +82,16 @@ def test_time_interleaved_times_each_function_and_speedup_is_the_ratio_of_median
     assert speedup(slow, TimingResult.from_samples([0.0])) == float("inf")
 
 
+def test_a_round_of_several_calls_records_the_mean_call(clock):
+    results = time_interleaved(
+        {"a": clock.taking(1.0, 3.0), "b": clock.taking(2.0)}, warmup=0, rounds=2, calls_per_round=2
+    )
+    assert results["a"].samples_ms == pytest.approx([2.0, 2.0]) and results["a"].runs == 2
+    assert results["b"].samples_ms == pytest.approx([2.0, 2.0])
+    with pytest.raises(ValueError, match="calls_per_round must be >= 1"):
+        time_interleaved({"a": clock.taking(1.0)}, rounds=1, calls_per_round=0)
+
+
 def test_interleaving_order_rotates():
     calls: list[str] = []
     fns = {name: (lambda n=name: calls.append(n)) for name in "AB"}

@@ -39,7 +39,7 @@ def test_compare_latency_uses_the_steady_rounds(wide, monkeypatch):
     monkeypatch.setattr(
         compare,
         "time_interleaved",
-        lambda functions, warmup, rounds: {
+        lambda functions, warmup, rounds, calls_per_round=1: {
             label: TimingResult.from_samples(samples[label]) for label in functions
         },
     )

@@ -11,7 +11,7 @@ from tests.helpers import TINY_MODEL
 from tests.helpers.tiny_models import tiny_net
 from torchslim.cli import main
 from torchslim.engine import append_jsonl, save_checkpoint
-from torchslim.export import time_interleaved
+from torchslim.latency.compare import time_runtimes
 from torchslim.models import make_manifest, save_model
 from torchslim.pruning.counting import profile_model
 from torchslim.pruning.prune import prune
@@ -121,22 +121,24 @@ def test_report_default_output_is_in_the_run_and_epoch_dir_works(capsys, run_dir
 def test_report_times_both_models(run_dir, monkeypatch):
     timed = []
 
-    def recorded(functions, **kwargs):
-        timed.append(time_interleaved(functions, **kwargs))
+    def recorded(*args, **kwargs):
+        timed.append(time_runtimes(*args, **kwargs))
         return timed[-1]
 
-    monkeypatch.setattr(results, "time_interleaved", recorded)
+    monkeypatch.setattr(results, "time_runtimes", recorded)
     run = load_run(run_dir)
     base, final = run_models(run, trusted=TINY_MODEL)
     rows = run_rows(run, base, final, timing=True, threads=1, rounds=2)
-    # Each row shows the medians of its own model's PyTorch and ONNX Runtime timings.
+    # Each row shows the medians of its own model's PyTorch and ONNX Runtime timings, ORT timed first.
     (timings,) = timed
-    assert all(t.runs == 2 for t in timings.values())
+    assert list(timings) == ["onnxruntime", "eager"]
+    assert all(t.rounds == 2 and t.threads == 1 for t in timings.values())
     for row, label in zip(rows, ("baseline", "final"), strict=True):
         assert (row.torch_ms, row.ort_ms) == (
-            timings[f"{label}/torch"].median_ms,
-            timings[f"{label}/ort"].median_ms,
+            timings["eager"].median_ms[label],
+            timings["onnxruntime"].median_ms[label],
         )
+        assert row.ort_speedup == timings["onnxruntime"].speedup[label]
     assert results_table(rows, markdown=True).count("\n") == 3
 
 

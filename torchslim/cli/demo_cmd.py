@@ -16,7 +16,14 @@ from torchslim.compress.compressor import CompressionSummary, Compressor
 from torchslim.config import parse_config
 from torchslim.engine import evaluate
 from torchslim.models import load_model
-from torchslim.reporting.results import ResultRow, results_table, row_for, time_models
+from torchslim.reporting.results import (
+    ResultRow,
+    fill_times,
+    results_table,
+    row_for,
+    speedup_line,
+    time_models,
+)
 
 from . import flags
 from .common import add_command, data_help, pick
@@ -95,7 +102,7 @@ def run_demo(settings: DemoSettings) -> list[ResultRow]:
     )
     log("[3/3] evaluate both eval models and time them in PyTorch and ONNX Runtime (batch 1, 1 thread)")
     labelled = {"baseline": baseline_dir, f"-{settings.target_ratio:.0%} pruned": pruned_dir}
-    rows = _evaluate_and_time(labelled, compressor)
+    rows = _evaluate_and_time(labelled, compressor, settings.model)
     _log_recovery(summary)
     return rows
 
@@ -150,18 +157,18 @@ def _config(
     }
 
 
-def _evaluate_and_time(labelled: dict[str, Path], compressor: Compressor) -> list[ResultRow]:
-    """A results row per eval model: accuracy on the validation slice, PyTorch and ORT batch-1 times."""
+def _evaluate_and_time(labelled: dict[str, Path], compressor: Compressor, model_name: str) -> list[ResultRow]:
+    """A results row per eval model: accuracy on the validation slice, PyTorch and ORT batch-1 times.
+    The demo's own --model is trusted (it may name a factory in a user's file)."""
     rows, models, input_size = [], {}, None
     for label, directory in labelled.items():
-        model, manifest = load_model(directory)
+        model, manifest = load_model(directory, trusted=model_name)
         input_size = manifest["input_size"]
         result = evaluate(model, compressor.load_data().val_loader)
         rows.append(row_for(label, model, input_size, result.top1, result.top5))
         models[label] = (model, directory / "model.onnx")
     timings = time_models(models, input_size, threads=1)  # batch 1 of a small model: one thread is fair
-    for row in rows:
-        row.torch_ms, row.ort_ms = timings[row.label]
+    fill_times({row.label: row for row in rows}, timings)
     return rows
 
 
@@ -183,6 +190,7 @@ def print_demo_table(rows: list[ResultRow], settings: DemoSettings) -> None:
         "val images)"
     )
     print(results_table(rows))
+    print(speedup_line(rows))
     print(
         f"\nEval models and ONNX inference models are in {settings.output}/baseline and "
         f"{settings.output}/pruned."

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import torch
 
 from torchslim.data import build_loaders
 from torchslim.data.preprocess import load_image, preprocess_record
 from torchslim.errors import ConfigError
-from torchslim.export import OrtModel, time_callable
+from torchslim.export import OrtModel
+from torchslim.latency.compare import compare_latency
+from torchslim.latency.machine import DEFAULT_THREADS
 
 from . import flags
 from .artifacts import manifest_beside, onnx_file
@@ -44,7 +47,10 @@ def add_parsers(subparsers) -> None:
     )
     parser.add_argument("--runs", type=flags.positive_int, default=30, help="Timed runs (default 30).")
     parser.add_argument(
-        "--threads", type=flags.thread_count, default=None, help="ONNX Runtime intra-op threads."
+        "--threads",
+        type=flags.thread_count,
+        default=DEFAULT_THREADS,
+        help=f"ONNX Runtime intra-op threads (default {DEFAULT_THREADS}, as report and bench latency).",
     )
 
 
@@ -56,13 +62,22 @@ def run_infer(args: argparse.Namespace) -> int:
     size = model.input_shape[-1]
     names, batch, labels = _inputs(args, path, size)
     log(f"running {path} on {len(names)} images with ONNX Runtime")
-    timing = time_callable(lambda: model(batch), warmup=args.warmup, runs=args.runs)
     logits = model(batch)
+    del model  # its session's idle workers would spin while the timing session runs
+    timing = compare_latency(
+        {"model": None},
+        size,
+        threads=args.threads,
+        warmup=args.warmup,
+        rounds=args.runs,
+        onnx_paths={"model": path},
+        example=torch.from_numpy(batch),
+    )
     predictions = [
         _top_k(name, row, args.top_k, label) for name, row, label in zip(names, logits, labels, strict=True)
     ]
     payload = {
-        "ms_per_sample": timing.median_ms / len(names),
+        "ms_per_sample": timing.median_ms["model"] / len(names),
         "batch_size": len(names),
         "predictions": predictions,
     }
@@ -81,8 +96,8 @@ def run_infer(args: argparse.Namespace) -> int:
     ]
     print(table(["image", "class", "prob", f"next {args.top_k - 1}", "label"], rows, "lrrll"))
     print(
-        f"\n{payload['ms_per_sample']:.3f} ms/sample (batch {len(names)}, median of {args.runs} runs "
-        f"after {args.warmup} warm-up)"
+        f"\n{payload['ms_per_sample']:.3f} ms/sample (batch {len(names)}, {args.threads} threads, median of "
+        f"{timing.rounds_used} steady of {args.runs} runs after {args.warmup} warm-up)"
     )
     return 0
 

@@ -72,4 +72,6 @@ def _row_payload(row: ResultRow, base_macs: int) -> dict:
         "size_bytes": row.size_bytes,
         "torch_ms": row.torch_ms,
         "ort_ms": row.ort_ms,
+        "torch_speedup": row.torch_speedup,
+        "ort_speedup": row.ort_speedup,
     }

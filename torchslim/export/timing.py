@@ -97,29 +97,34 @@ def interleaved_order(names: list[str], round_index: int) -> list[str]:
 
 
 def time_interleaved(
-    fns: Mapping[str, Callable[[], object]], *, warmup: int = 5, rounds: int = 30
+    fns: Mapping[str, Callable[[], object]], *, warmup: int = 5, rounds: int = 30, calls_per_round: int = 1
 ) -> dict[str, TimingResult]:
     """Time several callables in interleaved rounds.
 
-    Each round calls every function once, in an order rotated by one each round (see
-    :func:`interleaved_order`); ``warmup`` rounds run first, untimed. Returns one
-    :class:`TimingResult` per name, whose ``samples_ms[i]`` all come from round ``i``.
+    Each round calls every function ``calls_per_round`` times in a row, the functions in an order
+    rotated by one each round (see :func:`interleaved_order`); ``warmup`` rounds run first, untimed.
+    Returns one :class:`TimingResult` per name, whose ``samples_ms[i]`` is the mean time of a call in
+    round ``i``.
     """
     if not fns:
         raise ValueError("time_interleaved needs at least one callable")
     _check_counts(warmup, rounds, "rounds")
+    if calls_per_round < 1:
+        raise ValueError(f"calls_per_round must be >= 1, got {calls_per_round}")
     names = list(fns)
     for r in range(warmup):
         for name in interleaved_order(names, r):
             fns[name]()
     samples: dict[str, list[float]] = {name: [] for name in names}
     clock = time.perf_counter
+    calls = range(calls_per_round)
     for r in range(rounds):
         for name in interleaved_order(names, r):
             fn = fns[name]
             t0 = clock()
-            fn()
-            samples[name].append((clock() - t0) * 1000.0)
+            for _ in calls:
+                fn()
+            samples[name].append((clock() - t0) * 1000.0 / calls_per_round)
     return {name: TimingResult.from_samples(samples[name]) for name in names}
 
 

@@ -1,13 +1,25 @@
-"""Several models timed side by side (interleaved) on one runtime, and their speedups."""
+"""The one timing path of torchslim: several models timed side by side (interleaved), one runtime
+after the other, and their speedups.
+
+``report``, ``demo``, ``infer`` and ``bench latency`` all time through :func:`time_runtimes`. Each
+runtime gets a phase of its own: all its models interleaved round by round, with the same thread count
+for every runtime. Before a phase starts, the previous phase's worker threads are given time to stop
+spinning (PyTorch's OpenMP pool keeps spinning for a while after a parallel region, and would steal
+the cores of an ONNX Runtime run timed right after it), and garbage is collected.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import gc
+import math
 import multiprocessing
 import os
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +45,7 @@ class LatencyComparison:
     median_ms: dict[str, float]
     speedup: dict[str, float]  # label -> median of the per-round ratios base/label, over the rounds used
     rounds: int
+    calls_per_round: int = 1  # each round's sample is the mean of this many consecutive calls
     samples_ms: dict[str, list[float]] = field(default_factory=dict, repr=False)  # every round, used or not
     rounds_used: int = 0  # the steady rounds (see steady_rounds), or all when too few were steady
     steady: bool = True  # False: fewer than half the rounds were steady, so all were used
@@ -66,11 +79,12 @@ def _timing_callables(
     settings: RuntimeSettings,
     workdir: str | os.PathLike | None,
     onnx_paths: dict[str, Path] | None,
+    example: torch.Tensor | None = None,
 ) -> dict[str, Callable[[], object]]:
     """A no-argument callable per model running one batch on the runtime (ONNX files go to ``workdir``)."""
-    check_runtime(settings.runtime)
-    shape = (settings.batch_size, 3, input_size, input_size)
-    example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    if example is None:
+        shape = (settings.batch_size, 3, input_size, input_size)
+        example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     if settings.runtime == "eager":
         return {
             label: torch_callable(copy.deepcopy(model).eval(), example, device=settings.device)
@@ -105,11 +119,46 @@ def steady_rounds(base_ms, band: float = STEADY_BAND) -> tuple[np.ndarray, bool]
     return steady, True
 
 
-def compare_latency(
-    models: dict[str, nn.Module],
+# Seconds between two timing phases: long enough for idle OpenMP and ORT workers to stop spinning.
+PHASE_SETTLE_S = 0.1
+# A phase's timed rounds last at least this long in all (a round calls each model several times
+# when one call is short), so a fast model's figure does not hang on a few milliseconds of machine.
+PHASE_MIN_S = 0.5
+MAX_CALLS_PER_ROUND = 1000
+
+
+@contextlib.contextmanager
+def quiet_phase() -> Iterator[None]:
+    """Start a timing phase on a quiet process: garbage collected, the previous phase's spinning
+    workers gone to sleep; no garbage collection pauses while it runs."""
+    gc.collect()
+    time.sleep(PHASE_SETTLE_S)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    """How many rounds to time, the example input (None: random, of the settings' batch size) and
+    where ONNX files come from (``onnx_paths``, else exported into ``workdir``)."""
+
+    warmup: int = 5
+    rounds: int = 30
+    workdir: str | os.PathLike | None = None
+    onnx_paths: dict[str, Path] | None = None
+    example: torch.Tensor | None = None
+
+
+def time_runtimes(
+    models: dict[str, nn.Module | None],
     input_size: int,
     *,
-    runtime: str = "onnxruntime",
+    runtimes: Sequence[str] = ("onnxruntime",),
     batch_size: int = 1,
     threads: int = DEFAULT_THREADS,
     device: str = "cpu",
@@ -117,24 +166,40 @@ def compare_latency(
     rounds: int = 30,
     workdir: str | os.PathLike | None = None,
     onnx_paths: dict[str, Path] | None = None,
-) -> LatencyComparison:
-    """Time ``models`` interleaved on ``runtime``; speedups are against the first model.
-
-    PyTorch runs with ``threads`` intra-op threads, ONNX Runtime sessions with
-    ``intra_op_num_threads=threads``. ``onnx_paths`` reuses exported files; on
-    ONNX Runtime a model whose file is given is not used and may be None.
-    Medians and speedups come from the :func:`steady_rounds` (every model is
-    timed in every round, so the first model's time says how fast the machine
-    ran that round); ``steady`` says whether there were enough of them.
-    """
+    example: torch.Tensor | None = None,
+) -> dict[str, LatencyComparison]:
+    """Time ``models`` on each of ``runtimes``, one phase per runtime, in that order; speedups are against
+    the first model. Every runtime runs with ``threads`` intra-op threads (PyTorch's pool, ORT's
+    ``intra_op_num_threads``). ``example`` replaces the random input of ``batch_size`` images.
+    On ONNX Runtime a model whose file is in ``onnx_paths`` is not used and may be None."""
     if not models:
-        raise ValueError("compare_latency needs at least one model")
-    settings = RuntimeSettings(runtime, batch_size, threads, device)
+        raise ValueError("time_runtimes needs at least one model")
+    for runtime in runtimes:
+        check_runtime(runtime)
+    if example is not None:
+        batch_size = int(example.shape[0])
+    plan = TimingPlan(warmup, rounds, workdir, onnx_paths, example)
     with torch_threads(threads), contextlib.ExitStack() as stack:
-        if workdir is None and runtime == "onnxruntime":
-            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="torchslim-latency-"))
-        functions = _timing_callables(models, input_size, settings, workdir, onnx_paths)
-        timings = time_interleaved(functions, warmup=warmup, rounds=rounds)
+        if plan.workdir is None and "onnxruntime" in runtimes:
+            temporary = stack.enter_context(tempfile.TemporaryDirectory(prefix="torchslim-latency-"))
+            plan = dataclasses.replace(plan, workdir=temporary)
+        return {
+            runtime: _time_phase(
+                models, input_size, RuntimeSettings(runtime, batch_size, threads, device), plan
+            )
+            for runtime in runtimes
+        }
+
+
+def _time_phase(
+    models: dict[str, nn.Module | None], input_size: int, settings: RuntimeSettings, plan: TimingPlan
+) -> LatencyComparison:
+    """One runtime's phase: its callables are built (ONNX export, sessions) before the phase goes quiet."""
+    functions = _timing_callables(models, input_size, settings, plan.workdir, plan.onnx_paths, plan.example)
+    with quiet_phase():
+        calls = calls_per_round(functions, plan.rounds, plan.warmup)
+        timings = time_interleaved(functions, warmup=0, rounds=plan.rounds, calls_per_round=calls)
+    del functions  # ORT sessions and model copies go before the next phase
     samples = {k: np.asarray(t.samples_ms, dtype=float) for k, t in timings.items()}
     base = samples[next(iter(models))]
     used, steady = steady_rounds(base)
@@ -142,11 +207,36 @@ def compare_latency(
         **asdict(settings),
         median_ms={k: float(np.median(s[used])) for k, s in samples.items()},
         speedup={k: float(np.median(base[used] / s[used])) for k, s in samples.items()},
-        rounds=rounds,
+        rounds=plan.rounds,
+        calls_per_round=calls,
         samples_ms={k: list(t.samples_ms) for k, t in timings.items()},
         rounds_used=int(used.sum()),
         steady=steady,
     )
+
+
+def calls_per_round(functions: dict[str, Callable[[], object]], rounds: int, warmup: int) -> int:
+    """How many calls of each function a round makes for ``rounds`` rounds to last :data:`PHASE_MIN_S`
+    (at least 1, at most :data:`MAX_CALLS_PER_ROUND`), from one round timed after the warm-up rounds."""
+    probe = time_interleaved(functions, warmup=warmup, rounds=1)
+    one_round = max(sum(t.median_ms for t in probe.values()) / 1000.0, 1e-9)
+    return max(1, min(MAX_CALLS_PER_ROUND, math.ceil(PHASE_MIN_S / (rounds * one_round))))
+
+
+def compare_latency(
+    models: dict[str, nn.Module | None],
+    input_size: int,
+    *,
+    runtime: str = "onnxruntime",
+    **options,
+) -> LatencyComparison:
+    """Time ``models`` interleaved on one ``runtime`` through :func:`time_runtimes` (same options).
+
+    Medians and speedups come from the :func:`steady_rounds` (every model is timed in every round, so
+    the first model's time says how fast the machine ran that round); ``steady`` says whether there
+    were enough of them.
+    """
+    return time_runtimes(models, input_size, runtimes=(runtime,), **options)[runtime]
 
 
 def in_fresh_process(function, *args, **kwargs):

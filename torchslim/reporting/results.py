@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from torchslim.export import ort_callable, time_interleaved, torch_callable, torch_threads
-from torchslim.export.sessions import TimingSession
+from torchslim.latency.compare import LatencyComparison, time_runtimes
 from torchslim.pruning.counting import human, profile_model
 from torchslim.reporting.tables import markdown_table, text_table
 
@@ -23,6 +21,8 @@ class ResultRow:
     size_bytes: int
     torch_ms: float | None = None
     ort_ms: float | None = None
+    torch_speedup: float | None = None  # against the first model timed, median of per-round ratios
+    ort_speedup: float | None = None
 
     def cells(self, base_macs: int) -> list[str]:
         change = "baseline" if self.macs == base_macs else f"-{1 - self.macs / base_macs:.0%}"
@@ -40,22 +40,40 @@ class ResultRow:
 HEADERS = ["model", "MACs (FLOPs)", "top1/top5 %", "size", "PyTorch ms", "ONNX Runtime ms"]
 
 
+RUNTIMES = ("onnxruntime", "eager")  # ONNX Runtime's phase first: the headline figure
+
+
 def time_models(
     models: dict[str, tuple[nn.Module, Path]], input_size: int, *, threads: int = 2, rounds: int = 30
-) -> dict[str, tuple[float, float]]:
-    """Median batch-1 latency (PyTorch eager, ONNX Runtime) of each model, timed interleaved.
+) -> dict[str, LatencyComparison]:
+    """Batch-1 latency of each model on ONNX Runtime and PyTorch eager through the one timing path,
+    :func:`torchslim.latency.compare.time_runtimes`: one phase per runtime, the models interleaved."""
+    return time_runtimes(
+        {label: model.eval() for label, (model, _) in models.items()},
+        input_size,
+        runtimes=RUNTIMES,
+        threads=threads,
+        warmup=5,
+        rounds=rounds,
+        onnx_paths={label: path for label, (_, path) in models.items()},
+    )
 
-    ORT sessions do not spin between runs (see :class:`torchslim.export.sessions.TimingSession`)."""
-    example = torch.randn(1, 3, input_size, input_size)
-    functions = {}
-    with torch_threads(threads):
-        for label, (model, onnx_path) in models.items():
-            functions[f"{label}/torch"] = torch_callable(model.eval(), example)
-            functions[f"{label}/ort"] = ort_callable(TimingSession(onnx_path, threads), example.numpy())
-        timings = time_interleaved(functions, warmup=5, rounds=rounds)
-    return {
-        label: (timings[f"{label}/torch"].median_ms, timings[f"{label}/ort"].median_ms) for label in models
-    }
+
+def fill_times(rows: dict[str, ResultRow], timings: dict[str, LatencyComparison]) -> None:
+    """Put each model's medians and speedups from ``time_models`` into its row (keyed by model label)."""
+    ort, eager = timings["onnxruntime"], timings["eager"]
+    for label, row in rows.items():
+        row.ort_ms, row.ort_speedup = ort.median_ms[label], ort.speedup[label]
+        row.torch_ms, row.torch_speedup = eager.median_ms[label], eager.speedup[label]
+
+
+def speedup_line(rows: list[ResultRow]) -> str:
+    """One sentence with the last row's speedups over the first, as timed."""
+    last = rows[-1]
+    return (
+        f"Speedup of {last.label} over {rows[0].label}: {last.ort_speedup:.2f}x on ONNX Runtime, "
+        f"{last.torch_speedup:.2f}x in PyTorch eager (median of the per-round ratios)."
+    )
 
 
 def results_table(rows: list[ResultRow], *, markdown: bool = False) -> str:
