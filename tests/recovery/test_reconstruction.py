@@ -82,7 +82,7 @@ def test_recoverable_channels_are_reconstructed_exactly_including_the_intercept(
 
     assert list(report.layers) == ["second"] and report.batches == 2
     before, after = report.layers["second"]
-    assert before > 1e-3 and after < 1e-8
+    assert before > 1e-3 and after < 1e-6  # zero up to the float32 products of the moments
     with torch.no_grad():
         # no bias on `second`: the constant channel's contribution went into the norm's running mean
         torch.testing.assert_close(pruned(data), expected, atol=1e-4, rtol=1e-4)

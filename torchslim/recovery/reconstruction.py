@@ -40,6 +40,7 @@ DEFAULT_MEMORY_BUDGET = 2**30  # bytes of activations both models may hold while
 DEFAULT_WORK_BUDGET = 2**39  # multiply-adds of both models' forward passes over the images used
 DEFAULT_RIDGE = 1e-2
 _CHUNK = 32  # images per forward call
+_MOMENT_BLOCK = 8192  # rows whose products are summed in float32 before joining the float64 sums
 _MOMENT_BUDGET = 2**33  # multiply-adds of one layer's second moments (see rows_for)
 
 
@@ -110,14 +111,19 @@ class _Moments:
         self.syy = torch.zeros(outputs, dtype=torch.float64)
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        # Products of one batch in float32 (fast), sums over batches in float64.
+        """Add one block of rows. Its products are taken in float32 (fast) on the block's centred
+        values, so they lose no precision to large means; its mean goes back in exactly, in float64."""
         x, y = x.float(), y.float()
-        self.n += x.shape[0]
-        self.sx += x.sum(0).double().cpu()
-        self.sy += y.sum(0).double().cpu()
-        self.sxx += (x.T @ x).double().cpu()
-        self.sxy += (x.T @ y).double().cpu()
-        self.syy += (y * y).sum(0).double().cpu()
+        block_x, block_y = x.mean(0), y.mean(0)
+        x, y = x - block_x, y - block_y
+        rows = x.shape[0]
+        mx, my = block_x.double().cpu(), block_y.double().cpu()
+        self.n += rows
+        self.sx += rows * mx
+        self.sy += rows * my
+        self.sxx += (x.T @ x).double().cpu() + rows * torch.outer(mx, mx)
+        self.sxy += (x.T @ y).double().cpu() + rows * torch.outer(mx, my)
+        self.syy += (y * y).sum(0).double().cpu() + rows * my * my
 
     def sum_over_ranks(self, device: torch.device) -> None:
         """Replace this rank's sums by the sums over all ranks (one all_reduce)."""
@@ -291,8 +297,11 @@ def _refit_in_order(
     for stop in stepper.stops(chunks, set(names)):
         layer, keep = pruneds[stop.name], kept_out[stop.name]
         moments = _Moments(_feature_count(layer), len(keep))
-        for x, y in sampled_rows(layer, stop.inputs, stop.outputs, keep, settings):
-            moments.add(x, y)
+        pairs = list(sampled_rows(layer, stop.inputs, stop.outputs, keep, settings))
+        if pairs:  # in blocks: float32 products, few float64 conversions of the moment matrices
+            inputs, outputs = torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
+            for x, y in zip(inputs.split(_MOMENT_BLOCK), outputs.split(_MOMENT_BLOCK), strict=True):
+                moments.add(x, y)
         if settings.sum_over_ranks:
             moments.sum_over_ranks(settings.device)
         norm = pruneds.get(stop.norm) if stop.norm else None
