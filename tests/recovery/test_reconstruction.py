@@ -21,6 +21,7 @@ from torchslim.cli.main import main
 from torchslim.compress.compressor import CompressionSummary, ModelStats
 from torchslim.graph import apply_plan, removed_mask
 from torchslim.pruning.prune import analyze, prune
+from torchslim.recovery import reconstruction
 from torchslim.recovery.lockstep import Lockstep
 from torchslim.recovery.reconstruction import (
     input_rows,
@@ -257,8 +258,8 @@ def test_gathered_patches_are_the_rows_of_a_full_unfold(kernel, stride, dilation
 
 def test_rows_per_layer_shrink_for_wide_layers_but_never_below_one_per_feature():
     assert rows_for(64, 40960) == 40960  # narrow: the cap
-    wide = rows_for(2000, 40960)
-    assert 2000 <= wide < 40960 and wide * 2000**2 <= 2**33
+    wide = rows_for(1000, 40960)
+    assert 1000 < wide < 40960 and wide * 1000**2 <= reconstruction._MOMENT_BUDGET < (wide + 1) * 1000**2
     assert rows_for(5000, 40960) == 5000  # widest: one row per feature
 
 

@@ -150,17 +150,17 @@ class _Moments:
         mx, my = self.sx / n, self.sy / n
         cxx = self.sxx / n - torch.outer(mx, mx)
         cxy = self.sxy / n - torch.outer(mx, my)
-        var_y = (self.syy / n - my * my).sum().clamp_min(1e-12)
+        var_y = (self.syy / n - my * my).sum().clamp_min(1e-12)  # summed over the outputs
         lam = ridge * cxx.diagonal().mean().clamp_min(1e-12)
         w = _solve_positive_definite(cxx + lam * torch.eye(cxx.shape[0], dtype=cxx.dtype), cxy + lam * w0)
 
-        def error(weights: torch.Tensor) -> float:  # centred residual variance over output variance
-            residual = (
-                (self.syy / n - my * my).sum() - 2 * (weights * cxy).sum() + (weights * (cxx @ weights)).sum()
-            )
+        def error(weights: torch.Tensor, cxx_weights: torch.Tensor) -> float:
+            """Centred residual variance over output variance."""
+            residual = var_y - 2 * (weights * cxy).sum() + (weights * cxx_weights).sum()
             return float(residual.clamp_min(0) / var_y)
 
-        return w, my - mx @ w, error(w0), error(w)
+        # (cxx + lam I) w = cxy + lam w0 gives cxx w without a second product with cxx
+        return w, my - mx @ w, error(w0, cxx @ w0), error(w, cxy + lam * (w0 - w))
 
 
 def _solve_positive_definite(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
