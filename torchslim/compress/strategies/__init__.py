@@ -3,6 +3,7 @@
 from .auto import AutoPruneStrategy
 from .base import STRATEGIES, CompressionContext, Strategy, build_strategy
 from .distill import DistillationStrategy
+from .post_training_quant import MKLDNNPostTrainingQuantStrategy, PostTrainingQuantStrategy
 from .sensitive import SensitivePruneStrategy
 from .uniform import UniformPruneStrategy
 
@@ -11,6 +12,8 @@ __all__ = [
     "AutoPruneStrategy",
     "CompressionContext",
     "DistillationStrategy",
+    "MKLDNNPostTrainingQuantStrategy",
+    "PostTrainingQuantStrategy",
     "SensitivePruneStrategy",
     "Strategy",
     "UniformPruneStrategy",

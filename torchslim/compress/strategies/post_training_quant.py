@@ -1,0 +1,91 @@
+"""PostTrainingQuantStrategy (and the seed's MKLDNNPostTrainingQuantStrategy): int8 at the end of a run.
+
+When the run ends, the final model's fp32 ONNX model (the last epoch's ``eval_model/model.onnx``) is
+quantized with ONNX Runtime's static quantization, calibrated on the first N training images; the
+int8 model lands beside it as ``model.int8.onnx`` (or in ``int8_model_save_path``) and its agreement
+with fp32 on the calibration slice is an event of the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torchslim.config import MKLDNNPostTrainingQuantConfig, PostTrainingQuantConfig, quantizer_config
+from torchslim.errors import ConfigError, DataError
+from torchslim.models import save_model
+from torchslim.models.saved import MANIFEST_FILE
+from torchslim.quant import PtqOptions, calibration_images
+from torchslim.quant.saved import quantize_model
+
+from .base import CompressionContext, Strategy, implements
+
+
+def ptq_options(quantizer: Any) -> PtqOptions:
+    return PtqOptions(
+        calibrate_method=quantizer.calibrate_method,
+        calibration_images=quantizer.calibration_images,
+        per_channel=quantizer.per_channel,
+        activation_type=quantizer.activation_type,
+        percentile=quantizer.percentile,
+        preprocess=quantizer.preprocess,
+    )
+
+
+@implements(PostTrainingQuantConfig)
+class PostTrainingQuantStrategy(Strategy):
+    def __init__(self, name: str, config: Any, slim_config: Any) -> None:
+        super().__init__(name, config, slim_config)
+        self.options = ptq_options(quantizer_config(slim_config, config.quantizer))
+        root = slim_config.compressor.checkpoint_path
+        self.root = Path(root) if root else None
+        self.epochs = slim_config.compressor.epoch
+        self.data_key = "train.data"
+        if config.int8_model_save_path is None and self.root is None:
+            raise ConfigError(
+                f"{slim_config.source}: strategies.{name}.int8_model_save_path: required when "
+                "compressor.checkpoint_path is empty (the int8 model needs a folder)"
+            )
+
+    def destination(self) -> Path:
+        """The int8 model's folder: ``int8_model_save_path``, else the last epoch's eval model."""
+        if self.config.int8_model_save_path is not None:
+            return Path(self.config.int8_model_save_path)
+        last = self.root / str(self.epochs - 1) / "eval_model"
+        return last if self.epochs > 0 and (last / MANIFEST_FILE).is_file() else self.root / "eval_model"
+
+    def on_compression_end(self, context: CompressionContext) -> None:
+        if not context.is_main_process:
+            return
+        loader = context.train_loader
+        if loader is None or len(loader.dataset) == 0:
+            raise DataError(
+                f"strategies.{self.name}: no calibration data; set {self.data_key} (its training images "
+                "calibrate the int8 activations)"
+            )
+        images = calibration_images(loader.dataset, self.options.calibration_images, source=self.data_key)
+        model, directory = self.model_and_folder(context)
+        report = quantize_model(model, context.example_input.shape[-1], directory, images, self.options)
+        context.events.append(
+            {
+                "strategy": self.name,
+                "epoch": context.epoch,
+                "event": "post_training_quantization",
+                "int8": report.as_dict(),
+                "int8_summary": report.summary_line(),
+            }
+        )
+
+    def model_and_folder(self, context: CompressionContext):
+        """The model to quantize and the folder its fp32/int8 ONNX models go to; a folder that holds no
+        saved model gets one, so eval and infer can read it."""
+        directory = self.destination()
+        if not (directory / MANIFEST_FILE).is_file():
+            size = context.example_input.shape[-1]
+            save_model(directory, context.model, context.base_name, context.base_kwargs, input_size=size)
+        return context.model, directory
+
+
+@implements(MKLDNNPostTrainingQuantConfig)
+class MKLDNNPostTrainingQuantStrategy(PostTrainingQuantStrategy):
+    """The seed's class name; the same ONNX Runtime quantization."""
