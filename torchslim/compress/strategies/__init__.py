@@ -4,6 +4,7 @@ from .auto import AutoPruneStrategy
 from .base import STRATEGIES, CompressionContext, Strategy, build_strategy
 from .distill import DistillationStrategy
 from .post_training_quant import MKLDNNPostTrainingQuantStrategy, PostTrainingQuantStrategy
+from .quantization import QuantizationStrategy
 from .sensitive import SensitivePruneStrategy
 from .uniform import UniformPruneStrategy
 
@@ -14,6 +15,7 @@ __all__ = [
     "DistillationStrategy",
     "MKLDNNPostTrainingQuantStrategy",
     "PostTrainingQuantStrategy",
+    "QuantizationStrategy",
     "SensitivePruneStrategy",
     "Strategy",
     "UniformPruneStrategy",

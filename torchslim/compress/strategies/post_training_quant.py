@@ -21,6 +21,23 @@ from torchslim.quant.saved import quantize_model
 from .base import CompressionContext, Strategy, implements
 
 
+def int8_folder(save_path: str | None, root: Path | None, epochs: int) -> Path:
+    """The int8 model's folder: ``int8_model_save_path``, else the last epoch's eval model (or
+    ``<checkpoint_path>/eval_model`` when the run has no epochs)."""
+    if save_path is not None:
+        return Path(save_path)
+    last = root / str(epochs - 1) / "eval_model"
+    return last if epochs > 0 and (last / MANIFEST_FILE).is_file() else root / "eval_model"
+
+
+def require_folder(config: Any, root: Path | None, where: str) -> None:
+    if config.int8_model_save_path is None and root is None:
+        raise ConfigError(
+            f"{where}.int8_model_save_path: required when compressor.checkpoint_path is empty "
+            "(the int8 model needs a folder)"
+        )
+
+
 def ptq_options(quantizer: Any) -> PtqOptions:
     return PtqOptions(
         calibrate_method=quantizer.calibrate_method,
@@ -41,18 +58,10 @@ class PostTrainingQuantStrategy(Strategy):
         self.root = Path(root) if root else None
         self.epochs = slim_config.compressor.epoch
         self.data_key = "train.data"
-        if config.int8_model_save_path is None and self.root is None:
-            raise ConfigError(
-                f"{slim_config.source}: strategies.{name}.int8_model_save_path: required when "
-                "compressor.checkpoint_path is empty (the int8 model needs a folder)"
-            )
+        require_folder(config, self.root, f"{slim_config.source}: strategies.{name}")
 
     def destination(self) -> Path:
-        """The int8 model's folder: ``int8_model_save_path``, else the last epoch's eval model."""
-        if self.config.int8_model_save_path is not None:
-            return Path(self.config.int8_model_save_path)
-        last = self.root / str(self.epochs - 1) / "eval_model"
-        return last if self.epochs > 0 and (last / MANIFEST_FILE).is_file() else self.root / "eval_model"
+        return int8_folder(self.config.int8_model_save_path, self.root, self.epochs)
 
     def on_compression_end(self, context: CompressionContext) -> None:
         if not context.is_main_process:
