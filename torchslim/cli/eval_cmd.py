@@ -15,7 +15,7 @@ from torchslim.export import OrtModel
 from torchslim.models import load_model
 
 from . import flags
-from .artifacts import eval_model_dir, onnx_file
+from .artifacts import eval_model_dir, image_classifier, onnx_file
 from .common import add_command, data_help
 from .output import emit_json, log
 
@@ -55,7 +55,7 @@ def run_eval(args: argparse.Namespace) -> int:
     is_onnx = str(args.model_path).endswith(".onnx")
     if is_onnx:
         path = onnx_file(args.model_path)
-        ort_model = OrtModel(path)
+        ort_model = image_classifier(path)
         size = ort_model.input_shape[-1]
     else:
         path = eval_model_dir(args.model_path)

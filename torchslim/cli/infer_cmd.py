@@ -9,10 +9,10 @@ import numpy as np
 from torchslim.data import build_loaders
 from torchslim.data.preprocess import load_image, preprocess_record
 from torchslim.errors import ConfigError
-from torchslim.export import OrtModel, time_callable
+from torchslim.export import time_callable
 
 from . import flags
-from .artifacts import manifest_beside, onnx_file
+from .artifacts import image_classifier, manifest_beside, onnx_file
 from .common import add_command
 from .output import emit_json, log, table
 
@@ -52,7 +52,7 @@ def run_infer(args: argparse.Namespace) -> int:
     if not args.images and not args.data:
         raise ConfigError("give --images FILES or --data SPEC")
     path = onnx_file(args.model_path)
-    model = OrtModel(path, threads=args.threads)
+    model = image_classifier(path, threads=args.threads)
     size = model.input_shape[-1]
     names, batch, labels = _inputs(args, path, size)
     log(f"running {path} on {len(names)} images with ONNX Runtime")
