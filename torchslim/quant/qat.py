@@ -95,8 +95,13 @@ class QatModel(nn.Module):
         return self.prepared(images)
 
     def train(self, mode: bool = True) -> QatModel:
+        """Training updates the observed ranges; evaluation uses them as they are (torchao's mode
+        switch changes batch norm and dropout only, so the observers are switched here)."""
         api = _torchao()
         (api["to_train"] if mode else api["to_eval"])(self.prepared)
+        for module in self.prepared.modules():
+            if hasattr(module, "enable_observer"):
+                module.enable_observer(mode)
         self.training = mode
         return self
 
