@@ -90,6 +90,7 @@ def test_per_tensor_weights_export_one_scale_per_weight(tmp_path):
 
 
 def test_without_torchao_qat_says_how_to_get_it(monkeypatch):
-    monkeypatch.setitem(sys.modules, "torchao", None)  # `import torchao` now raises ImportError
+    for name in [n for n in sys.modules if n == "torchao" or n.startswith("torchao.")] + ["torchao"]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing it now raises ImportError
     with pytest.raises(ModelError, match=r"needs torchao .*pip install 'torchslim\[quant\]'"):
         prepare_qat(tiny_net(), torch.zeros(2, 3, 32, 32))
