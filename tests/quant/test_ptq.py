@@ -136,3 +136,13 @@ def run_batched(model, images):
     """Logits in the calibration batches, as the report computes them (ORT's int8 kernels round
     slightly differently at other batch sizes)."""
     return np.concatenate([model(part) for part in batches(images)])
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_methods_take_a_count_that_is_no_multiple_of_the_batch(
+    method, fp32_model, images, tmp_path
+):
+    report = quantize_onnx(
+        fp32_model, tmp_path / "int8.onnx", images[:50], PtqOptions(calibrate_method=method)
+    )
+    assert report.calibration_images == 50 and report.top1_agreement >= 0.9

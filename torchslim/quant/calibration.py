@@ -42,7 +42,9 @@ class ArrayReader(CalibrationDataReader):
 
     def __init__(self, input_name: str, images: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> None:
         self.input_name = input_name
-        self.parts: Sequence[np.ndarray] = list(batches(images, batch_size))
+        # equal batches: ORT's histogram calibrators stack each tensor's batches into one array
+        even = max(size for size in range(1, batch_size + 1) if len(images) % size == 0)
+        self.parts: Sequence[np.ndarray] = list(batches(images, even))
         self.position = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:

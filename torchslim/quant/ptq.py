@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from torchslim.errors import DataError
+from torchslim.errors import DataError, ModelError
 from torchslim.export import create_session
 from torchslim.quant.calibration import ArrayReader, batches, check_finite
 from torchslim.quant.graph_facts import (
@@ -124,10 +124,14 @@ def _run_quantizer(source: Path, target: Path, images: np.ndarray, options: PtqO
         with contextlib.redirect_stdout(sys.stderr):  # ORT prints its calibration progress
             reader = ArrayReader(input_name, images)
             quantize_static(str(prepared), str(target), reader, **_ort_settings(options))
-    except ValueError as error:  # histogram calibrators refuse non-finite ranges
-        raise DataError(
-            f"calibration failed, activations are not finite ({error}); nothing was written"
-        ) from None
+    except ValueError as error:
+        if "finite" in str(error) or "nan" in str(error).lower():  # histogram calibrators, NaN/inf ranges
+            raise DataError(
+                f"calibration failed, activations are NaN or inf ({error}); nothing was written"
+            ) from None
+        raise ModelError(
+            f"ONNX Runtime's {options.calibrate_method} calibration failed on {source}: {error}; nothing was written"
+        ) from error
 
 
 def quantize_onnx(
