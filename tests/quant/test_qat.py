@@ -94,3 +94,12 @@ def test_without_torchao_qat_says_how_to_get_it(monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)  # importing it now raises ImportError
     with pytest.raises(ModelError, match=r"needs torchao .*pip install 'torchslim\[quant\]'"):
         prepare_qat(tiny_net(), torch.zeros(2, 3, 32, 32))
+
+
+def test_restored_observer_state_is_every_value_of_the_saved_one(qat_model):
+    state = qat_model.observer_state()
+    rebuilt = prepare_qat(copy.deepcopy(float_model_of(qat_model)), torch.zeros(2, 3, 32, 32))
+    rebuilt.load_observer_state(state)
+    restored = rebuilt.observer_state()
+    assert restored.keys() == state.keys()
+    assert all(torch.equal(restored[key], value) for key, value in state.items())

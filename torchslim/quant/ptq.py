@@ -130,7 +130,8 @@ def _run_quantizer(source: Path, target: Path, images: np.ndarray, options: PtqO
                 f"calibration failed, activations are NaN or inf ({error}); nothing was written"
             ) from None
         raise ModelError(
-            f"ONNX Runtime's {options.calibrate_method} calibration failed on {source}: {error}; nothing was written"
+            f"ONNX Runtime's {options.calibrate_method} calibration failed on {source}: {error}; "
+            "nothing was written"
         ) from error
 
 

@@ -120,7 +120,10 @@ class QatModel(nn.Module):
         missing = [key for key in self.observer_state() if key not in state]
         if missing:
             raise ModelError(f"QAT state does not fit this model (missing {', '.join(missing[:3])})")
-        self.prepared.load_state_dict(state, strict=False)
+        self.prepared.load_state_dict(state, strict=False)  # resizes the per-channel buffers
+        with torch.no_grad():  # and copy every value: some observers' loaders skip keys such as eps
+            for key, value in state.items():
+                self.prepared.get_buffer(key).copy_(value)
 
 
 def prepare_qat(model: nn.Module, example: torch.Tensor, *, per_channel: bool = True) -> QatModel:

@@ -90,6 +90,7 @@ class QuantizationStrategy(Strategy):
     def on_resume(self, context: CompressionContext) -> None:
         if context.epoch >= self.config.start_epoch:  # the checkpoint was written during QAT
             self._enter(context, record=False)
+            context.model_changed = False  # the optimizer is built next, from the checkpoint, for this model
 
     def on_epoch_begin(self, context: CompressionContext) -> None:
         if context.epoch >= self.config.start_epoch and self.qat is None:
