@@ -119,7 +119,7 @@ STRATEGY_EXAMPLES = {
     "DistillationStrategy": {"distiller": "distiller"},
     "PostTrainingQuantStrategy": {"quantizer": "quantizer", "int8_model_save_path": "int8"},
     "MKLDNNPostTrainingQuantStrategy": {"int8_model_save_path": "int8"},
-    "QuantizationStrategy": {"start_epoch": 1},
+    "QuantizationStrategy": {"start_epoch": 0, "int8_model_save_path": "int8"},
 }
 """The least config of every strategy class; a newly registered class needs its entry here."""
 
