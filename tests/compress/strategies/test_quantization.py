@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.helpers.configs import quantized_recipe, write_config
-from tests.helpers.processes import kill_when, popen_torchslim, torchslim
+from tests.helpers.processes import kill_when, popen_torchslim, torchrun, torchslim
 from torchslim.compress.compressor import Compressor
 from torchslim.compress.strategies import build_strategy
 from torchslim.config import parse_config
@@ -129,3 +129,18 @@ def test_pruning_after_qat_started_is_refused(tiny_fmnist, tmp_path):
     config["strategies"]["uniform"]["start_epoch"] = 1
     with pytest.raises(ConfigError, match="strategy uniform prunes at epoch 1, after QAT starts"):
         Compressor(parse_config(config), progress=False, log=lambda message: None).run()
+
+
+def test_qat_runs_data_parallel_under_torchrun(tiny_fmnist, tmp_path):
+    config = write_config(
+        tmp_path / "config.yaml", quantized_recipe(tmp_path / "ckpt", tiny_fmnist, quantize=QAT)
+    )
+    result = torchrun("-m", "torchslim", "compress", "--config", str(config), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # only rank 0 reports
+    summary = json.loads(lines[0])
+    assert summary["epochs_run"] == [0, 1, 2] and summary["events"][-1]["event"] == "qat_int8_export"
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "ckpt" / "metrics.jsonl")] == [0, 1, 2]
+    int8 = OrtModel(summary["events"][-1]["int8"]["path"])
+    assert int8(np.zeros((2, 3, 16, 16), np.float32)).shape == (2, 10)
