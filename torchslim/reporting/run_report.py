@@ -15,8 +15,10 @@ from torchslim.errors import CheckpointError
 from torchslim.export import export_onnx
 from torchslim.models import build_from_manifest, check_state_dict, load_model
 from torchslim.pruning.counting import channel_counts, human
+from torchslim.quant import INT8_FILE
+from torchslim.quant.saved import RECORD_FILE
 from torchslim.reporting.plots import plot_channels, plot_history
-from torchslim.reporting.results import ResultRow, results_table, row_for, time_models
+from torchslim.reporting.results import ResultRow, cpu_caption, int8_row, results_table, row_for, time_models
 from torchslim.reporting.tables import markdown_table
 
 
@@ -121,11 +123,22 @@ def run_rows(
     final_row = row_for(
         f"pruned (epoch {run.meta.get('epoch')})", final, run.input_size, last.get("top1"), last.get("top5")
     )
+    rows = {"baseline": base_row, "final": final_row}
+    int8_path = run.eval_dir / INT8_FILE
+    if int8_path.is_file():  # quantized at the end of the run (PTQ or QAT)
+        rows["int8"] = int8_row(final_row, int8_path, _int8_record(run.eval_dir))
     if timing:
         times = _time_both(run, base, final, threads=threads, rounds=rounds)
-        base_row.torch_ms, base_row.ort_ms = times["baseline"]
-        final_row.torch_ms, final_row.ort_ms = times["final"]
-    return [base_row, final_row]
+        for key, row in rows.items():
+            row.torch_ms, row.ort_ms = times[key]
+    return list(rows.values())
+
+
+def _int8_record(directory: Path) -> dict:
+    try:
+        return json.loads((directory / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _time_both(run: RunData, base: nn.Module, final: nn.Module, *, threads: int, rounds: int) -> dict:
@@ -139,6 +152,8 @@ def _time_both(run: RunData, base: nn.Module, final: nn.Module, *, threads: int,
         onnx_base = Path(workdir) / "base.onnx"
         export_onnx(base, example, onnx_base, verify=False)
         models = {"baseline": (base, onnx_base), "final": (final, onnx_final)}
+        if (run.eval_dir / INT8_FILE).is_file():
+            models["int8"] = (None, run.eval_dir / INT8_FILE)
         return time_models(models, run.input_size, threads=threads, rounds=rounds)
 
 
@@ -177,7 +192,8 @@ def write_run_report(
     if timing:
         lines += [
             f"Inference times: batch 1, {threads} threads, median of {rounds} interleaved rounds "
-            "(baseline architecture with fresh weights; PyTorch eager and ONNX Runtime CPU).",
+            "(baseline architecture with fresh weights; PyTorch eager and ONNX Runtime CPU). "
+            f"{cpu_caption()}.",
             "",
         ]
     lines += _events_section(run.meta.get("events") or []) + _epochs_section(run.records)

@@ -13,6 +13,7 @@ from torchslim.config import parse_config
 from torchslim.errors import ConfigError
 from torchslim.export import OrtModel
 from torchslim.models import load_model
+from torchslim.reporting.run_report import write_run_report
 
 QUIET = {"progress": False, "log": lambda message: None}
 
@@ -45,6 +46,11 @@ def test_prune_fine_tune_then_int8_at_the_end(tiny_fmnist, tmp_path):
         and sum(p.numel() for p in model.parameters()) == summary.after.params
     )
     assert int8.path.stat().st_size < fp32.path.stat().st_size
+    # the report's seed table gets the int8 row, with the accuracy the strategy measured in ORT
+    _, rows = write_run_report(tmp_path / "ckpt", timing=False, trusted=TINY_MODEL)
+    assert [row.label for row in rows] == ["baseline", "pruned (epoch 1)", "pruned (epoch 1) + int8"]
+    assert (rows[2].top1, rows[2].top5) == (event["int8"]["top1"], event["int8"]["top5"])
+    assert rows[2].macs == rows[1].macs and rows[2].size_bytes == int8.path.stat().st_size
 
 
 def test_the_seed_strategy_quantizes_a_saved_model_without_training(tiny_fmnist, tmp_path):

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from torchslim.config import MKLDNNPostTrainingQuantConfig, PostTrainingQuantConfig, quantizer_config
+from torchslim.engine.evaluate import evaluate_onnx
 from torchslim.errors import ConfigError, DataError
+from torchslim.export import OrtModel
 from torchslim.models import save_model
 from torchslim.models.saved import MANIFEST_FILE
 from torchslim.quant import PtqOptions, calibration_images
-from torchslim.quant.saved import quantize_model
+from torchslim.quant.saved import quantize_model, write_record
 
 from .base import CompressionContext, Strategy, implements
 
@@ -36,6 +38,20 @@ def require_folder(config: Any, root: Path | None, where: str) -> None:
             f"{where}.int8_model_save_path: required when compressor.checkpoint_path is empty "
             "(the int8 model needs a folder)"
         )
+
+
+def record_int8(context: CompressionContext, path: Path, record: dict) -> dict:
+    """``record`` plus the int8 model's top-1/top-5 on the run's validation data (ONNX Runtime),
+    written beside it as quantization.json."""
+    if context.val_loader is not None:
+        result = evaluate_onnx(OrtModel(path), context.val_loader)
+        record = {**record, "top1": result.top1, "top5": result.top5, "val_samples": result.samples}
+    write_record(path.parent, record)
+    return record
+
+
+def accuracy_text(record: dict) -> str:
+    return f"; int8 top-1/top-5 {record['top1']:.2f}/{record['top5']:.2f}" if "top1" in record else ""
 
 
 def ptq_options(quantizer: Any) -> PtqOptions:
@@ -75,13 +91,14 @@ class PostTrainingQuantStrategy(Strategy):
         images = calibration_images(loader.dataset, self.options.calibration_images, source=self.data_key)
         model, directory = self.model_and_folder(context)
         report = quantize_model(model, context.example_input.shape[-1], directory, images, self.options)
+        record = record_int8(context, Path(report.path), {"method": "ptq", **report.as_dict()})
         context.events.append(
             {
                 "strategy": self.name,
                 "epoch": context.epoch,
                 "event": "post_training_quantization",
-                "int8": report.as_dict(),
-                "int8_summary": report.summary_line(),
+                "int8": record,
+                "int8_summary": report.summary_line() + accuracy_text(record),
             }
         )
 

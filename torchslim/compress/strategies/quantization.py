@@ -25,7 +25,7 @@ from torchslim.quant import INT8_FILE, calibration_images
 from torchslim.quant.qat import QatModel, export_int8, prepare_qat, require_torchao
 
 from .base import CompressionContext, Strategy, implements
-from .post_training_quant import int8_folder, require_folder
+from .post_training_quant import accuracy_text, int8_folder, record_int8, require_folder
 
 CHECK_IMAGES = 64
 
@@ -121,13 +121,15 @@ class QuantizationStrategy(Strategy):
             f"int8 (QAT, {'per-channel' if self.per_channel else 'per-tensor'} weights): top-1 agreement of "
             f"ONNX Runtime with the QAT model {100 * agreement:.1f}%, max logit diff {diff:.4f}"
         )
+        record = {"method": "qat", "path": str(path), "top1_agreement": agreement, "max_logit_diff": diff}
+        record = record_int8(context, path, {**record, "int8_bytes": path.stat().st_size})
         context.events.append(
             {
                 "strategy": self.name,
                 "epoch": context.epoch,
                 "event": "qat_int8_export",
-                "int8": {"path": str(path), "top1_agreement": agreement, "max_logit_diff": diff},
-                "int8_summary": summary,
+                "int8": record,
+                "int8_summary": summary + accuracy_text(record),
             }
         )
 
