@@ -75,7 +75,13 @@ def test_the_seed_strategy_quantizes_a_saved_model_without_training(tiny_fmnist,
     summary = Compressor(parse_config(seed_style), **QUIET).run()
     assert summary.epochs_run == [] and summary.events[-1]["strategy"] == "mkldnn"
     written = sorted(p.name for p in (tmp_path / "int8").iterdir())
-    assert written == ["manifest.json", "model.int8.onnx", "model.onnx", "model.safetensors"]
+    assert written == [
+        "manifest.json",
+        "model.int8.onnx",
+        "model.onnx",
+        "model.safetensors",
+        "quantization.json",
+    ]
     assert summary.events[-1]["int8"]["calibration_images"] == 256  # the quantizer's default
 
 
