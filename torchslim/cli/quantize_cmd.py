@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -22,14 +21,12 @@ from torchslim.quant import (
     quantize_onnx,
     refuse_quantized,
 )
-from torchslim.quant.saved import FP32_FILE, quantize_model
+from torchslim.quant.saved import FP32_FILE, RECORD_FILE, quantize_model, write_record
 
 from . import flags
 from .artifacts import eval_model_dir, onnx_file
 from .common import add_command, data_help
 from .output import emit_json, log
-
-REPORT_FILE = "quantization.json"
 
 
 def add_parsers(subparsers) -> None:
@@ -72,10 +69,6 @@ def add_parsers(subparsers) -> None:
 
 
 def _calibration(args: argparse.Namespace, size: int | None):
-    if not args.data:
-        raise DataError(
-            "no calibration data: pass --data SPEC (its training images calibrate the activations)"
-        )
     train, _, _, _ = build_datasets(args.data, image_size=size)
     return calibration_images(train, args.calibration_images, source=f"--data {args.data} (training split)")
 
@@ -91,7 +84,7 @@ def _quantize_into(args: argparse.Namespace, staging: Path, options: PtqOptions)
     directory = eval_model_dir(args.model_path)
     model, manifest = load_model(directory, trusted=args.model)
     for item in directory.iterdir():
-        if item.is_file() and item.name not in (INT8_FILE, REPORT_FILE):
+        if item.is_file() and item.name not in (INT8_FILE, RECORD_FILE):
             shutil.copyfile(item, staging / item.name)
     size = manifest.get("input_size")
     return quantize_model(model, size, staging, _calibration(args, size), options)
@@ -122,7 +115,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         report = _quantize_into(args, staging, options)
         report.path = str(output / INT8_FILE)
         report.fp32_path = str(output / FP32_FILE)
-        (staging / REPORT_FILE).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        write_record(staging, report.as_dict())
         output.mkdir(exist_ok=True)
         for item in sorted(staging.iterdir(), key=lambda p: p.name == INT8_FILE):  # the int8 model last
             os.replace(item, output / item.name)

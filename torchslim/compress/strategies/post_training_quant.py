@@ -103,12 +103,15 @@ class PostTrainingQuantStrategy(Strategy):
         )
 
     def model_and_folder(self, context: CompressionContext):
-        """The model to quantize and the folder its fp32/int8 ONNX models go to; a folder that holds no
-        saved model gets one, so eval and infer can read it."""
+        """The model to quantize and the folder its fp32/int8 ONNX models go to. Only the last epoch's
+        eval model is the run's final model as it is; any other folder gets that model saved afresh
+        (manifest, weights, and a new model.onnx), so nothing stale is quantized and eval/infer read it."""
         directory = self.destination()
-        if not (directory / MANIFEST_FILE).is_file():
+        last_eval = self.root is not None and directory == self.root / str(self.epochs - 1) / "eval_model"
+        if not (last_eval and (directory / MANIFEST_FILE).is_file()):
             size = context.example_input.shape[-1]
             save_model(directory, context.model, context.base_name, context.base_kwargs, input_size=size)
+            (directory / "model.onnx").unlink(missing_ok=True)  # exported again from this model
         return context.model, directory
 
 
