@@ -95,13 +95,3 @@ def bad_scales(model: onnx.ModelProto) -> list[str]:
         if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
             bad.append(node.input[0])
     return bad
-
-
-def describe_fallbacks(fallbacks: list[Fallback]) -> str:
-    """``'Softmax x1 (prob), ...'`` or ``'none'``."""
-    if not fallbacks:
-        return "none"
-    by_op: dict[str, list[str]] = {}
-    for fallback in fallbacks:
-        by_op.setdefault(fallback.op_type, []).append(fallback.node)
-    return ", ".join(f"{op} x{len(nodes)} ({', '.join(nodes[:3])})" for op, nodes in sorted(by_op.items()))

@@ -22,6 +22,8 @@ from torchslim.export import OrtModel
 from torchslim.models import save_model
 from torchslim.nn import eval_mode
 from torchslim.quant import INT8_FILE, calibration_images
+from torchslim.quant.graph_facts import fp32_fallbacks
+from torchslim.quant.ptq import describe_fallbacks_dicts
 from torchslim.quant.qat import QatModel, export_int8, prepare_qat, require_torchao
 
 from .base import CompressionContext, Strategy, implements
@@ -117,11 +119,14 @@ class QuantizationStrategy(Strategy):
                 context.base_kwargs,
                 input_size=size,
             )
+        fallbacks = [{"node": f.node, "op_type": f.op_type} for f in fp32_fallbacks(path)]
         summary = (
             f"int8 (QAT, {'per-channel' if self.per_channel else 'per-tensor'} weights): top-1 agreement of "
-            f"ONNX Runtime with the QAT model {100 * agreement:.1f}%, max logit diff {diff:.4f}"
+            f"ONNX Runtime with the QAT model {100 * agreement:.1f}%, max logit diff {diff:.4f}; "
+            f"ops left fp32: {describe_fallbacks_dicts(fallbacks)}"
         )
         record = {"method": "qat", "path": str(path), "top1_agreement": agreement, "max_logit_diff": diff}
+        record["fallback_ops"] = fallbacks
         record = record_int8(context, path, {**record, "int8_bytes": path.stat().st_size})
         context.events.append(
             {
