@@ -55,9 +55,7 @@ def test_int8_agrees_with_fp32_on_the_calibration_slice(method, fp32_model, imag
     # the report's numbers, recomputed here from both models
     fp32, int8 = run_batched(OrtModel(fp32_model), images), run_batched(OrtModel(target), images)
     assert report.top1_agreement == pytest.approx(np.mean(fp32.argmax(1) == int8.argmax(1)))
-    assert report.max_logit_diff == pytest.approx(
-        float(np.abs(fp32 - int8).max()), rel=0.05
-    )  # ORT batches differently here
+    assert report.max_logit_diff == pytest.approx(float(np.abs(fp32 - int8).max()), rel=0.05)
     assert report.top1_agreement >= 0.95
     assert 0 < report.max_logit_diff < 0.1 * float(np.abs(fp32).max())
     assert report.int8_bytes == target.stat().st_size < report.fp32_bytes
