@@ -21,6 +21,7 @@ from md_latency import candidates_section, p2_section, sweep_section
 from md_p1 import p1_like_for_like_section
 from md_readme import README, fill_readme, readme_lines
 from md_reconstruction import reconstruction_section
+from md_quantization import quantization_section
 
 Goal = tuple[str, str, str, bool]  # (goal group, what, measured value, met)
 
@@ -38,6 +39,7 @@ def sections(goals: list[Goal]) -> list[str]:
         + p1_seeds_section(accuracy, goals)
         + p1_like_for_like_section(goals)
         + reconstruction_section(read_result("reconstruction"), goals)
+        + quantization_section(read_result("quantization"), goals)
     )
 
 

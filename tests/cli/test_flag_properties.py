@@ -167,6 +167,8 @@ def bases(w: World) -> dict[str, list[str]]:
         "report": ["report", "--run", w.run, *tiny, "--no-timing", "--json"],
         "report --timing": ["report", "--run", w.run, *tiny, "--rounds", "1", "--threads", "1", "--json"],
         "demo": ["demo", *tiny, "--data", w.data, "--output", w.path("new"), "--json"],
+        "quantize": ["quantize", "--model-path", w.eval_model, *tiny, "--data", w.data]
+        + ["--output", w.path("new"), "--calibration-images", "4", "--json"],
     }
 
 
@@ -414,6 +416,9 @@ CASES = [
         for flag in ("--train-limit", "--val-limit", "--baseline-epochs", "--finetune-epochs")
     ],
     Case("demo", "--output", paths(kinds=("garbage", "under_file"))),
+    Case("quantize", "--calibration-images", integers(1), examples=3),
+    Case("quantize", "--model-path", paths("good"), good="eval_model", codes=frozenset({4}), examples=3),
+    Case("quantize", "--output", paths("missing", "dir", "new", kinds=WRITABLE), examples=4),
 ]
 assert len({case.id + str(case.good) for case in CASES}) == len(CASES)
 

@@ -18,9 +18,11 @@ from torchslim.config import (
     CONTROLLER_CONFIGS,
     DISTILLER_CONFIGS,
     PRUNER_CONFIGS,
+    QUANTIZER_CONFIGS,
     STRATEGY_CONFIGS,
     load_config,
     parse_config,
+    quantizer_config,
 )
 from torchslim.config.classes import class_names
 from torchslim.config.distillers import distiller_config
@@ -106,6 +108,7 @@ BASE = {
     "pruners": {"pruner": {"class": "StructurePruner"}},
     "controllers": {"controller": {"class": "SAController"}},
     "distillers": {"distiller": {"class": "SoftLabelDistiller"}},
+    "quantizers": {"quantizer": {"class": "PostTrainingQuantizer"}},
     "strategies": {},
     "compressor": {"epoch": 1, "strategies": []},
 }
@@ -114,6 +117,9 @@ STRATEGY_EXAMPLES = {
     "SensitivePruneStrategy": {"pruner": "pruner", "pruned_params": ".*"},
     "AutoPruneStrategy": {"pruner": "pruner", "controller": "controller", "pruned_params": ".*"},
     "DistillationStrategy": {"distiller": "distiller"},
+    "PostTrainingQuantStrategy": {"quantizer": "quantizer", "int8_model_save_path": "int8"},
+    "MKLDNNPostTrainingQuantStrategy": {"int8_model_save_path": "int8"},
+    "QuantizationStrategy": {"start_epoch": 0, "int8_model_save_path": "int8"},
 }
 """The least config of every strategy class; a newly registered class needs its entry here."""
 
@@ -152,6 +158,13 @@ def test_every_registered_pruner_class_parses(class_name):
     assert type(entry) is PRUNER_CONFIGS.get(class_name) and entry.criterion_for("conv.weight") == "l1_group"
 
 
+@pytest.mark.parametrize("class_name", class_names(QUANTIZER_CONFIGS))
+def test_every_registered_quantizer_class_parses(class_name):
+    config = parse_config(with_entry("quantizers", {"class": class_name, "calibrate_method": "entropy"}))
+    entry = quantizer_config(config, "entry")
+    assert type(entry) is QUANTIZER_CONFIGS.get(class_name) and entry.calibrate_method == "entropy"
+
+
 @pytest.mark.parametrize("class_name", class_names(DISTILLER_CONFIGS))
 def test_every_registered_distiller_class_parses(class_name):
     config = parse_config(with_entry("distillers", {"class": class_name}))
@@ -166,7 +179,7 @@ def test_implementations_match_the_config_registries():
 @pytest.mark.parametrize(
     ("section", "class_name", "problem"),
     [
-        ("strategies", "QuantizationStrategy", "quantization is not supported by torchslim"),
+        ("strategies", "LightNASStrategy", "neural architecture search is not supported by torchslim"),
         ("strategies", "UniformPruningStrategy", "did you mean 'UniformPruneStrategy'?"),
         ("controllers", "LightNASController", "neural architecture search is not supported"),
         ("pruners", "FilterPruner", "unknown class 'FilterPruner'"),

@@ -12,6 +12,7 @@ from tests.helpers.seed_configs import SEED_DICTS, SEED_NAMES, config_error, mob
 from torchslim.config import (
     AutoPruneConfig,
     DistillationConfig,
+    QuantizationConfig,
     SAControllerConfig,
     SensitivePruneConfig,
     StructurePrunerConfig,
@@ -193,7 +194,7 @@ def test_active_strategies_follow_compressor_order():
     assert [s.name for s in config.active_strategies()] == ["second", "uniform_pruning_strategy"]
 
 
-def test_distillers_quantizers_kept_raw_and_quantization_strategy_rejected():
+def test_distillers_quantizers_kept_raw_and_quantization_strategy_parsed():
     data = mobilenet_v1_seed()
     data["distillers"] = {
         "l2": {"class": "L2Distiller", "teacher_feature_map": "t", "distillation_loss_weight": 1}
@@ -207,8 +208,10 @@ def test_distillers_quantizers_kept_raw_and_quantization_strategy_rejected():
     assert parse_config(config.to_dict()) == config
 
     data["strategies"]["quant"] = {"class": "QuantizationStrategy", "start_epoch": 121}
+    assert isinstance(parse_config(data).strategies["quant"], QuantizationConfig)
+    data["strategies"]["quant"]["weight_bits"] = 4
     error = config_error(data)
-    assert "strategies.quant.class" in str(error) and "quantization is not supported" in str(error)
+    assert "strategies.quant.weight_bits" in str(error) and "only 8 bits are supported" in str(error)
 
 
 @pytest.mark.parametrize(

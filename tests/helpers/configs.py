@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from tests.helpers import SEQUENTIAL_MODEL
+from tests.helpers import SEQUENTIAL_MODEL, TINY_MODEL
 
 PRUNER = "pruner_1"
 
@@ -160,3 +160,27 @@ def write_config(path: Path, config: dict) -> Path:
     """``config`` as a YAML file at ``path``."""
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def quantized_recipe(
+    checkpoint: Path | None, data: str, *, quantize: dict, epochs: int = 3, sections: dict | None = None
+) -> dict:
+    """The combined recipe on tiny_net at 16x16 on CPU: uniform pruning (-40% MACs) at epoch 0,
+    fine-tuning, and the ``quantize`` strategy (PTQ or QAT) named ``quant``."""
+    return compression_config(
+        checkpoint,
+        strategies={"uniform": uniform_strategy(start_epoch=0), "quant": quantize},
+        epochs=epochs,
+        model=TINY_MODEL,
+        data=data,
+        train={
+            "input_size": 16,
+            "device": "cpu",
+            "batch_size": 16,
+            "train_limit": 64,
+            "val_limit": 32,
+            "bn_recalibration_batches": 2,
+            "reconstruction_batches": 0,
+        },
+        sections=sections,
+    )

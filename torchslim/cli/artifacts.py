@@ -6,6 +6,7 @@ from pathlib import Path
 
 from torchslim.engine import list_checkpoints
 from torchslim.errors import ModelError
+from torchslim.export import OrtModel
 from torchslim.models import load_manifest
 from torchslim.models.saved import MANIFEST_FILE
 
@@ -40,6 +41,19 @@ def onnx_file(path: str | Path) -> Path:
     if not candidate.is_file():
         raise ModelError(f"{candidate.parent} has no inference model {ONNX_FILE}")
     return candidate
+
+
+def image_classifier(path: Path, threads: int | None = None) -> OrtModel:
+    """An ONNX Runtime session of ``path`` whose one input is an N x 3 x H x W image batch; any other
+    model (or a file that is no ONNX model) is a one-line ModelError naming the file."""
+    model = OrtModel(path, threads=threads)
+    shape = model.input_shape
+    if len(shape) != 4 or shape[1] != 3 or not isinstance(shape[-1], int):
+        raise ModelError(
+            f"{path}: not an image classifier: its input {model.input_name!r} has shape "
+            f"{list(shape)} (expected N x 3 x H x W)"
+        )
+    return model
 
 
 def manifest_beside(onnx_path: Path) -> dict | None:

@@ -199,6 +199,8 @@ def summary_table(summary: CompressionSummary) -> str:
                 f"{plan['measured_speedup']:.2f}x, chosen by "
                 + (f"validation top-1 among the near-fastest ({how})" if how else "speed")
             )
+        if "int8_summary" in event:
+            text += f"\n{event['int8_summary']} -> {event['int8']['path']}"
         if "teacher_percent_of_epoch" in event:
             share = event["teacher_percent_of_epoch"]
             text += f"\ndistillation at epoch {event['epoch']}: teacher took {share:.0f}% of the epoch"

@@ -7,6 +7,7 @@ Everything runs through the same Compressor and configs a user would write.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,13 @@ from torchslim.compress.compressor import CompressionSummary, Compressor
 from torchslim.config import parse_config
 from torchslim.engine import evaluate
 from torchslim.models import load_model
+from torchslim.quant import INT8_FILE
+from torchslim.quant.saved import RECORD_FILE
 from torchslim.reporting.results import (
     ResultRow,
+    cpu_caption,
     fill_times,
+    int8_row,
     results_table,
     row_for,
     speedup_line,
@@ -97,8 +102,9 @@ def run_demo(settings: DemoSettings) -> list[ResultRow]:
         f"[2/3] prune -{settings.target_ratio:.0%} MACs (uniform, l1_norm, round_to 8), then fine-tune "
         f"{settings.finetune_epochs} epochs"
     )
+    strategies = {**_uniform_strategy(settings), "int8_strategy": {"class": "PostTrainingQuantStrategy"}}
     pruned_dir, compressor, summary = _train(
-        settings, "pruned", settings.finetune_epochs, _uniform_strategy(settings), str(baseline_dir)
+        settings, "pruned", settings.finetune_epochs, strategies, str(baseline_dir)
     )
     log("[3/3] evaluate both eval models and time them in PyTorch and ONNX Runtime (batch 1, 1 thread)")
     labelled = {"baseline": baseline_dir, f"-{settings.target_ratio:.0%} pruned": pruned_dir}
@@ -167,6 +173,10 @@ def _evaluate_and_time(labelled: dict[str, Path], compressor: Compressor, model_
         result = evaluate(model, compressor.load_data().val_loader)
         rows.append(row_for(label, model, input_size, result.top1, result.top5))
         models[label] = (model, directory / "model.onnx")
+        if (directory / INT8_FILE).is_file():  # the int8 model PostTrainingQuantStrategy wrote
+            record = json.loads((directory / RECORD_FILE).read_text())
+            rows.append(int8_row(rows[-1], directory / INT8_FILE, record))
+            models[rows[-1].label] = (None, directory / INT8_FILE)
     timings = time_models(models, input_size, threads=1)  # batch 1 of a small model: one thread is fair
     fill_times({row.label: row for row in rows}, timings)
     return rows
@@ -191,6 +201,7 @@ def print_demo_table(rows: list[ResultRow], settings: DemoSettings) -> None:
     )
     print(results_table(rows))
     print(speedup_line(rows))
+    print(f"Batch 1, 1 thread. {cpu_caption()}.")
     print(
         f"\nEval models and ONNX inference models are in {settings.output}/baseline and "
         f"{settings.output}/pruned."

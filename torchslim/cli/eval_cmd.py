@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 
 from torchslim.data import DEFAULT_DATA_SPEC, build_loaders
 from torchslim.data.loaders import check_label_range
-from torchslim.engine import EvalResult, accuracy_counts, evaluate
+from torchslim.engine import evaluate
 from torchslim.engine.device import num_outputs
-from torchslim.export import OrtModel
+from torchslim.engine.evaluate import evaluate_onnx
 from torchslim.models import load_model
 
 from . import flags
-from .artifacts import eval_model_dir, onnx_file
+from .artifacts import eval_model_dir, image_classifier, onnx_file
 from .common import add_command, data_help
 from .output import emit_json, log
 
@@ -55,7 +54,7 @@ def run_eval(args: argparse.Namespace) -> int:
     is_onnx = str(args.model_path).endswith(".onnx")
     if is_onnx:
         path = onnx_file(args.model_path)
-        ort_model = OrtModel(path)
+        ort_model = image_classifier(path)
         size = ort_model.input_shape[-1]
     else:
         path = eval_model_dir(args.model_path)
@@ -89,19 +88,3 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         print(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  ({result.samples} images)")
     return 0
-
-
-def evaluate_onnx(ort_model: OrtModel, loader) -> EvalResult:
-    counts = torch.zeros(2, dtype=torch.float64)
-    loss_sum, samples = 0.0, 0
-    for images, targets in loader:
-        logits = torch.from_numpy(ort_model(images.numpy().astype(np.float32)))
-        counts += accuracy_counts(logits, targets, ks=(1, 5)).double()
-        loss_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
-        samples += len(targets)
-    return EvalResult(
-        top1=100.0 * float(counts[0]) / samples,
-        top5=100.0 * float(counts[1]) / samples,
-        loss=loss_sum / samples,
-        samples=samples,
-    )

@@ -15,7 +15,7 @@ from torchslim.latency.compare import compare_latency
 from torchslim.latency.machine import DEFAULT_THREADS
 
 from . import flags
-from .artifacts import manifest_beside, onnx_file
+from .artifacts import image_classifier, manifest_beside, onnx_file
 from .common import add_command
 from .output import emit_json, log, table
 
@@ -58,7 +58,7 @@ def run_infer(args: argparse.Namespace) -> int:
     if not args.images and not args.data:
         raise ConfigError("give --images FILES or --data SPEC")
     path = onnx_file(args.model_path)
-    model = OrtModel(path, threads=args.threads)
+    model = image_classifier(path, threads=args.threads)
     size = model.input_shape[-1]
     names, batch, labels = _inputs(args, path, size)
     log(f"running {path} on {len(names)} images with ONNX Runtime")

@@ -17,6 +17,7 @@ from . import (
     infer_cmd,
     inspect_cmds,
     prune_cmd,
+    quantize_cmd,
     report_cmd,
     sensitivity_cmd,
 )
@@ -27,6 +28,7 @@ COMMAND_MODULES = [
     prune_cmd,
     sensitivity_cmd,
     compress_cmd,
+    quantize_cmd,
     eval_cmd,
     infer_cmd,
     demo_cmd,

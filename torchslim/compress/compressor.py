@@ -46,6 +46,7 @@ from torchslim.models import (
     seed_param_names,
 )
 from torchslim.pruning.counting import profile_model
+from torchslim.quant.qat import float_model_of
 from torchslim.recovery.batch_norm import recalibrate_batch_norm
 from torchslim.recovery.reconstruction import reconstruct
 
@@ -251,7 +252,9 @@ class Compressor:
         if state is None:
             return self.stats(context.model, self.evaluate(context.model)), 0
         meta = state["meta"]
-        context.events = meta.get("events", [])
+        context.events, context.epoch = meta.get("events", []), meta["epoch"]
+        for strategy in self.strategies:  # before the optimizer is built: it must fit their model
+            strategy.on_resume(context)
         return ModelStats(**meta["before"]), meta["epoch"] + 1
 
     def run_epoch(
@@ -322,7 +325,7 @@ class Compressor:
         return None
 
     def stats(self, model: nn.Module, result: EvalResult | None) -> ModelStats:
-        profile = profile_model(model, self.input_size())
+        profile = profile_model(float_model_of(model), self.input_size())
         return ModelStats(
             profile.macs,
             profile.params,
@@ -332,7 +335,7 @@ class Compressor:
         )
 
     def epoch_record(self, model: nn.Module, epoch: int, stats, result: EvalResult | None) -> dict[str, Any]:
-        profile = profile_model(model, self.input_size())
+        profile = profile_model(float_model_of(model), self.input_size())
         record = {
             "epoch": epoch,
             "train_loss": stats.loss,

@@ -34,6 +34,7 @@ from torchslim.errors import CheckpointError, ModelError
 from torchslim.export import export_onnx
 from torchslim.models import build_from_manifest, check_state_dict, make_manifest, save_model
 from torchslim.models.saved import MANIFEST_FILE
+from torchslim.quant.qat import float_model_of
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FORMAT = "torchslim.checkpoint/1"
@@ -65,7 +66,8 @@ class RunFiles:
     ) -> Path:
         """Append the epoch's metrics, then write its checkpoint and eval model."""
         directory = self.root / str(epoch)
-        manifest = make_manifest(self.model_name, context.base_kwargs, context.model)
+        model = float_model_of(context.model)  # under QAT: the float weights; the strategy keeps the rest
+        manifest = make_manifest(self.model_name, context.base_kwargs, model)
         meta = {
             "format": CHECKPOINT_FORMAT,
             "epoch": epoch,
@@ -77,7 +79,7 @@ class RunFiles:
         }
         meta["strategies"], strategy_tensors = _split_states({s.name: s.state_dict() for s in strategies})
         tensors = {
-            "model": {k: v.detach().cpu() for k, v in context.model.state_dict().items()},
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": capture_rng_state(),
@@ -95,9 +97,10 @@ class RunFiles:
         self, context: CompressionContext, directory: Path, manifest: dict, record: dict
     ) -> None:
         extra = {"metrics": record, "preprocess": self.preprocess}
+        model = float_model_of(context.model)
         save_model(
             directory,
-            context.model,
+            model,
             self.model_name,
             context.base_kwargs,
             input_size=self.input_size,
@@ -105,7 +108,7 @@ class RunFiles:
             extra=extra,
         )
         if self.compressor.save_inference_model:
-            cpu_model = copy.deepcopy(context.model).cpu().float()
+            cpu_model = copy.deepcopy(model).cpu().float()
             export_onnx(cpu_model, context.example_input.cpu(), directory / "model.onnx")
 
     # -- resuming ---------------------------------------------------------------------------

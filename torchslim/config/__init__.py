@@ -27,6 +27,14 @@ from torchslim.config.classes import (
 )
 from torchslim.config.distillers import DISTILLER_CONFIGS, SoftLabelDistillerConfig
 from torchslim.config.loader import apply_overrides, load_config, loads_config, parse_config, parse_override
+from torchslim.config.quantizers import (
+    QUANTIZER_CONFIGS,
+    MKLDNNPostTrainingQuantConfig,
+    PostTrainingQuantConfig,
+    PostTrainingQuantizerConfig,
+    QuantizationConfig,
+    quantizer_config,
+)
 from torchslim.config.schema import LR_STRATEGIES, CompressorConfig, SlimConfig, TrainConfig
 
 __all__ = [
@@ -35,11 +43,16 @@ __all__ = [
     "LR_STRATEGIES",
     "METRIC_ALIASES",
     "PRUNER_CONFIGS",
+    "QUANTIZER_CONFIGS",
     "STRATEGY_CONFIGS",
     "UNSUPPORTED_CLASSES",
     "AutoPruneConfig",
     "CompressorConfig",
     "DistillationConfig",
+    "MKLDNNPostTrainingQuantConfig",
+    "PostTrainingQuantConfig",
+    "PostTrainingQuantizerConfig",
+    "QuantizationConfig",
     "PruneStrategyConfig",
     "SAControllerConfig",
     "SensitivePruneConfig",
@@ -55,4 +68,5 @@ __all__ = [
     "loads_config",
     "parse_config",
     "parse_override",
+    "quantizer_config",
 ]

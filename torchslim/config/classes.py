@@ -40,8 +40,6 @@ CONTROLLER_CONFIGS: Registry[type] = Registry("controller class")
 STRATEGY_CONFIGS: Registry[type[StrategyConfig]] = Registry("strategy class")
 
 UNSUPPORTED_CLASSES: dict[str, str] = {
-    "QuantizationStrategy": "quantization is not supported by torchslim",
-    "MKLDNNPostTrainingQuantStrategy": "quantization is not supported by torchslim",
     "LightNASStrategy": "neural architecture search is not supported by torchslim",
     "LightNASController": "neural architecture search is not supported by torchslim",
 }

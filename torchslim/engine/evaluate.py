@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -79,4 +80,22 @@ def evaluate(
         top5=100.0 * correct5 / samples,
         loss=loss_sum / samples,
         samples=int(samples),
+    )
+
+
+def evaluate_onnx(run: Callable[[np.ndarray], np.ndarray], loader: Iterable) -> EvalResult:
+    """Top-1/top-5 and loss of a model run outside PyTorch (``run``: float32 NCHW batch -> logits),
+    e.g. an ONNX Runtime session."""
+    counts = torch.zeros(2, dtype=torch.float64)
+    loss_sum, samples = 0.0, 0
+    for images, targets in loader:
+        logits = torch.from_numpy(np.asarray(run(images.numpy().astype(np.float32))))
+        counts += accuracy_counts(logits, targets, ks=(1, 5)).double()
+        loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
+        samples += len(targets)
+    return EvalResult(
+        top1=100.0 * float(counts[0]) / samples,
+        top5=100.0 * float(counts[1]) / samples,
+        loss=loss_sum / samples,
+        samples=samples,
     )

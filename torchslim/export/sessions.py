@@ -87,7 +87,8 @@ def create_session(
     try:
         return ort.InferenceSession(source, options or session_options(), providers=list(providers))
     except Exception as error:  # onnxruntime raises its own pybind exception types
-        raise ModelError(f"{where}: ONNX Runtime cannot load the model: {error}") from error
+        message = " ".join(str(error).split())  # one line: ORT's messages may span several
+        raise ModelError(f"{where}: ONNX Runtime cannot load the model: {message}") from error
 
 
 class TimingSession:

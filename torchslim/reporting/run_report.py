@@ -15,10 +15,14 @@ from torchslim.errors import CheckpointError
 from torchslim.export import export_onnx
 from torchslim.models import build_from_manifest, check_state_dict, load_model
 from torchslim.pruning.counting import channel_counts, human
+from torchslim.quant import INT8_FILE
+from torchslim.quant.saved import RECORD_FILE
 from torchslim.reporting.plots import plot_channels, plot_history
 from torchslim.reporting.results import (
     ResultRow,
+    cpu_caption,
     fill_times,
+    int8_row,
     results_table,
     row_for,
     speedup_line,
@@ -128,10 +132,21 @@ def run_rows(
     final_row = row_for(
         f"pruned (epoch {run.meta.get('epoch')})", final, run.input_size, last.get("top1"), last.get("top5")
     )
+    rows = {"baseline": base_row, "final": final_row}
+    int8_path = run.eval_dir / INT8_FILE
+    if int8_path.is_file():  # quantized at the end of the run (PTQ or QAT)
+        rows["int8"] = int8_row(final_row, int8_path, _int8_record(run.eval_dir))
     if timing:
         times = _time_both(run, base, final, threads=threads, rounds=rounds)
-        fill_times({"baseline": base_row, "final": final_row}, times)
-    return [base_row, final_row]
+        fill_times(rows, times)
+    return list(rows.values())
+
+
+def _int8_record(directory: Path) -> dict:
+    try:
+        return json.loads((directory / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _time_both(run: RunData, base: nn.Module, final: nn.Module, *, threads: int, rounds: int) -> dict:
@@ -145,6 +160,8 @@ def _time_both(run: RunData, base: nn.Module, final: nn.Module, *, threads: int,
         onnx_base = Path(workdir) / "base.onnx"
         export_onnx(base, example, onnx_base, verify=False)
         models = {"baseline": (base, onnx_base), "final": (final, onnx_final)}
+        if (run.eval_dir / INT8_FILE).is_file():
+            models["int8"] = (None, run.eval_dir / INT8_FILE)
         return time_models(models, run.input_size, threads=threads, rounds=rounds)
 
 
@@ -188,6 +205,7 @@ def write_run_report(
             "a phase of its own).",
             "",
             speedup_line(rows),
+            f"{cpu_caption()}.",
             "",
         ]
     lines += _events_section(run.meta.get("events") or []) + _epochs_section(run.records)

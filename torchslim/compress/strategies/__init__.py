@@ -3,6 +3,8 @@
 from .auto import AutoPruneStrategy
 from .base import STRATEGIES, CompressionContext, Strategy, build_strategy
 from .distill import DistillationStrategy
+from .post_training_quant import MKLDNNPostTrainingQuantStrategy, PostTrainingQuantStrategy
+from .quantization import QuantizationStrategy
 from .sensitive import SensitivePruneStrategy
 from .uniform import UniformPruneStrategy
 
@@ -11,6 +13,9 @@ __all__ = [
     "AutoPruneStrategy",
     "CompressionContext",
     "DistillationStrategy",
+    "MKLDNNPostTrainingQuantStrategy",
+    "PostTrainingQuantStrategy",
+    "QuantizationStrategy",
     "SensitivePruneStrategy",
     "Strategy",
     "UniformPruneStrategy",

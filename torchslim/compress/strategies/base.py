@@ -61,6 +61,10 @@ class Strategy:
     def on_compression_begin(self, context: CompressionContext) -> None:
         pass
 
+    def on_resume(self, context: CompressionContext) -> None:
+        """After a checkpoint is loaded (``context.epoch``: the epoch it ended), before the optimizer is
+        built from its state: a strategy that trains another module than the saved one restores it."""
+
     def on_epoch_begin(self, context: CompressionContext) -> None:
         pass
 
