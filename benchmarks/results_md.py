@@ -19,9 +19,9 @@ from md_common import md_table
 from md_cost import p3_section, p4_section
 from md_latency import candidates_section, p2_section, sweep_section
 from md_p1 import p1_like_for_like_section
+from md_quantization import quantization_section
 from md_readme import README, fill_readme, readme_lines
 from md_reconstruction import reconstruction_section
-from md_quantization import quantization_section
 
 Goal = tuple[str, str, str, bool]  # (goal group, what, measured value, met)
 

@@ -54,10 +54,10 @@ def test_demo_times_ort_then_eager_with_one_thread(capsys, world, phases):
     assert [p["runtime"] for p in phases] == ["onnxruntime", "eager"]
     assert {p["threads"] for p in phases} == {1}
     ort, eager = (p["result"] for p in phases)
-    for row in rows:
-        assert (
-            row["ort_ms"] == ort.median_ms[row["label"]] and row["torch_ms"] == eager.median_ms[row["label"]]
-        )
+    assert rows[-1]["label"].endswith("+ int8") and set(eager.median_ms) == {r["label"] for r in rows[:-1]}
+    for row in rows:  # the int8 model is an ONNX file: timed on ONNX Runtime only
+        assert row["ort_ms"] == ort.median_ms[row["label"]]
+        assert row["torch_ms"] == eager.median_ms.get(row["label"])
         assert row["ort_speedup"] == ort.speedup[row["label"]]
     assert rows[0]["ort_speedup"] == rows[0]["torch_speedup"] == 1.0
 
@@ -76,7 +76,7 @@ def test_report_times_ort_then_eager_with_its_threads(capsys, world, phases):
     ]
     ort = phases[0]["result"]
     assert rows[1]["ort_ms"] == ort.median_ms["final"] and rows[1]["ort_speedup"] == ort.speedup["final"]
-    assert "Speedup of pruned" in (run / "report.md").read_text()
+    assert "Speedup over baseline" in (run / "report.md").read_text()
 
 
 def test_infer_times_its_batch_on_ort(capsys, world, phases):

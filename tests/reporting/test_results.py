@@ -11,12 +11,19 @@ import torch
 
 from tests.helpers import TINY_MODEL
 from tests.helpers.tiny_models import tiny_net
-from torchslim.export import export_onnx, time_interleaved
+from torchslim.export import export_onnx
 from torchslim.models import save_model
 from torchslim.quant import PtqOptions, quantize_onnx
 from torchslim.quant.saved import write_record
-from torchslim.reporting import results
-from torchslim.reporting.results import ResultRow, cpu_caption, int8_row, results_table, time_models
+from torchslim.reporting.results import (
+    ResultRow,
+    cpu_caption,
+    fill_times,
+    int8_row,
+    results_table,
+    speedup_line,
+    time_models,
+)
 
 CPUINFO = """processor\t: 0
 model name\t: Example CPU 9000
@@ -54,16 +61,18 @@ def test_the_int8_row_has_its_file_size_and_recorded_accuracy(int8_dir):
     assert "-50% + int8" in table and "71.25/97.50" in table
 
 
-def test_an_onnx_only_model_is_timed_in_onnx_runtime_only(int8_dir, monkeypatch):
+def test_an_onnx_only_model_is_timed_in_onnx_runtime_only(int8_dir):
     model, directory = int8_dir
-    seen = []
-
-    def recorded(functions, **kwargs):
-        seen.append(sorted(functions))
-        return time_interleaved(functions, **kwargs)
-
-    monkeypatch.setattr(results, "time_interleaved", recorded)
     models = {"fp32": (model, directory / "model.onnx"), "int8": (None, directory / "model.int8.onnx")}
-    times = time_models(models, 32, threads=1, rounds=2)
-    assert seen == [["fp32/ort", "fp32/torch", "int8/ort"]]
-    assert times["int8"][0] is None and times["int8"][1] > 0 and times["fp32"][0] > 0
+    timings = time_models(models, 32, threads=1, rounds=2)
+    assert set(timings["onnxruntime"].median_ms) == {"fp32", "int8"}
+    assert set(timings["eager"].median_ms) == {"fp32"}
+    assert timings["onnxruntime"].median_ms["int8"] > 0 and timings["eager"].median_ms["fp32"] > 0
+    rows = {
+        "fp32": ResultRow("fp32", 1000, 72.0, 98.0, 4000),
+        "int8": ResultRow("int8", 1000, 71.0, 97.0, 1000),
+    }
+    fill_times(rows, timings)
+    assert rows["int8"].torch_ms is None and rows["int8"].ort_ms > 0
+    line = speedup_line(list(rows.values()))
+    assert "int8" in line and "ONNX Runtime" in line and "eager" not in line

@@ -130,8 +130,8 @@ def test_report_times_both_models(run_dir, monkeypatch):
     base, final = run_models(run, trusted=TINY_MODEL)
     rows = run_rows(run, base, final, timing=True, threads=1, rounds=2)
     # Each row shows the medians of its own model's PyTorch and ONNX Runtime timings, ORT timed first.
-    (timings,) = timed
-    assert list(timings) == ["onnxruntime", "eager"]
+    timings = {runtime: comparison for phase in timed for runtime, comparison in phase.items()}
+    assert list(timings) == ["onnxruntime", "eager"] and len(timed) == 2
     assert all(t.rounds == 2 and t.threads == 1 for t in timings.values())
     for row, label in zip(rows, ("baseline", "final"), strict=True):
         assert (row.torch_ms, row.ort_ms) == (

@@ -10,7 +10,6 @@ import torch
 from torchslim.data import build_loaders
 from torchslim.data.preprocess import load_image, preprocess_record
 from torchslim.errors import ConfigError
-from torchslim.export import OrtModel
 from torchslim.latency.compare import compare_latency
 from torchslim.latency.machine import DEFAULT_THREADS
 
