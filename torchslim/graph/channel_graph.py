@@ -10,6 +10,9 @@ import numpy as np
 from .labels import ChannelIds
 
 DENSE_ROLES = ("conv", "linear")  # layers with both input (weight axis 1) and output (axis 0) channels
+# Uses that only cost MACs, recorded for a graph node rather than a layer: "product" (a matrix
+# product whose MACs scale with the kept channels it reads) and "node" (a fixed cost).
+NODE_ROLES = ("product", "node")
 
 
 @dataclass
@@ -17,10 +20,10 @@ class LayerUse:
     """One call of a layer that pruning resizes or that costs MACs."""
 
     module: str
-    role: str  # "conv" | "linear" | "depthwise" | "norm" | "fixed"
+    role: str  # "conv" | "linear" | "attention" | "depthwise" | "norm" | "fixed" | "product" | "node"
     in_ids: np.ndarray | None  # raw ids of the input channel positions (conv/linear/depthwise/norm)
     out_ids: np.ndarray | None  # raw ids of the output channel positions (conv/linear)
-    macs_factor: int = 0  # MACs = factor * in_channels/groups * out_channels (depthwise: factor * channels)
+    macs_factor: int = 0  # MACs = factor * in_channels/groups * out_channels (depthwise, product: x channels)
     base_macs: int = 0
     inference: bool = True  # False for layers that run only in training (auxiliary heads): no inference MACs
 

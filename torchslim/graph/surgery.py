@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .channel_graph import DENSE_ROLES, LayerUse
+from .channel_graph import DENSE_ROLES, NODE_ROLES, LayerUse
 from .groups import GroupSet
 
 
@@ -35,7 +35,7 @@ def use_macs(group_set: GroupSet, use: LayerUse, mask: np.ndarray) -> int:
             return use.base_macs * out_count // max(len(use.out_ids), 1)
         in_count = int(group_set.kept(use.in_ids, mask).sum())
         return use.macs_factor * in_count * out_count
-    if use.role == "depthwise":
+    if use.role in ("depthwise", "product") and use.in_ids is not None:
         return use.macs_factor * int(group_set.kept(use.in_ids, mask).sum())
     return use.base_macs
 
@@ -45,6 +45,8 @@ def apply_plan(model: nn.Module, group_set: GroupSet, mask: np.ndarray) -> nn.Mo
     modules = dict(model.named_modules())
     done: set[tuple[str, str]] = set()
     for use in group_set.graph.uses:
+        if use.role in NODE_ROLES:
+            continue
         module = modules[use.module]
         if use.role in DENSE_ROLES and (use.module, "out") not in done:
             _slice_weight(module, _index(group_set.kept(use.out_ids, mask)), axis=0)

@@ -22,7 +22,8 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torchslim.errors import PruningError
 from torchslim.nn import eval_mode, train_mode
 
-from .channel_graph import ChannelGraph
+from .channel_graph import NODE_ROLES, ChannelGraph
+from .macs import counting_macs
 from .tracer import ChannelTracer
 
 
@@ -40,7 +41,7 @@ def trace_channels(model: nn.Module, example_input: torch.Tensor) -> tuple[Chann
     graph = ChannelTracer(model, graph_module).run()
     if inference_layers is not None:
         for use in graph.uses:
-            use.inference = use.module in inference_layers
+            use.inference = use.module in inference_layers or use.role in NODE_ROLES
     return graph, graph_module
 
 
@@ -95,7 +96,7 @@ def _symbolic_trace(model: nn.Module) -> tuple[fx.GraphModule, set[str] | None]:
 
 
 def _propagate_shapes(model: nn.Module, graph_module: fx.GraphModule, example_input: torch.Tensor) -> None:
-    """Record every node's output shape without doing the arithmetic.
+    """Record every node's output shape (and the MACs it costs) without doing the arithmetic.
 
     First choice: parameters swapped for meta tensors (no data, no copies); then
     fake tensors (a deep copy); last, a real forward pass, for ops neither supports.
@@ -109,10 +110,20 @@ def _propagate_shapes(model: nn.Module, graph_module: fx.GraphModule, example_in
                 for k, v in itertools.chain(graph_module.named_parameters(), graph_module.named_buffers())
             }
             with _reparametrize_module(graph_module, meta):
-                ShapeProp(graph_module).propagate(example_input.to("meta"))
+                _CountingShapeProp(graph_module).propagate(example_input.to("meta"))
         except Exception:  # an op without a meta kernel
             try:
                 fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-                ShapeProp(graph_module, fake_mode=fake_mode).propagate(example_input)
+                _CountingShapeProp(graph_module, fake_mode=fake_mode).propagate(example_input)
             except Exception:  # nor a fake one: do the arithmetic
-                ShapeProp(graph_module).propagate(example_input)
+                _CountingShapeProp(graph_module).propagate(example_input)
+
+
+class _CountingShapeProp(ShapeProp):
+    """Shape propagation that also records each node's MACs in ``node.meta["macs"]``."""
+
+    def run_node(self, n: fx.Node):
+        with counting_macs() as counter:
+            result = super().run_node(n)
+        n.meta["macs"] = counter.total
+        return result

@@ -86,7 +86,11 @@ class ChannelTracer:
     # -- dispatch -------------------------------------------------------------------------
     def run(self) -> ChannelGraph:
         for node in self.graph_module.graph.nodes:
+            recorded = len(self.graph.uses)
             self.env[node] = self.visit(node)
+            macs = int(node.meta.get("macs", 0))
+            if macs and len(self.graph.uses) == recorded:  # a cost no handler accounted for: fixed
+                self.record(LayerUse(node.name, "node", None, None, macs))
         return self.graph
 
     def visit(self, node: fx.Node) -> Value:
@@ -227,7 +231,7 @@ class ChannelTracer:
                 module = self.modules[use.module]
                 count = module.in_channels if use.role == "conv" else module.in_features
                 use.base_macs = use.macs_factor * count * len(use.out_ids)
-        elif use.role == "depthwise":
+        elif use.role in ("depthwise", "product") and use.in_ids is not None:
             use.base_macs = use.macs_factor * len(use.in_ids)
         else:
             use.base_macs = use.macs_factor
