@@ -14,3 +14,4 @@ SEED_CONFIGS = TESTS_DIR / "fixtures" / "seed_configs"
 # The tiny model as the CLI names a user factory: ``--model FILE:FUNCTION``.
 TINY_MODEL = f"{TESTS_DIR / 'helpers' / 'tiny_models.py'}:tiny_net"
 SEQUENTIAL_MODEL = f"{TESTS_DIR / 'helpers' / 'tiny_models.py'}:sequential_net"
+TINY_VIT = f"{TESTS_DIR / 'helpers' / 'tiny_models.py'}:tiny_vit"

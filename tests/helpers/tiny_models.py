@@ -1,6 +1,7 @@
 """Tiny models for fast end-to-end tests; the CLI loads them as ``--model <this file>:tiny_net``."""
 
 from torch import nn
+from torchvision.models import VisionTransformer
 
 
 class TinyNet(nn.Module):
@@ -49,3 +50,19 @@ def sequential_net(num_classes: int = 10) -> nn.Sequential:
         nn.Flatten(),
         nn.Linear(32, num_classes),
     )
+
+
+def tiny_vit(num_classes: int = 10, image_size: int = 32) -> nn.Module:
+    """A two-block torchvision ViT (4 heads of 8, 32 wide), its head not zero-initialised so that
+    its outputs tell pruned models apart."""
+    model = VisionTransformer(
+        image_size=image_size,
+        patch_size=8,
+        num_layers=2,
+        num_heads=4,
+        hidden_dim=32,
+        mlp_dim=64,
+        num_classes=num_classes,
+    )
+    nn.init.normal_(model.heads.head.weight)
+    return model

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+from torch import nn
 
 from .labels import ChannelIds
 
@@ -13,6 +15,15 @@ DENSE_ROLES = ("conv", "linear")  # layers with both input (weight axis 1) and o
 # Uses that only cost MACs, recorded for a graph node rather than a layer: "product" (a matrix
 # product whose MACs scale with the kept channels it reads) and "node" (a fixed cost).
 NODE_ROLES = ("product", "node")
+# Uses whose weight's axis 1 reads input channels: what the oracle zeroes and criteria score.
+CONSUMER_ROLES = (*DENSE_ROLES, "attention")
+
+
+def layer_weight(module: nn.Module) -> torch.Tensor | None:
+    """The weight whose axis 0 holds a layer's output channels and axis 1 its input channels."""
+    if isinstance(module, nn.MultiheadAttention):
+        return module.in_proj_weight
+    return getattr(module, "weight", None)
 
 
 @dataclass
@@ -41,5 +52,5 @@ class ChannelGraph:
         return (use for use in self.uses if use.role in roles)
 
     def consumers(self) -> Iterator[LayerUse]:
-        """Every call of a conv / linear layer whose input channels tracing could follow."""
-        return (use for use in self.uses_of(*DENSE_ROLES) if use.in_ids is not None)
+        """Every call of a conv / linear / attention layer whose input channels tracing could follow."""
+        return (use for use in self.uses_of(*CONSUMER_ROLES) if use.in_ids is not None)

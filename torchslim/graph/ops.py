@@ -112,8 +112,9 @@ ELEMENTWISE_FUNCTIONS = {
     torch.minimum,
 }
 ELEMENTWISE_METHODS = {"add", "add_", "mul", "mul_", "sub", "sub_", "div", "div_", "expand_as"}
-# Methods whose result carries no channels.
+# Methods and attributes whose result carries no channels.
 NON_TENSOR_METHODS = {"size", "dim", "numel"}
+NON_TENSOR_ATTRIBUTES = {"shape", "dtype", "device", "ndim"}
 # Layers that create or read channels, handled by the tracer one by one.
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d)

@@ -11,6 +11,7 @@ from torch import nn
 
 from torchslim.nn import eval_mode
 
+from .channel_graph import layer_weight
 from .groups import GroupSet
 
 
@@ -25,7 +26,7 @@ def oracle_reference(model: nn.Module, group_set: GroupSet, mask: np.ndarray) ->
     reference = copy.deepcopy(model)
     modules = dict(reference.named_modules())
     for use in group_set.graph.consumers():
-        weight = modules[use.module].weight
+        weight = layer_weight(modules[use.module])
         drop = torch.from_numpy(np.nonzero(~group_set.kept(use.in_ids, mask))[0])
         weight.index_fill_(1, drop.to(weight.device), 0.0)
     return reference

@@ -41,8 +41,14 @@ def trace_channels(model: nn.Module, example_input: torch.Tensor) -> tuple[Chann
     graph = ChannelTracer(model, graph_module).run()
     if inference_layers is not None:
         for use in graph.uses:
-            use.inference = use.module in inference_layers or use.role in NODE_ROLES
+            use.inference = use.role in NODE_ROLES or _called_in(use.module, inference_layers)
     return graph, graph_module
+
+
+def _called_in(module: str, called: set[str]) -> bool:
+    """Whether ``module`` or a module containing it (an attention layer's out_proj) is called."""
+    parts = module.split(".")
+    return any(".".join(parts[:end]) in called for end in range(len(parts), 0, -1))
 
 
 def _cannot_run(model: nn.Module, example_input: torch.Tensor, error: Exception) -> PruningError:
@@ -82,17 +88,30 @@ def _symbolic_trace(model: nn.Module) -> tuple[fx.GraphModule, set[str] | None]:
     an eval-mode forward calls (None: the same graph), which are the ones inference pays for."""
     try:
         with train_mode(model):
-            graph_module = fx.symbolic_trace(model)
+            graph_module = symbolic_trace(model)
         with eval_mode(model):
-            inference = {str(n.target) for n in fx.symbolic_trace(model).graph.nodes if n.op == "call_module"}
+            inference = {str(n.target) for n in symbolic_trace(model).graph.nodes if n.op == "call_module"}
         return graph_module, inference
     except Exception:  # fx raises many types for untraceable Python
         try:
-            return fx.symbolic_trace(model), None
+            return symbolic_trace(model), None
         except Exception as error:
             raise PruningError(
                 f"cannot trace {type(model).__name__} with torch.fx: {type(error).__name__}: {error}"
             ) from None
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, with every attention layer (pruned ones too) kept as one call."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, nn.MultiheadAttention) or super().is_leaf_module(m, module_qualified_name)
+
+
+def symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    """``torch.fx.symbolic_trace`` with attention layers as leaves."""
+    graph = _Tracer().trace(model)
+    return fx.GraphModule(model, graph, type(model).__name__)
 
 
 def _propagate_shapes(model: nn.Module, graph_module: fx.GraphModule, example_input: torch.Tensor) -> None:

@@ -18,6 +18,7 @@ import torch.fx as fx
 from torch import nn
 
 from . import ops
+from .attention import trace_multihead
 from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
 from .labels import ChannelIds, channel_labels, compress, vector_along
 
@@ -58,6 +59,7 @@ class ChannelTracer:
 
     def opaque(self, node: fx.Node, reason: str) -> Value:
         """Block every channel reaching ``node`` and give its output fresh, blocked ids."""
+        reason += _inside(node)
         for labels in self.labels_in(list(node.args) + list(node.kwargs.values())):
             self.ids.block(labels, reason)
         return self.fresh_output(node, reason)
@@ -117,6 +119,8 @@ class ChannelTracer:
             return self.conv(node, name, module, labels)
         if isinstance(module, nn.Linear):
             return self.linear(node, name, module, labels)
+        if isinstance(module, nn.MultiheadAttention):
+            return trace_multihead(self, node, name, module)
         if isinstance(module, ops.NORM_TYPES):
             return self.norm(node, name, module, labels)
         if isinstance(module, nn.Flatten):
@@ -132,6 +136,8 @@ class ChannelTracer:
             return self.passthrough(node, self.value(node.args[0]))
         if target in ops.ELEMENTWISE_FUNCTIONS:
             return self.elementwise(node)
+        if target is getattr and len(node.args) > 1 and node.args[1] in ops.NON_TENSOR_ATTRIBUTES:
+            return None
         if target is operator.getitem:
             return self.getitem(node)
         if target in (torch.cat, torch.concat):
@@ -223,14 +229,12 @@ class ChannelTracer:
         earlier = self.first_inputs.setdefault(use.module, use.in_ids)
         if earlier is not use.in_ids and earlier is not None and use.in_ids is not None:
             self.ids.union_arrays(earlier, use.in_ids)  # a shared layer reads the same channels each call
-        if use.role in DENSE_ROLES:
+        if use.role in (*DENSE_ROLES, "attention"):
             use.base_macs = (
                 use.macs_factor * len(use.in_ids if use.in_ids is not None else ()) * len(use.out_ids)
             )
             if use.in_ids is None:  # an input we cannot see channel-wise: its count is fixed
-                module = self.modules[use.module]
-                count = module.in_channels if use.role == "conv" else module.in_features
-                use.base_macs = use.macs_factor * count * len(use.out_ids)
+                use.base_macs = use.macs_factor * _input_width(self.modules[use.module]) * len(use.out_ids)
         elif use.role in ("depthwise", "product") and use.in_ids is not None:
             use.base_macs = use.macs_factor * len(use.in_ids)
         else:
@@ -362,6 +366,22 @@ class ChannelTracer:
         if keepdim:
             return labels
         return labels.reshape([s for a, s in enumerate(labels.shape) if a + 1 not in dims])
+
+
+def _inside(node: fx.Node) -> str:
+    """ " in <module> (<type>)": the module whose forward ran the op, for a function or method node."""
+    stack = node.meta.get("nn_module_stack") if node.op in ("call_function", "call_method") else None
+    if not stack:
+        return ""
+    path, kind = list(stack.values())[-1]
+    return f" in {path} ({getattr(kind, '__name__', kind)})"
+
+
+def _input_width(module: nn.Module) -> int:
+    for name in ("in_channels", "in_features", "embed_dim"):
+        if hasattr(module, name):
+            return int(getattr(module, name))
+    raise TypeError(f"no input width on {type(module).__name__}")
 
 
 class _Parameter:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from torchslim.errors import ModelError
+from torchslim.nn.attention import uses_pruned_forward
 
 from .zoo import build_model, canonical_name, is_user_factory
 
@@ -29,6 +30,7 @@ SIZE_ATTRIBUTES: tuple[tuple[type, tuple[str, ...]], ...] = (
     (nn.LayerNorm, ("normalized_shape",)),
     (nn.GroupNorm, ("num_groups", "num_channels")),
     (nn.PReLU, ("num_parameters",)),
+    (nn.MultiheadAttention, ("embed_dim", "kdim", "vdim", "num_heads", "head_dim")),
 )
 
 
@@ -79,6 +81,7 @@ def apply_manifest_sizes(model: nn.Module, modules: dict[str, Any]) -> nn.Module
             raise ModelError(f"manifest names module {name!r}, which the base model does not have")
         for attr, value in record.get("attrs", {}).items():
             setattr(module, attr, tuple(value) if isinstance(value, list) else value)
+        uses_pruned_forward(module)  # a resized attention layer needs the forward that reads its widths
         for tensor_name, shape in record.get("tensors", {}).items():
             old = getattr(module, tensor_name, None)
             if not isinstance(old, torch.Tensor):

@@ -1,0 +1,90 @@
+"""Attention layers in the channel graph: nn.MultiheadAttention's heads as removable units.
+
+Whole heads are pruned (``num_heads`` shrinks, ``head_dim`` stays): a head's q, k and v rows of
+``in_proj_weight`` and its columns of ``out_proj`` are one unit. Pruning ``head_dim`` would change
+the softmax scale, so it is not offered. The layer's input and output widths (the embedding) are
+channels like a linear layer's. An attention layer the tracer does not understand is blocked,
+with the layer named as the reason.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch.fx as fx
+from torch import nn
+
+from .channel_graph import LayerUse
+from .labels import channel_labels
+
+if TYPE_CHECKING:
+    from .tracer import ChannelTracer
+
+
+def unsupported_reason(attention: nn.MultiheadAttention) -> str | None:
+    """Why heads of ``attention`` cannot be pruned, or None."""
+    if not attention.batch_first:
+        return "batch_first=False"
+    if not attention._qkv_same_embed_dim:
+        return "separate key/value widths"
+    if attention.bias_k is not None or attention.add_zero_attn:
+        return "bias_k / add_zero_attn"
+    return None
+
+
+def _inputs(node: fx.Node) -> list:
+    names = ("query", "key", "value")
+    args = list(node.args[:3]) + [node.kwargs.get(n) for n in names[len(node.args[:3]) :]]
+    return args
+
+
+def trace_multihead(tracer: ChannelTracer, node: fx.Node, name: str, attention: nn.MultiheadAttention):
+    """Record the in-projection, the two attention products and the out-projection of one call."""
+    reason = unsupported_reason(attention)
+    masks = [k for k in ("attn_mask", "key_padding_mask") if node.kwargs.get(k) is not None]
+    inputs = _inputs(node)
+    shapes = [_shape(arg) for arg in inputs]
+    if reason is None and (masks or len(node.args) > 3):
+        reason = "masks"
+    if reason is None and (None in shapes or len({s for s in shapes}) != 1 or len(shapes[0]) != 3):
+        reason = "query, key and value of different shapes"
+    if reason is not None:
+        reason = f"attention layer {name} ({type(attention).__name__}: {reason})"
+        for layer, count in ((name, 3 * attention.embed_dim), (f"{name}.out_proj", attention.embed_dim)):
+            tracer.ids.block(tracer.source_ids(layer, count), reason)  # its heads show up as kept, and why
+        return tracer.opaque(node, reason)
+    _, length, width = shapes[0]
+    in_ids = _joined_inputs(tracer, node, inputs, width)
+    heads, head_dim = attention.num_heads, attention.head_dim
+    inner = tracer.source_ids(name, 3 * heads * head_dim)
+    per_head = inner.reshape(3, heads, head_dim)
+    for head in range(heads):  # a head's q, k and v channels go together
+        tracer.ids.union_arrays(per_head[0, head, :1], per_head[:, head, :].reshape(-1))
+    tracer.record(LayerUse(name, "attention", in_ids, inner, length))
+    q_and_v = np.concatenate([per_head[0].reshape(-1), per_head[2].reshape(-1)])
+    tracer.record(LayerUse(f"{name}:products", "product", q_and_v, None, length * length))
+    out_name = f"{name}.out_proj"
+    out_ids = tracer.source_ids(out_name, attention.out_proj.out_features)
+    tracer.record(LayerUse(out_name, "linear", per_head[2].reshape(-1).copy(), out_ids, length))
+    output = channel_labels(out_ids, 3, 2)
+    meta = node.meta.get("tensor_meta")
+    return [output, None] if isinstance(meta, (list, tuple)) and not hasattr(meta, "shape") else output
+
+
+def _joined_inputs(tracer: ChannelTracer, node: fx.Node, inputs: list, width: int) -> np.ndarray | None:
+    """The input channel ids: query, key and value read the same columns of in_proj_weight."""
+    vectors = [tracer.channel_vector(node, tracer.value(arg), 2, width) for arg in inputs]
+    present = [v for v in vectors if v is not None]
+    if len(present) != len(vectors):
+        for vector in present:
+            tracer.ids.block(vector, f"attention layer {node.target} reads an input it cannot follow")
+        return None
+    for other in present[1:]:
+        tracer.ids.union_arrays(present[0], other)
+    return present[0]
+
+
+def _shape(arg) -> tuple | None:
+    meta = arg.meta.get("tensor_meta") if isinstance(arg, fx.Node) else None
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
