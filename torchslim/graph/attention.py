@@ -9,7 +9,7 @@ with the layer named as the reason.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch.fx as fx
@@ -18,8 +18,7 @@ from torch import nn
 from .channel_graph import LayerUse
 from .labels import channel_labels
 
-if TYPE_CHECKING:
-    from .tracer import ChannelTracer
+ChannelTracer = Any  # a torchslim.graph.tracer.ChannelTracer (which imports this module)
 
 
 def unsupported_reason(attention: nn.MultiheadAttention) -> str | None:
