@@ -21,6 +21,7 @@ from . import ops
 from .attention import trace_multihead
 from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
 from .labels import ChannelIds, channel_labels, compress, vector_along
+from .nodes import PARAMETER, cuts, fixed_axes, flatten, input_width, inside, numel, plain, shapes
 
 Value = Any  # a label array, a list/tuple of values, or None for non-tensors
 
@@ -54,23 +55,23 @@ class ChannelTracer:
             elif isinstance(value, np.ndarray):
                 found.append(value)
             elif isinstance(value, (list, tuple)):
-                found.extend(v for v in _flatten(value) if isinstance(v, np.ndarray))
+                found.extend(v for v in flatten(value) if isinstance(v, np.ndarray))
         return found
 
     def opaque(self, node: fx.Node, reason: str) -> Value:
         """Block every channel reaching ``node`` and give its output fresh, blocked ids."""
-        reason += _inside(node)
+        reason += inside(node)
         for labels in self.labels_in(list(node.args) + list(node.kwargs.values())):
             self.ids.block(labels, reason)
         return self.fresh_output(node, reason)
 
     def fresh_output(self, node: fx.Node, reason: str) -> Value:
-        shapes = _shapes(node)
-        if shapes is None:
+        found = shapes(node)
+        if found is None:
             return None
-        if isinstance(shapes, list):
-            return [self._fresh(s, reason) for s in shapes]
-        return self._fresh(shapes, reason)
+        if isinstance(found, list):
+            return [self._fresh(s, reason) for s in found]
+        return self._fresh(found, reason)
 
     def _fresh(self, shape: tuple[int, ...] | None, reason: str) -> np.ndarray | None:
         if shape is None or len(shape) < 2:
@@ -103,7 +104,7 @@ class ChannelTracer:
                 self.ids.block(labels, "model output (the classifier's outputs are never pruned)")
             return None
         if node.op == "get_attr":
-            return _PARAMETER
+            return PARAMETER
         if node.op == "call_module":
             return self.visit_module(node, self.modules[node.target])
         if node.op == "call_function":
@@ -173,7 +174,7 @@ class ChannelTracer:
 
     def passthrough(self, node: fx.Node, labels: Value) -> Value:
         """An op that keeps channels; pooling may not shrink an axis along which the ids vary."""
-        shape = _shapes(node)
+        shape = shapes(node)
         if isinstance(labels, np.ndarray) and isinstance(shape, tuple) and len(shape) == labels.ndim + 1:
             if any(size > 1 and size != out for size, out in zip(labels.shape, shape[1:], strict=True)):
                 return self.opaque(node, f"channel ids vary along an axis that {node.name} resizes")
@@ -181,7 +182,7 @@ class ChannelTracer:
 
     # -- layers ---------------------------------------------------------------------------
     def conv(self, node: fx.Node, name: str, conv: nn.modules.conv._ConvNd, labels: Value) -> Value:
-        out_shape = _shapes(node)
+        out_shape = shapes(node)
         spatial = int(np.prod(out_shape[2:])) if len(out_shape) > 2 else 1
         kernel = int(np.prod(conv.kernel_size))
         in_ids = self.channel_vector(node, labels, 1, conv.in_channels)
@@ -202,7 +203,7 @@ class ChannelTracer:
         return channel_labels(out_ids, len(out_shape), 1)
 
     def linear(self, node: fx.Node, name: str, linear: nn.Linear, labels: Value) -> Value:
-        out_shape = _shapes(node)
+        out_shape = shapes(node)
         in_ids = self.channel_vector(node, labels, len(out_shape) - 1, linear.in_features)
         out_ids = self.source_ids(name, linear.out_features)
         leading = int(np.prod(out_shape[1:-1])) if len(out_shape) > 2 else 1
@@ -234,7 +235,7 @@ class ChannelTracer:
                 use.macs_factor * len(use.in_ids if use.in_ids is not None else ()) * len(use.out_ids)
             )
             if use.in_ids is None:  # an input we cannot see channel-wise: its count is fixed
-                use.base_macs = use.macs_factor * _input_width(self.modules[use.module]) * len(use.out_ids)
+                use.base_macs = use.macs_factor * input_width(self.modules[use.module]) * len(use.out_ids)
         elif use.role in ("depthwise", "product") and use.in_ids is not None:
             use.base_macs = use.macs_factor * len(use.in_ids)
         else:
@@ -243,16 +244,16 @@ class ChannelTracer:
 
     # -- re-arranging ops -----------------------------------------------------------------
     def elementwise(self, node: fx.Node) -> Value:
-        out_shape = _shapes(node)
+        out_shape = shapes(node)
         operands = [self.value(a) for a in list(node.args) + list(node.kwargs.values())]
         raw_args = list(node.args) + list(node.kwargs.values())
         arrays: list[np.ndarray] = []
         for raw, value in zip(raw_args, operands, strict=True):
             if isinstance(value, np.ndarray):
-                if len(_shapes(raw) or ()) != len(out_shape or ()):
+                if len(shapes(raw) or ()) != len(out_shape or ()):
                     return self.opaque(node, f"broadcast over the batch axis at node {node.name}")
                 arrays.append(value)
-            elif value is _PARAMETER and _numel(raw) > 1:
+            elif value is PARAMETER and numel(raw) > 1:
                 return self.opaque(node, f"tensor {raw.target} combined with channels at node {node.name}")
         if not arrays:
             return None
@@ -272,7 +273,7 @@ class ChannelTracer:
             return value[index] if isinstance(index, int) else self.opaque(node, f"indexing at {node.name}")
         if not isinstance(value, np.ndarray):
             return None
-        in_shape = _shapes(container)
+        in_shape = shapes(container)
         full = np.broadcast_to(value, in_shape[1:])
         index = index if isinstance(index, tuple) else (index,)
         if any(not (i is None or i is Ellipsis or isinstance(i, (int, slice))) for i in index):
@@ -281,31 +282,31 @@ class ChannelTracer:
         if batch is None or isinstance(batch, int):
             return self.opaque(node, f"indexing the batch axis at node {node.name}")
         sliced = full[rest]
-        if sliced.size and any(_cuts(full, axis, i) for axis, i in enumerate(_plain(rest))):
+        if sliced.size and any(cuts(full, axis, i) for axis, i in enumerate(plain(rest))):
             return self.opaque(node, f"fixed slice of channels at node {node.name}")
         return compress(sliced)
 
     def cat(self, node: fx.Node) -> Value:
         tensors = node.args[0]
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-        out_shape = _shapes(node)
+        out_shape = shapes(node)
         dim = dim % len(out_shape)
         values = [self.value(t) for t in tensors]
         if dim == 0 or any(not isinstance(v, np.ndarray) for v in values):
             return self.opaque(node, f"concatenation on axis {dim} at node {node.name}")
         parts = []
         for tensor, labels in zip(tensors, values, strict=True):
-            parts.append(np.broadcast_to(labels, _shapes(tensor)[1:]))
+            parts.append(np.broadcast_to(labels, shapes(tensor)[1:]))
         return compress(np.concatenate(parts, axis=dim - 1))
 
     def chunk(self, node: fx.Node, kind: str) -> Value:
         labels = self.value(node.args[0])
-        in_shape = _shapes(node.args[0])
+        in_shape = shapes(node.args[0])
         dim = (node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)) % len(in_shape)
         if not isinstance(labels, np.ndarray) or dim == 0:
             return self.opaque(node, f"{kind} on axis {dim} at node {node.name}")
         full = np.broadcast_to(labels, in_shape[1:])
-        sizes = [s[dim] for s in _shapes(node)]
+        sizes = [s[dim] for s in shapes(node)]
         if kind == "split" and len(set(sizes)) > 1 and full.shape[dim - 1] > 1:
             return self.opaque(node, f"split into fixed unequal sizes at node {node.name}")
         pieces = np.split(full, np.cumsum(sizes)[:-1], axis=dim - 1)
@@ -323,11 +324,11 @@ class ChannelTracer:
     def reshape(self, node: fx.Node, labels: Value, dynamic: bool) -> Value:
         if not isinstance(labels, np.ndarray):
             return None if labels is None else self.opaque(node, f"reshape at {node.name}")
-        in_shape, out_shape = _shapes(node.args[0]), _shapes(node)
+        in_shape, out_shape = shapes(node.args[0]), shapes(node)
         if in_shape[0] != out_shape[0]:
             return self.opaque(node, f"reshape across the batch axis at node {node.name}")
         full = np.broadcast_to(labels, in_shape[1:]).reshape(out_shape[1:])
-        fixed = [] if dynamic else _fixed_axes(node)
+        fixed = [] if dynamic else fixed_axes(node)
         for axis in fixed:  # a fixed-size axis keeps its size after pruning: prune all its rows alike
             if axis >= 1 and full.shape[axis - 1] > 1:
                 first = np.take(full, [0], axis=axis - 1)
@@ -366,76 +367,3 @@ class ChannelTracer:
         if keepdim:
             return labels
         return labels.reshape([s for a, s in enumerate(labels.shape) if a + 1 not in dims])
-
-
-def _inside(node: fx.Node) -> str:
-    """ " in <module> (<type>)": the module whose forward ran the op, for a function or method node."""
-    stack = node.meta.get("nn_module_stack") if node.op in ("call_function", "call_method") else None
-    if not stack:
-        return ""
-    path, kind = list(stack.values())[-1]
-    return f" in {path} ({getattr(kind, '__name__', kind)})"
-
-
-def _input_width(module: nn.Module) -> int:
-    for name in ("in_channels", "in_features", "embed_dim"):
-        if hasattr(module, name):
-            return int(getattr(module, name))
-    raise TypeError(f"no input width on {type(module).__name__}")
-
-
-class _Parameter:
-    """Marks a value read from a module attribute (get_attr)."""
-
-
-_PARAMETER = _Parameter()
-
-
-def _flatten(values: Any) -> list:
-    out = []
-    for v in values:
-        out.extend(_flatten(v) if isinstance(v, (list, tuple)) else [v])
-    return out
-
-
-def _shapes(node: Any) -> Any:
-    """The shape of a node's output, a list of shapes for tuple outputs, or None."""
-    if not isinstance(node, fx.Node):
-        return None
-    meta = node.meta.get("tensor_meta")
-    if meta is None:
-        return None
-    if hasattr(meta, "shape"):  # TensorMetadata is itself a named tuple
-        return tuple(meta.shape)
-    if isinstance(meta, (list, tuple)):
-        return [tuple(m.shape) if hasattr(m, "shape") else None for m in meta]
-    return tuple(meta.shape)
-
-
-def _numel(node: Any) -> int:
-    shape = _shapes(node)
-    return int(np.prod(shape)) if isinstance(shape, tuple) else 1
-
-
-def _plain(index: tuple) -> list:
-    """Index items that consume an axis (no None), with Ellipsis expanded no further."""
-    return [i for i in index if i is not None and i is not Ellipsis]
-
-
-def _cuts(full: np.ndarray, axis: int, item: Any) -> bool:
-    """Whether indexing ``axis`` with ``item`` drops some of the channel labels along it."""
-    if axis >= full.ndim:
-        return False
-    if np.unique(full).size <= 1 or compress(full).shape[axis] == 1:
-        return False
-    if isinstance(item, slice):
-        return item != slice(None)
-    return True
-
-
-def _fixed_axes(node: fx.Node) -> list[int]:
-    """Output axes of a view/reshape whose size is a literal number (it will not shrink with pruning)."""
-    shape_args = node.args[1:]
-    if len(shape_args) == 1 and isinstance(shape_args[0], (list, tuple)):
-        shape_args = shape_args[0]
-    return [axis for axis, size in enumerate(shape_args) if isinstance(size, int) and size != -1]
