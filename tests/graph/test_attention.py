@@ -145,3 +145,52 @@ def test_attention_it_does_not_understand_is_blocked_and_named(model, named):
     assert any(named in reason for reason in reasons), reasons
     macs = profile_model(model(), 16).macs
     assert macs == sum(u.base_macs for u in group_set.graph.uses if u.inference)
+
+
+def _embedding(group_set):
+    return next(g for g in group_set.prunable() if g.kind == "embedding")
+
+
+def test_embedding_width_is_one_group_with_its_tensors_and_norms():
+    torch.manual_seed(0)
+    group_set = analyze(tiny_vit(), _vit_input())
+    embedding = _embedding(group_set)
+    assert embedding.size == 32
+    assert embedding.sources[0] == "conv_proj" and "encoder.layers.encoder_layer_1.mlp.3" in embedding.sources
+    assert "encoder.ln" in embedding.members["norm"]
+    assert {t.target for t in group_set.graph.tensor_slices} == {"class_token", "encoder.pos_embedding"}
+    assert [(w.module, w.attribute) for w in group_set.graph.widths] == [("", "hidden_dim")]
+    kinds = sorted(g.kind for g in group_set.prunable())
+    assert kinds == ["embedding", "heads", "heads", "mlp hidden", "mlp hidden"]
+
+
+def test_pruning_the_embedding_slices_tokens_norms_and_width(tmp_path):
+    torch.manual_seed(0)
+    model, x = build_model(TINY_VIT).eval(), _vit_input()
+    group_set = analyze(model, x)
+    mask = removed_mask(group_set, {_embedding(group_set).index: [0, 5, 9, 31]})
+    reference = oracle_reference(model, group_set, mask)
+    pruned = apply_plan(copy.deepcopy(model), group_set, mask)
+    assert pruned.hidden_dim == 28 and pruned.class_token.shape == (1, 1, 28)
+    assert pruned.encoder.pos_embedding.shape == (1, 17, 28)
+    assert pruned.encoder.ln.normalized_shape == (28,)
+    attention = pruned.encoder.layers[0].self_attention
+    assert (attention.embed_dim, attention.num_heads, attention.in_proj_weight.shape) == (28, 4, (96, 28))
+    expected, actual = outputs(reference, x), outputs(pruned, x)
+    assert float((expected - actual).abs().max()) <= 1e-4 * float(expected.abs().max())
+    assert float((expected - outputs(model, x)).abs().max()) > 1e-3
+    save_model(tmp_path / "vit", pruned, TINY_VIT, {}, input_size=SIZE)
+    loaded, _ = load_model(tmp_path / "vit", trusted=TINY_VIT)
+    assert loaded.hidden_dim == 28
+    assert torch.allclose(outputs(loaded, x), actual, atol=1e-6)
+
+
+def test_prune_cuts_heads_mlp_and_embedding_and_reports_kinds():
+    torch.manual_seed(0)
+    model, x = tiny_vit().eval(), _vit_input()
+    result = prune(model, x, target_flops=0.4, round_to=1, verify=True, global_ranking=True)
+    assert result.report.verified
+    assert abs(result.report.flops_reduction - 0.4) <= 0.01
+    assert result.report.macs_after == profile_model(result.model, SIZE).macs
+    assert {kind for kind, _, _ in result.report.cut.values()} >= {"embedding", "mlp hidden"}
+    assert_oracle(model, result, x)

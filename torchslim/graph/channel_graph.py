@@ -31,12 +31,30 @@ class LayerUse:
     """One call of a layer that pruning resizes or that costs MACs."""
 
     module: str
-    role: str  # "conv" | "linear" | "attention" | "depthwise" | "norm" | "fixed" | "product" | "node"
+    role: str  # conv | linear | attention | depthwise | norm | layer_norm | fixed | product | node
     in_ids: np.ndarray | None  # raw ids of the input channel positions (conv/linear/depthwise/norm)
     out_ids: np.ndarray | None  # raw ids of the output channel positions (conv/linear)
     macs_factor: int = 0  # MACs = factor * in_channels/groups * out_channels (depthwise, product: x channels)
     base_macs: int = 0
     inference: bool = True  # False for layers that run only in training (auxiliary heads): no inference MACs
+
+
+@dataclass
+class TensorSlice:
+    """A model tensor (class token, position embedding, layer scale) whose ``axis`` holds channels."""
+
+    target: str  # qualified name, e.g. "encoder.pos_embedding"
+    axis: int
+    ids: np.ndarray
+
+
+@dataclass
+class WidthAttribute:
+    """A module attribute the forward reads as a width (torchvision ViT's ``hidden_dim``)."""
+
+    module: str
+    attribute: str
+    ids: np.ndarray
 
 
 @dataclass
@@ -46,6 +64,8 @@ class ChannelGraph:
     ids: ChannelIds
     uses: list[LayerUse] = field(default_factory=list)
     sources: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> its output channel ids
+    tensor_slices: list[TensorSlice] = field(default_factory=list)
+    widths: list[WidthAttribute] = field(default_factory=list)
 
     def uses_of(self, *roles: str) -> Iterator[LayerUse]:
         """The layer uses of the given roles, in the order they run."""

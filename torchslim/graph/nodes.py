@@ -27,13 +27,6 @@ def input_width(module: nn.Module) -> int:
     raise TypeError(f"no input width on {type(module).__name__}")
 
 
-class Parameter:
-    """Marks a value read from a module attribute (get_attr)."""
-
-
-PARAMETER = Parameter()
-
-
 def flatten(values: Any) -> list:
     out = []
     for v in values:
@@ -55,11 +48,6 @@ def shapes(node: Any) -> Any:
     return tuple(meta.shape)
 
 
-def numel(node: Any) -> int:
-    shape = shapes(node)
-    return int(np.prod(shape)) if isinstance(shape, tuple) else 1
-
-
 def plain(index: tuple) -> list:
     """Index items that consume an axis (no None), with Ellipsis expanded no further."""
     return [i for i in index if i is not None and i is not Ellipsis]
@@ -76,9 +64,9 @@ def cuts(full: np.ndarray, axis: int, item: Any) -> bool:
     return True
 
 
-def fixed_axes(node: fx.Node) -> list[int]:
-    """Output axes of a view/reshape whose size is a literal number (it will not shrink with pruning)."""
+def fixed_axes(node: fx.Node) -> list[tuple[int, int]]:
+    """(axis, size) of the output axes of a view/reshape whose size is a literal number."""
     shape_args = node.args[1:]
     if len(shape_args) == 1 and isinstance(shape_args[0], (list, tuple)):
         shape_args = shape_args[0]
-    return [axis for axis, size in enumerate(shape_args) if isinstance(size, int) and size != -1]
+    return [(axis, size) for axis, size in enumerate(shape_args) if isinstance(size, int) and size != -1]

@@ -118,3 +118,7 @@ NON_TENSOR_ATTRIBUTES = {"shape", "dtype", "device", "ndim"}
 # Layers that create or read channels, handled by the tracer one by one.
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d)
+# Module attributes that a forward reads as a width (a literal in the traced graph), per type.
+WIDTH_ATTRIBUTES = ((torchvision.models.VisionTransformer, ("hidden_dim",)),)
+# Methods that keep a model tensor what it is (a class token expanded over the batch).
+PARAM_KEEPING_METHODS = {"expand", "expand_as", "to", "contiguous", "type_as", "clone", "float", "detach"}

@@ -15,6 +15,7 @@ from torchslim.nn.attention import uses_pruned_forward
 
 from .channel_graph import CONSUMER_ROLES, DENSE_ROLES, NODE_ROLES, LayerUse
 from .groups import GroupSet
+from .joins import set_widths
 
 
 def removed_mask(group_set: GroupSet, removed_units: dict[int, np.ndarray]) -> np.ndarray:
@@ -68,8 +69,31 @@ def apply_plan(model: nn.Module, group_set: GroupSet, mask: np.ndarray) -> nn.Mo
             module.in_channels = module.groups = len(keep)
         elif use.role == "norm":
             _slice_norm(module, keep)
+        elif use.role == "layer_norm":
+            _slice_layer_norm(module, keep)
         done.add((use.module, "in"))
+    _slice_tensors(model, group_set, mask)
+    set_widths(model, group_set.graph.widths, lambda ids: group_set.kept(ids, mask).sum())
     return model
+
+
+def _slice_tensors(model: nn.Module, group_set: GroupSet, mask: np.ndarray) -> None:
+    """Slice the model tensors joined to channels (class token, position embedding, layer scale)."""
+    modules = dict(model.named_modules())
+    for joined in group_set.graph.tensor_slices:
+        path, _, name = joined.target.rpartition(".")
+        module = modules[path]
+        tensor = getattr(module, name)
+        keep = _index(group_set.kept(joined.ids, mask)).to(tensor.device)
+        _replace(module, name, tensor.data.index_select(joined.axis, keep))
+
+
+def _slice_layer_norm(module: nn.LayerNorm, keep: torch.Tensor) -> None:
+    for name in ("weight", "bias"):
+        tensor = getattr(module, name, None)
+        if tensor is not None:
+            _replace(module, name, tensor.data.index_select(0, keep.to(tensor.device)))
+    module.normalized_shape = (len(keep),)
 
 
 def _slice_attention(module: nn.MultiheadAttention, group_set: GroupSet, use: LayerUse, mask) -> None:

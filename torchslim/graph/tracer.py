@@ -20,8 +20,9 @@ from torch import nn
 from . import ops
 from .attention import trace_multihead
 from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
+from .joins import ParamValue, join_param, param_value, width_attribute
 from .labels import ChannelIds, channel_labels, compress, vector_along
-from .nodes import PARAMETER, cuts, fixed_axes, flatten, input_width, inside, numel, plain, shapes
+from .nodes import cuts, fixed_axes, flatten, input_width, inside, plain, shapes
 
 Value = Any  # a label array, a list/tuple of values, or None for non-tensors
 
@@ -104,7 +105,7 @@ class ChannelTracer:
                 self.ids.block(labels, "model output (the classifier's outputs are never pruned)")
             return None
         if node.op == "get_attr":
-            return PARAMETER
+            return param_value(self, node)
         if node.op == "call_module":
             return self.visit_module(node, self.modules[node.target])
         if node.op == "call_function":
@@ -122,6 +123,8 @@ class ChannelTracer:
             return self.linear(node, name, module, labels)
         if isinstance(module, nn.MultiheadAttention):
             return trace_multihead(self, node, name, module)
+        if isinstance(module, nn.LayerNorm):
+            return self.layer_norm(node, name, module, labels)
         if isinstance(module, ops.NORM_TYPES):
             return self.norm(node, name, module, labels)
         if isinstance(module, nn.Flatten):
@@ -158,6 +161,8 @@ class ChannelTracer:
     def visit_method(self, node: fx.Node, method: str) -> Value:
         if method in ops.NON_TENSOR_METHODS:
             return None
+        if method in ops.PARAM_KEEPING_METHODS and isinstance(self.value(node.args[0]), ParamValue):
+            return self.value(node.args[0])
         if method in ops.PASS_METHODS:
             return self.passthrough(node, self.value(node.args[0]))
         if method in ops.ELEMENTWISE_METHODS:
@@ -217,6 +222,15 @@ class ChannelTracer:
         self.record(LayerUse(name, "norm", in_ids, None))
         return labels
 
+    def layer_norm(self, node: fx.Node, name: str, norm: nn.LayerNorm, labels: Value) -> Value:
+        """A LayerNorm over the last axis normalises the channels it reads (sliced with them)."""
+        if len(norm.normalized_shape) != 1 or not isinstance(labels, np.ndarray):
+            return self.opaque(node, f"unsupported layer LayerNorm over {norm.normalized_shape} ({name})")
+        in_ids = self.channel_vector(node, labels, labels.ndim, norm.normalized_shape[0])
+        if in_ids is not None:
+            self.record(LayerUse(name, "layer_norm", in_ids, None))
+        return labels
+
     def channel_vector(self, node: fx.Node, labels: Value, axis: int, size: int) -> np.ndarray | None:
         """A layer's input channel ids along tensor ``axis``; blocks them when they are not a clean vector."""
         if not isinstance(labels, np.ndarray):
@@ -248,13 +262,12 @@ class ChannelTracer:
         operands = [self.value(a) for a in list(node.args) + list(node.kwargs.values())]
         raw_args = list(node.args) + list(node.kwargs.values())
         arrays: list[np.ndarray] = []
+        params = [v for v in operands if isinstance(v, ParamValue) and v.numel > 1]
         for raw, value in zip(raw_args, operands, strict=True):
             if isinstance(value, np.ndarray):
                 if len(shapes(raw) or ()) != len(out_shape or ()):
                     return self.opaque(node, f"broadcast over the batch axis at node {node.name}")
                 arrays.append(value)
-            elif value is PARAMETER and numel(raw) > 1:
-                return self.opaque(node, f"tensor {raw.target} combined with channels at node {node.name}")
         if not arrays:
             return None
         try:
@@ -264,6 +277,10 @@ class ChannelTracer:
         first = np.broadcast_to(arrays[0], shape)
         for other in arrays[1:]:
             self.ids.union_arrays(first, np.broadcast_to(other, shape))
+        for param in params:  # a position embedding, a layer scale: sliced with the channels it meets
+            joined = join_param(self, param, first, len(out_shape))
+            if isinstance(joined, str):
+                return self.opaque(node, f"{joined} at node {node.name}")
         return compress(first)
 
     def getitem(self, node: fx.Node) -> Value:
@@ -291,13 +308,29 @@ class ChannelTracer:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         out_shape = shapes(node)
         dim = dim % len(out_shape)
-        values = [self.value(t) for t in tensors]
+        values = self.cat_values(tensors, len(out_shape))
         if dim == 0 or any(not isinstance(v, np.ndarray) for v in values):
             return self.opaque(node, f"concatenation on axis {dim} at node {node.name}")
+        if all(v.shape[dim - 1] == 1 for v in values):  # along tokens / space: the channels are the same
+            first = np.broadcast_to(values[0], np.broadcast_shapes(*(v.shape for v in values)))
+            for other in values[1:]:
+                self.ids.union_arrays(first, other)
+            return compress(first)
         parts = []
         for tensor, labels in zip(tensors, values, strict=True):
             parts.append(np.broadcast_to(labels, shapes(tensor)[1:]))
         return compress(np.concatenate(parts, axis=dim - 1))
+
+    def cat_values(self, tensors: list, ndim: int) -> list:
+        """The labels of every concatenated tensor; a model tensor (a class token) gets the labels of
+        the channels it is concatenated with."""
+        values = [self.value(t) for t in tensors]
+        reference = next((v for v in values if isinstance(v, np.ndarray)), None)
+        for index, value in enumerate(values):
+            if isinstance(value, ParamValue) and reference is not None:
+                joined = join_param(self, value, reference, ndim)
+                values[index] = joined if isinstance(joined, np.ndarray) else None
+        return [compress(v) if isinstance(v, np.ndarray) else v for v in values]
 
     def chunk(self, node: fx.Node, kind: str) -> Value:
         labels = self.value(node.args[0])
@@ -329,8 +362,10 @@ class ChannelTracer:
             return self.opaque(node, f"reshape across the batch axis at node {node.name}")
         full = np.broadcast_to(labels, in_shape[1:]).reshape(out_shape[1:])
         fixed = [] if dynamic else fixed_axes(node)
-        for axis in fixed:  # a fixed-size axis keeps its size after pruning: prune all its rows alike
+        for axis, literal in fixed:  # a fixed-size axis keeps its size after pruning: prune its rows alike
             if axis >= 1 and full.shape[axis - 1] > 1:
+                if width_attribute(self, node, literal, vector_along(full, axis - 1, literal)):
+                    continue  # the model's width attribute: it is set to the kept count
                 first = np.take(full, [0], axis=axis - 1)
                 for k in range(1, full.shape[axis - 1]):
                     self.ids.union_arrays(first, np.take(full, [k], axis=axis - 1))

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.models import VisionTransformer
 
 from torchslim.errors import ModelError
 from torchslim.nn.attention import uses_pruned_forward
@@ -31,6 +32,7 @@ SIZE_ATTRIBUTES: tuple[tuple[type, tuple[str, ...]], ...] = (
     (nn.GroupNorm, ("num_groups", "num_channels")),
     (nn.PReLU, ("num_parameters",)),
     (nn.MultiheadAttention, ("embed_dim", "kdim", "vdim", "num_heads", "head_dim")),
+    (VisionTransformer, ("hidden_dim",)),
 )
 
 

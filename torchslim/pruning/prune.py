@@ -53,12 +53,20 @@ class PruneReport:
     groups_skipped: int
     skipped: dict[str, str] = field(default_factory=dict)  # group name -> reason
     channels: dict[str, list[int]] = field(default_factory=dict)  # layer -> [before, after]
+    cut: dict[str, list] = field(default_factory=dict)  # group name -> [kind, units before, after]
     seconds: float = 0.0
     verified: bool | None = None
     max_abs_diff: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def cut_by_kind(self) -> dict[str, int]:
+        """How many groups of each kind (heads, mlp hidden, embedding, conv channels) were cut."""
+        counts: dict[str, int] = {}
+        for kind, _, _ in self.cut.values():
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
 
     def totals(self) -> dict:
         """The counts every caller reports of a prune (the CLI's payload, a strategy's event)."""
@@ -164,6 +172,11 @@ def cut(
             n: [before_channels[n], c] for n, c in after_channels.items() if c != before_channels.get(n)
         },
         seconds=seconds,
+        cut={
+            group_set.groups[g].name: [group_set.groups[g].kind, group_set.groups[g].size, k]
+            for g, k in plan.keep.items()
+            if k < group_set.groups[g].size
+        },
     )
     if reference is not None:
         report.max_abs_diff, report.verified = compare_outputs(reference, pruned, example_input)
