@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import TINY_VIT
+from tests.helpers import TINY_TIMM_VIT, TINY_VIT
 from tests.helpers.oracle import assert_oracle, outputs
 from tests.helpers.tiny_models import tiny_vit
+from torchslim.errors import PruningError
 from torchslim.export import export_onnx
 from torchslim.graph import apply_plan, oracle_reference, removed_mask
 from torchslim.models import build_model, load_model, save_model
@@ -194,3 +195,43 @@ def test_prune_cuts_heads_mlp_and_embedding_and_reports_kinds():
     assert result.report.macs_after == profile_model(result.model, SIZE).macs
     assert {kind for kind, _, _ in result.report.cut.values()} >= {"embedding", "mlp hidden"}
     assert_oracle(model, result, x)
+
+
+def test_timm_attention_heads_and_embedding_prune_save_and_rebuild(tmp_path):
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model, x = build_model(TINY_TIMM_VIT).eval(), _vit_input()
+    result = prune(model, x, target_flops=0.5, round_to=4, verify=True)
+    assert result.report.verified and abs(result.report.flops_reduction - 0.5) <= 0.01
+    assert {kind for kind, _, _ in result.report.cut.values()} == {"heads", "mlp hidden", "embedding"}
+    assert result.report.macs_after == profile_model(result.model, SIZE).macs
+    assert_oracle(model, result, x)
+    attention = result.model.blocks[0].attn
+    assert attention.attn_dim == attention.num_heads * attention.head_dim == attention.proj.in_features
+    assert attention.head_dim == 8
+    save_model(tmp_path / "timm", result.model, TINY_TIMM_VIT, {}, input_size=SIZE)
+    loaded, _ = load_model(tmp_path / "timm", trusted=TINY_TIMM_VIT)
+    assert loaded.blocks[0].attn.num_heads == attention.num_heads
+    assert torch.allclose(outputs(loaded, x), outputs(result.model, x), atol=1e-6)
+
+
+def test_per_mac_ranking_reaches_the_target_across_kinds():
+    torch.manual_seed(0)
+    model, x = tiny_vit().eval(), _vit_input()
+    result = prune(model, x, target_flops=0.5, round_to=4, verify=True, global_ranking="per_mac")
+    assert result.report.verified and abs(result.report.flops_reduction - 0.5) <= 0.01
+    assert {"heads", "embedding"} <= {kind for kind, _, _ in result.report.cut.values()}
+
+
+def test_heads_go_one_by_one_whatever_round_to():
+    torch.manual_seed(0)
+    model, x = tiny_vit().eval(), _vit_input()
+    result = prune(model, x, target_flops=0.5, round_to=8, verify=True)
+    heads = [kept for kind, _, kept in result.report.cut.values() if kind == "heads"]
+    assert heads and all(0 < kept < 4 for kept in heads)
+
+
+def test_an_unreachable_target_names_the_groups():
+    torch.manual_seed(0)
+    with pytest.raises(PruningError, match=r"encoder_layer_0.self_attention \(heads\) keeps 1 of 4"):
+        prune(tiny_vit().eval(), _vit_input(), target_flops=0.99, round_to=8)

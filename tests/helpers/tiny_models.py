@@ -66,3 +66,14 @@ def tiny_vit(num_classes: int = 10, image_size: int = 32) -> nn.Module:
     )
     nn.init.normal_(model.heads.head.weight)
     return model
+
+
+def tiny_timm_vit(num_classes: int = 10) -> nn.Module:
+    """A two-block timm ViT (4 heads of 8, 32 wide): timm's Attention, LayerNorm and tokens."""
+    import timm  # noqa: PLC0415 - optional: only the tests that use timm build this
+
+    model = timm.models.vision_transformer.VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=num_classes
+    )
+    nn.init.normal_(model.head.weight)
+    return model

@@ -15,7 +15,7 @@ import numpy as np
 import torch.fx as fx
 from torch import nn
 
-from .channel_graph import LayerUse
+from .channel_graph import LayerUse, WidthAttribute
 from .labels import channel_labels
 
 ChannelTracer = Any  # a torchslim.graph.tracer.ChannelTracer (which imports this module)
@@ -61,6 +61,7 @@ def trace_multihead(tracer: ChannelTracer, node: fx.Node, name: str, attention: 
     for head in range(heads):  # a head's q, k and v channels go together
         tracer.ids.union_arrays(per_head[0, head, :1], per_head[:, head, :].reshape(-1))
     tracer.record(LayerUse(name, "attention", in_ids, inner, length))
+    tracer.graph.head_layers.add(name)
     q_and_v = np.concatenate([per_head[0].reshape(-1), per_head[2].reshape(-1)])
     tracer.record(LayerUse(f"{name}:products", "product", q_and_v, None, length * length))
     out_name = f"{name}.out_proj"
@@ -84,6 +85,66 @@ def _joined_inputs(tracer: ChannelTracer, node: fx.Node, inputs: list, width: in
     return present[0]
 
 
+def _given(value) -> bool:
+    """Whether a mask argument is set: not None / False, nor a model input left at such a default."""
+    if isinstance(value, fx.Node) and value.op == "placeholder":
+        return bool(value.args) and value.args[0] not in (None, False)
+    return value not in (None, False)
+
+
 def _shape(arg) -> tuple | None:
     meta = arg.meta.get("tensor_meta") if isinstance(arg, fx.Node) else None
     return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+def is_timm_attention(module: nn.Module) -> bool:
+    """timm's ``Attention`` (qkv Linear, heads by reshape, SDPA or softmax, proj Linear), by name:
+    timm is an optional dependency."""
+    kind = type(module)
+    return kind.__name__ == "Attention" and kind.__module__.startswith("timm.")
+
+
+def _timm_unsupported(attention: nn.Module, node: fx.Node) -> str | None:
+    if getattr(attention, "gate", None) is not None:
+        return "gated"
+    if not isinstance(getattr(attention, "norm", None), nn.Identity):
+        return "a norm over all heads"
+    if any(_given(node.kwargs.get(k)) for k in ("attn_mask", "is_causal")) or len(node.args) > 1:
+        return "masks"
+    shape = _shape(node.args[0]) if node.args else None
+    if shape is None or len(shape) != 3:
+        return "input is not (batch, tokens, width)"
+    return None
+
+
+def trace_timm_attention(tracer: ChannelTracer, node: fx.Node, name: str, attention: nn.Module):
+    """timm's Attention: whole heads of ``qkv`` and ``proj``; ``num_heads`` and ``attn_dim`` follow."""
+    reason = _timm_unsupported(attention, node)
+    if reason is not None:
+        reason = f"attention layer {name} ({type(attention).__name__}: {reason})"
+        for layer in (f"{name}.qkv", f"{name}.proj"):
+            tracer.ids.block(
+                tracer.source_ids(layer, getattr(attention, layer.rsplit(".")[-1]).out_features), reason
+            )
+        return tracer.opaque(node, reason)
+    _, length, width = _shape(node.args[0])
+    in_ids = tracer.channel_vector(node, tracer.value(node.args[0]), 2, width)
+    heads, head_dim = attention.num_heads, attention.head_dim
+    per_head = tracer.source_ids(f"{name}.qkv", 3 * heads * head_dim).reshape(3, heads, head_dim)
+    for head in range(heads):
+        tracer.ids.union_arrays(per_head[0, head, :1], per_head[:, head, :].reshape(-1))
+    values = per_head[2].reshape(-1).copy()
+    out_ids = tracer.source_ids(f"{name}.proj", attention.proj.out_features)
+    uses = [
+        LayerUse(f"{name}.qkv", "linear", in_ids, per_head.reshape(-1).copy(), length),
+        LayerUse(
+            f"{name}:products", "product", np.concatenate([per_head[0].reshape(-1), values]), None, length**2
+        ),
+        LayerUse(f"{name}.proj", "linear", values, out_ids, length),
+    ]
+    for use in uses:
+        tracer.record(use)
+    tracer.graph.head_layers.add(f"{name}.qkv")
+    tracer.graph.widths.append(WidthAttribute(name, "num_heads", per_head[0, :, 0].copy()))
+    tracer.graph.widths.append(WidthAttribute(name, "attn_dim", values))
+    return channel_labels(out_ids, 3, 2)

@@ -66,6 +66,7 @@ class ChannelGraph:
     sources: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> its output channel ids
     tensor_slices: list[TensorSlice] = field(default_factory=list)
     widths: list[WidthAttribute] = field(default_factory=list)
+    head_layers: set[str] = field(default_factory=set)  # layers whose output units are attention heads
 
     def uses_of(self, *roles: str) -> Iterator[LayerUse]:
         """The layer uses of the given roles, in the order they run."""

@@ -156,7 +156,7 @@ def group_kind(group_set: GroupSet, group: Group) -> str:
     graph = group_set.graph
     roles = {use.module: use.role for use in graph.uses if use.out_ids is not None}
     source_roles = {roles.get(name) for name in group.sources}
-    if "attention" in source_roles:
+    if graph.head_layers.intersection(group.sources):
         return "heads"
     joined = [t.ids for t in graph.tensor_slices] + [w.ids for w in graph.widths]
     units = set(group.units.tolist())

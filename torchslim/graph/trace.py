@@ -22,6 +22,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torchslim.errors import PruningError
 from torchslim.nn import eval_mode, train_mode
 
+from .attention import is_timm_attention
 from .channel_graph import NODE_ROLES, ChannelGraph
 from .macs import counting_macs
 from .tracer import ChannelTracer
@@ -105,7 +106,22 @@ class _Tracer(fx.Tracer):
     """torch.fx's tracer, with every attention layer (pruned ones too) kept as one call."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, nn.MultiheadAttention) or super().is_leaf_module(m, module_qualified_name)
+        return (
+            isinstance(m, nn.MultiheadAttention)
+            or is_timm_attention(m)
+            or _is_timm_layer_norm(m)
+            or super().is_leaf_module(m, module_qualified_name)
+        )
+
+
+def _is_timm_layer_norm(module: nn.Module) -> bool:
+    """timm's LayerNorm normalises the last axis like nn.LayerNorm (torchvision's LayerNorm2d does not)."""
+    kind = type(module)
+    return (
+        isinstance(module, nn.LayerNorm)
+        and kind.__name__ == "LayerNorm"
+        and kind.__module__.startswith("timm.")
+    )
 
 
 def symbolic_trace(model: nn.Module) -> fx.GraphModule:

@@ -18,7 +18,7 @@ import torch.fx as fx
 from torch import nn
 
 from . import ops
-from .attention import trace_multihead
+from .attention import is_timm_attention, trace_multihead, trace_timm_attention
 from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
 from .joins import ParamValue, join_param, param_value, width_attribute
 from .labels import ChannelIds, channel_labels, compress, vector_along
@@ -123,6 +123,8 @@ class ChannelTracer:
             return self.linear(node, name, module, labels)
         if isinstance(module, nn.MultiheadAttention):
             return trace_multihead(self, node, name, module)
+        if is_timm_attention(module):
+            return trace_timm_attention(self, node, name, module)
         if isinstance(module, nn.LayerNorm):
             return self.layer_norm(node, name, module, labels)
         if isinstance(module, ops.NORM_TYPES):

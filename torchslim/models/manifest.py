@@ -36,11 +36,16 @@ SIZE_ATTRIBUTES: tuple[tuple[type, tuple[str, ...]], ...] = (
 )
 
 
+# The same for types of optional packages, by qualified type name (timm's attention).
+NAMED_SIZE_ATTRIBUTES: dict[str, tuple[str, ...]] = {"timm.layers.attention.Attention": ("num_heads", "attn_dim")}
+
+
 def size_attributes(module: nn.Module) -> dict[str, Any]:
     for kind, names in SIZE_ATTRIBUTES:
         if isinstance(module, kind):
             return {name: _jsonable(getattr(module, name)) for name in names}
-    return {}
+    names = NAMED_SIZE_ATTRIBUTES.get(f"{type(module).__module__}.{type(module).__name__}", ())
+    return {name: _jsonable(getattr(module, name)) for name in names}
 
 
 def module_record(module: nn.Module) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def prune(
     criterion: str = "l1_norm",
     pruned_params: str | None = None,
     round_to: int = DEFAULT_ROUND_TO,
-    global_ranking: bool = False,
+    global_ranking: bool | str = False,
     aliases: dict[str, str] | None = None,
     inplace: bool = False,
     verify: bool = False,
@@ -122,12 +122,13 @@ def prune(
     The returned model is a pruned copy unless ``inplace``. With ``verify`` the correctness
     oracle runs on ``example_input``: the unpruned model with the removed channels ignored
     must give the same outputs. ``planner`` replaces the default MACs planner (``round_to``,
-    ``global_ranking``), e.g. :class:`torchslim.latency.planner.LatencyPlanner`.
+    ``global_ranking``: True ranks all units by normalized score, ``"per_mac"`` by score per MAC
+    saved, which balances heads, MLP and embedding), e.g. :class:`torchslim.latency.planner.LatencyPlanner`.
     """
     started = time.perf_counter()
     group_set = analyze(model, example_input, pruned_params, aliases)
     scores = rank_units(group_set, model, criterion)
-    planner = planner or MacsPlanner(round_to, global_ranking)
+    planner = planner or MacsPlanner(round_to, bool(global_ranking), global_ranking == "per_mac")
     request = PlanRequest(model, group_set, scores, example_input, target_flops, tolerance)
     plan, plan_info = planner.plan(request)
     result = cut(model, group_set, plan, example_input, inplace=inplace, verify=verify, started=started)
