@@ -37,7 +37,9 @@ SIZE_ATTRIBUTES: tuple[tuple[type, tuple[str, ...]], ...] = (
 
 
 # The same for types of optional packages, by qualified type name (timm's attention).
-NAMED_SIZE_ATTRIBUTES: dict[str, tuple[str, ...]] = {"timm.layers.attention.Attention": ("num_heads", "attn_dim")}
+NAMED_SIZE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "timm.layers.attention.Attention": ("num_heads", "attn_dim"),
+}
 
 
 def size_attributes(module: nn.Module) -> dict[str, Any]:
