@@ -1,4 +1,5 @@
-"""Attention heads as channel groups: whole heads of nn.MultiheadAttention, the oracle, MACs, saving.
+"""Transformers: whole attention heads (nn.MultiheadAttention, timm, Swin) and embedding width as
+channel groups; the oracle, MACs, planning, saving.
 
 A head is one unit: its q, k and v rows of ``in_proj_weight`` and its columns of ``out_proj``.
 """
@@ -10,15 +11,16 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torchvision.models.swin_transformer import ShiftedWindowAttention
 
-from tests.helpers import TINY_TIMM_VIT, TINY_VIT
+from tests.helpers import TINY_SWIN, TINY_TIMM_VIT, TINY_VIT
 from tests.helpers.oracle import assert_oracle, outputs
-from tests.helpers.tiny_models import tiny_vit
+from tests.helpers.tiny_models import tiny_swin, tiny_vit
 from torchslim.errors import PruningError
 from torchslim.export import export_onnx
 from torchslim.graph import apply_plan, oracle_reference, removed_mask
 from torchslim.models import build_model, load_model, save_model
-from torchslim.nn.attention import PrunedMultiheadAttention
+from torchslim.nn.attention import PrunedMultiheadAttention, PrunedShiftedWindowAttention
 from torchslim.pruning.counting import profile_model
 from torchslim.pruning.prune import analyze, prune
 
@@ -235,3 +237,43 @@ def test_an_unreachable_target_names_the_groups():
     torch.manual_seed(0)
     with pytest.raises(PruningError, match=r"encoder_layer_0.self_attention \(heads\) keeps 1 of 4"):
         prune(tiny_vit().eval(), _vit_input(), target_flops=0.99, round_to=8)
+
+
+def test_swin_window_attention_heads_tables_and_stages(tmp_path):
+    torch.manual_seed(0)
+    model, x = build_model(TINY_SWIN).eval(), _vit_input()
+    group_set = analyze(model, x)
+    assert sorted(g.kind for g in group_set.prunable()).count("heads") == 4
+    assert sorted(g.kind for g in group_set.prunable()).count("embedding") == 2  # one per stage
+    heads = _head_groups_of(group_set, "features.3.0.attn.qkv")
+    mask = removed_mask(group_set, {heads.index: [1, 2]})
+    reference = oracle_reference(model, group_set, mask)
+    pruned = apply_plan(copy.deepcopy(model), group_set, mask)
+    attention = pruned.features[3][0].attn
+    assert isinstance(attention, PrunedShiftedWindowAttention) and attention.num_heads == 2
+    assert attention.relative_position_bias_table.shape[1] == 2 and attention.head_dim == 8
+    expected, actual = outputs(reference, x), outputs(pruned, x)
+    assert float((expected - actual).abs().max()) <= 1e-4 * float(expected.abs().max())
+    assert float((expected - outputs(model, x)).abs().max()) > 1e-3
+    result = prune(model, x, target_flops=0.5, round_to=4, verify=True)
+    assert result.report.verified and abs(result.report.flops_reduction - 0.5) <= 0.01
+    assert result.report.macs_after == profile_model(result.model, SIZE).macs
+    assert_oracle(model, result, x)
+    save_model(tmp_path / "swin", result.model, TINY_SWIN, {}, input_size=SIZE)
+    loaded, _ = load_model(tmp_path / "swin", trusted=TINY_SWIN)
+    assert torch.allclose(outputs(loaded, x), outputs(result.model, x), atol=1e-6)
+
+
+def test_swin_pruned_forward_is_torchvisions_when_nothing_is_cut():
+    torch.manual_seed(0)
+    for module in tiny_swin().modules():
+        if isinstance(module, ShiftedWindowAttention):
+            nn.init.normal_(module.relative_position_bias_table)
+            copied = copy.deepcopy(module)
+            copied.__class__ = PrunedShiftedWindowAttention
+            tokens = torch.randn(2, 7, 5, module.qkv.in_features)  # padded to windows, shifted
+            assert torch.allclose(module.eval()(tokens), copied.eval()(tokens), atol=1e-6)
+
+
+def _head_groups_of(group_set, source):
+    return next(g for g in group_set.prunable() if g.sources == [source])

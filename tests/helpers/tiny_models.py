@@ -1,7 +1,7 @@
 """Tiny models for fast end-to-end tests; the CLI loads them as ``--model <this file>:tiny_net``."""
 
 from torch import nn
-from torchvision.models import VisionTransformer
+from torchvision.models import SwinTransformer, VisionTransformer
 
 
 class TinyNet(nn.Module):
@@ -74,6 +74,20 @@ def tiny_timm_vit(num_classes: int = 10) -> nn.Module:
 
     model = timm.models.vision_transformer.VisionTransformer(
         img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=num_classes
+    )
+    nn.init.normal_(model.head.weight)
+    return model
+
+
+def tiny_swin(num_classes: int = 10) -> nn.Module:
+    """A two-stage torchvision Swin (v1): window attention with shifts, patch merging, 16 wide."""
+    model = SwinTransformer(
+        patch_size=[4, 4],
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[2, 4],
+        window_size=[4, 4],
+        num_classes=num_classes,
     )
     nn.init.normal_(model.head.weight)
     return model

@@ -14,9 +14,13 @@ from typing import Any
 import numpy as np
 import torch.fx as fx
 from torch import nn
+from torchvision.models.swin_transformer import ShiftedWindowAttention
 
-from .channel_graph import LayerUse, WidthAttribute
+from torchslim.nn.attention import PrunedShiftedWindowAttention
+
+from .channel_graph import LayerUse, TensorSlice, WidthAttribute
 from .labels import channel_labels
+from .nodes import input_width
 
 ChannelTracer = Any  # a torchslim.graph.tracer.ChannelTracer (which imports this module)
 
@@ -148,3 +152,58 @@ def trace_timm_attention(tracer: ChannelTracer, node: fx.Node, name: str, attent
     tracer.graph.widths.append(WidthAttribute(name, "num_heads", per_head[0, :, 0].copy()))
     tracer.graph.widths.append(WidthAttribute(name, "attn_dim", values))
     return channel_labels(out_ids, 3, 2)
+
+
+def is_swin_attention(module: nn.Module) -> bool:
+    """torchvision's Swin v1 window attention (v2's cosine attention is not supported)."""
+    return type(module) in (ShiftedWindowAttention, PrunedShiftedWindowAttention)
+
+
+def trace_swin_attention(tracer: ChannelTracer, node: fx.Node, name: str, attention: nn.Module):
+    """Whole heads of qkv, proj and the relative position bias table; ``num_heads`` follows."""
+    shape = _shape(node.args[0]) if len(node.args) == 1 and not node.kwargs else None
+    if shape is None or len(shape) != 4:
+        return _blocked(tracer, node, name, attention, "input is not (batch, height, width, width)")
+    _, height, width, channels = shape
+    window = list(attention.window_size)
+    tokens = (height + (-height) % window[0]) * (width + (-width) % window[1])
+    in_ids = tracer.channel_vector(node, tracer.value(node.args[0]), 3, channels)
+    heads = attention.num_heads
+    per_head = tracer.source_ids(f"{name}.qkv", attention.qkv.out_features).reshape(3, heads, -1)
+    for head in range(heads):
+        tracer.ids.union_arrays(per_head[0, head, :1], per_head[:, head, :].reshape(-1))
+    values = per_head[2].reshape(-1).copy()
+    out_ids = tracer.source_ids(f"{name}.proj", attention.proj.out_features)
+    per_window = window[0] * window[1]
+    q_and_v = np.concatenate([per_head[0].reshape(-1), values])
+    uses = [
+        LayerUse(f"{name}.qkv", "linear", in_ids, per_head.reshape(-1).copy(), tokens),
+        LayerUse(f"{name}:products", "product", q_and_v, None, tokens * per_window),
+        LayerUse(f"{name}.proj", "linear", values, out_ids, tokens),
+    ]
+    if _base_macs(tracer, uses) != int(node.meta.get("macs", -1)):
+        return _blocked(tracer, node, name, attention, "its MACs are not those of plain window attention")
+    for use in uses:
+        tracer.record(use)
+    tracer.graph.head_layers.add(f"{name}.qkv")
+    head_ids = per_head[0, :, 0].copy()
+    tracer.graph.widths.append(WidthAttribute(name, "num_heads", head_ids))
+    table = f"{name}.relative_position_bias_table"
+    tracer.graph.tensor_slices.append(TensorSlice(table, 1, head_ids))  # one column per head
+    return channel_labels(out_ids, 4, 3)
+
+
+def _base_macs(tracer: ChannelTracer, uses: list[LayerUse]) -> int:
+    total = 0
+    for use in uses:
+        count = len(use.in_ids) if use.in_ids is not None else input_width(tracer.modules[use.module])
+        total += use.macs_factor * count * (len(use.out_ids) if use.out_ids is not None else 1)
+    return total
+
+
+def _blocked(tracer: ChannelTracer, node: fx.Node, name: str, attention: nn.Module, why: str):
+    reason = f"attention layer {name} ({type(attention).__name__}: {why})"
+    for layer in (f"{name}.qkv", f"{name}.proj"):
+        module = tracer.modules[layer]
+        tracer.ids.block(tracer.source_ids(layer, module.out_features), reason)
+    return tracer.opaque(node, reason)

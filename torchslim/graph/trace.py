@@ -22,7 +22,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torchslim.errors import PruningError
 from torchslim.nn import eval_mode, train_mode
 
-from .attention import is_timm_attention
+from .attention import is_swin_attention, is_timm_attention
 from .channel_graph import NODE_ROLES, ChannelGraph
 from .macs import counting_macs
 from .tracer import ChannelTracer
@@ -109,6 +109,7 @@ class _Tracer(fx.Tracer):
         return (
             isinstance(m, nn.MultiheadAttention)
             or is_timm_attention(m)
+            or is_swin_attention(m)
             or _is_timm_layer_norm(m)
             or super().is_leaf_module(m, module_qualified_name)
         )

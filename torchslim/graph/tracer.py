@@ -18,7 +18,13 @@ import torch.fx as fx
 from torch import nn
 
 from . import ops
-from .attention import is_timm_attention, trace_multihead, trace_timm_attention
+from .attention import (
+    is_swin_attention,
+    is_timm_attention,
+    trace_multihead,
+    trace_swin_attention,
+    trace_timm_attention,
+)
 from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
 from .joins import ParamValue, join_param, param_value, width_attribute
 from .labels import ChannelIds, channel_labels, compress, vector_along
@@ -125,6 +131,8 @@ class ChannelTracer:
             return trace_multihead(self, node, name, module)
         if is_timm_attention(module):
             return trace_timm_attention(self, node, name, module)
+        if is_swin_attention(module):
+            return trace_swin_attention(self, node, name, module)
         if isinstance(module, nn.LayerNorm):
             return self.layer_norm(node, name, module, labels)
         if isinstance(module, ops.NORM_TYPES):
@@ -144,6 +152,8 @@ class ChannelTracer:
             return self.elementwise(node)
         if target is getattr and len(node.args) > 1 and node.args[1] in ops.NON_TENSOR_ATTRIBUTES:
             return None
+        if target in ops.PATCH_MERGING_FUNCTIONS:
+            return self.patch_merging(node)
         if target is operator.getitem:
             return self.getitem(node)
         if target in (torch.cat, torch.concat):
@@ -322,6 +332,13 @@ class ChannelTracer:
         for tensor, labels in zip(tensors, values, strict=True):
             parts.append(np.broadcast_to(labels, shapes(tensor)[1:]))
         return compress(np.concatenate(parts, axis=dim - 1))
+
+    def patch_merging(self, node: fx.Node) -> Value:
+        """Four spatial neighbours side by side on the last axis: the channels four times over."""
+        labels = self.value(node.args[0])
+        if not isinstance(labels, np.ndarray) or any(size > 1 for size in labels.shape[:-1]):
+            return self.opaque(node, f"patch merging of mixed channels at node {node.name}")
+        return np.concatenate([labels] * 4, axis=-1)
 
     def cat_values(self, tensors: list, ndim: int) -> list:
         """The labels of every concatenated tensor; a model tensor (a class token) gets the labels of

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 from torchvision.models import VisionTransformer
+from torchvision.models.swin_transformer import ShiftedWindowAttention
 
 from torchslim.errors import ModelError
 from torchslim.nn.attention import uses_pruned_forward
@@ -33,6 +34,7 @@ SIZE_ATTRIBUTES: tuple[tuple[type, tuple[str, ...]], ...] = (
     (nn.PReLU, ("num_parameters",)),
     (nn.MultiheadAttention, ("embed_dim", "kdim", "vdim", "num_heads", "head_dim")),
     (VisionTransformer, ("hidden_dim",)),
+    (ShiftedWindowAttention, ("num_heads",)),
 )
 
 
@@ -90,7 +92,6 @@ def apply_manifest_sizes(model: nn.Module, modules: dict[str, Any]) -> nn.Module
             raise ModelError(f"manifest names module {name!r}, which the base model does not have")
         for attr, value in record.get("attrs", {}).items():
             setattr(module, attr, tuple(value) if isinstance(value, list) else value)
-        uses_pruned_forward(module)  # a resized attention layer needs the forward that reads its widths
         for tensor_name, shape in record.get("tensors", {}).items():
             old = getattr(module, tensor_name, None)
             if not isinstance(old, torch.Tensor):
@@ -100,6 +101,9 @@ def apply_manifest_sizes(model: nn.Module, modules: dict[str, Any]) -> nn.Module
                 setattr(module, tensor_name, nn.Parameter(new, requires_grad=old.requires_grad))
             else:
                 module._buffers[tensor_name] = new
+    for name, module in named.items():  # a resized attention layer needs the forward that reads its widths
+        if any(changed == name or changed.startswith(f"{name}.") for changed in modules):
+            uses_pruned_forward(module)
     return model
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.swin_transformer import ShiftedWindowAttention
 
 
 class PrunedMultiheadAttention(nn.MultiheadAttention):
@@ -76,7 +77,66 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
         return scores
 
 
-def uses_pruned_forward(module: nn.MultiheadAttention) -> None:
-    """Make ``module`` a :class:`PrunedMultiheadAttention` in place (its parameters are kept)."""
-    if isinstance(module, nn.MultiheadAttention) and not isinstance(module, PrunedMultiheadAttention):
+def uses_pruned_forward(module: nn.Module) -> None:
+    """Give an attention layer the forward that reads its widths from its weights, in place
+    (its parameters are kept): nn.MultiheadAttention and torchvision's Swin v1 window attention."""
+    if type(module) is nn.MultiheadAttention:
         module.__class__ = PrunedMultiheadAttention
+    elif type(module) is ShiftedWindowAttention:
+        module.__class__ = PrunedShiftedWindowAttention
+
+
+class PrunedShiftedWindowAttention(ShiftedWindowAttention):
+    """torchvision's Swin (v1) window attention with ``num_heads`` heads of ``head_dim`` between
+    widths that may differ from ``num_heads * head_dim`` (torchvision's forward ties them)."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.qkv.out_features // (3 * self.num_heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, height, width, _ = x.shape
+        window = list(self.window_size)
+        padded = F.pad(x, (0, 0, 0, (-width) % window[1], 0, (-height) % window[0]))
+        _, pad_h, pad_w, _ = padded.shape
+        shift = [s if w < p else 0 for s, w, p in zip(self.shift_size, window, (pad_h, pad_w), strict=True)]
+        if sum(shift) > 0:
+            padded = torch.roll(padded, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        tokens = _windows(padded, window)  # (batch * windows, tokens per window, width)
+        qkv = self.qkv(tokens).reshape(tokens.size(0), tokens.size(1), 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1) + self.get_relative_position_bias()
+        if sum(shift) > 0:
+            mask = _shift_mask(pad_h, pad_w, window, shift, scores.device, scores.dtype)
+            scores = (scores.view(batch, -1, *scores.shape[1:]) + mask[None, :, None]).flatten(0, 1)
+        weights = F.dropout(scores.softmax(dim=-1), p=self.attention_dropout, training=self.training)
+        out = (weights @ v).transpose(1, 2).reshape(tokens.size(0), tokens.size(1), -1)
+        out = F.dropout(self.proj(out), p=self.dropout, training=self.training)
+        out = _unwindows(out, batch, pad_h, pad_w, window)
+        if sum(shift) > 0:
+            out = torch.roll(out, shifts=(shift[0], shift[1]), dims=(1, 2))
+        return out[:, :height, :width, :].contiguous()
+
+
+def _windows(x: torch.Tensor, window: list[int]) -> torch.Tensor:
+    batch, height, width, channels = x.shape
+    x = x.view(batch, height // window[0], window[0], width // window[1], window[1], channels)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window[0] * window[1], channels)
+
+
+def _unwindows(x: torch.Tensor, batch: int, height: int, width: int, window: list[int]) -> torch.Tensor:
+    x = x.view(batch, height // window[0], width // window[1], window[0], window[1], -1)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(batch, height, width, -1)
+
+
+def _shift_mask(height: int, width: int, window: list[int], shift: list[int], device, dtype) -> torch.Tensor:
+    """-100 between tokens of a window that came from different regions of the rolled map."""
+    regions = torch.zeros(height, width, device=device, dtype=dtype)
+    label = 0
+    for rows in ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None)):
+        for cols in ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None)):
+            regions[rows[0] : rows[1], cols[0] : cols[1]] = label
+            label += 1
+    regions = _windows(regions[None, :, :, None], window)[..., 0]  # (windows, tokens)
+    different = regions.unsqueeze(1) - regions.unsqueeze(2) != 0
+    return torch.zeros_like(different, dtype=dtype).masked_fill(different, -100.0)
