@@ -9,6 +9,7 @@ from statistics import median
 import common
 import numpy as np
 from common import ROOT, read_result
+from md_small_vit import small_vit_lines
 
 GOAL_SPEEDUP = 1.85
 
@@ -559,6 +560,7 @@ def write_results_md(path: Path | None = None) -> Path:
         + p4_section(read_result("throughput"), goals)
         + p1_section(read_result("accuracy"), goals)
         + p1_seeds_section(read_result("accuracy"), goals)
+        + small_vit_lines(read_result("small_vit"))
     )
     header = [
         "# torchslim benchmark results",
