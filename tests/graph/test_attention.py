@@ -13,14 +13,18 @@ import torch
 from torch import nn
 from torchvision.models.swin_transformer import ShiftedWindowAttention
 
-from tests.helpers import TINY_SWIN, TINY_TIMM_VIT, TINY_VIT
+from tests.helpers import TINY_SWIN, TINY_SWIN_V2, TINY_TIMM_VIT, TINY_VIT
 from tests.helpers.oracle import assert_oracle, outputs
 from tests.helpers.tiny_models import tiny_swin, tiny_vit
 from torchslim.errors import PruningError
 from torchslim.export import export_onnx
 from torchslim.graph import apply_plan, oracle_reference, removed_mask
 from torchslim.models import build_model, load_model, save_model
-from torchslim.nn.attention import PrunedMultiheadAttention, PrunedShiftedWindowAttention
+from torchslim.nn.attention import (
+    PrunedMultiheadAttention,
+    PrunedShiftedWindowAttention,
+    PrunedShiftedWindowAttentionV2,
+)
 from torchslim.pruning.counting import profile_model
 from torchslim.pruning.prune import analyze, prune
 
@@ -277,3 +281,17 @@ def test_swin_pruned_forward_is_torchvisions_when_nothing_is_cut():
 
 def _head_groups_of(group_set, source):
     return next(g for g in group_set.prunable() if g.sources == [source])
+
+
+def test_swin_v2_heads_take_their_logit_scale_and_bias_mlp_rows(tmp_path):
+    torch.manual_seed(0)
+    model, x = build_model(TINY_SWIN_V2).eval(), _vit_input()
+    result = prune(model, x, target_flops=0.5, round_to=4, verify=True)
+    assert result.report.verified and abs(result.report.flops_reduction - 0.5) <= 0.01
+    assert result.report.macs_after == profile_model(result.model, SIZE).macs
+    assert_oracle(model, result, x)
+    cut = [m for m in result.model.modules() if isinstance(m, PrunedShiftedWindowAttentionV2)]
+    assert cut and all(m.logit_scale.shape[0] == m.num_heads == m.cpb_mlp[2].out_features for m in cut)
+    save_model(tmp_path / "swin2", result.model, TINY_SWIN_V2, {}, input_size=SIZE)
+    loaded, _ = load_model(tmp_path / "swin2", trusted=TINY_SWIN_V2)
+    assert torch.allclose(outputs(loaded, x), outputs(result.model, x), atol=1e-6)

@@ -2,6 +2,7 @@
 
 from torch import nn
 from torchvision.models import SwinTransformer, VisionTransformer
+from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformerBlockV2
 
 
 class TinyNet(nn.Module):
@@ -88,6 +89,22 @@ def tiny_swin(num_classes: int = 10) -> nn.Module:
         num_heads=[2, 4],
         window_size=[4, 4],
         num_classes=num_classes,
+    )
+    nn.init.normal_(model.head.weight)
+    return model
+
+
+def tiny_swin_v2(num_classes: int = 10) -> nn.Module:
+    """:func:`tiny_swin` with Swin v2 blocks (cosine attention, a position-bias MLP) and merging."""
+    model = SwinTransformer(
+        patch_size=[4, 4],
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[2, 4],
+        window_size=[4, 4],
+        num_classes=num_classes,
+        block=SwinTransformerBlockV2,
+        downsample_layer=PatchMergingV2,
     )
     nn.init.normal_(model.head.weight)
     return model

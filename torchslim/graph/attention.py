@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch.fx as fx
 from torch import nn
-from torchvision.models.swin_transformer import ShiftedWindowAttention
+from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
 
-from torchslim.nn.attention import PrunedShiftedWindowAttention
+from torchslim.nn.attention import PrunedShiftedWindowAttention, PrunedShiftedWindowAttentionV2
 
 from .channel_graph import LayerUse, TensorSlice, WidthAttribute
 from .labels import channel_labels
@@ -155,8 +155,13 @@ def trace_timm_attention(tracer: ChannelTracer, node: fx.Node, name: str, attent
 
 
 def is_swin_attention(module: nn.Module) -> bool:
-    """torchvision's Swin v1 window attention (v2's cosine attention is not supported)."""
-    return type(module) in (ShiftedWindowAttention, PrunedShiftedWindowAttention)
+    """torchvision's Swin window attention, v1 and v2 (pruned or not)."""
+    return type(module) in (
+        ShiftedWindowAttention,
+        ShiftedWindowAttentionV2,
+        PrunedShiftedWindowAttention,
+        PrunedShiftedWindowAttentionV2,
+    )
 
 
 def trace_swin_attention(tracer: ChannelTracer, node: fx.Node, name: str, attention: nn.Module):
@@ -181,21 +186,40 @@ def trace_swin_attention(tracer: ChannelTracer, node: fx.Node, name: str, attent
         LayerUse(f"{name}:products", "product", q_and_v, None, tokens * per_window),
         LayerUse(f"{name}.proj", "linear", values, out_ids, tokens),
     ]
+    head_ids = per_head[0, :, 0].copy()
+    if isinstance(attention, ShiftedWindowAttentionV2):
+        uses += _bias_mlp_uses(tracer, name, attention, head_ids)
+        per_head_tensor = TensorSlice(f"{name}.logit_scale", 0, head_ids)
+    else:
+        per_head_tensor = TensorSlice(f"{name}.relative_position_bias_table", 1, head_ids)  # a column a head
     if _base_macs(tracer, uses) != int(node.meta.get("macs", -1)):
         return _blocked(tracer, node, name, attention, "its MACs are not those of plain window attention")
     for use in uses:
         tracer.record(use)
     tracer.graph.head_layers.add(f"{name}.qkv")
-    head_ids = per_head[0, :, 0].copy()
     tracer.graph.widths.append(WidthAttribute(name, "num_heads", head_ids))
-    table = f"{name}.relative_position_bias_table"
-    tracer.graph.tensor_slices.append(TensorSlice(table, 1, head_ids))  # one column per head
+    tracer.graph.tensor_slices.append(per_head_tensor)
     return channel_labels(out_ids, 4, 3)
+
+
+def _bias_mlp_uses(tracer: ChannelTracer, name: str, attention: nn.Module, head_ids: np.ndarray) -> list:
+    """Swin v2's position-bias MLP: its last layer has one output per head, removed with the head."""
+    first, last = attention.cpb_mlp[0], attention.cpb_mlp[2]
+    entries = int(np.prod(attention.relative_coords_table.shape[1:-1]))
+    out_ids = tracer.source_ids(f"{name}.cpb_mlp.2", last.out_features)
+    tracer.ids.union_arrays(out_ids, head_ids)
+    return [
+        LayerUse(f"{name}.cpb_mlp.0", "fixed", None, None, entries * first.in_features * first.out_features),
+        LayerUse(f"{name}.cpb_mlp.2", "linear", None, out_ids, entries),
+    ]
 
 
 def _base_macs(tracer: ChannelTracer, uses: list[LayerUse]) -> int:
     total = 0
     for use in uses:
+        if use.role == "fixed":
+            total += use.macs_factor
+            continue
         count = len(use.in_ids) if use.in_ids is not None else input_width(tracer.modules[use.module])
         total += use.macs_factor * count * (len(use.out_ids) if use.out_ids is not None else 1)
     return total
@@ -203,7 +227,8 @@ def _base_macs(tracer: ChannelTracer, uses: list[LayerUse]) -> int:
 
 def _blocked(tracer: ChannelTracer, node: fx.Node, name: str, attention: nn.Module, why: str):
     reason = f"attention layer {name} ({type(attention).__name__}: {why})"
-    for layer in (f"{name}.qkv", f"{name}.proj"):
-        module = tracer.modules[layer]
-        tracer.ids.block(tracer.source_ids(layer, module.out_features), reason)
+    for layer in (f"{name}.qkv", f"{name}.proj", f"{name}.cpb_mlp.2"):
+        module = tracer.modules.get(layer)
+        if module is not None:
+            tracer.ids.block(tracer.source_ids(layer, module.out_features), reason)
     return tracer.opaque(node, reason)

@@ -9,10 +9,12 @@ to ``embed_dim``), and a forward written with plain ops that reads the widths fr
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.swin_transformer import ShiftedWindowAttention
+from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
 
 
 class PrunedMultiheadAttention(nn.MultiheadAttention):
@@ -84,6 +86,8 @@ def uses_pruned_forward(module: nn.Module) -> None:
         module.__class__ = PrunedMultiheadAttention
     elif type(module) is ShiftedWindowAttention:
         module.__class__ = PrunedShiftedWindowAttention
+    elif type(module) is ShiftedWindowAttentionV2:
+        module.__class__ = PrunedShiftedWindowAttentionV2
 
 
 class PrunedShiftedWindowAttention(ShiftedWindowAttention):
@@ -103,9 +107,9 @@ class PrunedShiftedWindowAttention(ShiftedWindowAttention):
         if sum(shift) > 0:
             padded = torch.roll(padded, shifts=(-shift[0], -shift[1]), dims=(1, 2))
         tokens = _windows(padded, window)  # (batch * windows, tokens per window, width)
-        qkv = self.qkv(tokens).reshape(tokens.size(0), tokens.size(1), 3, self.num_heads, self.head_dim)
+        qkv = self._qkv(tokens).reshape(tokens.size(0), tokens.size(1), 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1) + self.get_relative_position_bias()
+        scores = self._scores(q, k) + self.get_relative_position_bias()
         if sum(shift) > 0:
             mask = _shift_mask(pad_h, pad_w, window, shift, scores.device, scores.dtype)
             scores = (scores.view(batch, -1, *scores.shape[1:]) + mask[None, :, None]).flatten(0, 1)
@@ -116,6 +120,33 @@ class PrunedShiftedWindowAttention(ShiftedWindowAttention):
         if sum(shift) > 0:
             out = torch.roll(out, shifts=(shift[0], shift[1]), dims=(1, 2))
         return out[:, :height, :width, :].contiguous()
+
+    def _qkv(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.qkv(tokens)
+
+    def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
+
+
+class PrunedShiftedWindowAttentionV2(PrunedShiftedWindowAttention, ShiftedWindowAttentionV2):
+    """Swin v2's window attention (cosine scores with a per-head logit scale, the key bias held at
+    zero, a bias MLP with one output per head) with widths read from its weights."""
+
+    def _qkv(self, tokens: torch.Tensor) -> torch.Tensor:
+        bias = self.qkv.bias
+        if bias is not None:
+            bias = torch.cat(
+                [
+                    bias[: len(bias) // 3],
+                    torch.zeros_like(bias[len(bias) // 3 : -len(bias) // 3]),
+                    bias[-len(bias) // 3 :],
+                ]
+            )
+        return F.linear(tokens, self.qkv.weight, bias)
+
+    def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+        return F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) * scale
 
 
 def _windows(x: torch.Tensor, window: list[int]) -> torch.Tensor:
