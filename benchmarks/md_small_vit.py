@@ -5,6 +5,9 @@ from __future__ import annotations
 VARIANTS = ("baseline", "mlp_only", "balanced", "balanced_per_mac", "torch_pruning_heads")
 COLUMNS = (
     ("macs", "MACs (M)"),
+    ("heads", "heads"),
+    ("embedding", "width"),
+    ("mlp_hidden", "MLP hidden"),
     ("top1_pruned", "top-1 pruned"),
     ("top1_finetuned", "top-1 fine-tuned"),
     ("ort_speedup_b1", "ORT speedup, batch 1"),
@@ -17,6 +20,8 @@ def _cell(values: list[float] | None, key: str) -> str:
     mean, std = values
     if key == "macs":
         return f"{mean / 1e6:.2f}"
+    if key in ("heads", "embedding", "mlp_hidden"):
+        return f"{mean:.0f}"
     if key == "ort_speedup_b1":
         return f"{mean:.2f}x ± {std:.2f}"
     return f"{mean:.2f} ± {std:.2f}"

@@ -117,6 +117,15 @@ def tp_heads(model: nn.Module, target: float) -> nn.Module:
     return best[1]
 
 
+def widths(model: nn.Module) -> dict[str, int]:
+    """What a variant kept: attention heads and MLP hidden channels over all blocks, embedding width."""
+    return {
+        "heads": sum(m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)),
+        "mlp_hidden": sum(layer.mlp[0].out_features for layer in model.encoder.layers),
+        "embedding": model.conv_proj.out_channels,
+    }
+
+
 def ort_speedups(models: dict[str, nn.Module], threads: int, rounds: int) -> dict[str, float]:
     """ONNX Runtime batch-1 speedup of every model over ``models["baseline"]``, timed interleaved."""
     example = torch.randn(1, 3, SIZE, SIZE)
@@ -135,6 +144,7 @@ def run_seed(seed: int, data, args) -> dict:
     baseline = small_vit(seed)
     train_epochs(baseline, data, epochs=args.epochs, lr=args.lr, seed=seed)
     row = {"baseline": {"top1": evaluate(baseline, data.val_loader).top1, "macs": macs(baseline, SIZE)}}
+    row["baseline"].update(widths(baseline))
     variants = torchslim_variants(baseline.eval(), args.target)
     try:
         variants["torch_pruning_heads"] = tp_heads(baseline.eval(), args.target)
@@ -143,6 +153,7 @@ def run_seed(seed: int, data, args) -> dict:
         log(f"  torch_pruning_heads failed: {row['torch_pruning_heads']['error']}")
     for name, model in variants.items():
         entry = {"macs": macs(model, SIZE), "top1_pruned": evaluate(model, data.val_loader).top1}
+        entry.update(widths(model))
         train_epochs(model, data, epochs=args.finetune_epochs, lr=args.lr / 5, seed=seed)
         entry["top1_finetuned"] = evaluate(model, data.val_loader).top1
         row[name] = entry
