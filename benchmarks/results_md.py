@@ -22,6 +22,7 @@ from md_p1 import p1_like_for_like_section
 from md_quantization import quantization_section
 from md_readme import README, fill_readme, readme_lines
 from md_reconstruction import reconstruction_section
+from md_small_vit import small_vit_lines
 
 Goal = tuple[str, str, str, bool]  # (goal group, what, measured value, met)
 
@@ -40,6 +41,7 @@ def sections(goals: list[Goal]) -> list[str]:
         + p1_like_for_like_section(goals)
         + reconstruction_section(read_result("reconstruction"), goals)
         + quantization_section(read_result("quantization"), goals)
+        + small_vit_lines(read_result("small_vit"))
     )
 
 

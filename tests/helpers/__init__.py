@@ -14,3 +14,7 @@ SEED_CONFIGS = TESTS_DIR / "fixtures" / "seed_configs"
 # The tiny model as the CLI names a user factory: ``--model FILE:FUNCTION``.
 TINY_MODEL = f"{TESTS_DIR / 'helpers' / 'tiny_models.py'}:tiny_net"
 SEQUENTIAL_MODEL = f"{TESTS_DIR / 'helpers' / 'tiny_models.py'}:sequential_net"
+TINY_VIT = f"{TESTS_DIR / 'helpers' / 'tiny_models.py'}:tiny_vit"
+TINY_TIMM_VIT = f"{TESTS_DIR / 'helpers' / 'tiny_models.py'}:tiny_timm_vit"
+TINY_SWIN = f"{TESTS_DIR / 'helpers' / 'tiny_models.py'}:tiny_swin"
+TINY_SWIN_V2 = f"{TESTS_DIR / 'helpers' / 'tiny_models.py'}:tiny_swin_v2"

@@ -1,6 +1,8 @@
 """Tiny models for fast end-to-end tests; the CLI loads them as ``--model <this file>:tiny_net``."""
 
 from torch import nn
+from torchvision.models import SwinTransformer, VisionTransformer
+from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformerBlockV2
 
 
 class TinyNet(nn.Module):
@@ -49,3 +51,60 @@ def sequential_net(num_classes: int = 10) -> nn.Sequential:
         nn.Flatten(),
         nn.Linear(32, num_classes),
     )
+
+
+def tiny_vit(num_classes: int = 10, image_size: int = 32) -> nn.Module:
+    """A two-block torchvision ViT (4 heads of 8, 32 wide), its head not zero-initialised so that
+    its outputs tell pruned models apart."""
+    model = VisionTransformer(
+        image_size=image_size,
+        patch_size=8,
+        num_layers=2,
+        num_heads=4,
+        hidden_dim=32,
+        mlp_dim=64,
+        num_classes=num_classes,
+    )
+    nn.init.normal_(model.heads.head.weight)
+    return model
+
+
+def tiny_timm_vit(num_classes: int = 10) -> nn.Module:
+    """A two-block timm ViT (4 heads of 8, 32 wide): timm's Attention, LayerNorm and tokens."""
+    import timm  # noqa: PLC0415 - optional: only the tests that use timm build this
+
+    model = timm.models.vision_transformer.VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=num_classes
+    )
+    nn.init.normal_(model.head.weight)
+    return model
+
+
+def tiny_swin(num_classes: int = 10) -> nn.Module:
+    """A two-stage torchvision Swin (v1): window attention with shifts, patch merging, 16 wide."""
+    model = SwinTransformer(
+        patch_size=[4, 4],
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[2, 4],
+        window_size=[4, 4],
+        num_classes=num_classes,
+    )
+    nn.init.normal_(model.head.weight)
+    return model
+
+
+def tiny_swin_v2(num_classes: int = 10) -> nn.Module:
+    """:func:`tiny_swin` with Swin v2 blocks (cosine attention, a position-bias MLP) and merging."""
+    model = SwinTransformer(
+        patch_size=[4, 4],
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[2, 4],
+        window_size=[4, 4],
+        num_classes=num_classes,
+        block=SwinTransformerBlockV2,
+        downsample_layer=PatchMergingV2,
+    )
+    nn.init.normal_(model.head.weight)
+    return model

@@ -269,6 +269,7 @@ def _payload(args: argparse.Namespace, loaded: LoadedModel, result, accuracy: di
         payload["latency"] = result.plan_info.as_dict()
     payload["skipped"] = report.skipped
     payload["channels"] = report.channels
+    payload["groups_cut"] = report.cut
     return payload
 
 
@@ -282,6 +283,8 @@ def _print_result(report, accuracy: dict) -> None:
         f"\nMACs removed: {report.flops_reduction:.2%}; groups pruned: {report.groups_pruned}, "
         f"kept: {report.groups_skipped}"
     )
+    if report.cut:
+        print("groups cut: " + ", ".join(f"{n} {kind}" for kind, n in report.cut_by_kind().items()))
     for name, reason in list(report.skipped.items())[:10]:
         print(f"  kept {name}: {reason}")
     if report.verified is not None:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchslim.graph import Group, GroupInput, GroupSet
+from torchslim.graph import Group, GroupInput, GroupSet, layer_weight
 from torchslim.registry import Registry
 
 from .data_driven import DATA_CRITERIA, DataCriterion
@@ -78,7 +78,7 @@ def score_group(group_set: GroupSet, group: Group, model: nn.Module, criterion: 
     modules = dict(model.named_modules())
     scores = np.zeros(group.size)
     for name, positions, units, along_inputs in _scored_members(group_set, group, criterion):
-        weight = getattr(modules[name], "weight", None)
+        weight = layer_weight(modules[name])
         if weight is None:
             continue
         if along_inputs:  # a consumer's input channels: its weight's axis 1

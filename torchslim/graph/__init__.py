@@ -1,6 +1,6 @@
 """Tracing a model, its channel dependency groups, the surgery that removes channels, and the oracle."""
 
-from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
+from .channel_graph import CONSUMER_ROLES, DENSE_ROLES, ChannelGraph, LayerUse, layer_weight
 from .groups import (
     Group,
     GroupInput,
@@ -15,6 +15,7 @@ from .surgery import apply_plan, plan_macs, removed_mask
 from .trace import trace_channels
 
 __all__ = [
+    "CONSUMER_ROLES",
     "DENSE_ROLES",
     "ChannelGraph",
     "Group",
@@ -27,6 +28,7 @@ __all__ = [
     "oracle_reference",
     "plan_macs",
     "removed_mask",
+    "layer_weight",
     "matching_params",
     "param_name_sample",
     "select_groups",

@@ -30,6 +30,7 @@ class Group:
     prunable: bool = True
     reason: str = ""
     matched: list[str] = field(default_factory=list)  # parameter names that selected the group
+    kind: str = "conv channels"  # what the channels are: see group_kind
 
     @property
     def size(self) -> int:
@@ -42,7 +43,7 @@ class Group:
     def describe(self) -> str:
         """One readable paragraph: layers, axis and channel count."""
         state = "prunable" if self.prunable else f"kept: {self.reason}"
-        lines = [f"group {self.index} ({self.size} channels, {state})"]
+        lines = [f"group {self.index}: {self.kind} ({self.size} units, {state})"]
         lines.append(f"  out channels (axis 0) of: {', '.join(self.sources)}")
         for role, label in (
             ("depthwise", "depthwise (axis 0, groups)"),
@@ -143,7 +144,29 @@ def build_groups(graph: ChannelGraph) -> GroupSet:
         groups.append(group)
     group_set = GroupSet(graph, groups, roots, group_of_root, unit_of_root)
     _collect_members(group_set)
+    for group in groups:
+        group.kind = group_kind(group_set, group)
     return group_set
+
+
+def group_kind(group_set: GroupSet, group: Group) -> str:
+    """What a group's units are: "heads" (of attention layers), "embedding" (a transformer's
+    residual stream: several layers writing it, layer norms or model tensors joined to it),
+    "mlp hidden" (one linear layer's outputs), "linear" or "conv channels"."""
+    graph = group_set.graph
+    roles = {use.module: use.role for use in graph.uses if use.out_ids is not None}
+    source_roles = {roles.get(name) for name in group.sources}
+    if graph.head_layers.intersection(group.sources):
+        return "heads"
+    joined = [t.ids for t in graph.tensor_slices] + [w.ids for w in graph.widths]
+    units = set(group.units.tolist())
+    touches = any(units.intersection(group_set.roots[ids].tolist()) for ids in joined)
+    layer_norms = any(u.role == "layer_norm" for u in graph.uses if u.module in group.members.get("norm", []))
+    if touches or (len(group.sources) > 1 and layer_norms):
+        return "embedding"
+    if source_roles == {"linear"}:
+        return "mlp hidden" if len(group.sources) == 1 else "linear"
+    return "conv channels"
 
 
 def _collect_members(group_set: GroupSet) -> None:
@@ -160,7 +183,14 @@ def _collect_members(group_set: GroupSet) -> None:
 
 
 # A layer use's role -> the member role of the layer in the groups whose channels it reads.
-_MEMBER_ROLES = {"conv": "consumer", "linear": "consumer", "depthwise": "depthwise", "norm": "norm"}
+_MEMBER_ROLES = {
+    "conv": "consumer",
+    "linear": "consumer",
+    "attention": "consumer",
+    "depthwise": "depthwise",
+    "norm": "norm",
+    "layer_norm": "norm",
+}
 
 
 def matching_params(model: nn.Module, pattern: re.Pattern, aliases: dict[str, str]) -> list[str]:

@@ -112,8 +112,15 @@ ELEMENTWISE_FUNCTIONS = {
     torch.minimum,
 }
 ELEMENTWISE_METHODS = {"add", "add_", "mul", "mul_", "sub", "sub_", "div", "div_", "expand_as"}
-# Methods whose result carries no channels.
+# Methods and attributes whose result carries no channels.
 NON_TENSOR_METHODS = {"size", "dim", "numel"}
+NON_TENSOR_ATTRIBUTES = {"shape", "dtype", "device", "ndim"}
 # Layers that create or read channels, handled by the tracer one by one.
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d)
+# Module attributes that a forward reads as a width (a literal in the traced graph), per type.
+WIDTH_ATTRIBUTES = ((torchvision.models.VisionTransformer, ("hidden_dim",)),)
+# Functions that stack the channels of 2x2 neighbours on the last axis (Swin's patch merging).
+PATCH_MERGING_FUNCTIONS = {torchvision.models.swin_transformer._patch_merging_pad}
+# Methods that keep a model tensor what it is (a class token expanded over the batch).
+PARAM_KEEPING_METHODS = {"expand", "expand_as", "to", "contiguous", "type_as", "clone", "float", "detach"}

@@ -7,10 +7,12 @@ import copy
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from torchslim.nn import eval_mode
 
+from .channel_graph import layer_weight
 from .groups import GroupSet
 
 
@@ -18,17 +20,39 @@ from .groups import GroupSet
 def oracle_reference(model: nn.Module, group_set: GroupSet, mask: np.ndarray) -> nn.Module:
     """A copy of the unpruned model whose consumers ignore the removed channels.
 
-    Zeroing the input weights of every conv/linear at removed positions is the
-    unpruned model's view of "these channels are gone"; the pruned model must
-    compute the same function.
+    Zeroing the input weights of every conv/linear/attention layer at removed positions
+    is the unpruned model's view of "these channels are gone"; a LayerNorm whose channels
+    are partly removed normalises over the kept ones only. The pruned model must compute
+    the same function.
     """
     reference = copy.deepcopy(model)
     modules = dict(reference.named_modules())
     for use in group_set.graph.consumers():
-        weight = modules[use.module].weight
+        weight = layer_weight(modules[use.module])
         drop = torch.from_numpy(np.nonzero(~group_set.kept(use.in_ids, mask))[0])
         weight.index_fill_(1, drop.to(weight.device), 0.0)
+    for use in group_set.graph.uses_of("layer_norm"):
+        keep = group_set.kept(use.in_ids, mask)
+        if not keep.all() and not isinstance(modules[use.module], _KeptChannelsLayerNorm):
+            parent, _, name = use.module.rpartition(".")
+            setattr(modules[parent], name, _KeptChannelsLayerNorm(modules[use.module], keep))
     return reference
+
+
+class _KeptChannelsLayerNorm(nn.Module):
+    """A LayerNorm over the last axis that reads only the kept channels (removed ones give zeros)."""
+
+    def __init__(self, norm: nn.LayerNorm, keep: np.ndarray) -> None:
+        super().__init__()
+        self.norm = norm
+        self.register_buffer("keep", torch.from_numpy(np.nonzero(keep)[0]).to(norm.weight.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm, keep = self.norm, self.keep
+        weight = norm.weight[keep] if norm.weight is not None else None
+        bias = norm.bias[keep] if norm.bias is not None else None
+        kept = F.layer_norm(x.index_select(-1, keep), (len(keep),), weight, bias, norm.eps)
+        return torch.zeros_like(x).index_copy(-1, keep, kept)
 
 
 def compare_outputs(

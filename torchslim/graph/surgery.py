@@ -11,8 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .channel_graph import DENSE_ROLES, LayerUse
+from torchslim.nn.attention import uses_pruned_forward
+
+from .channel_graph import CONSUMER_ROLES, DENSE_ROLES, NODE_ROLES, LayerUse
 from .groups import GroupSet
+from .joins import set_widths
 
 
 def removed_mask(group_set: GroupSet, removed_units: dict[int, np.ndarray]) -> np.ndarray:
@@ -29,13 +32,13 @@ def plan_macs(group_set: GroupSet, mask: np.ndarray) -> int:
 
 
 def use_macs(group_set: GroupSet, use: LayerUse, mask: np.ndarray) -> int:
-    if use.role in DENSE_ROLES:
+    if use.role in CONSUMER_ROLES:
         out_count = int(group_set.kept(use.out_ids, mask).sum())
         if use.in_ids is None:
             return use.base_macs * out_count // max(len(use.out_ids), 1)
         in_count = int(group_set.kept(use.in_ids, mask).sum())
         return use.macs_factor * in_count * out_count
-    if use.role == "depthwise":
+    if use.role in ("depthwise", "product") and use.in_ids is not None:
         return use.macs_factor * int(group_set.kept(use.in_ids, mask).sum())
     return use.base_macs
 
@@ -45,7 +48,14 @@ def apply_plan(model: nn.Module, group_set: GroupSet, mask: np.ndarray) -> nn.Mo
     modules = dict(model.named_modules())
     done: set[tuple[str, str]] = set()
     for use in group_set.graph.uses:
+        if use.role in NODE_ROLES:
+            continue
         module = modules[use.module]
+        if use.role == "attention":
+            if use.module not in done:
+                _slice_attention(module, group_set, use, mask)
+                done.add(use.module)
+            continue
         if use.role in DENSE_ROLES and (use.module, "out") not in done:
             _slice_weight(module, _index(group_set.kept(use.out_ids, mask)), axis=0)
             done.add((use.module, "out"))
@@ -59,8 +69,53 @@ def apply_plan(model: nn.Module, group_set: GroupSet, mask: np.ndarray) -> nn.Mo
             module.in_channels = module.groups = len(keep)
         elif use.role == "norm":
             _slice_norm(module, keep)
+        elif use.role == "layer_norm":
+            _slice_layer_norm(module, keep)
         done.add((use.module, "in"))
+    _slice_tensors(model, group_set, mask)
+    set_widths(model, group_set.graph.widths, lambda ids: group_set.kept(ids, mask).sum())
+    for width in group_set.graph.widths:  # window attention whose widths may now differ
+        if width.attribute == "num_heads":
+            uses_pruned_forward(modules[width.module])
     return model
+
+
+def _slice_tensors(model: nn.Module, group_set: GroupSet, mask: np.ndarray) -> None:
+    """Slice the model tensors joined to channels (class token, position embedding, layer scale)."""
+    modules = dict(model.named_modules())
+    for joined in group_set.graph.tensor_slices:
+        path, _, name = joined.target.rpartition(".")
+        module = modules[path]
+        tensor = getattr(module, name)
+        keep = _index(group_set.kept(joined.ids, mask)).to(tensor.device)
+        _replace(module, name, tensor.data.index_select(joined.axis, keep))
+
+
+def _slice_layer_norm(module: nn.LayerNorm, keep: torch.Tensor) -> None:
+    for name in ("weight", "bias"):
+        tensor = getattr(module, name, None)
+        if tensor is not None:
+            _replace(module, name, tensor.data.index_select(0, keep.to(tensor.device)))
+    module.normalized_shape = (len(keep),)
+
+
+def _slice_attention(module: nn.MultiheadAttention, group_set: GroupSet, use: LayerUse, mask) -> None:
+    """Keep the attention layer's kept heads (rows of in_proj) and input channels (its columns), and
+    give it the forward that reads its widths from its weights."""
+    kept_rows = group_set.kept(use.out_ids, mask)
+    kept_columns = group_set.kept(use.in_ids, mask) if use.in_ids is not None else None
+    if kept_rows.all() and (kept_columns is None or kept_columns.all()):
+        return
+    rows = _index(kept_rows).to(module.in_proj_weight.device)
+    weight = module.in_proj_weight.data.index_select(0, rows)
+    if kept_columns is not None:
+        weight = weight.index_select(1, _index(kept_columns).to(weight.device))
+    _replace(module, "in_proj_weight", weight)
+    if module.in_proj_bias is not None:
+        _replace(module, "in_proj_bias", module.in_proj_bias.data.index_select(0, rows))
+    module.num_heads = len(rows) // (3 * module.head_dim)
+    module.embed_dim = module.kdim = module.vdim = weight.shape[1]
+    uses_pruned_forward(module)
 
 
 def _index(keep: np.ndarray) -> torch.Tensor:

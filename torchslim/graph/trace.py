@@ -22,7 +22,9 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torchslim.errors import PruningError
 from torchslim.nn import eval_mode, train_mode
 
-from .channel_graph import ChannelGraph
+from .attention import is_swin_attention, is_timm_attention
+from .channel_graph import NODE_ROLES, ChannelGraph
+from .macs import counting_macs
 from .tracer import ChannelTracer
 
 
@@ -40,8 +42,14 @@ def trace_channels(model: nn.Module, example_input: torch.Tensor) -> tuple[Chann
     graph = ChannelTracer(model, graph_module).run()
     if inference_layers is not None:
         for use in graph.uses:
-            use.inference = use.module in inference_layers
+            use.inference = use.role in NODE_ROLES or _called_in(use.module, inference_layers)
     return graph, graph_module
+
+
+def _called_in(module: str, called: set[str]) -> bool:
+    """Whether ``module`` or a module containing it (an attention layer's out_proj) is called."""
+    parts = module.split(".")
+    return any(".".join(parts[:end]) in called for end in range(len(parts), 0, -1))
 
 
 def _cannot_run(model: nn.Module, example_input: torch.Tensor, error: Exception) -> PruningError:
@@ -81,21 +89,50 @@ def _symbolic_trace(model: nn.Module) -> tuple[fx.GraphModule, set[str] | None]:
     an eval-mode forward calls (None: the same graph), which are the ones inference pays for."""
     try:
         with train_mode(model):
-            graph_module = fx.symbolic_trace(model)
+            graph_module = symbolic_trace(model)
         with eval_mode(model):
-            inference = {str(n.target) for n in fx.symbolic_trace(model).graph.nodes if n.op == "call_module"}
+            inference = {str(n.target) for n in symbolic_trace(model).graph.nodes if n.op == "call_module"}
         return graph_module, inference
     except Exception:  # fx raises many types for untraceable Python
         try:
-            return fx.symbolic_trace(model), None
+            return symbolic_trace(model), None
         except Exception as error:
             raise PruningError(
                 f"cannot trace {type(model).__name__} with torch.fx: {type(error).__name__}: {error}"
             ) from None
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, with every attention layer (pruned ones too) kept as one call."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return (
+            isinstance(m, nn.MultiheadAttention)
+            or is_timm_attention(m)
+            or is_swin_attention(m)
+            or _is_timm_layer_norm(m)
+            or super().is_leaf_module(m, module_qualified_name)
+        )
+
+
+def _is_timm_layer_norm(module: nn.Module) -> bool:
+    """timm's LayerNorm normalises the last axis like nn.LayerNorm (torchvision's LayerNorm2d does not)."""
+    kind = type(module)
+    return (
+        isinstance(module, nn.LayerNorm)
+        and kind.__name__ == "LayerNorm"
+        and kind.__module__.startswith("timm.")
+    )
+
+
+def symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    """``torch.fx.symbolic_trace`` with attention layers as leaves."""
+    graph = _Tracer().trace(model)
+    return fx.GraphModule(model, graph, type(model).__name__)
+
+
 def _propagate_shapes(model: nn.Module, graph_module: fx.GraphModule, example_input: torch.Tensor) -> None:
-    """Record every node's output shape without doing the arithmetic.
+    """Record every node's output shape (and the MACs it costs) without doing the arithmetic.
 
     First choice: parameters swapped for meta tensors (no data, no copies); then
     fake tensors (a deep copy); last, a real forward pass, for ops neither supports.
@@ -109,10 +146,20 @@ def _propagate_shapes(model: nn.Module, graph_module: fx.GraphModule, example_in
                 for k, v in itertools.chain(graph_module.named_parameters(), graph_module.named_buffers())
             }
             with _reparametrize_module(graph_module, meta):
-                ShapeProp(graph_module).propagate(example_input.to("meta"))
+                _CountingShapeProp(graph_module).propagate(example_input.to("meta"))
         except Exception:  # an op without a meta kernel
             try:
                 fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-                ShapeProp(graph_module, fake_mode=fake_mode).propagate(example_input)
+                _CountingShapeProp(graph_module, fake_mode=fake_mode).propagate(example_input)
             except Exception:  # nor a fake one: do the arithmetic
-                ShapeProp(graph_module).propagate(example_input)
+                _CountingShapeProp(graph_module).propagate(example_input)
+
+
+class _CountingShapeProp(ShapeProp):
+    """Shape propagation that also records each node's MACs in ``node.meta["macs"]``."""
+
+    def run_node(self, n: fx.Node):
+        with counting_macs() as counter:
+            result = super().run_node(n)
+        n.meta["macs"] = counter.total
+        return result

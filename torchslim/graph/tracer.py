@@ -18,8 +18,17 @@ import torch.fx as fx
 from torch import nn
 
 from . import ops
+from .attention import (
+    is_swin_attention,
+    is_timm_attention,
+    trace_multihead,
+    trace_swin_attention,
+    trace_timm_attention,
+)
 from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
+from .joins import ParamValue, join_param, param_value, width_attribute
 from .labels import ChannelIds, channel_labels, compress, vector_along
+from .nodes import cuts, fixed_axes, flatten, input_width, inside, plain, shapes
 
 Value = Any  # a label array, a list/tuple of values, or None for non-tensors
 
@@ -53,22 +62,23 @@ class ChannelTracer:
             elif isinstance(value, np.ndarray):
                 found.append(value)
             elif isinstance(value, (list, tuple)):
-                found.extend(v for v in _flatten(value) if isinstance(v, np.ndarray))
+                found.extend(v for v in flatten(value) if isinstance(v, np.ndarray))
         return found
 
     def opaque(self, node: fx.Node, reason: str) -> Value:
         """Block every channel reaching ``node`` and give its output fresh, blocked ids."""
+        reason += inside(node)
         for labels in self.labels_in(list(node.args) + list(node.kwargs.values())):
             self.ids.block(labels, reason)
         return self.fresh_output(node, reason)
 
     def fresh_output(self, node: fx.Node, reason: str) -> Value:
-        shapes = _shapes(node)
-        if shapes is None:
+        found = shapes(node)
+        if found is None:
             return None
-        if isinstance(shapes, list):
-            return [self._fresh(s, reason) for s in shapes]
-        return self._fresh(shapes, reason)
+        if isinstance(found, list):
+            return [self._fresh(s, reason) for s in found]
+        return self._fresh(found, reason)
 
     def _fresh(self, shape: tuple[int, ...] | None, reason: str) -> np.ndarray | None:
         if shape is None or len(shape) < 2:
@@ -86,7 +96,11 @@ class ChannelTracer:
     # -- dispatch -------------------------------------------------------------------------
     def run(self) -> ChannelGraph:
         for node in self.graph_module.graph.nodes:
+            recorded = len(self.graph.uses)
             self.env[node] = self.visit(node)
+            macs = int(node.meta.get("macs", 0))
+            if macs and len(self.graph.uses) == recorded:  # a cost no handler accounted for: fixed
+                self.record(LayerUse(node.name, "node", None, None, macs))
         return self.graph
 
     def visit(self, node: fx.Node) -> Value:
@@ -97,7 +111,7 @@ class ChannelTracer:
                 self.ids.block(labels, "model output (the classifier's outputs are never pruned)")
             return None
         if node.op == "get_attr":
-            return _PARAMETER
+            return param_value(self, node)
         if node.op == "call_module":
             return self.visit_module(node, self.modules[node.target])
         if node.op == "call_function":
@@ -113,6 +127,14 @@ class ChannelTracer:
             return self.conv(node, name, module, labels)
         if isinstance(module, nn.Linear):
             return self.linear(node, name, module, labels)
+        if isinstance(module, nn.MultiheadAttention):
+            return trace_multihead(self, node, name, module)
+        if is_timm_attention(module):
+            return trace_timm_attention(self, node, name, module)
+        if is_swin_attention(module):
+            return trace_swin_attention(self, node, name, module)
+        if isinstance(module, nn.LayerNorm):
+            return self.layer_norm(node, name, module, labels)
         if isinstance(module, ops.NORM_TYPES):
             return self.norm(node, name, module, labels)
         if isinstance(module, nn.Flatten):
@@ -128,6 +150,10 @@ class ChannelTracer:
             return self.passthrough(node, self.value(node.args[0]))
         if target in ops.ELEMENTWISE_FUNCTIONS:
             return self.elementwise(node)
+        if target is getattr and len(node.args) > 1 and node.args[1] in ops.NON_TENSOR_ATTRIBUTES:
+            return None
+        if target in ops.PATCH_MERGING_FUNCTIONS:
+            return self.patch_merging(node)
         if target is operator.getitem:
             return self.getitem(node)
         if target in (torch.cat, torch.concat):
@@ -147,6 +173,8 @@ class ChannelTracer:
     def visit_method(self, node: fx.Node, method: str) -> Value:
         if method in ops.NON_TENSOR_METHODS:
             return None
+        if method in ops.PARAM_KEEPING_METHODS and isinstance(self.value(node.args[0]), ParamValue):
+            return self.value(node.args[0])
         if method in ops.PASS_METHODS:
             return self.passthrough(node, self.value(node.args[0]))
         if method in ops.ELEMENTWISE_METHODS:
@@ -163,7 +191,7 @@ class ChannelTracer:
 
     def passthrough(self, node: fx.Node, labels: Value) -> Value:
         """An op that keeps channels; pooling may not shrink an axis along which the ids vary."""
-        shape = _shapes(node)
+        shape = shapes(node)
         if isinstance(labels, np.ndarray) and isinstance(shape, tuple) and len(shape) == labels.ndim + 1:
             if any(size > 1 and size != out for size, out in zip(labels.shape, shape[1:], strict=True)):
                 return self.opaque(node, f"channel ids vary along an axis that {node.name} resizes")
@@ -171,7 +199,7 @@ class ChannelTracer:
 
     # -- layers ---------------------------------------------------------------------------
     def conv(self, node: fx.Node, name: str, conv: nn.modules.conv._ConvNd, labels: Value) -> Value:
-        out_shape = _shapes(node)
+        out_shape = shapes(node)
         spatial = int(np.prod(out_shape[2:])) if len(out_shape) > 2 else 1
         kernel = int(np.prod(conv.kernel_size))
         in_ids = self.channel_vector(node, labels, 1, conv.in_channels)
@@ -192,7 +220,7 @@ class ChannelTracer:
         return channel_labels(out_ids, len(out_shape), 1)
 
     def linear(self, node: fx.Node, name: str, linear: nn.Linear, labels: Value) -> Value:
-        out_shape = _shapes(node)
+        out_shape = shapes(node)
         in_ids = self.channel_vector(node, labels, len(out_shape) - 1, linear.in_features)
         out_ids = self.source_ids(name, linear.out_features)
         leading = int(np.prod(out_shape[1:-1])) if len(out_shape) > 2 else 1
@@ -204,6 +232,15 @@ class ChannelTracer:
         if in_ids is None:
             return labels
         self.record(LayerUse(name, "norm", in_ids, None))
+        return labels
+
+    def layer_norm(self, node: fx.Node, name: str, norm: nn.LayerNorm, labels: Value) -> Value:
+        """A LayerNorm over the last axis normalises the channels it reads (sliced with them)."""
+        if len(norm.normalized_shape) != 1 or not isinstance(labels, np.ndarray):
+            return self.opaque(node, f"unsupported layer LayerNorm over {norm.normalized_shape} ({name})")
+        in_ids = self.channel_vector(node, labels, labels.ndim, norm.normalized_shape[0])
+        if in_ids is not None:
+            self.record(LayerUse(name, "layer_norm", in_ids, None))
         return labels
 
     def channel_vector(self, node: fx.Node, labels: Value, axis: int, size: int) -> np.ndarray | None:
@@ -219,15 +256,13 @@ class ChannelTracer:
         earlier = self.first_inputs.setdefault(use.module, use.in_ids)
         if earlier is not use.in_ids and earlier is not None and use.in_ids is not None:
             self.ids.union_arrays(earlier, use.in_ids)  # a shared layer reads the same channels each call
-        if use.role in DENSE_ROLES:
+        if use.role in (*DENSE_ROLES, "attention"):
             use.base_macs = (
                 use.macs_factor * len(use.in_ids if use.in_ids is not None else ()) * len(use.out_ids)
             )
             if use.in_ids is None:  # an input we cannot see channel-wise: its count is fixed
-                module = self.modules[use.module]
-                count = module.in_channels if use.role == "conv" else module.in_features
-                use.base_macs = use.macs_factor * count * len(use.out_ids)
-        elif use.role == "depthwise":
+                use.base_macs = use.macs_factor * input_width(self.modules[use.module]) * len(use.out_ids)
+        elif use.role in ("depthwise", "product") and use.in_ids is not None:
             use.base_macs = use.macs_factor * len(use.in_ids)
         else:
             use.base_macs = use.macs_factor
@@ -235,17 +270,16 @@ class ChannelTracer:
 
     # -- re-arranging ops -----------------------------------------------------------------
     def elementwise(self, node: fx.Node) -> Value:
-        out_shape = _shapes(node)
+        out_shape = shapes(node)
         operands = [self.value(a) for a in list(node.args) + list(node.kwargs.values())]
         raw_args = list(node.args) + list(node.kwargs.values())
         arrays: list[np.ndarray] = []
+        params = [v for v in operands if isinstance(v, ParamValue) and v.numel > 1]
         for raw, value in zip(raw_args, operands, strict=True):
             if isinstance(value, np.ndarray):
-                if len(_shapes(raw) or ()) != len(out_shape or ()):
+                if len(shapes(raw) or ()) != len(out_shape or ()):
                     return self.opaque(node, f"broadcast over the batch axis at node {node.name}")
                 arrays.append(value)
-            elif value is _PARAMETER and _numel(raw) > 1:
-                return self.opaque(node, f"tensor {raw.target} combined with channels at node {node.name}")
         if not arrays:
             return None
         try:
@@ -255,6 +289,10 @@ class ChannelTracer:
         first = np.broadcast_to(arrays[0], shape)
         for other in arrays[1:]:
             self.ids.union_arrays(first, np.broadcast_to(other, shape))
+        for param in params:  # a position embedding, a layer scale: sliced with the channels it meets
+            joined = join_param(self, param, first, len(out_shape))
+            if isinstance(joined, str):
+                return self.opaque(node, f"{joined} at node {node.name}")
         return compress(first)
 
     def getitem(self, node: fx.Node) -> Value:
@@ -264,7 +302,7 @@ class ChannelTracer:
             return value[index] if isinstance(index, int) else self.opaque(node, f"indexing at {node.name}")
         if not isinstance(value, np.ndarray):
             return None
-        in_shape = _shapes(container)
+        in_shape = shapes(container)
         full = np.broadcast_to(value, in_shape[1:])
         index = index if isinstance(index, tuple) else (index,)
         if any(not (i is None or i is Ellipsis or isinstance(i, (int, slice))) for i in index):
@@ -273,31 +311,54 @@ class ChannelTracer:
         if batch is None or isinstance(batch, int):
             return self.opaque(node, f"indexing the batch axis at node {node.name}")
         sliced = full[rest]
-        if sliced.size and any(_cuts(full, axis, i) for axis, i in enumerate(_plain(rest))):
+        if sliced.size and any(cuts(full, axis, i) for axis, i in enumerate(plain(rest))):
             return self.opaque(node, f"fixed slice of channels at node {node.name}")
         return compress(sliced)
 
     def cat(self, node: fx.Node) -> Value:
         tensors = node.args[0]
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-        out_shape = _shapes(node)
+        out_shape = shapes(node)
         dim = dim % len(out_shape)
-        values = [self.value(t) for t in tensors]
+        values = self.cat_values(tensors, len(out_shape))
         if dim == 0 or any(not isinstance(v, np.ndarray) for v in values):
             return self.opaque(node, f"concatenation on axis {dim} at node {node.name}")
+        if all(v.shape[dim - 1] == 1 for v in values):  # along tokens / space: the channels are the same
+            first = np.broadcast_to(values[0], np.broadcast_shapes(*(v.shape for v in values)))
+            for other in values[1:]:
+                self.ids.union_arrays(first, other)
+            return compress(first)
         parts = []
         for tensor, labels in zip(tensors, values, strict=True):
-            parts.append(np.broadcast_to(labels, _shapes(tensor)[1:]))
+            parts.append(np.broadcast_to(labels, shapes(tensor)[1:]))
         return compress(np.concatenate(parts, axis=dim - 1))
+
+    def patch_merging(self, node: fx.Node) -> Value:
+        """Four spatial neighbours side by side on the last axis: the channels four times over."""
+        labels = self.value(node.args[0])
+        if not isinstance(labels, np.ndarray) or any(size > 1 for size in labels.shape[:-1]):
+            return self.opaque(node, f"patch merging of mixed channels at node {node.name}")
+        return np.concatenate([labels] * 4, axis=-1)
+
+    def cat_values(self, tensors: list, ndim: int) -> list:
+        """The labels of every concatenated tensor; a model tensor (a class token) gets the labels of
+        the channels it is concatenated with."""
+        values = [self.value(t) for t in tensors]
+        reference = next((v for v in values if isinstance(v, np.ndarray)), None)
+        for index, value in enumerate(values):
+            if isinstance(value, ParamValue) and reference is not None:
+                joined = join_param(self, value, reference, ndim)
+                values[index] = joined if isinstance(joined, np.ndarray) else None
+        return [compress(v) if isinstance(v, np.ndarray) else v for v in values]
 
     def chunk(self, node: fx.Node, kind: str) -> Value:
         labels = self.value(node.args[0])
-        in_shape = _shapes(node.args[0])
+        in_shape = shapes(node.args[0])
         dim = (node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)) % len(in_shape)
         if not isinstance(labels, np.ndarray) or dim == 0:
             return self.opaque(node, f"{kind} on axis {dim} at node {node.name}")
         full = np.broadcast_to(labels, in_shape[1:])
-        sizes = [s[dim] for s in _shapes(node)]
+        sizes = [s[dim] for s in shapes(node)]
         if kind == "split" and len(set(sizes)) > 1 and full.shape[dim - 1] > 1:
             return self.opaque(node, f"split into fixed unequal sizes at node {node.name}")
         pieces = np.split(full, np.cumsum(sizes)[:-1], axis=dim - 1)
@@ -315,13 +376,15 @@ class ChannelTracer:
     def reshape(self, node: fx.Node, labels: Value, dynamic: bool) -> Value:
         if not isinstance(labels, np.ndarray):
             return None if labels is None else self.opaque(node, f"reshape at {node.name}")
-        in_shape, out_shape = _shapes(node.args[0]), _shapes(node)
+        in_shape, out_shape = shapes(node.args[0]), shapes(node)
         if in_shape[0] != out_shape[0]:
             return self.opaque(node, f"reshape across the batch axis at node {node.name}")
         full = np.broadcast_to(labels, in_shape[1:]).reshape(out_shape[1:])
-        fixed = [] if dynamic else _fixed_axes(node)
-        for axis in fixed:  # a fixed-size axis keeps its size after pruning: prune all its rows alike
+        fixed = [] if dynamic else fixed_axes(node)
+        for axis, literal in fixed:  # a fixed-size axis keeps its size after pruning: prune its rows alike
             if axis >= 1 and full.shape[axis - 1] > 1:
+                if width_attribute(self, node, literal, vector_along(full, axis - 1, literal)):
+                    continue  # the model's width attribute: it is set to the kept count
                 first = np.take(full, [0], axis=axis - 1)
                 for k in range(1, full.shape[axis - 1]):
                     self.ids.union_arrays(first, np.take(full, [k], axis=axis - 1))
@@ -358,60 +421,3 @@ class ChannelTracer:
         if keepdim:
             return labels
         return labels.reshape([s for a, s in enumerate(labels.shape) if a + 1 not in dims])
-
-
-class _Parameter:
-    """Marks a value read from a module attribute (get_attr)."""
-
-
-_PARAMETER = _Parameter()
-
-
-def _flatten(values: Any) -> list:
-    out = []
-    for v in values:
-        out.extend(_flatten(v) if isinstance(v, (list, tuple)) else [v])
-    return out
-
-
-def _shapes(node: Any) -> Any:
-    """The shape of a node's output, a list of shapes for tuple outputs, or None."""
-    if not isinstance(node, fx.Node):
-        return None
-    meta = node.meta.get("tensor_meta")
-    if meta is None:
-        return None
-    if hasattr(meta, "shape"):  # TensorMetadata is itself a named tuple
-        return tuple(meta.shape)
-    if isinstance(meta, (list, tuple)):
-        return [tuple(m.shape) if hasattr(m, "shape") else None for m in meta]
-    return tuple(meta.shape)
-
-
-def _numel(node: Any) -> int:
-    shape = _shapes(node)
-    return int(np.prod(shape)) if isinstance(shape, tuple) else 1
-
-
-def _plain(index: tuple) -> list:
-    """Index items that consume an axis (no None), with Ellipsis expanded no further."""
-    return [i for i in index if i is not None and i is not Ellipsis]
-
-
-def _cuts(full: np.ndarray, axis: int, item: Any) -> bool:
-    """Whether indexing ``axis`` with ``item`` drops some of the channel labels along it."""
-    if axis >= full.ndim:
-        return False
-    if np.unique(full).size <= 1 or compress(full).shape[axis] == 1:
-        return False
-    if isinstance(item, slice):
-        return item != slice(None)
-    return True
-
-
-def _fixed_axes(node: fx.Node) -> list[int]:
-    """Output axes of a view/reshape whose size is a literal number (it will not shrink with pruning)."""
-    shape_args = node.args[1:]
-    if len(shape_args) == 1 and isinstance(shape_args[0], (list, tuple)):
-        shape_args = shape_args[0]
-    return [axis for axis, size in enumerate(shape_args) if isinstance(size, int) and size != -1]

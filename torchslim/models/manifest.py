@@ -14,8 +14,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.models import VisionTransformer
+from torchvision.models.swin_transformer import ShiftedWindowAttention
 
 from torchslim.errors import ModelError
+from torchslim.nn.attention import uses_pruned_forward
 
 from .zoo import build_model, canonical_name, is_user_factory
 
@@ -29,14 +32,24 @@ SIZE_ATTRIBUTES: tuple[tuple[type, tuple[str, ...]], ...] = (
     (nn.LayerNorm, ("normalized_shape",)),
     (nn.GroupNorm, ("num_groups", "num_channels")),
     (nn.PReLU, ("num_parameters",)),
+    (nn.MultiheadAttention, ("embed_dim", "kdim", "vdim", "num_heads", "head_dim")),
+    (VisionTransformer, ("hidden_dim",)),
+    (ShiftedWindowAttention, ("num_heads",)),
 )
+
+
+# The same for types of optional packages, by qualified type name (timm's attention).
+NAMED_SIZE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "timm.layers.attention.Attention": ("num_heads", "attn_dim"),
+}
 
 
 def size_attributes(module: nn.Module) -> dict[str, Any]:
     for kind, names in SIZE_ATTRIBUTES:
         if isinstance(module, kind):
             return {name: _jsonable(getattr(module, name)) for name in names}
-    return {}
+    names = NAMED_SIZE_ATTRIBUTES.get(f"{type(module).__module__}.{type(module).__name__}", ())
+    return {name: _jsonable(getattr(module, name)) for name in names}
 
 
 def module_record(module: nn.Module) -> dict[str, Any]:
@@ -88,6 +101,9 @@ def apply_manifest_sizes(model: nn.Module, modules: dict[str, Any]) -> nn.Module
                 setattr(module, tensor_name, nn.Parameter(new, requires_grad=old.requires_grad))
             else:
                 module._buffers[tensor_name] = new
+    for name, module in named.items():  # a resized attention layer needs the forward that reads its widths
+        if any(changed == name or changed.startswith(f"{name}.") for changed in modules):
+            uses_pruned_forward(module)
     return model
 
 

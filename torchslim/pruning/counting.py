@@ -1,8 +1,10 @@
-"""Counting: MACs (multiply-accumulates of conv and linear layers), parameters and fp32 size.
+"""Counting: MACs (multiply-accumulates of convolutions and matrix products), parameters and fp32 size.
 
-MACs are counted for one image (batch 1) at the given input size. Conv and
-linear layers only, as in PaddleSlim 2.x and most papers; batch norm, activations
-and pooling are not counted. "FLOPs" in configs means these MACs.
+MACs are counted for one image (batch 1) at the given input size: conv and linear
+layers and every matrix product (attention's projections, q.kT and weights.v,
+``@``, ``bmm``, ``einsum``, ``F.scaled_dot_product_attention``), as torchvision's
+published GFLOPS count them. Norms, activations, softmax and pooling are not
+counted. "FLOPs" in configs means these MACs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from torchslim.graph.macs import counting_macs
 from torchslim.nn import zero_image_pass
 
 
@@ -41,19 +44,6 @@ class Profile:
         }
 
 
-def conv_macs(conv: nn.modules.conv._ConvNd, output_shape: torch.Size) -> int:
-    """Each output element costs (in_channels / groups) x kernel-area multiply-adds."""
-    kernel = 1
-    for k in conv.kernel_size:
-        kernel *= k
-    per_output = (conv.in_channels // conv.groups) * kernel
-    return int(output_shape[1:].numel()) * per_output
-
-
-def linear_macs(linear: nn.Linear, output_shape: torch.Size) -> int:
-    return int(output_shape[1:].numel()) * linear.in_features
-
-
 def model_size_bytes(model: nn.Module) -> int:
     """Bytes of all parameters and floating-point buffers stored as fp32."""
     tensors = list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
@@ -76,27 +66,76 @@ def count_params(model: nn.Module) -> int:
 
 
 def profile_model(model: nn.Module, input_size: int = 224, in_channels: int = 3) -> Profile:
-    """Run one forward pass on a zero image and record every conv/linear layer's cost."""
-    layers: list[LayerCost] = []
+    """Run one forward pass on a zero image and record the MACs of every layer that multiplies.
 
-    def record(name: str, module: nn.Module, _inputs, output: torch.Tensor) -> None:
-        if isinstance(module, nn.modules.conv._ConvNd):
-            macs, kind = conv_macs(module, output.shape), "conv"
-            if module.groups > 1:
-                kind = "depthwise" if module.groups == module.in_channels else "grouped conv"
-        else:
-            macs, kind = linear_macs(module, output.shape), "linear"
-        params = sum(p.numel() for p in module.parameters(recurse=False))
-        layers.append(LayerCost(name, kind, macs, params, tuple(output.shape[1:])))
-
-    zero_image_pass(model, (nn.modules.conv._ConvNd, nn.Linear), record, input_size, in_channels)
+    Each conv / matrix-product op is charged to the innermost module running it: a conv or linear
+    layer, or the module that calls ``F.linear``, ``@`` or attention itself (nn.MultiheadAttention).
+    """
+    calls = _ModuleCalls(model)
+    with calls, counting_macs(calls.charge):
+        zero_image_pass(model, (), _ignore, input_size, in_channels)
     return Profile(
         input_size=input_size,
-        macs=sum(layer.macs for layer in layers),
+        macs=sum(layer.macs for layer in calls.layers),
         params=count_params(model),
         size_bytes=model_size_bytes(model),
-        layers=layers,
+        layers=calls.layers,
     )
+
+
+def _ignore(*_args) -> None:
+    return None
+
+
+class _ModuleCalls:
+    """Tracks which module is running (hooks on every module) and collects each call's MACs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.stack: list[list] = []  # [name, module, macs] of the running calls, innermost last
+        self.layers: list[LayerCost] = []
+        self.handles: list = []
+
+    def __enter__(self) -> _ModuleCalls:
+        for name, module in self.model.named_modules():
+            self.handles.append(module.register_forward_pre_hook(self._enter(name)))
+            self.handles.append(module.register_forward_hook(self._leave, always_call=True))
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def _enter(self, name: str):
+        def hook(module: nn.Module, _inputs) -> None:
+            self.stack.append([name, module, 0])
+
+        return hook
+
+    def _leave(self, module: nn.Module, _inputs, output) -> None:
+        name, running, macs = self.stack.pop()
+        if macs and running is module:
+            params = sum(p.numel() for p in module.parameters(recurse=False))
+            first = output[0] if isinstance(output, (tuple, list)) else output
+            shape = tuple(first.shape[1:]) if isinstance(first, torch.Tensor) else ()
+            self.layers.append(LayerCost(name, layer_kind(module), macs, params, shape))
+
+    def charge(self, macs: int) -> None:
+        if self.stack:
+            self.stack[-1][2] += macs
+
+
+def layer_kind(module: nn.Module) -> str:
+    """What a layer that costs MACs is, for tables."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        if module.groups == 1:
+            return "conv"
+        return "depthwise" if module.groups == module.in_channels else "grouped conv"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, nn.MultiheadAttention) or "attention" in type(module).__name__.lower():
+        return "attention"
+    return "matmul"
 
 
 def human(number: float, unit: str = "") -> str:

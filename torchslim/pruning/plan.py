@@ -49,6 +49,8 @@ class PlanBuilder:
         self.order = order  # group index -> unit indices, least important first
         self.round_to = max(1, int(round_to))
         self.sizes = {g: len(units) for g, units in order.items()}
+        # A head is head_dim channels wide (a multiple of 8 in every model we know): heads go one by one.
+        self.steps = {g: 1 if group_set.groups[g].kind == "heads" else self.round_to for g in order}
         self.macs_before = plan_macs(group_set, np.zeros(len(group_set.roots), dtype=bool))
         self.allowed: dict[
             int, np.ndarray
@@ -63,11 +65,12 @@ class PlanBuilder:
             self.allowed[group] = values
 
     def aligned(self, group: int, wanted: float) -> int:
-        """The allowed count nearest ``wanted``: a multiple of round_to, from one step up to the size."""
+        """The allowed count nearest ``wanted``: a multiple of round_to (of one, for heads), from one step
+        up to the size."""
         if group in self.allowed:
             values = self.allowed[group]
             return int(values[int(np.argmin(np.abs(values - wanted)))])
-        size, step = self.sizes[group], self.round_to
+        size, step = self.sizes[group], self.steps[group]
         if size <= step:
             return size
         count = int(round(wanted / step)) * step
@@ -80,7 +83,7 @@ class PlanBuilder:
             index = int(np.searchsorted(values, count, side="right" if direction > 0 else "left"))
             index = index if direction > 0 else index - 1
             return int(values[index]) if 0 <= index < len(values) else None
-        candidate = count + (self.round_to if direction > 0 else -self.round_to)
+        candidate = count + (self.steps[group] if direction > 0 else -self.steps[group])
         if candidate < self.aligned(group, 0) or candidate > self.sizes[group]:
             return None
         return candidate

@@ -48,6 +48,7 @@ class MacsPlanner:
 
     round_to: int = DEFAULT_ROUND_TO
     global_ranking: bool = False
+    per_mac: bool = False  # global ranking by importance per MAC (heads, MLP and embedding in balance)
 
     def plan(self, request: PlanRequest) -> tuple[Plan, None]:
         if request.target_flops is None:
@@ -59,6 +60,7 @@ class MacsPlanner:
             self.round_to,
             self.global_ranking,
             request.tolerance,
+            self.per_mac,
         )
         return plan, None
 
@@ -70,6 +72,7 @@ def plan_for_target(
     round_to: int = DEFAULT_ROUND_TO,
     global_ranking: bool = False,
     tolerance: float = 0.01,
+    per_mac: bool = False,
 ) -> Plan:
     if not 0.0 < target_flops < 1.0:
         raise PruningError(f"target FLOPs reduction must be in (0, 1), got {target_flops}")
@@ -77,6 +80,6 @@ def plan_for_target(
         raise PruningError(f"round_to must be >= 1, got {round_to}")
     order = {g: np.argsort(s, kind="stable") for g, s in scores.items()}
     builder = PlanBuilder(group_set, order, round_to)
-    if global_ranking:
-        return search_global(builder, scores, target_flops, tolerance)
+    if global_ranking or per_mac:
+        return search_global(builder, scores, target_flops, tolerance, per_mac)
     return search_uniform(builder, target_flops, tolerance)

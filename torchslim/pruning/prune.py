@@ -53,12 +53,20 @@ class PruneReport:
     groups_skipped: int
     skipped: dict[str, str] = field(default_factory=dict)  # group name -> reason
     channels: dict[str, list[int]] = field(default_factory=dict)  # layer -> [before, after]
+    cut: dict[str, list] = field(default_factory=dict)  # group name -> [kind, units before, after]
     seconds: float = 0.0
     verified: bool | None = None
     max_abs_diff: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def cut_by_kind(self) -> dict[str, int]:
+        """How many groups of each kind (heads, mlp hidden, embedding, conv channels) were cut."""
+        counts: dict[str, int] = {}
+        for kind, _, _ in self.cut.values():
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
 
     def totals(self) -> dict:
         """The counts every caller reports of a prune (the CLI's payload, a strategy's event)."""
@@ -102,7 +110,7 @@ def prune(
     criterion: str = "l1_norm",
     pruned_params: str | None = None,
     round_to: int = DEFAULT_ROUND_TO,
-    global_ranking: bool = False,
+    global_ranking: bool | str = False,
     aliases: dict[str, str] | None = None,
     inplace: bool = False,
     verify: bool = False,
@@ -114,12 +122,13 @@ def prune(
     The returned model is a pruned copy unless ``inplace``. With ``verify`` the correctness
     oracle runs on ``example_input``: the unpruned model with the removed channels ignored
     must give the same outputs. ``planner`` replaces the default MACs planner (``round_to``,
-    ``global_ranking``), e.g. :class:`torchslim.latency.planner.LatencyPlanner`.
+    ``global_ranking``: True ranks all units by normalized score, ``"per_mac"`` by score per MAC
+    saved, which balances heads, MLP and embedding), e.g. :class:`torchslim.latency.planner.LatencyPlanner`.
     """
     started = time.perf_counter()
     group_set = analyze(model, example_input, pruned_params, aliases)
     scores = rank_units(group_set, model, criterion)
-    planner = planner or MacsPlanner(round_to, global_ranking)
+    planner = planner or MacsPlanner(round_to, bool(global_ranking), global_ranking == "per_mac")
     request = PlanRequest(model, group_set, scores, example_input, target_flops, tolerance)
     plan, plan_info = planner.plan(request)
     result = cut(model, group_set, plan, example_input, inplace=inplace, verify=verify, started=started)
@@ -164,6 +173,11 @@ def cut(
             n: [before_channels[n], c] for n, c in after_channels.items() if c != before_channels.get(n)
         },
         seconds=seconds,
+        cut={
+            group_set.groups[g].name: [group_set.groups[g].kind, group_set.groups[g].size, k]
+            for g, k in plan.keep.items()
+            if k < group_set.groups[g].size
+        },
     )
     if reference is not None:
         report.max_abs_diff, report.verified = compare_outputs(reference, pruned, example_input)

@@ -22,10 +22,23 @@ def search_uniform(
 
 
 def search_global(
-    builder: PlanBuilder, scores: dict[int, np.ndarray], target: float, tolerance: float = 0.01
+    builder: PlanBuilder,
+    scores: dict[int, np.ndarray],
+    target: float,
+    tolerance: float = 0.01,
+    per_mac: bool = False,
 ) -> Plan:
-    """Rank all units of all groups by their normalized score; keep those above one threshold."""
+    """Rank all units of all groups by their normalized score; keep those above one threshold.
+
+    With ``per_mac`` a unit's score is divided by the MACs that removing it saves (relative to the
+    mean over groups): a head, an MLP channel and an embedding channel compete on importance per
+    MAC, so the cut falls where it costs the least importance for the MACs it removes.
+    """
     normalized = {g: s / s.mean() if s.mean() > 0 else s for g, s in scores.items()}
+    if per_mac:
+        costs = unit_macs(builder)
+        mean = float(np.mean(list(costs.values()))) or 1.0
+        normalized = {g: s / max(costs[g] / mean, 1e-12) for g, s in normalized.items()}
     values = np.sort(np.concatenate(list(normalized.values()))) if normalized else np.zeros(1)
 
     def plan_for(fraction: float) -> Plan:
@@ -34,6 +47,15 @@ def search_global(
         return builder.build(keep)
 
     return _bisect_then_nudge(builder, plan_for, target, tolerance)
+
+
+def unit_macs(builder: PlanBuilder) -> dict[int, float]:
+    """MACs that removing one unit (the least important) of each group saves, on its own."""
+    costs = {}
+    for group, size in builder.sizes.items():
+        plan = builder.build({group: size - 1})
+        costs[group] = float(max(builder.macs_before - plan.macs_after, 1))
+    return costs
 
 
 def search_scaled(
@@ -69,7 +91,8 @@ def _bisect_then_nudge(
     if most < target - tolerance:
         raise PruningError(
             f"{cost.target_name} {target:.2%} is unreachable: removing everything allowed "
-            f"(round_to={builder.round_to}) removes only {most:.2%} of {cost.what}"
+            f"(round_to={builder.round_to}) removes only {most:.2%} of {cost.what}; at their smallest: "
+            f"{_smallest_groups(builder)}"
         )
     low, high = 0.0, 1.0
     best = plan_for(0.0)
@@ -87,6 +110,16 @@ def _bisect_then_nudge(
         if best_error <= tolerance / 4:
             break
     return _nudge(builder, best, target, tolerance, cost)
+
+
+def _smallest_groups(builder: PlanBuilder, count: int = 4) -> str:
+    """The first groups and the counts they keep at least, e.g. "blocks.0.attn.qkv (heads) keeps 1 of 6"."""
+    named = []
+    for group in list(builder.sizes)[:count]:
+        info = builder.group_set.groups[group]
+        named.append(f"{info.name} ({info.kind}) keeps {builder.aligned(group, 0)} of {builder.sizes[group]}")
+    more = len(builder.sizes) - count
+    return ", ".join(named) + (f", ... ({more} more)" if more > 0 else "")
 
 
 def _nudge(builder: PlanBuilder, plan: Plan, target: float, tolerance: float, cost: CostModel) -> Plan:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from torchslim.criteria import data_criterion, prepare_data_criterion, score_group
 from torchslim.engine.cached import Batch, evaluate_batches
 from torchslim.errors import PruningError
-from torchslim.graph import Group, GroupSet
+from torchslim.graph import Group, GroupSet, layer_weight
 from torchslim.sensitivity.table import DEFAULT_RATIOS, SensitivityTable
 
 
@@ -62,7 +62,7 @@ class GroupMasker:
         modules = dict(model.named_modules())
         self.targets: list[tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor]] = []
         for consumer in group_set.consumers(group):
-            weight = modules[consumer.module].weight
+            weight = layer_weight(modules[consumer.module])
             index = torch.from_numpy(consumer.positions).to(weight.device)
             original = weight.detach().index_select(1, index).clone()
             self.targets.append((weight, index, consumer.units, original))

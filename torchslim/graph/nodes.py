@@ -1,0 +1,72 @@
+"""Reading an fx node: its output shape(s), the module that ran it, literal sizes and index items."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch.fx as fx
+from torch import nn
+
+from .labels import compress
+
+
+def inside(node: fx.Node) -> str:
+    """ " in <module> (<type>)": the module whose forward ran the op, for a function or method node."""
+    stack = node.meta.get("nn_module_stack") if node.op in ("call_function", "call_method") else None
+    if not stack:
+        return ""
+    path, kind = list(stack.values())[-1]
+    return f" in {path} ({getattr(kind, '__name__', kind)})"
+
+
+def input_width(module: nn.Module) -> int:
+    for name in ("in_channels", "in_features", "embed_dim"):
+        if hasattr(module, name):
+            return int(getattr(module, name))
+    raise TypeError(f"no input width on {type(module).__name__}")
+
+
+def flatten(values: Any) -> list:
+    out = []
+    for v in values:
+        out.extend(flatten(v) if isinstance(v, (list, tuple)) else [v])
+    return out
+
+
+def shapes(node: Any) -> Any:
+    """The shape of a node's output, a list of shapes for tuple outputs, or None."""
+    if not isinstance(node, fx.Node):
+        return None
+    meta = node.meta.get("tensor_meta")
+    if meta is None:
+        return None
+    if hasattr(meta, "shape"):  # TensorMetadata is itself a named tuple
+        return tuple(meta.shape)
+    if isinstance(meta, (list, tuple)):
+        return [tuple(m.shape) if hasattr(m, "shape") else None for m in meta]
+    return tuple(meta.shape)
+
+
+def plain(index: tuple) -> list:
+    """Index items that consume an axis (no None), with Ellipsis expanded no further."""
+    return [i for i in index if i is not None and i is not Ellipsis]
+
+
+def cuts(full: np.ndarray, axis: int, item: Any) -> bool:
+    """Whether indexing ``axis`` with ``item`` drops some of the channel labels along it."""
+    if axis >= full.ndim:
+        return False
+    if np.unique(full).size <= 1 or compress(full).shape[axis] == 1:
+        return False
+    if isinstance(item, slice):
+        return item != slice(None)
+    return True
+
+
+def fixed_axes(node: fx.Node) -> list[tuple[int, int]]:
+    """(axis, size) of the output axes of a view/reshape whose size is a literal number."""
+    shape_args = node.args[1:]
+    if len(shape_args) == 1 and isinstance(shape_args[0], (list, tuple)):
+        shape_args = shape_args[0]
+    return [(axis, size) for axis, size in enumerate(shape_args) if isinstance(size, int) and size != -1]
