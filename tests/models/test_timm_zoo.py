@@ -122,7 +122,7 @@ def test_a_class_count_the_file_contradicts_is_a_model_error(tmp_path):
         build_pretrained(f"timm:{SMALL}", path, {"num_classes": 10})
 
 
-@pytest.mark.parametrize("name", [SMALL, "convnext_atto"])
+@pytest.mark.parametrize("name", [SMALL, "mobilenetv3_small_050", "convnext_atto", "ghostnet_050"])
 def test_pruned_timm_model_rebuilds_from_its_manifest(tmp_path, name):
     torch.manual_seed(0)
     model = calibrate(build_model(f"timm:{name}", num_classes=6), (4, 3, SIZE, SIZE))

@@ -32,6 +32,8 @@ class ChannelGraph:
     ids: ChannelIds
     uses: list[LayerUse] = field(default_factory=list)
     sources: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> its output channel ids
+    # fx node name (and layer name) -> class of the module whose forward holds it, for messages
+    owners: dict[str, str] = field(default_factory=dict)
 
     def uses_of(self, *roles: str) -> Iterator[LayerUse]:
         """The layer uses of the given roles, in the order they run."""

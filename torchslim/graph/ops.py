@@ -117,3 +117,18 @@ NON_TENSOR_METHODS = {"size", "dim", "numel"}
 # Layers that create or read channels, handled by the tracer one by one.
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d)
+# Functional forms of the layers the tracer resizes: a call whose weight (batch norm: weight or running
+# mean) is a module's own parameter is a call of that module, e.g. inside a subclass that re-implements
+# forward (timm's Linear, BatchNormAct2d). Value: (layer type, positions of the arguments to look at).
+FUNCTIONAL_LAYERS = {
+    F.linear: (nn.Linear, (1,)),
+    F.conv1d: (nn.Conv1d, (1,)),
+    F.conv2d: (nn.Conv2d, (1,)),
+    F.conv3d: (nn.Conv3d, (1,)),
+    F.batch_norm: (nn.modules.batchnorm._BatchNorm, (3, 1)),
+}
+FUNCTIONAL_KWARGS = {1: "weight", 3: "weight"}  # F.batch_norm's weight is positional 3 or a keyword
+# Tensor attributes that are not tensors (``x.shape``, ``x.ndim``): reading them carries no channels.
+METADATA_ATTRIBUTES = {"shape", "ndim", "dtype", "device", "is_cuda", "requires_grad", "layout"}
+# Functions whose result carries no channels.
+NON_TENSOR_FUNCTIONS = {torch._assert, torch.is_tensor, isinstance, len}

@@ -83,7 +83,7 @@ def _symbolic_trace(model: nn.Module) -> tuple[fx.GraphModule, set[str] | None]:
         with train_mode(model):
             graph_module = fx.symbolic_trace(model)
         with eval_mode(model):
-            inference = {str(n.target) for n in fx.symbolic_trace(model).graph.nodes if n.op == "call_module"}
+            inference = _called_layers(fx.symbolic_trace(model))
         return graph_module, inference
     except Exception:  # fx raises many types for untraceable Python
         try:
@@ -92,6 +92,18 @@ def _symbolic_trace(model: nn.Module) -> tuple[fx.GraphModule, set[str] | None]:
             raise PruningError(
                 f"cannot trace {type(model).__name__} with torch.fx: {type(error).__name__}: {error}"
             ) from None
+
+
+def _called_layers(graph_module: fx.GraphModule) -> set[str]:
+    """Modules a graph calls, or whose parameters it reads (a functional call inside a re-implemented
+    forward, e.g. timm's BatchNormAct2d)."""
+    called = set()
+    for node in graph_module.graph.nodes:
+        if node.op == "call_module":
+            called.add(str(node.target))
+        elif node.op == "get_attr":
+            called.add(str(node.target).rpartition(".")[0])
+    return called
 
 
 def _propagate_shapes(model: nn.Module, graph_module: fx.GraphModule, example_input: torch.Tensor) -> None:
