@@ -20,6 +20,7 @@ from torch import nn
 from . import ops
 from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
 from .labels import ChannelIds, channel_labels, compress, vector_along
+from .layer_rules import functional_layer, keeps_whole_axis, owner_class
 
 Value = Any  # a label array, a list/tuple of values, or None for non-tensors
 
@@ -91,15 +92,11 @@ class ChannelTracer:
         return self.graph
 
     def record_owner(self, node: fx.Node) -> None:
-        """The class of the module whose forward holds ``node`` (a layer: its parent), for messages."""
-        stack = [entry[1] for entry in node.meta.get("nn_module_stack", {}).values()]
-        if node.op == "call_module" and stack:
-            stack = stack[:-1]
-        owner = next((kind for kind in reversed(stack) if not _is_container(kind)), None)
+        owner = owner_class(node)
         if owner is not None:
-            self.graph.owners[node.name] = owner.__name__
+            self.graph.owners[node.name] = owner
             if node.op == "call_module":
-                self.graph.owners[str(node.target)] = owner.__name__
+                self.graph.owners[str(node.target)] = owner
 
     def visit(self, node: fx.Node) -> Value:
         if node.op == "placeholder":
@@ -159,25 +156,10 @@ class ChannelTracer:
         ):
             return None
         if target in ops.FUNCTIONAL_LAYERS:
-            layer = self.functional_layer(node, target)
+            layer = functional_layer(node, target, self.modules)
             if layer is not None:
                 return self.visit_module(node, self.modules[layer], name=layer)
         return self.opaque(node, f"unsupported op {getattr(target, '__name__', target)} at node {node.name}")
-
-    def functional_layer(self, node: fx.Node, target: Callable) -> str | None:
-        """The module whose own parameter a functional conv/linear/batch-norm call uses, if any: the call
-        is then that module's layer call (surgery resizes the module as for a plain layer)."""
-        kind, positions = ops.FUNCTIONAL_LAYERS[target]
-        for position in positions:
-            arg = node.args[position] if len(node.args) > position else None
-            if arg is None and position in ops.FUNCTIONAL_KWARGS:
-                arg = node.kwargs.get(ops.FUNCTIONAL_KWARGS[position])
-            if isinstance(arg, fx.Node) and arg.op == "get_attr":
-                owner, _, _ = str(arg.target).rpartition(".")
-                module = self.modules.get(owner)
-                if isinstance(module, kind) and _same_conv_settings(node, module):
-                    return owner
-        return None
 
     def visit_method(self, node: fx.Node, method: str) -> Value:
         if method in ops.NON_TENSOR_METHODS:
@@ -402,18 +384,6 @@ class _Parameter:
 _PARAMETER = _Parameter()
 
 
-def _same_conv_settings(node: fx.Node, module: nn.Module) -> bool:
-    """Whether a functional conv call uses the module's own groups (linear: always)."""
-    if not isinstance(module, ops.CONV_TYPES):
-        return True
-    groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
-    return groups == module.groups
-
-
-def _is_container(kind: Any) -> bool:
-    return isinstance(kind, type) and issubclass(kind, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
-
-
 def _flatten(values: Any) -> list:
     out = []
     for v in values:
@@ -452,15 +422,8 @@ def _cuts(full: np.ndarray, axis: int, item: Any) -> bool:
     if np.unique(full).size <= 1 or compress(full).shape[axis] == 1:
         return False
     if isinstance(item, slice):
-        return not _keeps_whole_axis(item, full.shape[axis])
+        return not keeps_whole_axis(item, full.shape[axis])
     return True
-
-
-def _keeps_whole_axis(item: slice, size: int) -> bool:
-    """``x[:, :n]`` with ``n`` at least the axis size keeps every channel, and still does after pruning
-    (the axis only shrinks; slicing clamps), e.g. GhostNet's ``out[:, : self.out_chs]``."""
-    stop_ok = item.stop is None or (isinstance(item.stop, int) and item.stop >= size)
-    return item.start in (None, 0) and item.step in (None, 1) and stop_ok
 
 
 def _fixed_axes(node: fx.Node) -> list[int]:
