@@ -9,6 +9,7 @@ from statistics import median
 import common
 import numpy as np
 from common import ROOT, read_result
+from md_timm import timm_section
 
 GOAL_SPEEDUP = 1.85
 
@@ -559,6 +560,7 @@ def write_results_md(path: Path | None = None) -> Path:
         + p4_section(read_result("throughput"), goals)
         + p1_section(read_result("accuracy"), goals)
         + p1_seeds_section(read_result("accuracy"), goals)
+        + timm_section(read_result("timm_coverage"))
     )
     header = [
         "# torchslim benchmark results",

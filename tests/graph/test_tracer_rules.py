@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from tests.helpers.oracle import group_of, prune_small
-from tests.helpers.timm_like import FunctionalLayers, GhostNet
+from tests.helpers.timm_like import FunctionalLayers, GhostNet, StandardisedNet
 from torchslim.pruning.prune import analyze
 
 
@@ -35,3 +35,15 @@ def test_a_slice_dropping_channels_still_blocks_them():
     for index in range(3):
         group = next(g for g in group_set.groups if f"blocks.{index}.primary.0" in g.sources)
         assert not group.prunable and "fixed slice of channels" in group.reason
+
+
+def test_weight_standardised_convs_lose_output_channels_and_keep_input_channels():
+    model = StandardisedNet()
+    result, _ = prune_small(model, target=0.25)
+    stem, ws = group_of(result, "stem.0"), group_of(result, "ws")
+    assert not stem.prunable and "weight-standardised conv ws" in stem.reason
+    assert ws.prunable  # through the depthwise standardised conv (per-channel statistics) to a plain conv
+    pruned = result.model
+    assert pruned.ws.in_channels == 16 and pruned.ws.out_channels < 32
+    assert pruned.ws.gain.shape[0] == pruned.ws.out_channels == pruned.dw.out_channels
+    assert pruned.dw.gain.shape[0] == pruned.dw.out_channels == pruned.plain[0].in_channels

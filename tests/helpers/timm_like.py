@@ -73,3 +73,33 @@ class GhostNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.blocks(self.stem(x)))
+
+
+class ScaledStdConv(nn.Conv2d):
+    """A weight-standardised conv with a per-output-channel gain (timm's ScaledStdConv2d, NFNets)."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3, groups: int = 1):
+        super().__init__(cin, cout, k, padding=k // 2, groups=groups)
+        self.gain = nn.Parameter(torch.rand(cout, 1, 1, 1) + 0.5)
+        self.scale = self.weight[0].numel() ** -0.5
+
+    def forward(self, x):
+        flat = self.weight.reshape(1, self.out_channels, -1)
+        weight = F.batch_norm(flat, None, None, weight=(self.gain * self.scale).view(-1), training=True)
+        weight = weight.reshape_as(self.weight)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class StandardisedNet(nn.Module):
+    """stem -> weight-standardised conv -> depthwise weight-standardised conv -> plain conv -> head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.ws = ScaledStdConv(16, 32)
+        self.dw = ScaledStdConv(32, 32, groups=32)
+        self.plain = conv_bn(32, 24)
+        self.head = Head(24)
+
+    def forward(self, x):
+        return self.head(self.plain(F.relu(self.dw(F.relu(self.ws(self.stem(x)))))))

@@ -27,6 +27,32 @@ def functional_layer(node: fx.Node, target: Callable, modules: dict[str, nn.Modu
     return None
 
 
+def transformed_weight_conv(node: fx.Node, target: Callable, modules: dict[str, nn.Module]) -> str | None:
+    """The conv module whose weight a functional conv call uses after transforming it (weight
+    standardisation: timm's StdConv2d, ScaledStdConv2d), if the weight comes from that module's
+    parameters alone."""
+    kind, _ = ops.FUNCTIONAL_LAYERS[target]
+    weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+    if not isinstance(weight, fx.Node) or not issubclass(kind, ops.CONV_TYPES):
+        return None
+    owners, pending, seen = set(), [weight], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current.op == "placeholder":
+            return None  # the weight depends on the input: not a layer
+        if current.op == "get_attr":
+            owners.add(str(current.target).rpartition(".")[0])
+        pending.extend(n for n in current.all_input_nodes)
+    if len(owners) != 1:
+        return None
+    owner = owners.pop()
+    module = modules.get(owner)
+    return owner if isinstance(module, kind) and _same_conv_settings(node, module) else None
+
+
 def _same_conv_settings(node: fx.Node, module: nn.Module) -> bool:
     """Whether a functional conv call uses the module's own groups (linear, norm: always)."""
     if not isinstance(module, ops.CONV_TYPES):

@@ -20,7 +20,7 @@ from torch import nn
 from . import ops
 from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
 from .labels import ChannelIds, channel_labels, compress, vector_along
-from .layer_rules import functional_layer, keeps_whole_axis, owner_class
+from .layer_rules import functional_layer, keeps_whole_axis, owner_class, transformed_weight_conv
 
 Value = Any  # a label array, a list/tuple of values, or None for non-tensors
 
@@ -159,6 +159,9 @@ class ChannelTracer:
             layer = functional_layer(node, target, self.modules)
             if layer is not None:
                 return self.visit_module(node, self.modules[layer], name=layer)
+            layer = transformed_weight_conv(node, target, self.modules)
+            if layer is not None:
+                return self.standardised_conv(node, layer)
         return self.opaque(node, f"unsupported op {getattr(target, '__name__', target)} at node {node.name}")
 
     def visit_method(self, node: fx.Node, method: str) -> Value:
@@ -207,6 +210,15 @@ class ChannelTracer:
         per_group = conv.in_channels // conv.groups
         self.record(LayerUse(name, "fixed", None, None, spatial * kernel * per_group * conv.out_channels))
         return channel_labels(out_ids, len(out_shape), 1)
+
+    def standardised_conv(self, node: fx.Node, name: str) -> Value:
+        """A conv whose weight is transformed per output channel over its input channels (weight
+        standardisation): output channels may go; a dense one keeps its input channels, which the
+        transform's statistics span (a depthwise one's statistics are per channel)."""
+        conv, labels = self.modules[name], self.value(node.args[0])
+        if conv.groups == 1 and isinstance(labels, np.ndarray):
+            self.ids.block(labels, f"weight-standardised conv {name} (its input channels are kept)")
+        return self.conv(node, name, conv, labels)
 
     def linear(self, node: fx.Node, name: str, linear: nn.Linear, labels: Value) -> Value:
         out_shape = _shapes(node)

@@ -25,6 +25,10 @@ _PLACES = (
         "tensor attribute combined with channels",
     ),
     (re.compile(r"^channels of (?P<where>\S+) vary across other axes$"), "channels vary across other axes"),
+    (
+        re.compile(r"^weight-standardised conv (?P<where>\S+) \(its input channels are kept\)$"),
+        "input channels of a weight-standardised conv",
+    ),
     (re.compile(r"^(.*) at (?:node )?(?P<where>\S+)$"), r"\1"),
 )
 _UNSELECTED = "not selected by pruned_params"
