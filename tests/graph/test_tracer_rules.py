@@ -1,13 +1,18 @@
 """Op rules for layers written the way timm writes them: functional calls on a module's own parameters
-(a Linear or BatchNorm subclass that re-implements forward), shape reads and asserts, and a slice that
-keeps the whole channel axis. Each pattern in a tiny module, pruned and checked by the oracle."""
+(a Linear or BatchNorm subclass that re-implements forward), shape reads and asserts, a slice that keeps
+the whole channel axis, weight-standardised convs, and timm's untraceable modules kept whole. Each
+pattern in a tiny module, pruned and checked by the oracle."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+from torch import nn
 
+from tests.helpers.models import Head, conv_bn
 from tests.helpers.oracle import group_of, prune_small
 from tests.helpers.timm_like import FunctionalLayers, GhostNet, StandardisedNet
+from torchslim.errors import PruningError
 from torchslim.pruning.prune import analyze
 
 
@@ -47,3 +52,38 @@ def test_weight_standardised_convs_lose_output_channels_and_keep_input_channels(
     assert pruned.ws.in_channels == 16 and pruned.ws.out_channels < 32
     assert pruned.ws.gain.shape[0] == pruned.ws.out_channels == pruned.dw.out_channels
     assert pruned.dw.gain.shape[0] == pruned.dw.out_channels == pruned.plain[0].in_channels
+
+
+class DataDependent(nn.Module):
+    """A block whose Python control flow depends on the data: torch.fx cannot trace through it."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) if float(x.mean()) > -1e9 else x
+
+
+class WithDataDependentBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.block = DataDependent(16)
+        self.body = conv_bn(16, 32)
+        self.tail = conv_bn(32, 32)
+        self.head = Head(32)
+
+    def forward(self, x):
+        return self.head(self.tail(self.body(self.block(self.stem(x)))))
+
+
+def test_timms_untraceable_modules_are_kept_whole_instead_of_refusing_the_model():
+    timm = pytest.importorskip("timm")
+    with pytest.raises(PruningError, match="cannot trace"):
+        analyze(WithDataDependentBlock().eval(), torch.randn(1, 3, 16, 16))
+    timm.layers.register_notrace_module(DataDependent)
+    result, _ = prune_small(WithDataDependentBlock(), target=0.3)
+    stem = group_of(result, "stem.0")
+    assert not stem.prunable and "unsupported layer DataDependent (block)" in stem.reason
+    assert group_of(result, "body.0").prunable and result.model.body[0].out_channels < 32

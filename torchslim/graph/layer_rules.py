@@ -3,12 +3,17 @@ holds an op (for messages): what timm's layers need beyond plain torch.nn module
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
+import torch
 import torch.fx as fx
 from torch import nn
 
+from torchslim.nn import zero_image_pass
+
 from . import ops
+from .channel_graph import LayerUse
 
 
 def functional_layer(node: fx.Node, target: Callable, modules: dict[str, nn.Module]) -> str | None:
@@ -80,3 +85,62 @@ def owner_class(node: fx.Node) -> str | None:
 
 def _is_container(kind: object) -> bool:
     return isinstance(kind, type) and issubclass(kind, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
+
+
+def timm_tracer() -> fx.Tracer | None:
+    """A tracer that keeps timm's untraceable modules (``timm.layers.register_notrace_module``) as single
+    calls and wraps its untraceable functions; None when timm is not loaded. Conv, linear and norm
+    subclasses among them are still traced through: as one call they would pass for plain layers."""
+    registry = sys.modules.get("timm.layers._fx")
+    if registry is None:
+        return None
+    known = ops.CONV_TYPES + (nn.Linear, nn.modules.batchnorm._NormBase)
+    leaves = tuple(kind for kind in registry.get_notrace_modules() if not issubclass(kind, known))
+    functions = tuple(registry.get_notrace_functions())
+
+    class TimmTracer(fx.Tracer):
+        def is_leaf_module(self, module: nn.Module, name: str) -> bool:
+            return isinstance(module, leaves) or super().is_leaf_module(module, name)
+
+    return TimmTracer(autowrap_functions=functions)
+
+
+def hidden_layer_uses(
+    model: nn.Module, graph_module: fx.GraphModule, example: torch.Tensor
+) -> list[LayerUse]:
+    """The MACs of the conv and linear layers inside modules kept whole (they are one call in the
+    graph), counted on a zero image as the MACs counter counts them, as fixed costs."""
+    modules = dict(model.named_modules())
+    leaves = {
+        str(n.target)
+        for n in graph_module.graph.nodes
+        if n.op == "call_module" and not isinstance(modules[str(n.target)], _DENSE)
+    }
+    hidden = {
+        name for name, module in modules.items() if isinstance(module, _DENSE) and _inside(name, leaves)
+    }
+    if not hidden:
+        return []
+    macs: dict[str, int] = {}
+
+    def record(name: str, module: nn.Module, _inputs, output) -> None:
+        if name in hidden:
+            per_output = module.in_features if isinstance(module, nn.Linear) else _conv_factor(module)
+            macs[name] = macs.get(name, 0) + int(output.shape[1:].numel()) * per_output
+
+    zero_image_pass(model, _DENSE, record, example.shape[-1], example.shape[1])
+    return [LayerUse(name, "fixed", None, None, base_macs=count) for name, count in macs.items()]
+
+
+_DENSE = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def _inside(name: str, leaves: set[str]) -> bool:
+    return any(name.startswith(leaf + ".") for leaf in leaves)
+
+
+def _conv_factor(conv: nn.modules.conv._ConvNd) -> int:
+    kernel = 1
+    for k in conv.kernel_size:
+        kernel *= k
+    return (conv.in_channels // conv.groups) * kernel

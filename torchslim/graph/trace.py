@@ -23,6 +23,7 @@ from torchslim.errors import PruningError
 from torchslim.nn import eval_mode, train_mode
 
 from .channel_graph import ChannelGraph
+from .layer_rules import hidden_layer_uses, timm_tracer
 from .tracer import ChannelTracer
 
 
@@ -41,6 +42,7 @@ def trace_channels(model: nn.Module, example_input: torch.Tensor) -> tuple[Chann
     if inference_layers is not None:
         for use in graph.uses:
             use.inference = use.module in inference_layers
+    graph.uses.extend(hidden_layer_uses(model, graph_module, example_input[:1]))
     return graph, graph_module
 
 
@@ -81,17 +83,29 @@ def _symbolic_trace(model: nn.Module) -> tuple[fx.GraphModule, set[str] | None]:
     an eval-mode forward calls (None: the same graph), which are the ones inference pays for."""
     try:
         with train_mode(model):
-            graph_module = fx.symbolic_trace(model)
+            graph_module = _trace(model)
         with eval_mode(model):
-            inference = _called_layers(fx.symbolic_trace(model))
+            inference = _called_layers(_trace(model))
         return graph_module, inference
     except Exception:  # fx raises many types for untraceable Python
         try:
-            return fx.symbolic_trace(model), None
+            return _trace(model), None
         except Exception as error:
             raise PruningError(
                 f"cannot trace {type(model).__name__} with torch.fx: {type(error).__name__}: {error}"
             ) from None
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    """torch.fx's trace; failing that, with the modules and functions timm marks as untraceable kept
+    whole (when timm is loaded): their channels are then blocked, named, instead of the whole model."""
+    try:
+        return fx.symbolic_trace(model)
+    except Exception:
+        tracer = timm_tracer()
+        if tracer is None:
+            raise
+        return fx.GraphModule(model, tracer.trace(model), type(model).__name__)
 
 
 def _called_layers(graph_module: fx.GraphModule) -> set[str]:
