@@ -11,7 +11,14 @@ from torch import nn
 
 from tests.helpers.models import Head, conv_bn
 from tests.helpers.oracle import group_of, prune_small
-from tests.helpers.timm_like import FunctionalLayers, GhostNet, StandardisedNet
+from tests.helpers.timm_like import (
+    FlippedConv,
+    FunctionalLayers,
+    GhostNet,
+    MeanVarStdConv,
+    StandardisedNet,
+    TransformedNet,
+)
 from torchslim.errors import PruningError
 from torchslim.pruning.prune import analyze
 
@@ -87,3 +94,16 @@ def test_timms_untraceable_modules_are_kept_whole_instead_of_refusing_the_model(
     stem = group_of(result, "stem.0")
     assert not stem.prunable and "unsupported layer DataDependent (block)" in stem.reason
     assert group_of(result, "body.0").prunable and result.model.body[0].out_channels < 32
+
+
+def test_a_written_out_weight_standardisation_is_one_too():
+    result, _ = prune_small(TransformedNet(MeanVarStdConv), target=0.2)
+    assert group_of(result, "odd").prunable and not group_of(result, "stem.0").prunable
+    assert result.model.odd.out_channels < 32 and result.model.odd.in_channels == 16
+
+
+def test_a_weight_transform_that_mixes_output_channels_is_not_understood():
+    group_set = analyze(TransformedNet(FlippedConv).eval(), torch.randn(1, 3, 16, 16))
+    stem = next(g for g in group_set.groups if "stem.0" in g.sources)
+    assert not stem.prunable and "unsupported op conv2d" in stem.reason
+    assert not any("odd" in g.sources for g in group_set.groups)  # its output channels are not followed

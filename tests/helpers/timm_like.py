@@ -103,3 +103,31 @@ class StandardisedNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.plain(F.relu(self.dw(F.relu(self.ws(self.stem(x)))))))
+
+
+class MeanVarStdConv(nn.Conv2d):
+    """Weight standardisation written out with var_mean over the input axes (as BiT's code does)."""
+
+    def forward(self, x):
+        var, mean = torch.var_mean(self.weight, dim=[1, 2, 3], keepdim=True, unbiased=False)
+        weight = (self.weight - mean) / torch.sqrt(var + 1e-5)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class FlippedConv(nn.Conv2d):
+    """A conv whose weight transform mixes output channels (reversed): not a per-channel transform."""
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight.flip(0), self.bias, self.stride, self.padding)
+
+
+class TransformedNet(nn.Module):
+    def __init__(self, kind: type[nn.Conv2d]):
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.odd = kind(16, 32, 3, padding=1)
+        self.plain = conv_bn(32, 24)
+        self.head = Head(24)
+
+    def forward(self, x):
+        return self.head(self.plain(F.relu(self.odd(self.stem(x)))))

@@ -3,6 +3,7 @@ holds an op (for messages): what timm's layers need beyond plain torch.nn module
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Callable
 
@@ -33,29 +34,76 @@ def functional_layer(node: fx.Node, target: Callable, modules: dict[str, nn.Modu
 
 
 def transformed_weight_conv(node: fx.Node, target: Callable, modules: dict[str, nn.Module]) -> str | None:
-    """The conv module whose weight a functional conv call uses after transforming it (weight
-    standardisation: timm's StdConv2d, ScaledStdConv2d), if the weight comes from that module's
-    parameters alone."""
+    """The conv module whose weight a functional conv call uses after a per-output-channel transform
+    (weight standardisation: timm's StdConv2d, ScaledStdConv2d), if any.
+
+    Every op between the module's weight and the call must be one that keeps output channels apart
+    (reshapes, normalisation, arithmetic, reductions over the other axes), and every intermediate that
+    depends on the weight must keep the output channels on its first axis (or, for batch norm over the
+    flattened weight, on axis 1 of a (1, out, n) view); otherwise the call is not understood.
+    """
     kind, _ = ops.FUNCTIONAL_LAYERS[target]
     weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
     if not isinstance(weight, fx.Node) or not issubclass(kind, ops.CONV_TYPES):
         return None
-    owners, pending, seen = set(), [weight], set()
-    while pending:
-        current = pending.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        if current.op == "placeholder":
-            return None  # the weight depends on the input: not a layer
-        if current.op == "get_attr":
-            owners.add(str(current.target).rpartition(".")[0])
-        pending.extend(n for n in current.all_input_nodes)
+    owners = {str(n.target).rpartition(".")[0] for n in _ancestors(weight) if n.op == "get_attr"}
+    owners = {owner for owner in owners if isinstance(modules.get(owner), kind)}
     if len(owners) != 1:
         return None
     owner = owners.pop()
-    module = modules.get(owner)
-    return owner if isinstance(module, kind) and _same_conv_settings(node, module) else None
+    module = modules[owner]
+    if _shape(weight) != tuple(module.weight.shape) or not _same_conv_settings(node, module):
+        return None
+    source = f"{owner}.weight"
+    for current in _ancestors(weight):
+        if current.op == "placeholder":
+            return None  # the weight depends on the input: not a layer's weight
+        if current.op == "get_attr" or not _depends_on(current, source):
+            continue
+        if not _keeps_output_channels(current, module.out_channels):
+            return None
+    return owner
+
+
+def _ancestors(node: fx.Node) -> list[fx.Node]:
+    found, pending = [], [node]
+    while pending:
+        current = pending.pop()
+        if current not in found:
+            found.append(current)
+            pending.extend(current.all_input_nodes)
+    return found
+
+
+def _depends_on(node: fx.Node, attribute: str) -> bool:
+    return any(n.op == "get_attr" and str(n.target) == attribute for n in _ancestors(node))
+
+
+def _keeps_output_channels(node: fx.Node, count: int) -> bool:
+    if node.op == "call_method":
+        allowed = node.target in ops.WEIGHT_TRANSFORM_METHODS
+    elif node.op == "call_function":
+        allowed = node.target in ops.WEIGHT_TRANSFORM_FUNCTIONS
+        if node.target is operator.getitem:  # only the parts of var_mean / std_mean
+            allowed = getattr(node.args[0], "target", None) in (torch.var_mean, torch.std_mean)
+    else:
+        allowed = False
+    meta = node.meta.get("tensor_meta")
+    parts = [meta] if hasattr(meta, "shape") else list(meta) if isinstance(meta, (list, tuple)) else []
+    shapes = [tuple(m.shape) for m in parts if hasattr(m, "shape")]
+    if not allowed or not shapes or len(shapes) != len(parts):
+        return False
+    return all(_per_output(shape, count) for shape in shapes)
+
+
+def _per_output(shape: tuple[int, ...], count: int) -> bool:
+    """Output channels on axis 0, or on axis 1 of a (1, out, ...) view."""
+    return (len(shape) >= 1 and shape[0] == count) or (len(shape) >= 2 and shape[:2] == (1, count))
+
+
+def _shape(node: fx.Node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
 
 def _same_conv_settings(node: fx.Node, module: nn.Module) -> bool:

@@ -132,3 +132,14 @@ FUNCTIONAL_KWARGS = {1: "weight", 3: "weight"}  # F.batch_norm's weight is posit
 METADATA_ATTRIBUTES = {"shape", "ndim", "dtype", "device", "is_cuda", "requires_grad", "layout"}
 # Functions whose result carries no channels.
 NON_TENSOR_FUNCTIONS = {torch._assert, torch.is_tensor, isinstance, len}
+# Ops that may transform a conv's weight without mixing its output channels (weight standardisation),
+# checked together with the shapes they give (see layer_rules.transformed_weight_conv).
+WEIGHT_TRANSFORM_METHODS = {
+    "reshape", "view", "reshape_as", "view_as", "contiguous", "to", "float", "type_as",
+    "mean", "var", "std", "sub", "add", "mul", "div", "pow", "sqrt", "rsqrt",
+}  # fmt: skip
+WEIGHT_TRANSFORM_FUNCTIONS = {
+    F.batch_norm, operator.add, operator.sub, operator.mul, operator.truediv, operator.pow,
+    torch.mean, torch.var, torch.std, torch.var_mean, torch.std_mean, torch.sqrt, torch.rsqrt,
+    operator.getitem,
+}  # fmt: skip
