@@ -55,9 +55,9 @@ def timm_section(payload: dict | None) -> list[str]:
         f"{settings['round_to']} for both tools, {settings['timeout']} s per model and tool, each in its own "
         f"process. torchslim's pruned models are checked by its oracle; Torch-Pruning's count as pruned when "
         f"it ran and kept the output shape (unverified). Run {machine.get('date')} on a shared machine "
-        f"({machine.get('cores')} cores): wall time {payload['wall_seconds'] / 60:.0f} min "
-        f"(torchslim {payload['tool_seconds'].get('torchslim', 0) / 60:.0f} min, Torch-Pruning "
-        f"{payload['tool_seconds'].get('torch_pruning', 0) / 60:.0f} min, processes included).",
+        f"({machine.get('cores')} cores, timings noisy): torchslim "
+        f"{payload['tool_seconds'].get('torchslim', 0) / 60:.0f} min, Torch-Pruning "
+        f"{payload['tool_seconds'].get('torch_pruning', 0) / 60:.0f} min (all models, processes included).",
         "",
     ]
     counts = {tool: Counter(outcome_of(r.get(tool)) for r in rows) for tool, _ in TOOLS}
