@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test test-slow lint bench clean-venv
+.PHONY: setup data demo test test-slow lint bench timm-coverage clean-venv
 
 setup: $(STAMP) data
 
@@ -49,6 +49,12 @@ lint: $(STAMP)
 bench: setup
 	$(BIN)/python -m pip install --quiet torch-pruning==1.6.1
 	$(BIN)/python benchmarks/run_all.py
+
+# timm's zoo against Torch-Pruning, one process per model and tool; resumes from benchmarks/cache/.
+timm-coverage: setup
+	$(BIN)/python -m pip install --quiet torch-pruning==1.6.1
+	HF_HUB_OFFLINE=1 nice -n 15 $(BIN)/python benchmarks/timm_coverage.py --timeout 300
+	$(BIN)/python benchmarks/results_md.py
 
 clean-venv:
 	rm -rf $(VENV)
