@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test test-slow lint bench bench-check clean-venv
+.PHONY: setup data demo test test-slow lint bench bench-check timm-coverage clean-venv
 
 setup: $(STAMP) data
 
@@ -52,6 +52,12 @@ bench: setup
 
 bench-check: $(STAMP)
 	$(BIN)/python benchmarks/results_md.py --check
+
+# timm's zoo against Torch-Pruning, one process per model and tool; resumes from benchmarks/cache/.
+timm-coverage: setup
+	$(BIN)/python -m pip install --quiet torch-pruning==1.6.1
+	HF_HUB_OFFLINE=1 nice -n 15 $(BIN)/python benchmarks/timm_coverage.py --timeout 300
+	$(BIN)/python benchmarks/results_md.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -156,10 +156,16 @@ def _classifier_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def tp_prune_once(
-    model: nn.Module, example: torch.Tensor, ratio: float, round_to: int | None, importance: Any = None
+    model: nn.Module,
+    example: torch.Tensor,
+    ratio: float,
+    round_to: int | None,
+    importance: Any = None,
+    ignored=None,
 ) -> nn.Module:
     """Torch-Pruning 1.6, one uniform channel ratio, classifier ignored; prunes ``model``. ``importance``:
-    a Torch-Pruning importance (default L1 magnitude, ``MagnitudeImportance(p=1)``)."""
+    a Torch-Pruning importance (default L1 magnitude, ``MagnitudeImportance(p=1)``); ``ignored(model)``
+    names the layers to leave alone (default: the last Linear)."""
     import torch_pruning as tp
 
     pruner = tp.pruner.MagnitudePruner(
@@ -168,14 +174,20 @@ def tp_prune_once(
         importance=importance if importance is not None else tp.importance.MagnitudeImportance(p=1),
         pruning_ratio=ratio,
         round_to=round_to,
-        ignored_layers=_classifier_layers(model),
+        ignored_layers=(ignored or _classifier_layers)(model),
     )
     pruner.step()
     return model
 
 
 def tp_prune(
-    model: nn.Module, input_size: int, target: float, *, round_to: int | None = None, max_tries: int = 14
+    model: nn.Module,
+    input_size: int,
+    target: float,
+    *,
+    round_to: int | None = None,
+    max_tries: int = 14,
+    ignored=None,
 ) -> Pruned:
     """Torch-Pruning bisected on its pruning ratio until MACs drop by ``target`` within 1%.
 
@@ -192,7 +204,7 @@ def tp_prune(
     tries = 0
     while tries < max_tries:
         ratio = (low + high) / 2
-        candidate = tp_prune_once(copy.deepcopy(model), example, ratio, round_to)
+        candidate = tp_prune_once(copy.deepcopy(model), example, ratio, round_to, ignored=ignored)
         after = macs(candidate, input_size)
         tries += 1
         reduction = 1.0 - after / before

@@ -23,6 +23,7 @@ from md_quantization import quantization_section
 from md_readme import README, fill_readme, readme_lines
 from md_reconstruction import reconstruction_section
 from md_small_vit import small_vit_lines
+from md_timm import timm_section
 
 Goal = tuple[str, str, str, bool]  # (goal group, what, measured value, met)
 
@@ -42,6 +43,7 @@ def sections(goals: list[Goal]) -> list[str]:
         + reconstruction_section(read_result("reconstruction"), goals)
         + quantization_section(read_result("quantization"), goals)
         + small_vit_lines(read_result("small_vit"))
+        + timm_section(read_result("timm_coverage"))
     )
 
 

@@ -16,9 +16,9 @@ from torchslim.errors import ConfigError, ModelError
 from torchslim.models import (
     MODELS,
     build_model,
+    build_pretrained,
     canonical_name,
     load_model,
-    load_pretrained,
     resolve_spec,
     seed_param_names,
 )
@@ -89,7 +89,8 @@ def registered_names(registry: Registry) -> str:
 def _model_help() -> str:
     return (
         f"Model to build: a registered name, {registered_names(MODELS)}, in any case; "
-        "torchvision:<name> for any torchvision classifier; or path/to/file.py:factory / "
+        "torchvision:<name> for any torchvision classifier; timm:<name> for any timm model "
+        "(pip install torchslim[timm]; random init unless --pretrained); or path/to/file.py:factory / "
         "package.module:factory for your own nn.Module."
     )
 
@@ -165,10 +166,13 @@ def _built_model(args: argparse.Namespace) -> LoadedModel:
         )
     spec = resolve_spec(args.model)
     kwargs = {"num_classes": args.num_classes} if args.num_classes is not None else {}
-    model = build_model(args.model, **kwargs)
-    if args.pretrained:
-        load_pretrained(model, args.pretrained)
-    return LoadedModel(model.eval(), canonical_name(args.model), kwargs, args.input_size or spec.input_size)
+    size = spec.input_size
+    if args.pretrained:  # the file's own configuration (timm: classes, input size) fills the gaps
+        built = build_pretrained(args.model, args.pretrained, kwargs)
+        model, kwargs, size = built.model, built.kwargs, built.input_size or size
+    else:
+        model = build_model(args.model, **kwargs)
+    return LoadedModel(model.eval(), canonical_name(args.model), kwargs, args.input_size or size)
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ import argparse
 import re
 
 from torchslim.errors import ConfigError
-from torchslim.models import list_models, seed_param_names
+from torchslim.models import list_models, namespace_models, seed_param_names
 from torchslim.models.zoo import MODELS, resolve_spec
 from torchslim.pruning.counting import human, profile_model
 
@@ -23,6 +23,12 @@ def add_parsers(subparsers) -> None:
         description="List the built-in models and aliases.",
     )
     models.add_argument("--torchvision", action="store_true", help="Also list every torchvision classifier.")
+    models.add_argument(
+        "--timm",
+        metavar="PATTERN",
+        help="Also list the timm models matching PATTERN (shell-style, e.g. 'convnext_*'; a bare word "
+        "matches names containing it; '*' lists all). Needs timm: pip install torchslim[timm].",
+    )
     params = add_command(
         subparsers,
         "params",
@@ -57,6 +63,8 @@ def run_models(args: argparse.Namespace) -> int:
         for n in MODELS.list()
     ]
     names = list_models(include_torchvision=args.torchvision)
+    timm_names = namespace_models("timm", args.timm) if args.timm else []
+    names += timm_names
     if args.json:
         emit_json({"models": entries, "names": names})
         return 0
@@ -70,6 +78,9 @@ def run_models(args: argparse.Namespace) -> int:
     if args.torchvision:
         print("\ntorchvision classifiers (use torchvision:<name>):")
         print("  " + ", ".join(n.split(":", 1)[1] for n in names if n.startswith("torchvision:")))
+    if args.timm:
+        print(f"\ntimm models matching {args.timm!r} (use timm:<name>): {len(timm_names)}")
+        print("  " + (", ".join(n.split(":", 1)[1] for n in timm_names) or "none"))
     return 0
 
 

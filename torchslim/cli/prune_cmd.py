@@ -13,7 +13,8 @@ from torchslim.errors import ConfigError
 from torchslim.latency.calibration import SCORE_SAMPLES
 from torchslim.models import save_model
 from torchslim.pruning.counting import human
-from torchslim.pruning.prune import prune
+from torchslim.pruning.explain import explain_groups
+from torchslim.pruning.prune import analyze, prune
 from torchslim.recovery.batch_norm import DEFAULT_BN_BATCHES, recalibrate_batch_norm
 from torchslim.recovery.reconstruction import DEFAULT_RECONSTRUCTION_BATCHES, reconstruct
 
@@ -34,7 +35,13 @@ def add_parsers(subparsers) -> None:
         "The pruned model is saved as manifest.json + model.safetensors in --output.",
     )
     add_model_arguments(parser, saved=False)
-    add_pruning_arguments(parser, target_required=True)
+    add_pruning_arguments(parser, target_required=False)
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="Do not prune: say which groups can lose channels, how much of the MACs pruning can remove "
+        "at --round-to, and what keeps the other groups whole (ops and layers, with counts).",
+    )
     parser.add_argument(
         "--pruned-params",
         default=None,
@@ -108,6 +115,10 @@ def _add_data_group(parser: argparse.ArgumentParser) -> None:
 
 
 def run_prune(args: argparse.Namespace) -> int:
+    if args.explain:
+        return _explain(args, load_model_from_args(args))
+    if args.target_flops is None:
+        raise ConfigError("--target-flops is required (or --explain, to see what can be pruned)")
     if args.align == "latency" and args.global_ranking:
         raise ConfigError(
             "--global-ranking does not apply with --align latency (it plans its own allocation)"
@@ -133,6 +144,35 @@ def run_prune(args: argparse.Namespace) -> int:
     else:
         _print_result(result.report, accuracy)
     return 0 if result.report.verified in (None, True) else 1
+
+
+def _explain(args: argparse.Namespace, loaded: LoadedModel) -> int:
+    group_set = analyze(loaded.model, loaded.example_input(), args.pruned_params, loaded.seed_aliases())
+    explanation = explain_groups(group_set, args.round_to)
+    if args.json:
+        emit_json({"model": loaded.name, "input_size": loaded.input_size, **explanation.as_dict()})
+        return 0
+    print(
+        f"{loaded.name} at {loaded.input_size}x{loaded.input_size}: {explanation.groups} channel groups, "
+        f"{explanation.prunable} prunable, their channels carry {explanation.prunable_macs_share:.1%} of MACs"
+    )
+    print(
+        f"pruning every prunable group as far as round_to={args.round_to} allows removes "
+        f"{explanation.most_removable:.1%} of MACs"
+        + (
+            f" ({explanation.narrow} groups are no wider than {args.round_to}: try a smaller --round-to)"
+            if explanation.narrow
+            else ""
+        )
+    )
+    if explanation.blockers:
+        rows = [
+            [b.owner or "-", b.reason, b.groups, b.channels, f"{b.macs_share:.1%}"]
+            for b in explanation.blockers
+        ]
+        print("\ngroups kept whole, by what keeps them (MACs: the share their channels carry):")
+        print(table(["in module", "reason", "groups", "channels", "MACs"], rows, "llrrr"))
+    return 0
 
 
 def _load_data(args: argparse.Namespace, loaded: LoadedModel) -> DataBundle:

@@ -67,6 +67,8 @@ class ChannelGraph:
     tensor_slices: list[TensorSlice] = field(default_factory=list)
     widths: list[WidthAttribute] = field(default_factory=list)
     head_layers: set[str] = field(default_factory=set)  # layers whose output units are attention heads
+    # fx node name (and layer name) -> class of the module whose forward holds it, for messages
+    owners: dict[str, str] = field(default_factory=dict)
 
     def uses_of(self, *roles: str) -> Iterator[LayerUse]:
         """The layer uses of the given roles, in the order they run."""

@@ -60,8 +60,15 @@ def cuts(full: np.ndarray, axis: int, item: Any) -> bool:
     if np.unique(full).size <= 1 or compress(full).shape[axis] == 1:
         return False
     if isinstance(item, slice):
-        return item != slice(None)
+        return not keeps_whole_axis(item, full.shape[axis])
     return True
+
+
+def keeps_whole_axis(item: slice, size: int) -> bool:
+    """``x[:, :n]`` with ``n`` at least the axis size keeps every channel, and still does after pruning
+    (the axis only shrinks; slicing clamps), e.g. GhostNet's ``out[:, : self.out_chs]``."""
+    stop_ok = item.stop is None or (isinstance(item.stop, int) and item.stop >= size)
+    return item.start in (None, 0) and item.step in (None, 1) and stop_ok
 
 
 def fixed_axes(node: fx.Node) -> list[tuple[int, int]]:

@@ -124,3 +124,29 @@ WIDTH_ATTRIBUTES = ((torchvision.models.VisionTransformer, ("hidden_dim",)),)
 PATCH_MERGING_FUNCTIONS = {torchvision.models.swin_transformer._patch_merging_pad}
 # Methods that keep a model tensor what it is (a class token expanded over the batch).
 PARAM_KEEPING_METHODS = {"expand", "expand_as", "to", "contiguous", "type_as", "clone", "float", "detach"}
+# Functional forms of the layers the tracer resizes: a call whose weight (batch norm: weight or running
+# mean) is a module's own parameter is a call of that module, e.g. inside a subclass that re-implements
+# forward (timm's Linear, BatchNormAct2d). Value: (layer type, positions of the arguments to look at).
+FUNCTIONAL_LAYERS = {
+    F.linear: (nn.Linear, (1,)),
+    F.conv1d: (nn.Conv1d, (1,)),
+    F.conv2d: (nn.Conv2d, (1,)),
+    F.conv3d: (nn.Conv3d, (1,)),
+    F.batch_norm: (nn.modules.batchnorm._BatchNorm, (3, 1)),
+}
+FUNCTIONAL_KWARGS = {1: "weight", 3: "weight"}  # F.batch_norm's weight is positional 3 or a keyword
+# Tensor attributes that are not tensors (``x.shape``, ``x.ndim``): reading them carries no channels.
+METADATA_ATTRIBUTES = {"shape", "ndim", "dtype", "device", "is_cuda", "requires_grad", "layout"}
+# Functions whose result carries no channels.
+NON_TENSOR_FUNCTIONS = {torch._assert, torch.is_tensor, isinstance, len}
+# Ops that may transform a conv's weight without mixing its output channels (weight standardisation),
+# checked together with the shapes they give (see layer_rules.transformed_weight_conv).
+WEIGHT_TRANSFORM_METHODS = {
+    "reshape", "view", "reshape_as", "view_as", "contiguous", "to", "float", "type_as",
+    "mean", "var", "std", "sub", "add", "mul", "div", "pow", "sqrt", "rsqrt",
+}  # fmt: skip
+WEIGHT_TRANSFORM_FUNCTIONS = {
+    F.batch_norm, operator.add, operator.sub, operator.mul, operator.truediv, operator.pow,
+    torch.mean, torch.var, torch.std, torch.var_mean, torch.std_mean, torch.sqrt, torch.rsqrt,
+    operator.getitem,
+}  # fmt: skip

@@ -133,11 +133,25 @@ def _replace(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
 def _slice_weight(module: nn.Module, keep: torch.Tensor, axis: int) -> None:
     """Keep the ``keep`` output channels (``axis`` 0, with the bias) or input channels (``axis`` 1)."""
     keep = keep.to(module.weight.device)
+    if axis == 0:  # per-output-channel tensors of a layer subclass go too (ScaledStdConv2d's gain)
+        for name, tensor in _per_output_tensors(module):
+            _replace(module, name, tensor.data.index_select(0, keep))
     _replace(module, "weight", module.weight.data.index_select(axis, keep))
     if axis == 0 and getattr(module, "bias", None) is not None:
         _replace(module, "bias", module.bias.data.index_select(0, keep))
     side = "out" if axis == 0 else "in"
     setattr(module, f"{side}_features" if isinstance(module, nn.Linear) else f"{side}_channels", len(keep))
+
+
+def _per_output_tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """A layer's own tensors other than weight and bias whose first axis is its output channels."""
+    count = module.weight.shape[0]
+    tensors = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+    return [
+        (name, t)
+        for name, t in tensors
+        if name not in ("weight", "bias") and t is not None and t.dim() >= 1 and t.shape[0] == count
+    ]
 
 
 def _slice_norm(module: nn.Module, keep: torch.Tensor) -> None:

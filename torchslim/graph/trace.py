@@ -24,6 +24,7 @@ from torchslim.nn import eval_mode, train_mode
 
 from .attention import is_swin_attention, is_timm_attention
 from .channel_graph import NODE_ROLES, ChannelGraph
+from .layer_rules import timm_tracer
 from .macs import counting_macs
 from .tracer import ChannelTracer
 
@@ -91,7 +92,7 @@ def _symbolic_trace(model: nn.Module) -> tuple[fx.GraphModule, set[str] | None]:
         with train_mode(model):
             graph_module = symbolic_trace(model)
         with eval_mode(model):
-            inference = {str(n.target) for n in symbolic_trace(model).graph.nodes if n.op == "call_module"}
+            inference = _called_layers(symbolic_trace(model))
         return graph_module, inference
     except Exception:  # fx raises many types for untraceable Python
         try:
@@ -126,9 +127,28 @@ def _is_timm_layer_norm(module: nn.Module) -> bool:
 
 
 def symbolic_trace(model: nn.Module) -> fx.GraphModule:
-    """``torch.fx.symbolic_trace`` with attention layers as leaves."""
-    graph = _Tracer().trace(model)
-    return fx.GraphModule(model, graph, type(model).__name__)
+    """``torch.fx.symbolic_trace`` with attention layers as leaves; failing that, with the modules and
+    functions timm marks as untraceable kept whole too (when timm is loaded): their channels are then
+    blocked, named, instead of the whole model."""
+    try:
+        return fx.GraphModule(model, _Tracer().trace(model), type(model).__name__)
+    except Exception:
+        tracer = timm_tracer(_Tracer)
+        if tracer is None:
+            raise
+        return fx.GraphModule(model, tracer.trace(model), type(model).__name__)
+
+
+def _called_layers(graph_module: fx.GraphModule) -> set[str]:
+    """Modules a graph calls, or whose parameters it reads (a functional call inside a re-implemented
+    forward, e.g. timm's BatchNormAct2d)."""
+    called = set()
+    for node in graph_module.graph.nodes:
+        if node.op == "call_module":
+            called.add(str(node.target))
+        elif node.op == "get_attr":
+            called.add(str(node.target).rpartition(".")[0])
+    return called
 
 
 def _propagate_shapes(model: nn.Module, graph_module: fx.GraphModule, example_input: torch.Tensor) -> None:

@@ -28,6 +28,7 @@ from .attention import (
 from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
 from .joins import ParamValue, join_param, param_value, width_attribute
 from .labels import ChannelIds, channel_labels, compress, vector_along
+from .layer_rules import functional_layer, record_owner, transformed_weight_conv
 from .nodes import cuts, fixed_axes, flatten, input_width, inside, plain, shapes
 
 Value = Any  # a label array, a list/tuple of values, or None for non-tensors
@@ -101,6 +102,7 @@ class ChannelTracer:
             macs = int(node.meta.get("macs", 0))
             if macs and len(self.graph.uses) == recorded:  # a cost no handler accounted for: fixed
                 self.record(LayerUse(node.name, "node", None, None, macs))
+            record_owner(self.graph.owners, node)
         return self.graph
 
     def visit(self, node: fx.Node) -> Value:
@@ -120,8 +122,8 @@ class ChannelTracer:
             return self.visit_method(node, node.target)
         return self.opaque(node, f"unsupported node {node.op} {node.target}")
 
-    def visit_module(self, node: fx.Node, module: nn.Module) -> Value:
-        name = str(node.target)
+    def visit_module(self, node: fx.Node, module: nn.Module, name: str | None = None) -> Value:
+        name = name or str(node.target)
         labels = self.value(node.args[0]) if node.args else None
         if isinstance(module, ops.CONV_TYPES):
             return self.conv(node, name, module, labels)
@@ -168,6 +170,17 @@ class ChannelTracer:
             return self.chunk(node, "split" if target is torch.split else "chunk")
         if target is torch.mean or target is torch.sum:
             return self.reduce(node)
+        if target in ops.NON_TENSOR_FUNCTIONS or (
+            target is getattr and len(node.args) > 1 and node.args[1] in ops.METADATA_ATTRIBUTES
+        ):
+            return None
+        if target in ops.FUNCTIONAL_LAYERS:
+            layer = functional_layer(node, target, self.modules)
+            if layer is not None:
+                return self.visit_module(node, self.modules[layer], name=layer)
+            layer = transformed_weight_conv(node, target, self.modules)
+            if layer is not None:
+                return self.standardised_conv(node, layer)
         return self.opaque(node, f"unsupported op {getattr(target, '__name__', target)} at node {node.name}")
 
     def visit_method(self, node: fx.Node, method: str) -> Value:
@@ -218,6 +231,15 @@ class ChannelTracer:
         per_group = conv.in_channels // conv.groups
         self.record(LayerUse(name, "fixed", None, None, spatial * kernel * per_group * conv.out_channels))
         return channel_labels(out_ids, len(out_shape), 1)
+
+    def standardised_conv(self, node: fx.Node, name: str) -> Value:
+        """A conv whose weight is transformed per output channel over its input channels (weight
+        standardisation): output channels may go; a dense one keeps its input channels, which the
+        transform's statistics span (a depthwise one's statistics are per channel)."""
+        conv, labels = self.modules[name], self.value(node.args[0])
+        if conv.groups == 1 and isinstance(labels, np.ndarray):
+            self.ids.block(labels, f"weight-standardised conv {name} (its input channels are kept)")
+        return self.conv(node, name, conv, labels)
 
     def linear(self, node: fx.Node, name: str, linear: nn.Linear, labels: Value) -> Value:
         out_shape = shapes(node)

@@ -1,14 +1,16 @@
 """Models: the registry, seed names, pretrained loading and the architecture manifest."""
 
 from .manifest import build_from_manifest, load_manifest, make_manifest, save_manifest
-from .pretrained import check_state_dict, load_pretrained, read_state_dict
+from .pretrained import BuiltModel, build_pretrained, check_state_dict, load_pretrained, read_state_dict
 from .saved import load_model, save_model
 from .zoo import (
     MODELS,
+    NAMESPACES,
     ModelSpec,
     build_model,
     canonical_name,
     list_models,
+    namespace_models,
     resolve_spec,
     seed_param_names,
     torchvision_classifiers,
@@ -16,9 +18,12 @@ from .zoo import (
 
 __all__ = [
     "MODELS",
+    "NAMESPACES",
+    "BuiltModel",
     "ModelSpec",
     "build_from_manifest",
     "build_model",
+    "build_pretrained",
     "canonical_name",
     "check_state_dict",
     "list_models",
@@ -26,6 +31,7 @@ __all__ = [
     "load_model",
     "load_pretrained",
     "make_manifest",
+    "namespace_models",
     "read_state_dict",
     "resolve_spec",
     "save_manifest",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from torchslim.errors import ModelError
+
+from .zoo import build_model, resolve_spec
 
 # Keys under which common training scripts nest the state dict.
 _NESTED_KEYS = ("state_dict", "model", "model_state", "net")
@@ -60,6 +64,28 @@ def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
     check_state_dict(model, state, str(path))
     model.load_state_dict(state)
     return model
+
+
+@dataclass
+class BuiltModel:
+    """A model built from a weights file: the build keyword arguments used, and the input size the
+    file's own configuration names (None: it names none)."""
+
+    model: nn.Module
+    kwargs: dict[str, Any]
+    input_size: int | None
+
+
+def build_pretrained(name: str, path: str | Path, kwargs: dict[str, Any]) -> BuiltModel:
+    """Build ``name`` as the weights file ``path`` describes (``kwargs`` win) and load the weights."""
+    state = read_state_dict(path)
+    spec = resolve_spec(name)
+    config = spec.weights_config(Path(path), state) if spec.weights_config is not None else None
+    kwargs = {**(config.kwargs if config else {}), **kwargs}
+    model = build_model(name, **kwargs)
+    check_state_dict(model, state, str(path))
+    model.load_state_dict(state)
+    return BuiltModel(model, kwargs, config.input_size if config else None)
 
 
 def unpickling_reason(error: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""The model registry: built-in names, seed aliases, ``torchvision:<name>`` and user factories."""
+"""The model registry: built-in names, seed aliases, namespaces (``torchvision:<name>``,
+``timm:<name>``) and user factories."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import importlib
 import importlib.util
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +18,8 @@ from torchslim.registry import Registry
 
 from . import mobilenet_v1 as _mobilenet_v1
 from . import seed_names as _seed_names
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to build one named model, and what the seed called its parameters."""
-
-    name: str
-    build: Callable[..., nn.Module]
-    input_size: int = 224
-    seed_names: Callable[[nn.Module], dict[str, str]] | None = None
-    description: str = ""
-
+from .spec import ModelSpec, Namespace
+from .timm_zoo import TIMM
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
@@ -60,6 +50,46 @@ _register_torchvision("resnet34", "ResNet34", _seed_names.resnet_seed_names)
 
 TORCHVISION_PREFIX = "torchvision:"
 
+# Zoos of models named <prefix><name>: each resolves its own names; the commands never special-case one.
+NAMESPACES: Registry[Namespace] = Registry("model namespace")
+
+
+def torchvision_classifiers() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _torchvision_names(pattern: str | None = None) -> list[str]:
+    names = torchvision_classifiers()
+    return [n for n in names if pattern.lower() in n] if pattern else names
+
+
+def _resolve_torchvision(tv_name: str) -> ModelSpec:
+    if tv_name not in torchvision_classifiers():
+        raise ModelError(
+            f"unknown torchvision classifier {tv_name!r} "
+            f"(see `torchslim models --torchvision`, e.g. resnet18, efficientnet_b0)"
+        )
+    seed = _seed_names.resnet_seed_names if tv_name.startswith("resnet") else None
+    return ModelSpec(
+        TORCHVISION_PREFIX + tv_name, torchvision.models.get_model_builder(tv_name), seed_names=seed
+    )
+
+
+NAMESPACES.register(
+    "torchvision",
+    Namespace(TORCHVISION_PREFIX, _resolve_torchvision, _torchvision_names, "torchvision's classifiers"),
+)
+NAMESPACES.register("timm", TIMM)
+
+
+def namespace_of(name: str) -> Namespace | None:
+    """The namespace whose prefix ``name`` carries, if any."""
+    for key in NAMESPACES:
+        namespace = NAMESPACES.get(key)
+        if name.startswith(namespace.prefix):
+            return namespace
+    return None
+
 
 def list_models(include_torchvision: bool = False) -> list[str]:
     """Registered names, optionally followed by every torchvision classifier."""
@@ -69,26 +99,25 @@ def list_models(include_torchvision: bool = False) -> list[str]:
     return names
 
 
-def torchvision_classifiers() -> list[str]:
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+def namespace_models(namespace: str, pattern: str | None = None) -> list[str]:
+    """``<prefix><name>`` for every model of ``namespace`` (e.g. "timm") matching ``pattern``."""
+    try:
+        zoo = NAMESPACES.get(namespace)
+    except KeyError as error:
+        raise ModelError(error.args[0]) from None
+    return [zoo.prefix + n for n in zoo.names(pattern)]
 
 
 def is_user_factory(name: str) -> bool:
     """``path/to/file.py:factory`` or ``package.module:factory``."""
-    return ":" in name and not name.startswith(TORCHVISION_PREFIX)
+    return ":" in name and namespace_of(name) is None
 
 
 def resolve_spec(name: str) -> ModelSpec:
-    """The spec for a registered name, alias, ``torchvision:<name>`` or user factory."""
-    if name.startswith(TORCHVISION_PREFIX):
-        tv_name = name[len(TORCHVISION_PREFIX) :]
-        if tv_name not in torchvision_classifiers():
-            raise ModelError(
-                f"unknown torchvision classifier {tv_name!r} "
-                f"(see `torchslim models --torchvision`, e.g. resnet18, efficientnet_b0)"
-            )
-        seed = _seed_names.resnet_seed_names if tv_name.startswith("resnet") else None
-        return ModelSpec(name, torchvision.models.get_model_builder(tv_name), seed_names=seed)
+    """The spec for a registered name, alias, ``<namespace>:<name>`` or user factory."""
+    namespace = namespace_of(name)
+    if namespace is not None:
+        return namespace.resolve(name[len(namespace.prefix) :])
     if is_user_factory(name):
         return ModelSpec(name, _load_factory(name), description="user factory")
     try:
@@ -98,7 +127,7 @@ def resolve_spec(name: str) -> ModelSpec:
 
 
 def canonical_name(name: str) -> str:
-    if name.startswith(TORCHVISION_PREFIX) or is_user_factory(name):
+    if ":" in name:  # namespaced names and user factories are kept as given
         return name
     return resolve_spec(name).name
 

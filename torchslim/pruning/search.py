@@ -6,6 +6,7 @@ import numpy as np
 
 from torchslim.errors import PruningError
 from torchslim.pruning.cost import CostModel, MacsCost
+from torchslim.pruning.explain import explain_groups
 from torchslim.pruning.plan import Plan, PlanBuilder
 
 
@@ -85,14 +86,14 @@ def _bisect_then_nudge(
 ) -> Plan:
     """Bisect ``plan_for``'s parameter until ``cost`` (MACs by default) drops by ``target``, then nudge."""
     if not builder.sizes:
-        raise PruningError("no prunable group: nothing selected by pruned_params can lose channels")
+        raise PruningError(f"no prunable group: every group is kept whole; {_blockers(builder)}")
     cost = cost or MacsCost(builder.group_set)
     most = cost.reduction(builder.smallest())
     if most < target - tolerance:
         raise PruningError(
             f"{cost.target_name} {target:.2%} is unreachable: removing everything allowed "
             f"(round_to={builder.round_to}) removes only {most:.2%} of {cost.what}; at their smallest: "
-            f"{_smallest_groups(builder)}"
+            f"{_smallest_groups(builder)}; {_blockers(builder)}"
         )
     low, high = 0.0, 1.0
     best = plan_for(0.0)
@@ -147,3 +148,8 @@ def _nudge(builder: PlanBuilder, plan: Plan, target: float, tolerance: float, co
             f"(closest: {reduction:.2%}); try a smaller round_to"
         )
     return plan
+
+
+def _blockers(builder: PlanBuilder) -> str:
+    """What keeps the rest of the model whole, for a refusal (``prune --explain`` has the full list)."""
+    return explain_groups(builder.group_set, builder.round_to).summary()
