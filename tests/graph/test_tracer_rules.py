@@ -20,6 +20,7 @@ from tests.helpers.timm_like import (
     TransformedNet,
 )
 from torchslim.errors import PruningError
+from torchslim.pruning.counting import profile_model
 from torchslim.pruning.prune import analyze
 
 
@@ -94,6 +95,8 @@ def test_timms_untraceable_modules_are_kept_whole_instead_of_refusing_the_model(
     stem = group_of(result, "stem.0")
     assert not stem.prunable and "unsupported layer DataDependent (block)" in stem.reason
     assert group_of(result, "body.0").prunable and result.model.body[0].out_channels < 32
+    # the kept-whole block's own conv is counted, as the MAC counter counts it
+    assert result.report.macs_before == profile_model(WithDataDependentBlock().eval(), 16).macs
 
 
 def test_a_written_out_weight_standardisation_is_one_too():

@@ -11,10 +11,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from torchslim.nn import zero_image_pass
-
 from . import ops
-from .channel_graph import LayerUse
 
 
 def functional_layer(node: fx.Node, target: Callable, modules: dict[str, nn.Module]) -> str | None:
@@ -154,40 +151,6 @@ def timm_tracer(base: type[fx.Tracer] = fx.Tracer) -> fx.Tracer | None:
             return isinstance(module, leaves) or super().is_leaf_module(module, name)
 
     return TimmTracer(autowrap_functions=functions)
-
-
-def hidden_layer_uses(
-    model: nn.Module, graph_module: fx.GraphModule, example: torch.Tensor
-) -> list[LayerUse]:
-    """The MACs of the conv and linear layers inside modules kept whole (they are one call in the
-    graph), counted on a zero image as the MACs counter counts them, as fixed costs."""
-    modules = dict(model.named_modules())
-    leaves = {
-        str(n.target)
-        for n in graph_module.graph.nodes
-        if n.op == "call_module" and not isinstance(modules[str(n.target)], _DENSE)
-    }
-    hidden = {
-        name for name, module in modules.items() if isinstance(module, _DENSE) and _inside(name, leaves)
-    }
-    if not hidden:
-        return []
-    macs: dict[str, int] = {}
-
-    def record(name: str, module: nn.Module, _inputs, output) -> None:
-        if name in hidden:
-            per_output = module.in_features if isinstance(module, nn.Linear) else _conv_factor(module)
-            macs[name] = macs.get(name, 0) + int(output.shape[1:].numel()) * per_output
-
-    zero_image_pass(model, _DENSE, record, example.shape[-1], example.shape[1])
-    return [LayerUse(name, "fixed", None, None, base_macs=count) for name, count in macs.items()]
-
-
-_DENSE = (nn.modules.conv._ConvNd, nn.Linear)
-
-
-def _inside(name: str, leaves: set[str]) -> bool:
-    return any(name.startswith(leaf + ".") for leaf in leaves)
 
 
 def _conv_factor(conv: nn.modules.conv._ConvNd) -> int:

@@ -31,6 +31,8 @@ _PLACES = (
     ),
     (re.compile(r"^(.*) at (?:node )?(?P<where>\S+)$"), r"\1"),
 )
+# The tracer's " in <module path> (<module class>)" suffix, where it names the module that ran the op.
+_INSIDE = re.compile(r"^(?P<reason>.*) in \S+ \((?P<owner>[^)]*)\)$")
 _UNSELECTED = "not selected by pruned_params"
 _OUTPUT = "model output"  # the classifier's outputs: always kept, nothing to act on
 
@@ -110,11 +112,15 @@ def blocking_reason(reason: str, owners: dict[str, str]) -> tuple[str, str]:
     """(reason without names, class of the module holding the op) for one kept group's reason."""
     if reason.startswith((_UNSELECTED, _OUTPUT)):
         return reason, ""
+    inside = _INSIDE.match(reason)
+    if inside:
+        reason = inside.group("reason")
     for pattern, replacement in _PLACES:
         match = pattern.match(reason)
         if match:
-            return pattern.sub(replacement, reason), owners.get(match.group("where"), "")
-    return reason, ""
+            owner = inside.group("owner") if inside else owners.get(match.group("where"), "")
+            return pattern.sub(replacement, reason), owner
+    return reason, inside.group("owner") if inside else ""
 
 
 def _macs_carried(group_set: GroupSet, units: np.ndarray, base: float) -> float:
