@@ -151,10 +151,3 @@ def timm_tracer(base: type[fx.Tracer] = fx.Tracer) -> fx.Tracer | None:
             return isinstance(module, leaves) or super().is_leaf_module(module, name)
 
     return TimmTracer(autowrap_functions=functions)
-
-
-def _conv_factor(conv: nn.modules.conv._ConvNd) -> int:
-    kernel = 1
-    for k in conv.kernel_size:
-        kernel *= k
-    return (conv.in_channels // conv.groups) * kernel
