@@ -56,8 +56,9 @@ def _speed_lines(speed: dict, goals: list) -> list[str]:
         _machine_line(speed["machine"]),
         "",
         "Defaults of a `torchslim compress` run (`train.reconstruction_batches` batches of `batch_size`"
-        " images; reconstruction keeps as many as its memory budget holds). The epoch is one fine-tune"
-        " epoch of 1,000 images at the same size in the same process; ratio = reconstruction / epoch.",
+        " images; reconstruction keeps as many as its memory and compute budgets allow). The epoch is"
+        " one fine-tune epoch of 1,000 images at the same size in the same process;"
+        " ratio = reconstruction / epoch.",
         "",
         *md_table(headers, rows),
         "",
