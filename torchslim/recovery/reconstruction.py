@@ -297,7 +297,7 @@ def _refit_in_order(
     for stop in stepper.stops(chunks, set(names)):
         layer, keep = pruneds[stop.name], kept_out[stop.name]
         moments = _Moments(_feature_count(layer), len(keep))
-        pairs = list(sampled_rows(layer, stop.inputs, stop.outputs, keep, settings))
+        pairs = list(_sampled_rows(layer, stop.inputs, stop.outputs, keep, settings))
         if pairs:  # in blocks: float32 products, few float64 conversions of the moment matrices
             inputs, outputs = torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
             for x, y in zip(inputs.split(_MOMENT_BLOCK), outputs.split(_MOMENT_BLOCK), strict=True):
@@ -310,7 +310,7 @@ def _refit_in_order(
     return layers
 
 
-def sampled_rows(
+def _sampled_rows(
     module: nn.Module,
     inputs: list[torch.Tensor],
     outputs: list[torch.Tensor],
