@@ -67,7 +67,7 @@ def render_results_md() -> str:
 
 def render_readme(path: Path = README) -> str:
     """The README with its generated block as the JSON gives it."""
-    return fill_readme(path.read_text(), readme_lines(read_result("accuracy")))
+    return fill_readme(path.read_text(), readme_lines(read_result("accuracy"), read_result("quantization")))
 
 
 def _write(path: Path, text: str) -> None:

@@ -104,3 +104,26 @@ def test_p1_like_for_like_states_the_two_standard_error_verdicts(generator, tmp_
     assert [met for *_, met in goals] == [True, False]
     assert "Chosen on the validation split (never the test set): `l1_norm+rec`" in text
     assert md_p1.verdict([1.0], [0.5], "x").endswith("(one seed: no standard error, no verdict)")
+
+
+def test_the_readme_shows_the_seed_table_with_its_int8_row_once_quantization_ran(generator):
+    int8 = sys.modules["md_readme_int8"]
+    assert int8.int8_lines(None) == []
+
+    def entry(top1, size, ms, speedup, **extra):
+        return dict(top1=top1, top5=99.0, size_bytes=size, ort_ms_b1=ms, speedup_b1=speedup, **extra)
+
+    rows = {
+        "unpruned fp32": entry(83.5, 13_000_000, 6.0, 1.0, macs=12_000_000),
+        "pruned fp32": entry(82.9, 6_400_000, 3.2, 1.88, macs=6_000_000),
+        "pruned + PTQ": entry(82.4, 1_700_000, 2.9, 2.07),
+    }
+    payload = {
+        "data": "Fashion-MNIST",
+        "settings": {"latency_size": 224, "threads": 2},
+        "cpu_caption": "CPU: test",
+        "models": {"resnet34": rows},
+    }
+    text = "\n".join(int8.int8_lines(payload))
+    assert "| resnet34 | -50% MACs + int8 | 6.0 M | 82.40/99.00 | 1.70 MB | 2.90 ms (2.07x) |" in text
+    assert "| resnet34 | baseline | 12.0 M | 83.50/99.00 | 13.00 MB | 6.00 ms (1.00x) |" in text
