@@ -12,6 +12,8 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _cells(label: str, entry: dict, fp32: dict) -> list[str]:
+    if "error" in entry:
+        return [label, "failed: " + entry["error"].replace("|", "/"), "-", "-", "-", "-"]
     return [
         label,
         f"{entry['top1']:.2f}/{entry['top5']:.2f}",
@@ -26,16 +28,20 @@ def _goals(name: str, rows: dict, goals: list) -> None:
     fp32 = rows["pruned fp32"]
     ptq, qat = rows["pruned + PTQ"], rows["pruned + QAT"]
     for label, entry, allowed in (("PTQ", ptq, GOAL_PTQ_PT), ("QAT", qat, GOAL_QAT_PT)):
+        if "error" in entry:
+            goals.append(("Q", f"{name}: {label} top-1 within {allowed} pt of pruned fp32", "failed", False))
+            continue
         drop = fp32["top1"] - entry["top1"]
         goals.append(("Q", f"{name}: {label} top-1 within {allowed} pt of pruned fp32", f"{drop:+.2f} pt",
                       drop <= allowed))  # fmt: skip
-    ratio = max(ptq["size_bytes"], qat["size_bytes"]) / fp32["size_bytes"]
+    ints = [e for e in (ptq, qat) if "error" not in e]
+    ratio = max(e["size_bytes"] for e in ints) / fp32["size_bytes"]
     goals.append(("Q", f"{name}: int8 size <= {GOAL_SIZE}x of fp32", f"{ratio:.2f}x", ratio <= GOAL_SIZE))
     slowest = min(ptq[f"speedup_b{b}"] / fp32[f"speedup_b{b}"] for b in (1, 8))
     goals.append(("Q", f"{name}: pruned + int8 never slower than pruned fp32 (batch 1 and 8)",
                   f"{slowest:.2f}x at worst", slowest >= 1.0))  # fmt: skip
     if name == "resnet34":
-        best = max(ptq["speedup_b1"], qat["speedup_b1"])
+        best = max(e["speedup_b1"] for e in ints)
         goals.append(("Q", f"resnet34: pruned + int8 >= {GOAL_RESNET_B1}x over unpruned fp32 in ORT, batch 1",
                       f"{best:.2f}x", best >= GOAL_RESNET_B1))  # fmt: skip
 
@@ -61,6 +67,12 @@ def quantization_section(payload: dict | None, goals: list) -> list[str]:
         f"load average {m.get('load_average')}; {payload.get('seconds', 0) / 60:.0f} min.",
         "",
     ]
+    if payload.get("kept_from_earlier_run"):
+        lines += [
+            f"Rows of {', '.join(payload['kept_from_earlier_run'])} come from the previous run of the same "
+            "settings (`--keep-others`); its machine line is not repeated here.",
+            "",
+        ]
     headers = [
         "model",
         "top-1/top-5 %",

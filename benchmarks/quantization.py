@@ -36,6 +36,7 @@ from common import (
     log,
     machine_info,
     macs,
+    read_result,
     tp_prune_cached,
     train_epochs,
     ts_prune,
@@ -44,6 +45,7 @@ from common import (
 )
 
 from torchslim.engine.evaluate import evaluate_onnx
+from torchslim.errors import ModelError
 from torchslim.export import OrtModel, export_onnx, time_interleaved
 from torchslim.export.sessions import TimingSession
 from torchslim.quant import PtqOptions, calibration_images, quantize_onnx
@@ -59,6 +61,11 @@ BATCHES = (1, 8)
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument(
+        "--keep-others",
+        action="store_true",
+        help="keep the other models' rows of results/quantization.json (the section says so)",
+    )
     parser.add_argument("--train-limit", type=int, default=20000, help="P1's training slice")
     parser.add_argument("--val-limit", type=int, default=5000, help="P1's test slice")
     parser.add_argument("--baseline-epochs", type=int, default=3, help="P1's baseline (cached)")
@@ -178,11 +185,16 @@ def run_model(name: str, args) -> dict:
         rows = {"unpruned fp32": fp32_row(work, "base", baseline.eval(), args, data)}
         rows["pruned fp32"] = fp32_row(work, "pruned", ours, args, data)
         rows["pruned + PTQ"] = ptq_row(work, "pruned-ptq", rows["pruned fp32"], images, args, data)
-        rows["pruned + QAT"] = qat_row(work, ours, args, data)
+        failed = {}
+        try:
+            rows["pruned + QAT"] = qat_row(work, ours, args, data)
+        except ModelError as error:  # recorded as a failed row, the others still run
+            failed["pruned + QAT"] = {"error": str(error)}
+            log(f"{name} pruned + QAT failed: {error}")
         tp_fp32 = fp32_row(work, "tp", theirs, args, data)
         rows["torch-pruning + PTQ"] = ptq_row(work, "tp-ptq", tp_fp32, images, args, data)
         time_rows(rows, args)
-        result = {label: row.entry for label, row in rows.items()}
+        result = {label: row.entry for label, row in rows.items()} | failed
     result["pruned fp32"]["macs"] = macs(ours, 32)
     result["torch-pruning + PTQ"]["macs"] = theirs_pruned.macs_after
     result["unpruned fp32"]["macs"] = macs(baseline, 32)
@@ -195,14 +207,17 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(1)  # training, as P1 (the timings use --threads ORT threads)
     started = time.perf_counter()
+    earlier = (read_result("quantization") or {}).get("models", {}) if args.keep_others else {}
     payload = {
         "benchmark": "Q prune + int8",
         "machine": machine_info(args.threads),
         "cpu_caption": cpu_caption(),
         "settings": {k: v for k, v in vars(args).items() if k != "models"},
         "data": f"Fashion-MNIST 32x32, train first {args.train_limit}, test first {args.val_limit}",
-        "models": {},
+        "models": {name: rows for name, rows in earlier.items() if name not in args.models},
     }
+    if payload["models"]:
+        payload["kept_from_earlier_run"] = sorted(payload["models"])
     for name in args.models:
         payload["models"][name] = run_model(name, args)
         payload["seconds"] = time.perf_counter() - started

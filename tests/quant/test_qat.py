@@ -15,7 +15,7 @@ from tests.helpers.tiny_models import tiny_net
 from torchslim.errors import ModelError
 from torchslim.export import OrtModel
 from torchslim.nn import eval_mode
-from torchslim.quant import int8_ops
+from torchslim.quant import int8_ops, qat
 from torchslim.quant.qat import QatModel, export_int8, float_model_of, prepare_qat
 
 
@@ -103,3 +103,16 @@ def test_restored_observer_state_is_every_value_of_the_saved_one(qat_model):
     restored = rebuilt.observer_state()
     assert restored.keys() == state.keys()
     assert all(torch.equal(restored[key], value) for key, value in state.items())
+
+
+def test_a_graph_the_quantizer_cannot_annotate_is_a_one_line_model_error(monkeypatch):
+    api = qat._torchao()
+
+    def refuses(*args, **kwargs):
+        raise ValueError("Input partition has more than one output node\n(torchao's own traceback)")
+
+    monkeypatch.setattr(qat, "_torchao", lambda: {**api, "prepare": refuses})
+    expected = r"x86 quantizer cannot annotate the model: ValueError: Input"
+    with pytest.raises(ModelError, match=expected) as error:
+        prepare_qat(tiny_net(), torch.zeros(2, 3, 32, 32))
+    assert "\n" not in str(error.value)

@@ -139,12 +139,22 @@ def prepare_qat(model: nn.Module, example: torch.Tensor, *, per_channel: bool = 
         try:
             program = torch.export.export(fused, (example,), dynamic_shapes=dynamic)
         except Exception as error:  # torch.export raises many types for untraceable code
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ModelError(
-                f"quantization-aware training: torch.export cannot capture the model: {first}"
+                f"quantization-aware training: torch.export cannot capture the model: {_first_line(error)}"
             ) from None
-        prepared = api["prepare"](program.module(), _quantizer(per_channel))
+        try:
+            prepared = api["prepare"](program.module(), _quantizer(per_channel))
+        except Exception as error:  # the quantizer's pattern matching fails on some graphs
+            raise ModelError(
+                f"quantization-aware training: torchao's x86 quantizer cannot annotate the model: "
+                f"{type(error).__name__}: {_first_line(error)}"
+            ) from None
     return QatModel(prepared, model, pairs, list(fused.state_dict()))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def float_model_of(model: nn.Module) -> nn.Module:
