@@ -280,3 +280,19 @@ def test_the_memory_and_work_budgets_bound_the_images_and_the_fit_still_helps():
     assert full.images == 64 and small.images == 10 and less.images == 20
     before, after = small.layers["second"]
     assert after < 0.1 * before
+
+
+def test_a_pruned_vision_transformer_is_stepped_with_its_attention_as_one_call():
+    from torchvision.models import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=10
+    ).eval()
+    result = prune(model, torch.randn(1, 3, 32, 32), target_flops=0.4, round_to=1)
+    report = reconstruct(
+        model, result.model, [images(16, size=32)], group_set=result.group_set, mask=result.plan.mask
+    )
+    assert {"encoder.layers.encoder_layer_0.mlp.3", "encoder.layers.encoder_layer_1.mlp.3"} <= set(
+        report.layers
+    )

@@ -19,6 +19,7 @@ import torch.fx as fx
 from torch import nn
 
 from torchslim.errors import PruningError
+from torchslim.graph.trace import symbolic_trace
 from torchslim.nn import eval_mode
 
 
@@ -36,10 +37,11 @@ class LayerStop:
 
 
 def trace_for_stepping(model: nn.Module) -> fx.GraphModule:
-    """The eval-mode graph of ``model`` (it shares the model's modules and parameters)."""
+    """The eval-mode graph of ``model`` as pruning traces it (attention layers are single calls);
+    it shares the model's modules and parameters."""
     try:
         with eval_mode(model):
-            return fx.symbolic_trace(model)
+            return symbolic_trace(model)
     except Exception as error:  # fx raises many types for untraceable Python
         raise PruningError(
             f"cannot trace {type(model).__name__} with torch.fx for reconstruction: {type(error).__name__}: "
