@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
+from md_common import md_table
+
 ROWS = ("unpruned fp32", "pruned fp32", "pruned + PTQ", "pruned + QAT", "torch-pruning + PTQ")
 GOAL_PTQ_PT, GOAL_QAT_PT, GOAL_SIZE, GOAL_RESNET_B1 = 1.0, 0.3, 0.27, 2.0
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    rule = "|---|" + "---:|" * (len(headers) - 1)
-    return ["| " + " | ".join(headers) + " |", rule] + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
 
 
 def _cells(label: str, entry: dict, fp32: dict) -> list[str]:
@@ -84,6 +81,8 @@ def quantization_section(payload: dict | None, goals: list) -> list[str]:
     for name, rows in payload["models"].items():
         fp32 = rows["pruned fp32"]
         lines += [f"### {name}", ""]
-        lines += _table(headers, [_cells(label, rows[label], fp32) for label in ROWS if label in rows]) + [""]
+        lines += md_table(headers, [_cells(label, rows[label], fp32) for label in ROWS if label in rows]) + [
+            ""
+        ]
         _goals(name, rows, goals)
     return lines

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from md_common import md_table
+
 TOOLS = (("torchslim", "torchslim"), ("torch_pruning", "Torch-Pruning"))
 OUTCOMES = (
     ("pruned", "pruned, target hit", lambda r: r["outcome"] == "pruned" and r.get("hit")),
@@ -17,13 +19,6 @@ OUTCOMES = (
     ("hung", "hung (time limit)", lambda r: r["outcome"] == "hung"),
 )
 _NUMBERS = re.compile(r"\b\d+(\.\d+)?%?")
-
-
-def _table(headers: list[str], rows: list[list], align: str) -> list[str]:
-    rule = "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"
-    return ["| " + " | ".join(headers) + " |", rule] + [
-        "| " + " | ".join(str(c) for c in r) + " |" for r in rows
-    ]
 
 
 def outcome_of(record: dict | None) -> str:
@@ -62,7 +57,7 @@ def timm_section(payload: dict | None) -> list[str]:
     ]
     counts = {tool: Counter(outcome_of(r.get(tool)) for r in rows) for tool, _ in TOOLS}
     table_rows = [[label] + [counts[tool][key] for tool, _ in TOOLS] for key, label, _ in OUTCOMES]
-    lines += _table(["outcome", *(label for _, label in TOOLS)], table_rows, "lrr") + [""]
+    lines += md_table(["outcome", *(label for _, label in TOOLS)], table_rows, "lrr") + [""]
     lines += _grouped_reasons(rows)
     lines += _per_model(rows)
     return lines
@@ -76,7 +71,7 @@ def _grouped_reasons(rows: list[dict]) -> list[str]:
             continue
         groups = Counter(reason_key(r) for r in failed)
         lines += [f"{label}: why models were not pruned (grouped; N stands for numbers)", ""]
-        lines += _table(
+        lines += md_table(
             ["reason", "models"], [[k.replace("|", "/"), n] for k, n in groups.most_common()], "lr"
         )
         lines.append("")
@@ -97,6 +92,6 @@ def _per_model(rows: list[dict]) -> list[str]:
     ]
     return (
         ["Every model:", ""]
-        + _table(["model", "module", "input", *(label for _, label in TOOLS)], body, "llrll")
+        + md_table(["model", "module", "input", *(label for _, label in TOOLS)], body, "llrll")
         + [""]
     )
