@@ -16,7 +16,6 @@ import io
 import logging
 import os
 import re
-import secrets
 import time
 import warnings
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from torchslim.errors import ModelError
+from torchslim.export.atomic import write_atomic
 from torchslim.export.sessions import create_session
 from torchslim.nn import eval_mode
 
@@ -63,7 +63,7 @@ class ExportReport:
 
 
 @contextlib.contextmanager
-def _cpu_float_eval(model: nn.Module) -> Iterator[nn.Module]:
+def cpu_float_eval(model: nn.Module) -> Iterator[nn.Module]:
     """Yield an eval-mode, CPU float32 version of ``model``; restore its modes after.
 
     A model already on CPU in float32 is used as is (only its mode changes, and is
@@ -193,9 +193,10 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, signature: _Onn
 
 
 @contextlib.contextmanager
-def _quiet_loggers() -> Iterator[None]:
+def quiet_loggers(names: tuple[str, ...] = _NOISY_LOGGERS) -> Iterator[None]:
+    """Raise the given loggers to ERROR while the block runs (exporters chat on them)."""
     saved = []
-    for name in _NOISY_LOGGERS:
+    for name in names:
         logger = logging.getLogger(name)
         saved.append((logger, logger.level))
         logger.setLevel(logging.ERROR)
@@ -208,7 +209,7 @@ def _quiet_loggers() -> Iterator[None]:
 
 def _export_dynamo(model: nn.Module, example: torch.Tensor, signature: _OnnxSignature) -> bytes:
     dynamic_shapes = ({0: torch.export.Dim("batch")},) if signature.dynamic_batch else None
-    with warnings.catch_warnings(), _quiet_loggers():
+    with warnings.catch_warnings(), quiet_loggers():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model,
@@ -274,30 +275,6 @@ def _checked_proto(data: bytes, where: str):
     return proto
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # os.open with 0o666 honours the umask, unlike mkstemp's 0o600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable; not possible everywhere
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -323,7 +300,7 @@ def verify_onnx(
         raise ModelError(f"ONNX model file not found: {path}")
     example = _cpu_float_input(example_input)
     session = create_session(path, where=str(path))
-    with _cpu_float_eval(model) as cpu_model:
+    with cpu_float_eval(model) as cpu_model:
         return _compare(
             session, cpu_model, _verification_inputs(example, dynamic_batch), rtol, atol, str(path)
         )
@@ -361,7 +338,7 @@ def export_onnx(
     where = str(path)
     example = _cpu_float_input(example_input)
     signature = _OnnxSignature(opset, dynamic_batch, input_name, output_name)
-    with _cpu_float_eval(model) as cpu_model:
+    with cpu_float_eval(model) as cpu_model:
         data, used = _export_bytes(cpu_model, example, exporter, signature, where)
         proto = _checked_proto(data, where)
         max_diff = None
@@ -371,7 +348,7 @@ def export_onnx(
                 session, cpu_model, _verification_inputs(example, dynamic_batch), rtol, atol, where
             )
     try:
-        _write_atomic(path, data)
+        write_atomic(path, data)
     except OSError as e:
         raise ModelError(f"cannot write ONNX model {path}: {e}") from e
     return ExportReport(
