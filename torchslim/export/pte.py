@@ -54,10 +54,10 @@ def set_executorch_threads(threads: int | None) -> None:
         return
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    from executorch.extension.pybindings import portable_lib
+    with _quiet_stderr():  # the first call probes the CPU and logs what it found
+        from executorch.extension.pybindings import portable_lib
 
-    if portable_lib._threadpool_get_thread_count() != threads:
-        with _quiet_stderr():
+        if portable_lib._threadpool_get_thread_count() != threads:
             portable_lib._unsafe_reset_threadpool(threads)
 
 

@@ -29,9 +29,11 @@ import torch
 from torch import nn
 
 from torchslim.export import export_onnx
+from torchslim.export.executorch_export import export_executorch
+from torchslim.export.pte import PteModel, require_executorch, set_executorch_threads
 from torchslim.export.sessions import TimingSession
 from torchslim.export.timing import ort_callable, time_interleaved, torch_callable, torch_threads
-from torchslim.latency.machine import DEFAULT_THREADS, check_runtime
+from torchslim.latency.machine import DEFAULT_THREADS, TIMING_RUNTIMES, check_runtime
 
 
 @dataclass
@@ -74,14 +76,11 @@ class RuntimeSettings:
 
 
 def _timing_callables(
-    models: dict[str, nn.Module],
-    input_size: int,
-    settings: RuntimeSettings,
-    workdir: str | os.PathLike | None,
-    onnx_paths: dict[str, Path] | None,
-    example: torch.Tensor | None = None,
+    models: dict[str, nn.Module], input_size: int, settings: RuntimeSettings, plan: TimingPlan
 ) -> dict[str, Callable[[], object]]:
-    """A no-argument callable per model running one batch on the runtime (ONNX files go to ``workdir``)."""
+    """A no-argument callable per model running one batch on the runtime (the files the plan names, or
+    ONNX files and ExecuTorch programs exported into its ``workdir``)."""
+    workdir, onnx_paths, example = plan.workdir, plan.onnx_paths, plan.example
     if example is None:
         shape = (settings.batch_size, 3, input_size, input_size)
         example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
@@ -90,6 +89,8 @@ def _timing_callables(
             label: torch_callable(copy.deepcopy(model).eval(), example, device=settings.device)
             for label, model in models.items()
         }
+    if settings.runtime == "executorch":
+        return _executorch_callables(models, example, settings, workdir, plan.pte_paths)
     onnx_paths = dict(onnx_paths or {})
     if workdir is None and set(models) - set(onnx_paths):
         raise ValueError("a workdir is needed to export models for ONNX Runtime")
@@ -101,6 +102,35 @@ def _timing_callables(
         functions[label] = ort_callable(
             TimingSession(path, settings.threads, settings.device), example.numpy()
         )
+    return functions
+
+
+def _executorch_callables(
+    models: dict[str, nn.Module | None],
+    example: torch.Tensor,
+    settings: RuntimeSettings,
+    workdir: str | os.PathLike | None,
+    program_paths: dict[str, Path] | None,
+) -> dict[str, Callable[[], object]]:
+    """A callable per model running ``example`` in ExecuTorch: the ``.pte`` file given for it (when its
+    batch matches), else a program exported for ``example``'s shape into ``workdir``, unverified."""
+    require_executorch("timing on ExecuTorch")
+    if settings.device != "cpu":
+        raise ValueError("ExecuTorch (XNNPACK) runs on the CPU only")
+    set_executorch_threads(settings.threads)
+    given = {k: Path(p) for k, p in (program_paths or {}).items()}
+    functions = {}
+    for index, (label, model) in enumerate(models.items()):
+        program = PteModel(given[label]) if label in given else None
+        if program is None or program.input_shape != tuple(example.shape):
+            if model is None or workdir is None:
+                shape = tuple(example.shape)
+                raise ValueError(f"{label}: no model and no ExecuTorch program of shape {shape}")
+            path = Path(workdir) / f"model{index}.pte"
+            export_executorch(copy.deepcopy(model).eval(), example, path, verify=False)
+            program = PteModel(path)
+        x = example.contiguous()
+        functions[label] = lambda program=program, x=x: program.run_tensor(x)
     return functions
 
 
@@ -145,13 +175,15 @@ def quiet_phase() -> Iterator[None]:
 @dataclass(frozen=True)
 class TimingPlan:
     """How many rounds to time, the example input (None: random, of the settings' batch size) and
-    where ONNX files come from (``onnx_paths``, else exported into ``workdir``)."""
+    where ONNX files and ExecuTorch programs come from (``onnx_paths``, ``pte_paths``, else exported into
+    ``workdir``)."""
 
     warmup: int = 5
     rounds: int = 30
     workdir: str | os.PathLike | None = None
     onnx_paths: dict[str, Path] | None = None
     example: torch.Tensor | None = None
+    pte_paths: dict[str, Path] | None = None
 
 
 def time_runtimes(
@@ -167,20 +199,22 @@ def time_runtimes(
     workdir: str | os.PathLike | None = None,
     onnx_paths: dict[str, Path] | None = None,
     example: torch.Tensor | None = None,
+    pte_paths: dict[str, Path] | None = None,
 ) -> dict[str, LatencyComparison]:
     """Time ``models`` on each of ``runtimes``, one phase per runtime, in that order; speedups are against
     the first model. Every runtime runs with ``threads`` intra-op threads (PyTorch's pool, ORT's
-    ``intra_op_num_threads``). ``example`` replaces the random input of ``batch_size`` images.
-    On ONNX Runtime a model whose file is in ``onnx_paths`` is not used and may be None."""
+    ``intra_op_num_threads``, ExecuTorch's thread pool). ``example`` replaces the random input of
+    ``batch_size`` images. On ONNX Runtime (ExecuTorch) a model whose file is in ``onnx_paths``
+    (``pte_paths``, of the example's shape) is not used and may be None."""
     if not models:
         raise ValueError("time_runtimes needs at least one model")
     for runtime in runtimes:
-        check_runtime(runtime)
+        check_runtime(runtime, TIMING_RUNTIMES)
     if example is not None:
         batch_size = int(example.shape[0])
-    plan = TimingPlan(warmup, rounds, workdir, onnx_paths, example)
+    plan = TimingPlan(warmup, rounds, workdir, onnx_paths, example, pte_paths)
     with torch_threads(threads), contextlib.ExitStack() as stack:
-        if plan.workdir is None and "onnxruntime" in runtimes:
+        if plan.workdir is None and {"onnxruntime", "executorch"} & set(runtimes):
             temporary = stack.enter_context(tempfile.TemporaryDirectory(prefix="torchslim-latency-"))
             plan = dataclasses.replace(plan, workdir=temporary)
         return {
@@ -195,7 +229,7 @@ def _time_phase(
     models: dict[str, nn.Module | None], input_size: int, settings: RuntimeSettings, plan: TimingPlan
 ) -> LatencyComparison:
     """One runtime's phase: its callables are built (ONNX export, sessions) before the phase goes quiet."""
-    functions = _timing_callables(models, input_size, settings, plan.workdir, plan.onnx_paths, plan.example)
+    functions = _timing_callables(models, input_size, settings, plan)
     with quiet_phase():
         calls = calls_per_round(functions, plan.rounds, plan.warmup)
         timings = time_interleaved(functions, warmup=0, rounds=plan.rounds, calls_per_round=calls)

@@ -11,14 +11,15 @@ import torch
 
 from torchslim.errors import ConfigError
 
-RUNTIMES = ("onnxruntime", "eager")
+RUNTIMES = ("onnxruntime", "eager")  # what latency-aware planning measures and plans for
+TIMING_RUNTIMES = (*RUNTIMES, "executorch")  # what models can be timed on
 DEFAULT_THREADS = 2
 _DECIDING_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "fma")
 
 
-def check_runtime(runtime: str) -> None:
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+def check_runtime(runtime: str, allowed: tuple[str, ...] = RUNTIMES) -> None:
+    if runtime not in allowed:
+        raise ConfigError(f"runtime must be one of {', '.join(allowed)}, got {runtime!r}")
 
 
 def machine_fingerprint() -> str:
@@ -40,4 +41,8 @@ def runtime_version(runtime: str) -> str:
         import onnxruntime
 
         return f"onnxruntime-{onnxruntime.__version__}"
+    if runtime == "executorch":
+        from torchslim.export.pte import executorch_version
+
+        return executorch_version()
     return f"torch-{torch.__version__}"
