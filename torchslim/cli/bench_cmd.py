@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 
 from torchslim.errors import ConfigError
+from torchslim.export.pte import EXTRA_HINT, require_executorch
 from torchslim.latency.compare import compare_latency, export_for_timing, in_fresh_process
+from torchslim.latency.machine import TIMING_RUNTIMES
 from torchslim.models import build_from_manifest
 from torchslim.pruning.counting import profile_model
 from torchslim.pruning.prune import prune
@@ -38,16 +40,21 @@ def add_parsers(subparsers) -> None:
         run_latency,
         help="Time the unpruned and the pruned model interleaved (A B A B, warm-up, medians).",
         description="Prune --model to --target-flops (or load a pruned --model-path) and time the unpruned "
-        "and the pruned model on ONNX Runtime or PyTorch eager, interleaved round by round with fixed "
-        "threads. The speedup is the median of the per-round ratios, which holds on a busy machine where "
-        "absolute times drift, over the steady rounds: those whose unpruned run took at most 1.12x its "
+        "and the pruned model on ONNX Runtime, PyTorch eager or ExecuTorch, interleaved round by round with "
+        "fixed threads. The speedup is the median of the per-round ratios, which holds on a busy machine "
+        "where absolute times drift, over the steady rounds: those whose unpruned run took at most 1.12x its "
         "fastest (rounds that ran while the machine was slowed down are left out; a warning says when most "
         "were). With --model-path and no target, the unpruned model is the saved model's base "
         "architecture; with a target, the saved model is pruned further.",
     )
     add_model_arguments(parser)
     add_pruning_arguments(parser, target_required=False)
-    add_latency_arguments(parser, runtime_help="Runtime to time on (and to plan for with --align latency).")
+    add_latency_arguments(
+        parser,
+        runtime_help="Runtime to time on (and to plan for with --align latency): onnxruntime, eager "
+        f"(PyTorch), or executorch (XNNPACK; {EXTRA_HINT}).",
+        runtimes=TIMING_RUNTIMES,
+    )
     parser.add_argument(
         "--batch-size",
         type=flags.timing_batch,
@@ -105,6 +112,10 @@ def _compare_in_fresh_process(models: dict, input_size: int, options: dict):
 
 def run_latency(args: argparse.Namespace) -> int:
     _check_device(args.device)
+    if args.runtime == "executorch":
+        require_executorch("--runtime executorch")
+        if args.device != "cpu":
+            raise ConfigError("--runtime executorch runs on the CPU only (XNNPACK); drop --device")
     loaded = load_model_from_args(args)
     models = _models_to_time(loaded, args)
     macs = {label: profile_model(model, loaded.input_size).macs for label, model in models.items()}

@@ -1,4 +1,4 @@
-"""``eval``: top-1/top-5 of an eval model (PyTorch) or an inference model (ONNX Runtime)."""
+"""``eval``: top-1/top-5 of an eval model (PyTorch) or an inference model (ONNX Runtime, ExecuTorch)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torchslim.engine.evaluate import evaluate_onnx
 from torchslim.models import load_model
 
 from . import flags
-from .artifacts import eval_model_dir, image_classifier, onnx_file
+from .artifacts import RUNTIME_FILES, eval_model_dir, image_classifier, inference_file, runtime_of
 from .common import add_command, data_help
 from .output import emit_json, log
 
@@ -26,8 +26,9 @@ def add_parsers(subparsers) -> None:
         run_eval,
         help="Evaluate a saved model's top-1/top-5 accuracy.",
         description="Evaluate top-1/top-5 on the validation split of --data. --model-path may be a saved "
-        "model directory, a checkpoint epoch directory or checkpoint root (its newest eval model), or an "
-        ".onnx inference model, which is run through ONNX Runtime.",
+        "model directory, a checkpoint epoch directory or checkpoint root (its newest eval model), an "
+        ".onnx inference model, which is run through ONNX Runtime, or a .pte program, run in ExecuTorch. "
+        "--runtime runs a model directory's model.onnx or model.pte instead of its PyTorch model.",
     )
     parser.add_argument(
         "--model-path", "--model_path", dest="model_path", required=True, help="Model to evaluate."
@@ -46,14 +47,21 @@ def add_parsers(subparsers) -> None:
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (PyTorch models only).")
     parser.add_argument(
+        "--runtime",
+        choices=("pytorch", *RUNTIME_FILES),
+        help="Run a model directory in PyTorch (its eval model, the default) or its inference model in "
+        "onnxruntime / executorch; a .onnx or .pte file's suffix decides for itself.",
+    )
+    parser.add_argument(
         "--skip-bad-images", action="store_true", help="Skip (and count) image files that cannot be decoded."
     )
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    is_onnx = str(args.model_path).endswith(".onnx")
+    runtime = runtime_of(args.model_path, args.runtime, default="pytorch")
+    is_onnx = runtime in RUNTIME_FILES  # an inference model, run outside PyTorch
     if is_onnx:
-        path = onnx_file(args.model_path)
+        path = inference_file(args.model_path, runtime)
         ort_model = image_classifier(path)
         size = ort_model.input_shape[-1]
     else:

@@ -1,4 +1,5 @@
-"""``infer``: run the inference model in ONNX Runtime, time it like the seed, and print predictions."""
+"""``infer``: run the inference model (ONNX Runtime or ExecuTorch), time it like the seed, and print
+predictions."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from torchslim.latency.compare import compare_latency
 from torchslim.latency.machine import DEFAULT_THREADS
 
 from . import flags
-from .artifacts import image_classifier, manifest_beside, onnx_file
+from .artifacts import RUNTIME_FILES, image_classifier, inference_file, manifest_beside, runtime_of
 from .common import add_command
 from .output import emit_json, log, table
 
@@ -24,11 +25,12 @@ def add_parsers(subparsers) -> None:
         subparsers,
         "infer",
         run_infer,
-        help="Run the ONNX inference model on images, timed (ms/sample), printing top-k classes.",
-        description="Load the inference model (model.onnx of an eval model, a checkpoint, or an .onnx file) "
-        "in ONNX Runtime, time it as the seed did (warm-up runs, then timed runs, ms per sample), and print "
-        "the top-k classes per image. Images come from --images files (preprocessed like the training data "
-        "recorded in the model's manifest) or from the validation split of --data.",
+        help="Run the inference model on images, timed (ms/sample), printing top-k classes.",
+        description="Load the inference model (an .onnx file, run in ONNX Runtime; a .pte file, run in "
+        "ExecuTorch; or the model.onnx / model.pte of an eval model or checkpoint, per --runtime), time it "
+        "as the seed did (warm-up runs, then timed runs, ms per sample), and print the top-k classes per "
+        "image. Images come from --images files (preprocessed like the training data recorded in the model's "
+        "manifest) or from the validation split of --data.",
     )
     parser.add_argument(
         "--model-path", "--model_path", dest="model_path", required=True, help="Model to run."
@@ -46,38 +48,49 @@ def add_parsers(subparsers) -> None:
     )
     parser.add_argument("--runs", type=flags.positive_int, default=30, help="Timed runs (default 30).")
     parser.add_argument(
+        "--runtime",
+        choices=tuple(RUNTIME_FILES),
+        help="Runtime for a model directory (default onnxruntime); a file's suffix decides for itself.",
+    )
+    parser.add_argument(
         "--threads",
         type=flags.thread_count,
         default=DEFAULT_THREADS,
-        help=f"ONNX Runtime intra-op threads (default {DEFAULT_THREADS}, as report and bench latency).",
+        help=f"Intra-op threads: ONNX Runtime's, or ExecuTorch's thread pool (default {DEFAULT_THREADS}, "
+        "as report and bench latency).",
     )
 
 
 def run_infer(args: argparse.Namespace) -> int:
     if not args.images and not args.data:
         raise ConfigError("give --images FILES or --data SPEC")
-    path = onnx_file(args.model_path)
+    runtime = runtime_of(args.model_path, args.runtime)
+    path = inference_file(args.model_path, runtime)
     model = image_classifier(path, threads=args.threads)
     size = model.input_shape[-1]
     names, batch, labels = _inputs(args, path, size)
-    log(f"running {path} on {len(names)} images with ONNX Runtime")
+    log(f"running {path} on {len(names)} images with {RUNTIME_NAMES[runtime]}")
     logits = model(batch)
+    # an ExecuTorch program has one batch size: time it on that many of the images
+    timed = batch if runtime == "onnxruntime" else _batch_of(batch, model.input_shape[0])
     del model  # its session's idle workers would spin while the timing session runs
     timing = compare_latency(
         {"model": None},
         size,
+        runtime=runtime,
         threads=args.threads,
         warmup=args.warmup,
         rounds=args.runs,
-        onnx_paths={"model": path},
-        example=torch.from_numpy(batch),
+        **{"onnx_paths" if runtime == "onnxruntime" else "pte_paths": {"model": path}},
+        example=torch.from_numpy(timed),
     )
     predictions = [
         _top_k(name, row, args.top_k, label) for name, row, label in zip(names, logits, labels, strict=True)
     ]
     payload = {
-        "ms_per_sample": timing.median_ms["model"] / len(names),
-        "batch_size": len(names),
+        "ms_per_sample": timing.median_ms["model"] / len(timed),
+        "batch_size": len(timed),
+        "runtime": runtime,
         "predictions": predictions,
     }
     if args.json:
@@ -95,10 +108,19 @@ def run_infer(args: argparse.Namespace) -> int:
     ]
     print(table(["image", "class", "prob", f"next {args.top_k - 1}", "label"], rows, "lrrll"))
     print(
-        f"\n{payload['ms_per_sample']:.3f} ms/sample (batch {len(names)}, {args.threads} threads, median of "
+        f"\n{payload['ms_per_sample']:.3f} ms/sample ({RUNTIME_NAMES[runtime]}, batch {len(timed)}, "
+        f"{args.threads} threads, median of "
         f"{timing.rounds_used} steady of {args.runs} runs after {args.warmup} warm-up)"
     )
     return 0
+
+
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "executorch": "ExecuTorch"}
+
+
+def _batch_of(images: np.ndarray, size: int) -> np.ndarray:
+    """``size`` of ``images``, repeated when there are fewer."""
+    return np.ascontiguousarray(np.resize(images, (size, *images.shape[1:])))
 
 
 def _inputs(args, path, size: int):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from torchslim.criteria import CRITERIA
+from torchslim.errors import ConfigError
 from torchslim.latency.machine import DEFAULT_THREADS, RUNTIMES
 from torchslim.latency.planner import LatencyOptions, LatencyPlanner
 from torchslim.pruning.planner import DEFAULT_ROUND_TO
@@ -47,9 +48,9 @@ def add_pruning_arguments(parser: argparse.ArgumentParser, *, target_required: b
     )
 
 
-def add_latency_arguments(group, *, runtime_help: str) -> None:
-    """``--runtime``, ``--threads``, ``--latency-cache`` and ``--no-calibrate``."""
-    group.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime", help=runtime_help)
+def add_latency_arguments(group, *, runtime_help: str, runtimes: tuple[str, ...] = RUNTIMES) -> None:
+    """``--runtime`` (one of ``runtimes``), ``--threads``, ``--latency-cache`` and ``--no-calibrate``."""
+    group.add_argument("--runtime", choices=runtimes, default="onnxruntime", help=runtime_help)
     group.add_argument(
         "--threads",
         type=flags.thread_count,
@@ -75,6 +76,11 @@ def latency_planner(
     args: argparse.Namespace, batch_size: int, *, speed_slack: float | None = None, score=None
 ) -> LatencyPlanner:
     """The planner ``--align latency`` asks for; calibration only runs on ONNX Runtime."""
+    if args.runtime not in RUNTIMES:
+        raise ConfigError(
+            f"--align latency plans for {' or '.join(RUNTIMES)}, not --runtime {args.runtime}: plan for "
+            "onnxruntime, or use --align round_to"
+        )
     options = LatencyOptions(
         runtime=args.runtime,
         threads=args.threads,

@@ -182,12 +182,12 @@ def _fallback_ops(lowered) -> dict[str, int]:
 def lower_to_pte(program, where: str) -> tuple[bytes, dict[str, int]]:
     """An exported program lowered to XNNPACK and serialised, and the ops left outside the delegate."""
     require_executorch(f"exporting {where}")
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
     try:
         with warnings.catch_warnings(), quiet_loggers(_EXPORT_LOGGERS):
             warnings.simplefilter("ignore")
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+            from executorch.exir import to_edge_transform_and_lower
+
             lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
             fallbacks = _fallback_ops(lowered)
             data = lowered.to_executorch().buffer

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from torchslim.errors import ModelError
+from torchslim.export.onnx_export import quiet_loggers
 
 __all__ = [
     "EXTRA_HINT",
@@ -54,7 +56,9 @@ def set_executorch_threads(threads: int | None) -> None:
         return
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    with _quiet_stderr():  # the first call probes the CPU and logs what it found
+    # the first call probes the CPU and logs what it found; the module warns that its API is experimental
+    with _quiet_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         from executorch.extension.pybindings import portable_lib
 
         if portable_lib._threadpool_get_thread_count() != threads:
@@ -78,7 +82,10 @@ def load_method(data: bytes | Path, where: str):
     """The ``forward`` method of a program held in ``data`` (bytes or a file); a ModelError naming
     ``where`` when the runtime cannot read it."""
     require_executorch(f"running {where}")
-    from executorch.runtime import Runtime
+    # importing the runtime warns about torch internals and that its API is experimental
+    with quiet_loggers(("torch",)), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from executorch.runtime import Runtime
 
     try:
         with _quiet_stderr():

@@ -26,7 +26,7 @@ from torchslim.export.executorch_export import (
     export_program,
     lower_and_verify,
 )
-from torchslim.export.onnx_export import cpu_float_eval
+from torchslim.export.onnx_export import cpu_float_eval, quiet_loggers
 from torchslim.export.pte import require_executorch
 from torchslim.quant.calibration import batches, check_finite
 
@@ -39,10 +39,11 @@ INT8_RTOL = 0.1
 
 
 def _quantizer(per_channel: bool):
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
+    with quiet_loggers(("torch",)):  # importing the quantizer warns about torch internals
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
 
     return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
 
