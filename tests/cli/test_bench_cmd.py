@@ -48,7 +48,7 @@ def record_comparisons(monkeypatch) -> list[LatencyComparison]:
     return seen
 
 
-@pytest.mark.parametrize("runtime", ["onnxruntime", "eager"])
+@pytest.mark.parametrize("runtime", ["onnxruntime", "eager", "executorch"])
 def test_bench_latency_json_prunes_and_times(capsys, monkeypatch, runtime):
     comparisons = record_comparisons(monkeypatch)
     argv = ["bench", "latency", "--model", TINY_MODEL, "--target-flops", "0.5", "--round-to", "2"]
@@ -128,6 +128,7 @@ def test_bench_latency_text_table(capsys):
         (["--target-flops", "1.5"], "--target-flops"),
         (["--batch-size", "0"], "--batch-size"),
         (["--device", "tpu"], "--device"),
+        (["--target-flops", "0.5", "--align", "latency", "--runtime", "executorch"], "--align latency plans"),
     ],
 )
 def test_bench_latency_bad_arguments_are_one_line_errors(capsys, extra, message):

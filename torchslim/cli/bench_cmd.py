@@ -19,7 +19,7 @@ from torchslim.pruning.prune import prune
 from . import flags
 from .common import LoadedModel, add_command, add_model_arguments, load_model_from_args, pick
 from .output import emit_json, log, table
-from .prune_flags import add_latency_arguments, add_pruning_arguments, latency_planner
+from .prune_flags import add_latency_arguments, add_pruning_arguments, check_planning_runtime, latency_planner
 
 BASE = "unpruned"
 PRUNED = "pruned"
@@ -112,6 +112,7 @@ def _compare_in_fresh_process(models: dict, input_size: int, options: dict):
 
 def run_latency(args: argparse.Namespace) -> int:
     _check_device(args.device)
+    check_planning_runtime(args)
     if args.runtime == "executorch":
         require_executorch("--runtime executorch")
         if args.device != "cpu":

@@ -72,15 +72,20 @@ def add_latency_arguments(group, *, runtime_help: str, runtimes: tuple[str, ...]
     )
 
 
-def latency_planner(
-    args: argparse.Namespace, batch_size: int, *, speed_slack: float | None = None, score=None
-) -> LatencyPlanner:
-    """The planner ``--align latency`` asks for; calibration only runs on ONNX Runtime."""
-    if args.runtime not in RUNTIMES:
+def check_planning_runtime(args: argparse.Namespace) -> None:
+    """``--align latency`` plans only for the runtimes a latency table measures."""
+    if args.align == "latency" and args.runtime not in RUNTIMES:
         raise ConfigError(
             f"--align latency plans for {' or '.join(RUNTIMES)}, not --runtime {args.runtime}: plan for "
             "onnxruntime, or use --align round_to"
         )
+
+
+def latency_planner(
+    args: argparse.Namespace, batch_size: int, *, speed_slack: float | None = None, score=None
+) -> LatencyPlanner:
+    """The planner ``--align latency`` asks for; calibration only runs on ONNX Runtime."""
+    check_planning_runtime(args)
     options = LatencyOptions(
         runtime=args.runtime,
         threads=args.threads,
