@@ -17,6 +17,7 @@ from common import ROOT, read_result
 from md_accuracy import p1_section, p1_seeds_section
 from md_common import md_table
 from md_cost import p3_section, p4_section
+from md_executorch import executorch_section
 from md_latency import candidates_section, p2_section, sweep_section
 from md_p1 import p1_like_for_like_section
 from md_quantization import quantization_section
@@ -42,6 +43,7 @@ def sections(goals: list[Goal]) -> list[str]:
         + p1_like_for_like_section(goals)
         + reconstruction_section(read_result("reconstruction"), goals)
         + quantization_section(read_result("quantization"), goals)
+        + executorch_section(read_result("executorch"))
         + small_vit_lines(read_result("small_vit"))
         + timm_section(read_result("timm_coverage"))
     )

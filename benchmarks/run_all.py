@@ -1,13 +1,15 @@
 """Run the benchmark suite (P1-P4) and write benchmarks/RESULTS.md: ``make bench``.
 
     python benchmarks/run_all.py                 # everything (P3, P4, round_to sweep, P2, candidates,
-                                                 # P1, P1 seeds, P1 like for like, Q prune + int8)
+                                                 # P1, P1 seeds, P1 like for like, Q prune + int8,
+                                                 # ExecuTorch vs ONNX Runtime)
     python benchmarks/run_all.py --only p2 p3    # some of them; RESULTS.md keeps the others' last results
     python benchmarks/run_all.py --quick         # a smoke run: results-quick/ and RESULTS-quick.md
 
-Needs Torch-Pruning 1.6.1 (``pip install torch-pruning==1.6.1``, the ``bench`` extra)
-and Fashion-MNIST for P1. The Fashion-MNIST baselines, Torch-Pruning's bisected
-ratios and the latency table are cached (benchmarks/cache/, ~/.cache/torchslim).
+Needs Torch-Pruning 1.6.1 (``pip install torch-pruning==1.6.1``, the ``bench`` extra),
+Fashion-MNIST for P1 and the ``executorch`` extra for the ExecuTorch step. The Fashion-MNIST
+baselines, Torch-Pruning's bisected ratios, the ExecuTorch/ONNX exports and the latency table are
+cached (benchmarks/cache/, ~/.cache/torchslim).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import accuracy  # noqa: E402
+import executorch_bench  # noqa: E402
 import latency  # noqa: E402
 import latency_candidates  # noqa: E402
 import quantization  # noqa: E402
@@ -28,7 +31,7 @@ import tool_cost  # noqa: E402
 from common import ROOT, log, use_results_dir  # noqa: E402
 from results_md import write_readme, write_results_md  # noqa: E402
 
-STEPS = ("p3", "p4", "sweep", "p2", "candidates", "p1", "p1seeds", "p1like", "quant")
+STEPS = ("p3", "p4", "sweep", "p2", "candidates", "p1", "p1seeds", "p1like", "quant", "executorch")
 # benchmarks/p1_like_for_like.py trains on one thread: two processes, one per core, split by model.
 P1_LIKE_PROCESSES = (["mobilenet_v2", "mobilenet_v1"], ["resnet34"])
 # Every P1 row RESULTS.md shows: the three models, torchslim's other criteria and both latency-aware plans.
@@ -117,6 +120,7 @@ def main(argv=None) -> int:
         "p1seeds": lambda: p1_seeds(quick),
         "p1like": lambda: p1_like_for_like(quick),
         "quant": lambda: quantization.main(["--smoke"] if quick else []),
+        "executorch": lambda: executorch_bench.main(["--quick"] if quick else []),
     }
     for step in STEPS:
         if step in args.only:
