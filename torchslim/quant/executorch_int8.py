@@ -3,9 +3,9 @@
 The model is captured with ``torch.export`` (batch symbolic, so calibration runs in batches),
 annotated by ``XNNPACKQuantizer`` (symmetric int8, per-channel weights), calibrated on a fixed
 slice of training images, converted (``convert_pt2e``), then exported again at the program's
-fixed shape and lowered to XNNPACK. The program is checked against the converted PyTorch model
-(the same integer arithmetic, simulated) and its top-1 agreement with fp32 is measured on the
-calibration images; nothing is written unless the check passes.
+fixed shape and lowered to XNNPACK. The program is checked on calibration images against the
+converted PyTorch model (the same integer arithmetic, simulated) and its top-1 agreement with fp32
+is measured on them; nothing is written unless the check passes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from torchslim.errors import ModelError
 from torchslim.export.executorch_export import (
     PteExportReport,
     VerifySpec,
-    check_inputs,
     export_program,
     lower_and_verify,
 )
@@ -33,9 +32,11 @@ from torchslim.quant.calibration import batches, check_finite
 __all__ = ["INT8_PTE_FILE", "quantize_executorch"]
 
 INT8_PTE_FILE = "model.int8.pte"
-# int8 against its own simulated reference: rounding differs between XNNPACK and PyTorch's kernels by
-# a quantization step here and there, which stays well under a tenth of the logits' range.
-INT8_RTOL = 0.1
+# int8 against its own simulated reference, on calibration images (random inputs fall outside the
+# calibrated ranges): XNNPACK and PyTorch's reference kernels round a quantization step apart here and
+# there, and deep depthwise networks add those steps up; a wrong scale or layout is off by the whole range.
+INT8_RTOL = 0.25
+CHECK_BATCHES = 4
 
 
 def _quantizer(per_channel: bool):
@@ -61,6 +62,13 @@ def _converted(model: nn.Module, images: np.ndarray, per_channel: bool, where: s
             for batch in batches(images):
                 prepared(torch.from_numpy(batch))
         return convert_pt2e(prepared)
+
+
+def _check_batches(images: np.ndarray, batch_size: int) -> list[torch.Tensor]:
+    """Up to :data:`CHECK_BATCHES` batches of the program's shape from the calibration images."""
+    count = min(CHECK_BATCHES, max(1, len(images) // batch_size))
+    chosen = np.resize(images, (count * batch_size, *images.shape[1:]))
+    return [torch.from_numpy(np.ascontiguousarray(b)) for b in np.split(chosen, count)]
 
 
 def _top1_agreement(program_path: Path, model: nn.Module, images: np.ndarray, batch: int) -> float:
@@ -94,9 +102,9 @@ def quantize_executorch(
     check_finite(images, f"calibration images for {path}")
     with cpu_float_eval(model) as fp32:
         reference = _converted(fp32, images, per_channel, where)
-        example = torch.from_numpy(np.repeat(images[:1], batch_size, 0))
+        example = torch.from_numpy(np.resize(images, (batch_size, *images.shape[1:])))
         program = export_program(reference, example, where)
-        check = VerifySpec(reference, check_inputs(example), rtol=INT8_RTOL, atol=1e-3)
+        check = VerifySpec(reference, _check_batches(images, batch_size), rtol=INT8_RTOL, atol=1e-3)
         report = lower_and_verify(program, path, "int8", check, start)
         try:
             report.top1_agreement = _top1_agreement(path, fp32, images, batch_size)
