@@ -200,6 +200,7 @@ def write_run_report(
         "",
         results_table(rows, markdown=True),
         "",
+        *_executorch_int8_note(run.eval_dir),
     ]
     if timing:
         lines += [
@@ -223,6 +224,20 @@ def write_run_report(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines))
     return output, rows
+
+
+def _executorch_int8_note(eval_dir: Path) -> list[str]:
+    """Where the int8 row's ExecuTorch time comes from: another quantization than its ONNX model's."""
+    record = _int8_record(eval_dir).get("executorch")
+    written = (eval_dir / INT8_FILE).is_file() and (eval_dir / INT8_PTE_FILE).is_file()
+    if not written or not isinstance(record, dict):
+        return []
+    accuracy = f"; its top-1/top-5 {record['top1']:.2f}/{record['top5']:.2f}" if "top1" in record else ""
+    return [
+        f"The int8 row's accuracy is its ONNX model's; its ExecuTorch time is `{INT8_PTE_FILE}`'s (XNNPACK's "
+        f"quantizer, calibrated on the same images{accuracy}).",
+        "",
+    ]
 
 
 def _phases(rows: list[ResultRow]) -> str:
