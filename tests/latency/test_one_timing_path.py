@@ -14,8 +14,12 @@ from tests.helpers import TINY_MODEL
 from tests.helpers.cli import run_main
 from tests.helpers.data import write_fashion_mnist
 from torchslim.export import TimingResult
+from torchslim.export.pte import executorch_available
 
 SIZE = "32"
+# The seed's table times ONNX Runtime, then PyTorch eager, then ExecuTorch when the extra is installed.
+EXECUTORCH = executorch_available()
+TABLE_PHASES = ["onnxruntime", "eager"] + (["executorch"] if EXECUTORCH else [])
 
 
 @pytest.fixture
@@ -51,14 +55,17 @@ def _demo(capsys, world, output: str) -> dict:
 
 def test_demo_times_ort_then_eager_with_one_thread(capsys, world, phases):
     rows = _demo(capsys, world, "demo")["rows"]
-    assert [p["runtime"] for p in phases] == ["onnxruntime", "eager"]
+    assert [p["runtime"] for p in phases] == TABLE_PHASES
     assert {p["threads"] for p in phases} == {1}
-    ort, eager = (p["result"] for p in phases)
+    ort, eager = (p["result"] for p in phases[:2])
     assert rows[-1]["label"].endswith("+ int8") and set(eager.median_ms) == {r["label"] for r in rows[:-1]}
     for row in rows:  # the int8 model is an ONNX file: timed on ONNX Runtime only
         assert row["ort_ms"] == ort.median_ms[row["label"]]
         assert row["torch_ms"] == eager.median_ms.get(row["label"])
         assert row["ort_speedup"] == ort.speedup[row["label"]]
+        assert row["executorch_ms"] == (
+            phases[2]["result"].median_ms.get(row["label"]) if EXECUTORCH else None
+        )
     assert rows[0]["ort_speedup"] == rows[0]["torch_speedup"] == 1.0
 
 
@@ -71,8 +78,7 @@ def test_report_times_ort_then_eager_with_its_threads(capsys, world, phases):
     assert code == 0, err
     rows = json.loads(out)["rows"]
     assert [(p["runtime"], p["threads"], p["result"].rounds) for p in phases] == [
-        ("onnxruntime", 1, 3),
-        ("eager", 1, 3),
+        (runtime, 1, 3) for runtime in TABLE_PHASES
     ]
     ort = phases[0]["result"]
     assert rows[1]["ort_ms"] == ort.median_ms["final"] and rows[1]["ort_speedup"] == ort.speedup["final"]

@@ -16,8 +16,10 @@ from typing import Any
 from torchslim.compress.compressor import CompressionSummary, Compressor
 from torchslim.config import parse_config
 from torchslim.engine import evaluate
+from torchslim.export.pte import PTE_FILE, executorch_available
 from torchslim.models import load_model
 from torchslim.quant import INT8_FILE
+from torchslim.quant.executorch_int8 import INT8_PTE_FILE
 from torchslim.quant.saved import RECORD_FILE
 from torchslim.reporting.results import (
     ResultRow,
@@ -106,7 +108,10 @@ def run_demo(settings: DemoSettings) -> list[ResultRow]:
     pruned_dir, compressor, summary = _train(
         settings, "pruned", settings.finetune_epochs, strategies, str(baseline_dir)
     )
-    log("[3/3] evaluate both eval models and time them in PyTorch and ONNX Runtime (batch 1, 1 thread)")
+    runtimes = (
+        "PyTorch, ONNX Runtime and ExecuTorch" if executorch_available() else "PyTorch and ONNX Runtime"
+    )
+    log(f"[3/3] evaluate both eval models and time them in {runtimes} (batch 1, 1 thread)")
     labelled = {"baseline": baseline_dir, f"-{settings.target_ratio:.0%} pruned": pruned_dir}
     rows = _evaluate_and_time(labelled, compressor, settings.model)
     _log_recovery(summary)
@@ -164,20 +169,22 @@ def _config(
 
 
 def _evaluate_and_time(labelled: dict[str, Path], compressor: Compressor, model_name: str) -> list[ResultRow]:
-    """A results row per eval model: accuracy on the validation slice, PyTorch and ORT batch-1 times.
-    The demo's own --model is trusted (it may name a factory in a user's file)."""
-    rows, models, input_size = [], {}, None
+    """A results row per eval model: accuracy on the validation slice, PyTorch, ORT and (with the extra)
+    ExecuTorch batch-1 times. The demo's own --model is trusted (it may name a factory in a user's file)."""
+    rows, models, programs, input_size = [], {}, {}, None
     for label, directory in labelled.items():
         model, manifest = load_model(directory, trusted=model_name)
         input_size = manifest["input_size"]
         result = evaluate(model, compressor.load_data().val_loader)
         rows.append(row_for(label, model, input_size, result.top1, result.top5))
-        models[label] = (model, directory / "model.onnx")
+        models[label], programs[label] = (model, directory / "model.onnx"), directory / PTE_FILE
         if (directory / INT8_FILE).is_file():  # the int8 model PostTrainingQuantStrategy wrote
             record = json.loads((directory / RECORD_FILE).read_text())
             rows.append(int8_row(rows[-1], directory / INT8_FILE, record))
             models[rows[-1].label] = (None, directory / INT8_FILE)
-    timings = time_models(models, input_size, threads=1)  # batch 1 of a small model: one thread is fair
+            programs[rows[-1].label] = directory / INT8_PTE_FILE
+    # batch 1 of a small model: one thread is fair
+    timings = time_models(models, input_size, threads=1, pte_paths=programs)
     fill_times({row.label: row for row in rows}, timings)
     return rows
 

@@ -20,8 +20,9 @@ def add_parsers(subparsers) -> None:
         help="Write a run's results table (baseline vs pruned) and plots as Markdown.",
         description="Read a compression run (the checkpoint_path of `torchslim compress`, or one of its "
         "epoch directories) and write the seed's results table - FLOPs (MACs and %% removed), top-1/top-5, "
-        "model size, PyTorch and ONNX Runtime inference time - for the baseline and the final pruned model, "
-        "the pruning events, the per-epoch log, and PNG plots (accuracy and loss per epoch; output channels "
+        "model size, PyTorch and ONNX Runtime inference time (and ExecuTorch's, with the executorch extra) - "
+        "for the baseline and the final pruned model, the pruning events, the per-epoch log, and PNG plots "
+        "(accuracy and loss per epoch; output channels "
         "per layer before / after) beside the report.",
     )
     parser.add_argument("--run", required=True, help="Checkpoint path of the run (or one <epoch> directory).")
@@ -74,4 +75,6 @@ def _row_payload(row: ResultRow, base_macs: int) -> dict:
         "ort_ms": row.ort_ms,
         "torch_speedup": row.torch_speedup,
         "ort_speedup": row.ort_speedup,
+        "executorch_ms": row.executorch_ms,
+        "executorch_speedup": row.executorch_speedup,
     }

@@ -1,8 +1,9 @@
 """What a compression run writes each epoch, and resuming from it.
 
 ``<root>/<epoch>/`` holds the training state (written atomically), ``<epoch>/eval_model/`` the model
-(manifest + weights) and ``<epoch>/eval_model/model.onnx``; ``<root>/metrics.jsonl`` one line per
-epoch. A restarted run resumes from the newest complete checkpoint; the config is not part of it,
+(manifest + weights), ``<epoch>/eval_model/model.onnx`` and, with ``save_executorch_model``, the
+ExecuTorch program ``model.pte`` (batch 1, checked against PyTorch); ``<root>/metrics.jsonl`` one line
+per epoch. A restarted run resumes from the newest complete checkpoint; the config is not part of it,
 so edits to the config apply on restart (as in the seed).
 """
 
@@ -32,6 +33,8 @@ from torchslim.engine import (
 )
 from torchslim.errors import CheckpointError, ModelError
 from torchslim.export import export_onnx
+from torchslim.export.executorch_export import export_executorch
+from torchslim.export.pte import PTE_FILE
 from torchslim.models import build_from_manifest, check_state_dict, make_manifest, save_model
 from torchslim.models.saved import MANIFEST_FILE
 from torchslim.quant.qat import float_model_of
@@ -107,9 +110,14 @@ class RunFiles:
             manifest=manifest,
             extra=extra,
         )
+        example = context.example_input[:1].cpu()
         if self.compressor.save_inference_model:
-            cpu_model = copy.deepcopy(model).cpu().float()
-            export_onnx(cpu_model, context.example_input.cpu(), directory / "model.onnx")
+            export_onnx(copy.deepcopy(model).cpu().float(), example, directory / "model.onnx")
+        if self.compressor.save_executorch_model:
+            with torch.random.fork_rng(devices=[]):  # the run's random stream stays as without the switch
+                export_executorch(model, example, directory / PTE_FILE)
+        else:  # a program a killed run left here is of other weights
+            (directory / PTE_FILE).unlink(missing_ok=True)
 
     # -- resuming ---------------------------------------------------------------------------
     def resume(self, context: CompressionContext, strategies: list[Strategy]) -> dict[str, Any] | None:

@@ -32,6 +32,7 @@ from torchslim.config.validation import (
     spec,
     to_plain,
 )
+from torchslim.export.pte import EXTRA_HINT, executorch_available
 
 # Far above any real use; they keep a mistyped number from asking for terabytes of memory (the CLI's
 # --input-size and --num-classes take the same bounds).
@@ -64,8 +65,18 @@ class CompressorConfig:
     save_eval_model: bool = spec(as_bool, True)
     prune_infer_model: Any = spec(plain, None, doc="seed key, kept raw")
     save_inference_model: bool = spec(as_bool, True)
+    save_executorch_model: bool = spec(
+        as_bool,
+        False,
+        doc="also write each eval model as an ExecuTorch program (model.pte, XNNPACK; and model.int8.pte "
+        "beside a post-training quantization's model.int8.onnx); needs the executorch extra",
+    )
 
     def validate(self, ctx: Context, path: KeyPath) -> None:
+        if self.save_executorch_model and not executorch_available():
+            raise ctx.error(
+                (*path, "save_executorch_model"), f"needs ExecuTorch, which is not installed: {EXTRA_HINT}"
+            )
         seen: set[str] = set()
         for i, name in enumerate(self.strategies):
             if name in seen:

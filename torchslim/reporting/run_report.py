@@ -13,9 +13,11 @@ from torch import nn
 from torchslim.engine import list_checkpoints, load_checkpoint, read_jsonl
 from torchslim.errors import CheckpointError
 from torchslim.export import export_onnx
+from torchslim.export.pte import PTE_FILE
 from torchslim.models import build_from_manifest, check_state_dict, load_model
 from torchslim.pruning.counting import channel_counts, human
 from torchslim.quant import INT8_FILE
+from torchslim.quant.executorch_int8 import INT8_PTE_FILE
 from torchslim.quant.saved import RECORD_FILE
 from torchslim.reporting.plots import plot_channels, plot_history
 from torchslim.reporting.results import (
@@ -150,7 +152,8 @@ def _int8_record(directory: Path) -> dict:
 
 
 def _time_both(run: RunData, base: nn.Module, final: nn.Module, *, threads: int, rounds: int) -> dict:
-    """PyTorch and ONNX Runtime times of both models; the final model's own ONNX file where it has one."""
+    """PyTorch, ONNX Runtime and (with the extra) ExecuTorch times of both models, and of the int8 model
+    where the run wrote one; the final model's own ONNX file and ExecuTorch program where it has them."""
     with tempfile.TemporaryDirectory(prefix="torchslim-report-") as workdir:
         example = torch.randn(1, 3, run.input_size, run.input_size)
         onnx_final = run.eval_dir / "model.onnx"
@@ -162,7 +165,8 @@ def _time_both(run: RunData, base: nn.Module, final: nn.Module, *, threads: int,
         models = {"baseline": (base, onnx_base), "final": (final, onnx_final)}
         if (run.eval_dir / INT8_FILE).is_file():
             models["int8"] = (None, run.eval_dir / INT8_FILE)
-        return time_models(models, run.input_size, threads=threads, rounds=rounds)
+        programs = {"final": run.eval_dir / PTE_FILE, "int8": run.eval_dir / INT8_PTE_FILE}
+        return time_models(models, run.input_size, threads=threads, rounds=rounds, pte_paths=programs)
 
 
 def write_run_report(
@@ -196,13 +200,13 @@ def write_run_report(
         "",
         results_table(rows, markdown=True),
         "",
+        *_executorch_int8_note(run.eval_dir),
     ]
     if timing:
         lines += [
-            f"Inference times: batch 1, {threads} threads for both runtimes, median of {rounds} interleaved "
+            f"Inference times: batch 1, {threads} threads for every runtime, median of {rounds} interleaved "
             "rounds, a round calling each model as often as it takes to fill its share of half a second "
-            "(baseline architecture with fresh weights; ONNX Runtime CPU, then PyTorch eager, each timed in "
-            "a phase of its own).",
+            f"(baseline architecture with fresh weights; {_phases(rows)}, each timed in a phase of its own).",
             "",
             speedup_line(rows),
             f"{cpu_caption()}.",
@@ -220,6 +224,26 @@ def write_run_report(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines))
     return output, rows
+
+
+def _executorch_int8_note(eval_dir: Path) -> list[str]:
+    """Where the int8 row's ExecuTorch time comes from: another quantization than its ONNX model's."""
+    record = _int8_record(eval_dir).get("executorch")
+    written = (eval_dir / INT8_FILE).is_file() and (eval_dir / INT8_PTE_FILE).is_file()
+    if not written or not isinstance(record, dict):
+        return []
+    accuracy = f"; its top-1/top-5 {record['top1']:.2f}/{record['top5']:.2f}" if "top1" in record else ""
+    return [
+        f"The int8 row's accuracy is its ONNX model's; its ExecuTorch time is `{INT8_PTE_FILE}`'s (XNNPACK's "
+        f"quantizer, calibrated on the same images{accuracy}).",
+        "",
+    ]
+
+
+def _phases(rows: list[ResultRow]) -> str:
+    if rows[0].executorch_ms is None:
+        return "ONNX Runtime CPU, then PyTorch eager"
+    return "ONNX Runtime CPU, then PyTorch eager, then ExecuTorch with the XNNPACK delegate"
 
 
 EVENT_HEADERS = [

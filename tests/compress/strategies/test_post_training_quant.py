@@ -3,6 +3,9 @@ the seed's MKLDNNPostTrainingQuantStrategy quantizing a saved model with no trai
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
 from tests.helpers import TINY_MODEL
@@ -10,9 +13,12 @@ from tests.helpers.configs import compression_config, quantized_recipe
 from torchslim.cli.compress_cmd import summary_table
 from torchslim.compress.compressor import Compressor
 from torchslim.config import parse_config
+from torchslim.data import build_loaders
 from torchslim.errors import ConfigError
 from torchslim.export import OrtModel
+from torchslim.export.pte import PTE_FILE, PteModel, executorch_available
 from torchslim.models import load_model
+from torchslim.quant.executorch_int8 import INT8_PTE_FILE
 from torchslim.reporting.run_report import write_run_report
 
 QUIET = {"progress": False, "log": lambda message: None}
@@ -97,3 +103,37 @@ def test_seed_keys_of_the_mkldnn_strategy_point_to_the_torchslim_ones(tiny_fmnis
     )
     with pytest.raises(ConfigError, match=r"strategies\.quant\.fp32_model_path.*compressor\.init_model"):
         parse_config(config)
+
+
+@pytest.mark.skipif(not executorch_available(), reason="the executorch extra is not installed")
+def test_with_save_executorch_model_the_int8_model_is_also_an_executorch_program(tiny_fmnist, tmp_path):
+    quantizers = {"ptq": {"class": "PostTrainingQuantizer", "calibration_images": 32}}
+    int8_folder = tmp_path / "int8"  # a folder of its own: the final model is saved there afresh
+    quantize = {
+        "class": "PostTrainingQuantStrategy",
+        "quantizer": "ptq",
+        "int8_model_save_path": str(int8_folder),
+    }
+    config = quantized_recipe(
+        tmp_path / "ckpt", tiny_fmnist, quantize=quantize, epochs=1, sections={"quantizers": quantizers}
+    )
+    config["compressor"]["save_executorch_model"] = True
+    summary = Compressor(parse_config(config), **QUIET).run()
+    int8 = PteModel(int8_folder / INT8_PTE_FILE)
+    assert int8.input_shape == (1, 3, 16, 16)
+    record = json.loads((int8_folder / "quantization.json").read_text())["executorch"]
+    assert record["path"] == str(int8_folder / INT8_PTE_FILE) and record["dtype"] == "int8"
+    assert record["size_bytes"] == int8.path.stat().st_size < (int8_folder / PTE_FILE).stat().st_size
+    assert record["val_samples"] == 32 and 0 <= record["top1"] <= record["top5"] <= 100
+    assert record["top1_agreement"] >= 0.8  # with fp32, on the 32 calibration images
+    assert "ExecuTorch int8" in summary.events[-1]["int8_summary"]
+    # the folder's fp32 program is the final model's, as the last eval model's program is
+    images = next(iter(build_loaders(tiny_fmnist, batch_size=32, image_size=16).val_loader))[0].numpy()
+    fp32 = PteModel(int8_folder / PTE_FILE)(images)
+    np.testing.assert_allclose(
+        fp32, PteModel(tmp_path / "ckpt" / "0" / "eval_model" / PTE_FILE)(images), atol=1e-4
+    )
+    # the int8 program is that model quantized: it agrees with fp32 and with its ONNX Runtime twin
+    top1 = int8(images).argmax(1)
+    assert np.mean(top1 == fp32.argmax(1)) >= 0.8
+    assert np.mean(top1 == OrtModel(int8_folder / "model.int8.onnx")(images).argmax(1)) >= 0.8

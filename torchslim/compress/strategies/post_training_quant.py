@@ -3,7 +3,9 @@
 When the run ends, the final model's fp32 ONNX model (the last epoch's ``eval_model/model.onnx``) is
 quantized with ONNX Runtime's static quantization, calibrated on the first N training images; the
 int8 model lands beside it as ``model.int8.onnx`` (or in ``int8_model_save_path``) and its agreement
-with fp32 on the calibration slice is an event of the run.
+with fp32 on the calibration slice is an event of the run. With ``compressor.save_executorch_model`` the
+same calibration images also calibrate ExecuTorch's XNNPACK quantizer (PT2E) for ``model.int8.pte``
+beside it; its check and accuracy go into the same record (key ``executorch``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from torchslim.config import MKLDNNPostTrainingQuantConfig, PostTrainingQuantCon
 from torchslim.engine.evaluate import evaluate_onnx
 from torchslim.errors import ConfigError, DataError
 from torchslim.export import OrtModel
+from torchslim.export.executorch_export import export_executorch
+from torchslim.export.pte import PTE_FILE, PteModel
 from torchslim.models import save_model
 from torchslim.models.saved import MANIFEST_FILE
 from torchslim.quant import PtqOptions, calibration_images
+from torchslim.quant.executorch_int8 import INT8_PTE_FILE, quantize_executorch
 from torchslim.quant.saved import quantize_model, write_record
 
 from .base import CompressionContext, Strategy, implements
@@ -54,6 +59,21 @@ def accuracy_text(record: dict) -> str:
     return f"; int8 top-1/top-5 {record['top1']:.2f}/{record['top5']:.2f}" if "top1" in record else ""
 
 
+def executorch_int8(
+    context: CompressionContext, model: Any, images: Any, directory: Path, per_channel: bool
+) -> tuple[dict, str]:
+    """``directory/model.int8.pte`` calibrated on ``images``: its record (the export check, and its
+    top-1/top-5 on the run's validation data) and its summary line."""
+    report = quantize_executorch(model, images, directory / INT8_PTE_FILE, per_channel=per_channel)
+    record = report.as_dict()
+    summary = f"{report.summary_line()} ({INT8_PTE_FILE}"
+    if context.val_loader is not None:
+        result = evaluate_onnx(PteModel(report.path), context.val_loader)
+        record.update(top1=result.top1, top5=result.top5, val_samples=result.samples)
+        summary += f", top-1/top-5 {result.top1:.2f}/{result.top5:.2f}"
+    return record, summary + ")"
+
+
 def ptq_options(quantizer: Any) -> PtqOptions:
     return PtqOptions(
         calibrate_method=quantizer.calibrate_method,
@@ -74,6 +94,7 @@ class PostTrainingQuantStrategy(Strategy):
         self.root = Path(root) if root else None
         self.epochs = slim_config.compressor.epoch
         self.data_key = "train.data"
+        self.executorch = slim_config.compressor.save_executorch_model
         require_folder(config, self.root, f"{slim_config.source}: strategies.{name}")
 
     def destination(self) -> Path:
@@ -91,27 +112,38 @@ class PostTrainingQuantStrategy(Strategy):
         images = calibration_images(loader.dataset, self.options.calibration_images, source=self.data_key)
         model, directory = self.model_and_folder(context)
         report = quantize_model(model, context.example_input.shape[-1], directory, images, self.options)
-        record = record_int8(context, Path(report.path), {"method": "ptq", **report.as_dict()})
+        record, executorch_summary = {"method": "ptq", **report.as_dict()}, ""
+        (directory / INT8_PTE_FILE).unlink(missing_ok=True)  # never left from an earlier model
+        if self.executorch:
+            record["executorch"], summary = executorch_int8(
+                context, model, images, directory, self.options.per_channel
+            )
+            executorch_summary = f"; {summary}"
+        record = record_int8(context, Path(report.path), record)
         context.events.append(
             {
                 "strategy": self.name,
                 "epoch": context.epoch,
                 "event": "post_training_quantization",
                 "int8": record,
-                "int8_summary": report.summary_line() + accuracy_text(record),
+                "int8_summary": report.summary_line() + accuracy_text(record) + executorch_summary,
             }
         )
 
     def model_and_folder(self, context: CompressionContext):
         """The model to quantize and the folder its fp32/int8 ONNX models go to. Only the last epoch's
         eval model is the run's final model as it is; any other folder gets that model saved afresh
-        (manifest, weights, and a new model.onnx), so nothing stale is quantized and eval/infer read it."""
+        (manifest, weights, a new model.onnx and, with save_executorch_model, model.pte), so nothing stale
+        is quantized and eval/infer read it."""
         directory = self.destination()
         last_eval = self.root is not None and directory == self.root / str(self.epochs - 1) / "eval_model"
         if not (last_eval and (directory / MANIFEST_FILE).is_file()):
             size = context.example_input.shape[-1]
             save_model(directory, context.model, context.base_name, context.base_kwargs, input_size=size)
             (directory / "model.onnx").unlink(missing_ok=True)  # exported again from this model
+            (directory / PTE_FILE).unlink(missing_ok=True)
+            if self.executorch:
+                export_executorch(context.model, context.example_input[:1].cpu(), directory / PTE_FILE)
         return context.model, directory
 
 
