@@ -73,13 +73,13 @@ def test_off_by_default_and_a_left_over_program_is_removed(tiny_fmnist, tmp_path
     assert (stale.parent / "model.onnx").is_file() and not stale.exists()
 
 
-def test_without_executorch_the_key_is_a_config_error_and_nothing_runs(
+def test_without_executorch_the_key_is_a_one_line_error_exit_4_and_nothing_runs(
     capsys, tiny_fmnist, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(schema, "executorch_available", lambda: False)
     path = write_config(tmp_path / "run.yaml", tiny_run(tmp_path / "ckpt", tiny_fmnist, executorch=True))
     code, out, err = run_main(capsys, ["compress", "--config", str(path)])
-    assert code == 2 and out == "" and "Traceback" not in err
+    assert code == 4 and out == "" and "Traceback" not in err
     (line,) = [line for line in err.splitlines() if "error" in line]
     assert "compressor.save_executorch_model: needs ExecuTorch, which is not installed" in line
     assert "pip install 'torchslim[executorch]'" in line and str(path) in line

@@ -32,6 +32,7 @@ from torchslim.config.validation import (
     spec,
     to_plain,
 )
+from torchslim.errors import ModelError
 from torchslim.export.pte import EXTRA_HINT, executorch_available
 
 # Far above any real use; they keep a mistyped number from asking for terabytes of memory (the CLI's
@@ -74,9 +75,11 @@ class CompressorConfig:
 
     def validate(self, ctx: Context, path: KeyPath) -> None:
         if self.save_executorch_model and not executorch_available():
-            raise ctx.error(
+            # located like a config error, but an environment one: the exit code every missing extra has
+            where = ctx.error(
                 (*path, "save_executorch_model"), f"needs ExecuTorch, which is not installed: {EXTRA_HINT}"
             )
+            raise ModelError(str(where))
         seen: set[str] = set()
         for i, name in enumerate(self.strategies):
             if name in seen:
