@@ -69,11 +69,3 @@ def keeps_whole_axis(item: slice, size: int) -> bool:
     (the axis only shrinks; slicing clamps), e.g. GhostNet's ``out[:, : self.out_chs]``."""
     stop_ok = item.stop is None or (isinstance(item.stop, int) and item.stop >= size)
     return item.start in (None, 0) and item.step in (None, 1) and stop_ok
-
-
-def fixed_axes(node: fx.Node) -> list[tuple[int, int]]:
-    """(axis, size) of the output axes of a view/reshape whose size is a literal number."""
-    shape_args = node.args[1:]
-    if len(shape_args) == 1 and isinstance(shape_args[0], (list, tuple)):
-        shape_args = shape_args[0]
-    return [(axis, size) for axis, size in enumerate(shape_args) if isinstance(size, int) and size != -1]
