@@ -72,7 +72,8 @@ class SizeOrigins:
         if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[1], int):
             items = self.elements(node.args[0])
             if items is not None and -len(items) <= node.args[1] < len(items):
-                return items[node.args[1]]
+                item = items[node.args[1]]
+                return LITERAL if isinstance(item, int) else item
         if _is_tensor(node):  # a tensor met on the way (x.numel()): every axis of it
             return _merged([_read(node, axis) for axis in range(len(shapes(node)))])
         if _reads_no_size(node):
@@ -80,11 +81,11 @@ class SizeOrigins:
         found = [self.origin(arg) for arg in node.all_input_nodes]
         return SizeOrigin(_merged(found).reads)
 
-    def elements(self, arg: Any) -> list[SizeOrigin] | None:
-        """The origin of every item of a shape-like tuple (``x.shape``, ``x.size()``, a slice of one,
-        a sum of them); None when it is not one."""
+    def elements(self, arg: Any) -> list[int | SizeOrigin] | None:
+        """Every item of a shape-like tuple (``x.shape``, ``x.size()``, a slice of one, a sum of them
+        and literal tuples): a literal int, or its origin; None when it is not one."""
         if isinstance(arg, (list, tuple)):
-            return [self.origin(item) for item in arg]
+            return [item if isinstance(item, int) else self.origin(item) for item in arg]
         if not isinstance(arg, fx.Node):
             return None
         whole_shape = (arg.op == "call_function" and arg.target is getattr and arg.args[1] == "shape") or (
@@ -105,10 +106,9 @@ class SizeOrigins:
         None when the sizes cannot be told apart (one opaque tuple)."""
         args = list(node.args[1:]) or [node.kwargs.get("shape")]
         if len(args) == 1 and not isinstance(args[0], int):
-            items = self.elements(args[0])
-            if items is None:
+            args = self.elements(args[0])
+            if args is None:
                 return None
-            args = args[0] if isinstance(args[0], (list, tuple)) else items
         return [arg if isinstance(arg, (int, SizeOrigin)) else self.origin(arg) for arg in args]
 
 
