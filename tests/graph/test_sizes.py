@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from tests.helpers.oracle import group_of, prune_small
-from tests.helpers.shape_reads import PadCropNet, SliceToWidth, TinyCaiT, TinyPVT
+from tests.helpers.shape_reads import PadCropNet, SliceToWidth, TinyCaiT, TinyGlu, TinyPVT, WidthScaled
 from torchslim.graph.sizes import ShapeRead, SizeOrigins
 from torchslim.graph.trace import _propagate_shapes, symbolic_trace
 from torchslim.pruning.prune import analyze
@@ -49,6 +49,19 @@ def test_a_slice_as_wide_as_another_branch_keeps_that_branch_whole():
     narrow = next(g for g in group_set.groups if "narrow" in g.sources)
     assert not narrow.prunable
     assert "getitem at node" in narrow.reason and "takes a size from the width of relu" in narrow.reason
+
+
+def test_the_pieces_of_a_chunk_are_tensors_not_sizes():
+    result, _ = prune_small(TinyGlu(), target=0.3)
+    hidden = group_of(result, "fc1")
+    assert hidden.prunable, hidden.reason
+    assert result.model.fc1.out_features == 2 * result.model.fc2.in_features < 64
+
+
+def test_a_scale_computed_from_a_width_keeps_that_width():
+    group_set = analyze(WidthScaled().eval(), torch.randn(1, 3, 8, 8))
+    conv = next(g for g in group_set.groups if "conv" in g.sources)
+    assert not conv.prunable and "mul at node" in conv.reason and "width of relu" in conv.reason
 
 
 class Reads(torch.nn.Module):

@@ -122,3 +122,33 @@ class SliceToWidth(nn.Module):
     def forward(self, x):
         narrow = F.relu(self.narrow(x))
         return self.fc((self.wide(x)[:, : narrow.shape[1]] + narrow).mean((2, 3)))
+
+
+class TinyGlu(nn.Module):
+    """A packed gated MLP (timm's GluMlp / SwiGLU): one linear emits gate and value, chunked in two,
+    with a scale read from the hidden width (a float, not an int)."""
+
+    def __init__(self, dim: int = 16, hidden: int = 32):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.fc1 = nn.Linear(dim, 2 * hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.fc = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        gate, value = self.fc1(x).chunk(2, dim=-1)
+        return self.fc(self.fc2(F.silu(gate) * value).mean(1))
+
+
+class WidthScaled(nn.Module):
+    """Attention-style scaling by the inverse square root of a width it reads: a float from a shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = F.relu(self.conv(x))
+        return self.fc(y.mean((2, 3)) * y.shape[1] ** -0.5)

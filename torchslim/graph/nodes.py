@@ -57,7 +57,8 @@ def cuts(full: np.ndarray, axis: int, item: Any) -> bool:
     """Whether indexing ``axis`` with ``item`` drops some of the channel labels along it."""
     if axis >= full.ndim:
         return False
-    if np.unique(full).size <= 1 or compress(full).shape[axis] == 1:
+    compressed = compress(full)
+    if compressed.size <= 1 or compressed.shape[axis] == 1:
         return False
     if isinstance(item, slice):
         return not keeps_whole_axis(item, full.shape[axis])

@@ -162,13 +162,7 @@ def channel_labels_of(tracer: ChannelTracer, read: ShapeRead) -> np.ndarray | No
     if read.axis == 0 or not isinstance(labels, np.ndarray) or len(shape) != labels.ndim + 1:
         return None
     full = np.broadcast_to(labels, shape[1:])
-    varies = np.unique(full).size > 1 and not _constant_along(full, read.axis - 1)
-    return full if varies else None
-
-
-def _constant_along(full: np.ndarray, axis: int) -> bool:
-    first = np.take(full, [0], axis=axis)
-    return bool(np.array_equal(np.broadcast_to(first, full.shape), full))
+    return full if compress(full).shape[read.axis - 1] > 1 else None
 
 
 def keep_read_channels(tracer: ChannelTracer, node: fx.Node, origin: SizeOrigin) -> None:
@@ -192,9 +186,9 @@ def guard_sizes(tracer: ChannelTracer, node: fx.Node) -> None:
 
 
 def _int_nodes(args: Any) -> list[fx.Node]:
-    """The nodes among (nested) arguments that are not tensors: ints, shapes."""
+    """The nodes among (nested) arguments that are numbers or shapes (their traced value is known)."""
     if isinstance(args, fx.Node):
-        return [] if _is_tensor(args) or args.op == "get_attr" else [args]
+        return [args] if "value" in args.meta else []
     if isinstance(args, (list, tuple, slice, dict)):
         return [node for item in _items(args) for node in _int_nodes(item)]
     return []
@@ -263,12 +257,13 @@ def hold_fixed_axes(tracer: ChannelTracer, node: fx.Node, full: np.ndarray) -> N
     """A view/reshape output axis whose size does not follow pruning keeps its size: its rows
     (positions along it) are pruned alike; unless it is the model's width attribute, which surgery
     sets to the kept count."""
+    compressed = compress(full)  # the same pairs, without the copies along constant axes (tokens)
     for axis, literal in reshape_fixed_axes(tracer, node, full):
-        if axis < 1 or full.shape[axis - 1] <= 1 or compress(full).shape[axis - 1] == 1:
+        if axis < 1 or compressed.shape[axis - 1] == 1:
             continue
-        vector = vector_along(full, axis - 1, full.shape[axis - 1])
+        vector = vector_along(compressed, axis - 1, full.shape[axis - 1])
         if literal is not None and width_attribute(tracer, node, literal, vector):
             continue
-        first = np.take(full, [0], axis=axis - 1)
-        for k in range(1, full.shape[axis - 1]):
-            tracer.ids.union_arrays(first, np.take(full, [k], axis=axis - 1))
+        first = np.take(compressed, [0], axis=axis - 1)
+        for k in range(1, compressed.shape[axis - 1]):
+            tracer.ids.union_arrays(first, np.take(compressed, [k], axis=axis - 1))

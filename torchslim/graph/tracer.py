@@ -389,7 +389,7 @@ class ChannelTracer:
             return self.opaque(node, f"split into fixed unequal sizes at node {node.name}")
         pieces = np.split(full, np.cumsum(sizes)[:-1], axis=dim - 1)
         if kind == "split":  # a fixed split size does not follow pruning
-            varying = any(np.unique(p).size > 1 for p in pieces)
+            varying = any(compress(p).size > 1 for p in pieces)
             if varying:
                 return self.opaque(node, f"split with a fixed size at node {node.name}")
         for piece in pieces[1:]:
