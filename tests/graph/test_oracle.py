@@ -4,9 +4,11 @@ outputs differ by a third of their scale)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
+from torchslim.errors import PruningError
 from torchslim.graph import compare_outputs
 
 
@@ -46,3 +48,16 @@ def test_the_models_compared_stay_in_float32():
     reference, pruned = Chaotic("left"), Chaotic("right")
     compare_outputs(reference, pruned, _input())  # compared again in float64, on copies
     assert reference.scale.dtype == pruned.scale.dtype == torch.float32
+
+
+def test_a_pruned_model_that_does_not_run_is_refused_naming_the_layer():
+    reference = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
+    broken = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(6, 3))  # a consumer left unresized
+    with pytest.raises(PruningError, match=r"fails on input \(2, 8\) in 2 \(Linear\): RuntimeError"):
+        compare_outputs(reference, broken, torch.randn(2, 8))
+    assert not broken[2]._forward_hooks and not broken[2]._forward_pre_hooks
+
+
+def test_a_pruned_model_with_outputs_of_another_shape_is_refused():
+    with pytest.raises(PruningError, match=r"outputs of shape \(2, 2\), not \(2, 3\)"):
+        compare_outputs(nn.Linear(8, 3), nn.Linear(8, 2), torch.randn(2, 8))
