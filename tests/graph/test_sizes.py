@@ -9,7 +9,15 @@ from __future__ import annotations
 import torch
 
 from tests.helpers.oracle import group_of, prune_small
-from tests.helpers.shape_reads import PadCropNet, SliceToWidth, TinyCaiT, TinyGlu, TinyPVT, WidthScaled
+from tests.helpers.shape_reads import (
+    PadCropNet,
+    QuarterRows,
+    SliceToWidth,
+    TinyCaiT,
+    TinyGlu,
+    TinyPVT,
+    WidthScaled,
+)
 from torchslim.graph.sizes import ShapeRead, SizeOrigins
 from torchslim.graph.trace import _propagate_shapes, symbolic_trace
 from torchslim.pruning.prune import analyze
@@ -49,6 +57,14 @@ def test_a_slice_as_wide_as_another_branch_keeps_that_branch_whole():
     narrow = next(g for g in group_set.groups if "narrow" in g.sources)
     assert not narrow.prunable
     assert "getitem at node" in narrow.reason and "takes a size from the width of relu" in narrow.reason
+
+
+def test_a_width_divided_into_rows_without_a_fixed_axis_to_hold_it_is_kept_whole():
+    # view(b, c // 4, -1): the channel shuffle's split (tests/graph/test_groups.py) needs a literal
+    # axis of size 4 to keep the width a multiple of 4; here -1 takes the rest
+    group_set = analyze(QuarterRows().eval(), torch.randn(1, 3, 8, 8))
+    conv = next(g for g in group_set.groups if "conv" in g.sources)
+    assert not conv.prunable and "view at node" in conv.reason and "width of relu" in conv.reason
 
 
 def test_the_pieces_of_a_chunk_are_tensors_not_sizes():

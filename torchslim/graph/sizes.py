@@ -41,10 +41,11 @@ class ShapeRead:
 @dataclass(frozen=True)
 class SizeOrigin:
     """Where an int comes from: every tensor axis it is computed from; ``direct`` when it is exactly
-    one axis's size."""
+    one axis's size; ``divisor`` when it is one axis's size floor-divided by a literal."""
 
     reads: frozenset[ShapeRead] = frozenset()
     direct: bool = False
+    divisor: int | None = None
 
 
 LITERAL = SizeOrigin()
@@ -74,6 +75,10 @@ class SizeOrigins:
             if items is not None and -len(items) <= node.args[1] < len(items):
                 item = items[node.args[1]]
                 return LITERAL if isinstance(item, int) else item
+        if node.op == "call_function" and node.target is operator.floordiv and isinstance(node.args[1], int):
+            inner = self.origin(node.args[0])
+            if inner.direct and node.args[1] > 0:
+                return SizeOrigin(inner.reads, divisor=node.args[1])
         if _is_tensor(node):  # a tensor met on the way (x.numel()): every axis of it
             return _merged([_read(node, axis) for axis in range(len(shapes(node)))])
         if _reads_no_size(node):
@@ -196,8 +201,9 @@ def _int_nodes(args: Any) -> list[fx.Node]:
 
 def follows(tracer: ChannelTracer, origin: SizeOrigin, full: np.ndarray, axis: int) -> bool:
     """Whether a reshape's output ``axis`` (labels ``full``) sized by ``origin`` keeps fitting after
-    pruning: it is exactly one read axis's size, both hold a clean vector of as many channels, and
-    those are joined (removed together, so the counts stay equal)."""
+    pruning: it is exactly one read axis's size and both hold a clean vector of as many channels: the
+    same channels (in any order: a shuffle), or others, which are then joined position by position
+    (removed together, so the counts stay equal)."""
     if not origin.direct or axis < 1:
         return False
     (read,) = origin.reads
@@ -209,8 +215,29 @@ def follows(tracer: ChannelTracer, origin: SizeOrigin, full: np.ndarray, axis: i
     out_ids = vector_along(full, axis - 1, size)
     if read_ids is None or out_ids is None or len(read_ids) != size:
         return False
-    tracer.ids.union_arrays(read_ids, out_ids)
+    if not np.array_equal(np.sort(read_ids), np.sort(out_ids)):
+        tracer.ids.union_arrays(read_ids, out_ids)
     return True
+
+
+def splits_width(
+    tracer: ChannelTracer, origin: SizeOrigin, full: np.ndarray, axis: int, literal_axes: set[int]
+) -> bool:
+    """Whether an output axis sized ``C // k`` follows pruning: the reshape splits exactly the
+    channels of that width C into this axis and literal axes of sizes multiplying to k (a channel
+    shuffle's ``view(b, groups, c // groups, h, w)``). The literal axes keep their sizes, so the kept
+    width stays a multiple of k and ``C // k`` is this axis's kept size."""
+    (read,) = origin.reads
+    source = channel_labels_of(tracer, read)
+    if source is None or axis < 1:
+        return False
+    compressed = compress(full)
+    varying = [a + 1 for a in range(compressed.ndim) if compressed.shape[a] > 1]
+    others = [a for a in varying if a != axis]
+    if axis not in varying or any(a not in literal_axes for a in others):
+        return False
+    same_channels = np.array_equal(np.unique(compressed), np.unique(compress(source)))
+    return same_channels and int(np.prod([full.shape[a - 1] for a in others])) == origin.divisor
 
 
 def reshape_fixed_axes(
@@ -224,10 +251,13 @@ def reshape_fixed_axes(
         keep_read_channels(tracer, node, tracer.sizes.origin(list(node.args[1:])))
         return [(axis, None) for axis in range(len(shapes(node)))]
     fixed: list[tuple[int, int | None]] = []
+    literal_axes = {axis for axis, size in enumerate(sizes) if isinstance(size, int) and size != -1}
     for axis, size in enumerate(sizes):
         if isinstance(size, int):
             if size != -1:
                 fixed.append((axis, size))
+        elif size.divisor is not None and splits_width(tracer, size, full, axis, literal_axes):
+            continue
         elif size.reads and not follows(tracer, size, full, axis):
             keep_read_channels(tracer, node, size)
             fixed.append((axis, None))
