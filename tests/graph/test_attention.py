@@ -15,6 +15,7 @@ from torchvision.models.swin_transformer import ShiftedWindowAttention
 
 from tests.helpers import TINY_SWIN, TINY_SWIN_V2, TINY_TIMM_VIT, TINY_VIT
 from tests.helpers.oracle import assert_oracle, outputs
+from tests.helpers.shape_reads import LookalikeAttentionNet
 from tests.helpers.tiny_models import tiny_swin, tiny_vit
 from torchslim.errors import PruningError
 from torchslim.export import export_onnx
@@ -219,6 +220,15 @@ def test_timm_attention_heads_and_embedding_prune_save_and_rebuild(tmp_path):
     loaded, _ = load_model(tmp_path / "timm", trusted=TINY_TIMM_VIT)
     assert loaded.blocks[0].attn.num_heads == attention.num_heads
     assert torch.allclose(outputs(loaded, x), outputs(result.model, x), atol=1e-6)
+
+
+def test_a_models_own_class_named_attention_is_kept_whole_not_taken_for_timms():
+    model = LookalikeAttentionNet().eval()
+    result = prune(model, torch.randn(2, 3, 16, 16), target_flops=0.2, round_to=1, verify=True)
+    assert result.report.verified
+    embedding = next(g for g in result.group_set.groups if "patch" in g.sources)
+    assert not embedding.prunable and "not timm's standard attention layer" in embedding.reason
+    assert result.model.mlp[0].out_features < 64
 
 
 def test_per_mac_ranking_reaches_the_target_across_kinds():

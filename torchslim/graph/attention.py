@@ -9,6 +9,7 @@ with the layer named as the reason.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -108,7 +109,22 @@ def is_timm_attention(module: nn.Module) -> bool:
     return kind.__name__ == "Attention" and kind.__module__.startswith("timm.")
 
 
+def _is_standard_timm_attention(attention: nn.Module) -> bool:
+    """timm.layers.attention.Attention itself, or a subclass keeping its forward: the layout traced
+    below. Many timm models define their own class named Attention (LeViT's, with a norm in its qkv
+    layer; TNT's, with separate qk and v layers; BEiT's, with per-head position biases)."""
+    standard = getattr(sys.modules.get("timm.layers.attention"), "Attention", None)
+    return (
+        isinstance(standard, type)
+        and isinstance(attention, standard)
+        and type(attention).forward is standard.forward
+        and all(isinstance(getattr(attention, layer, None), nn.Linear) for layer in ("qkv", "proj"))
+    )
+
+
 def _timm_unsupported(attention: nn.Module, node: fx.Node) -> str | None:
+    if not _is_standard_timm_attention(attention):
+        return f"not timm's standard attention layer, {type(attention).__module__}"
     if getattr(attention, "gate", None) is not None:
         return "gated"
     if not isinstance(getattr(attention, "norm", None), nn.Identity):
@@ -126,10 +142,10 @@ def trace_timm_attention(tracer: ChannelTracer, node: fx.Node, name: str, attent
     reason = _timm_unsupported(attention, node)
     if reason is not None:
         reason = f"attention layer {name} ({type(attention).__name__}: {reason})"
-        for layer in (f"{name}.qkv", f"{name}.proj"):
-            tracer.ids.block(
-                tracer.source_ids(layer, getattr(attention, layer.rsplit(".")[-1]).out_features), reason
-            )
+        for layer in ("qkv", "proj"):  # its heads show up as kept, and why
+            linear = getattr(attention, layer, None)
+            if isinstance(linear, nn.Linear):
+                tracer.ids.block(tracer.source_ids(f"{name}.{layer}", linear.out_features), reason)
         return tracer.opaque(node, reason)
     _, length, width = _shape(node.args[0])
     in_ids = tracer.channel_vector(node, tracer.value(node.args[0]), 2, width)

@@ -37,8 +37,9 @@ class ChannelIds:
         return root
 
     def union_arrays(self, first: np.ndarray, second: np.ndarray) -> None:
-        """Join ``first[i]`` with ``second[i]`` for every position (arrays broadcast)."""
-        first, second = np.broadcast_arrays(first, second)
+        """Join ``first[i]`` with ``second[i]`` for every position (arrays broadcast; compressed first,
+        so that a label array broadcast over many tokens costs what its channels cost)."""
+        first, second = np.broadcast_arrays(compress(first), compress(second))
         pairs = np.unique(np.stack([first.ravel(), second.ravel()], axis=1), axis=0)
         for a, b in pairs:
             if a != b:
@@ -48,7 +49,7 @@ class ChannelIds:
 
     def block(self, ids: np.ndarray, reason: str) -> None:
         """Mark ``ids`` as not removable, remembering the first reason given."""
-        for item in np.unique(ids):
+        for item in np.unique(compress(ids)):
             self._blocked.setdefault(int(item), reason)
 
     def roots(self) -> np.ndarray:

@@ -57,7 +57,8 @@ def cuts(full: np.ndarray, axis: int, item: Any) -> bool:
     """Whether indexing ``axis`` with ``item`` drops some of the channel labels along it."""
     if axis >= full.ndim:
         return False
-    if np.unique(full).size <= 1 or compress(full).shape[axis] == 1:
+    compressed = compress(full)
+    if compressed.size <= 1 or compressed.shape[axis] == 1:
         return False
     if isinstance(item, slice):
         return not keeps_whole_axis(item, full.shape[axis])
@@ -69,11 +70,3 @@ def keeps_whole_axis(item: slice, size: int) -> bool:
     (the axis only shrinks; slicing clamps), e.g. GhostNet's ``out[:, : self.out_chs]``."""
     stop_ok = item.stop is None or (isinstance(item.stop, int) and item.stop >= size)
     return item.start in (None, 0) and item.step in (None, 1) and stop_ok
-
-
-def fixed_axes(node: fx.Node) -> list[tuple[int, int]]:
-    """(axis, size) of the output axes of a view/reshape whose size is a literal number."""
-    shape_args = node.args[1:]
-    if len(shape_args) == 1 and isinstance(shape_args[0], (list, tuple)):
-        shape_args = shape_args[0]
-    return [(axis, size) for axis, size in enumerate(shape_args) if isinstance(size, int) and size != -1]

@@ -176,10 +176,20 @@ def _propagate_shapes(model: nn.Module, graph_module: fx.GraphModule, example_in
 
 
 class _CountingShapeProp(ShapeProp):
-    """Shape propagation that also records each node's MACs in ``node.meta["macs"]``."""
+    """Shape propagation that also records each node's MACs in ``node.meta["macs"]``, and the value
+    of every number (or tuple of ints) a node gives, e.g. a size read from a shape, in
+    ``node.meta["value"]``."""
 
     def run_node(self, n: fx.Node):
         with counting_macs() as counter:
             result = super().run_node(n)
         n.meta["macs"] = counter.total
+        if _is_number(result):
+            n.meta["value"] = tuple(result) if isinstance(result, tuple) else result
         return result
+
+
+def _is_number(value) -> bool:
+    if isinstance(value, tuple):
+        return all(isinstance(v, int) for v in value)
+    return isinstance(value, (int, float))

@@ -26,10 +26,11 @@ from .attention import (
     trace_timm_attention,
 )
 from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
-from .joins import ParamValue, join_param, param_value, width_attribute
+from .joins import ParamValue, join_param, param_value
 from .labels import ChannelIds, channel_labels, compress, vector_along
 from .layer_rules import functional_layer, record_owner, transformed_weight_conv
-from .nodes import cuts, fixed_axes, flatten, input_width, inside, plain, shapes
+from .nodes import cuts, flatten, input_width, inside, plain, shapes
+from .sizes import SizeOrigins, guard_sizes, hold_fixed_axes, is_reshape, resolved
 
 Value = Any  # a label array, a list/tuple of values, or None for non-tensors
 
@@ -44,6 +45,7 @@ class ChannelTracer:
         self.graph = ChannelGraph(self.ids)
         self.env: dict[fx.Node, Value] = {}
         self.first_inputs: dict[str, np.ndarray | None] = {}
+        self.sizes = SizeOrigins()  # which tensor axes the ints handed to ops are read from
 
     # -- helpers ---------------------------------------------------------------------------
     def value(self, arg: Any) -> Value:
@@ -98,6 +100,8 @@ class ChannelTracer:
     def run(self) -> ChannelGraph:
         for node in self.graph_module.graph.nodes:
             recorded = len(self.graph.uses)
+            if not is_reshape(node):  # a reshape's sizes may follow the channels (see reshape)
+                guard_sizes(self, node)
             self.env[node] = self.visit(node)
             macs = int(node.meta.get("macs", 0))
             if macs and len(self.graph.uses) == recorded:  # a cost no handler accounted for: fixed
@@ -326,7 +330,7 @@ class ChannelTracer:
             return None
         in_shape = shapes(container)
         full = np.broadcast_to(value, in_shape[1:])
-        index = index if isinstance(index, tuple) else (index,)
+        index = resolved(index if isinstance(index, tuple) else (index,))  # ints read from shapes
         if any(not (i is None or i is Ellipsis or isinstance(i, (int, slice))) for i in index):
             return self.opaque(node, f"tensor indexing at node {node.name}")
         batch, rest = (index[0], index[1:]) if index and index[0] is not Ellipsis else (slice(None), index)
@@ -385,7 +389,7 @@ class ChannelTracer:
             return self.opaque(node, f"split into fixed unequal sizes at node {node.name}")
         pieces = np.split(full, np.cumsum(sizes)[:-1], axis=dim - 1)
         if kind == "split":  # a fixed split size does not follow pruning
-            varying = any(np.unique(p).size > 1 for p in pieces)
+            varying = any(compress(p).size > 1 for p in pieces)
             if varying:
                 return self.opaque(node, f"split with a fixed size at node {node.name}")
         for piece in pieces[1:]:
@@ -397,19 +401,15 @@ class ChannelTracer:
 
     def reshape(self, node: fx.Node, labels: Value, dynamic: bool) -> Value:
         if not isinstance(labels, np.ndarray):
+            guard_sizes(self, node)  # its sizes cannot follow channels it does not see
             return None if labels is None else self.opaque(node, f"reshape at {node.name}")
         in_shape, out_shape = shapes(node.args[0]), shapes(node)
         if in_shape[0] != out_shape[0]:
+            guard_sizes(self, node)
             return self.opaque(node, f"reshape across the batch axis at node {node.name}")
         full = np.broadcast_to(labels, in_shape[1:]).reshape(out_shape[1:])
-        fixed = [] if dynamic else fixed_axes(node)
-        for axis, literal in fixed:  # a fixed-size axis keeps its size after pruning: prune its rows alike
-            if axis >= 1 and full.shape[axis - 1] > 1:
-                if width_attribute(self, node, literal, vector_along(full, axis - 1, literal)):
-                    continue  # the model's width attribute: it is set to the kept count
-                first = np.take(full, [0], axis=axis - 1)
-                for k in range(1, full.shape[axis - 1]):
-                    self.ids.union_arrays(first, np.take(full, [k], axis=axis - 1))
+        if not dynamic:
+            hold_fixed_axes(self, node, full)
         return compress(full)
 
     def permute(self, node: fx.Node) -> Value:
