@@ -16,6 +16,7 @@ from tests.helpers.shape_reads import (
     TinyCaiT,
     TinyGlu,
     TinyPVT,
+    UpsampleToInput,
     WidthScaled,
 )
 from torchslim.graph.sizes import ShapeRead, SizeOrigins
@@ -65,6 +66,13 @@ def test_a_width_divided_into_rows_without_a_fixed_axis_to_hold_it_is_kept_whole
     group_set = analyze(QuarterRows().eval(), torch.randn(1, 3, 8, 8))
     conv = next(g for g in group_set.groups if "conv" in g.sources)
     assert not conv.prunable and "view at node" in conv.reason and "width of relu" in conv.reason
+
+
+def test_a_spatial_size_passed_whole_reads_no_width():
+    result, _ = prune_small(UpsampleToInput(), target=0.3)
+    for layer in ("fine", "coarse"):
+        assert group_of(result, layer).prunable, group_of(result, layer).reason
+    assert result.model.fine.out_channels < 16
 
 
 def test_the_pieces_of_a_chunk_are_tensors_not_sizes():

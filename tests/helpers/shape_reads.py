@@ -4,6 +4,7 @@ PVT-style token/image reshapes and DaViT's crop back to the unpadded size write 
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -199,3 +200,19 @@ class LookalikeAttentionNet(nn.Module):
         x = self.patch(x).flatten(2).transpose(1, 2)
         x = x + self.attn(x)
         return self.fc((x + self.mlp(x)).mean(1))
+
+
+class UpsampleToInput(nn.Module):
+    """A coarse branch resized to the fine one's spatial size, passed whole (``x.shape[-2:]``, as
+    timm's MViTv2 hands ``feat_size`` on): a size, but no width."""
+
+    def __init__(self):
+        super().__init__()
+        self.fine = nn.Conv2d(3, 16, 3, padding=1)
+        self.coarse = nn.Conv2d(16, 24, 3, stride=2, padding=1)
+        self.fc = nn.Linear(40, 10)
+
+    def forward(self, x):
+        fine = F.relu(self.fine(x))
+        coarse = F.interpolate(F.relu(self.coarse(fine)), size=fine.shape[-2:])
+        return self.fc(torch.cat([fine, coarse], dim=1).mean((2, 3)))

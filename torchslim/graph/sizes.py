@@ -79,6 +79,9 @@ class SizeOrigins:
             inner = self.origin(node.args[0])
             if inner.direct and node.args[1] > 0:
                 return SizeOrigin(inner.reads, divisor=node.args[1])
+        items = self.elements(node)
+        if items is not None:  # a shape or part of one, used whole: the axes it holds
+            return SizeOrigin(_merged([LITERAL if isinstance(i, int) else i for i in items]).reads)
         if _is_tensor(node):  # a tensor met on the way (x.numel()): every axis of it
             return _merged([_read(node, axis) for axis in range(len(shapes(node)))])
         if _reads_no_size(node):
