@@ -191,3 +191,30 @@ def test_train_only_branch_is_resized_at_a_size_it_runs_at():
     assert result.model.aux_conv.in_channels == result.model.stem[0].out_channels < 16
     aux_out = result.model.train()(x)[1]
     assert aux_out.shape == (2, NUM_CLASSES)
+
+
+class TrainOnlyNoise(nn.Module):
+    """A training-only step that adds no layer and cannot run on these inputs (a mis-shaped noise term):
+    the eval graph has every layer, so pruning goes on from it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.head = Head(16)
+
+    def forward(self, x):
+        x = self.stem(x)
+        if self.training:
+            x = x * torch.ones(x.shape[0], 5)
+        return self.head(x)
+
+
+def test_a_failing_training_step_without_layers_of_its_own_prunes_from_the_eval_graph():
+    torch.manual_seed(0)
+    model = TrainOnlyNoise().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(RuntimeError):
+        model.train()(x)
+    model.eval()
+    result = prune(model, x, target_flops=0.25, round_to=1, verify=True)
+    assert result.report.verified and result.model.stem[0].out_channels < 16

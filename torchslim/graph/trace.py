@@ -37,9 +37,13 @@ def trace_channels(model: nn.Module, example_input: torch.Tensor) -> tuple[Chann
     except Exception as error:
         if inference_layers is None:
             raise _cannot_run(model, example_input, error) from None
-        raise _train_only_layers_cannot_run(
-            model, graph_module, inference_layers, example_input, error
-        ) from None
+        if _train_only_layers(graph_module, inference_layers):
+            raise _train_only_layers_cannot_run(
+                model, graph_module, inference_layers, example_input, error
+            ) from None
+        # the training graph fails but calls no layer the eval graph does not: prune from the eval graph,
+        # which resizes every layer there is
+        graph_module, inference_layers = _eval_trace(model, example_input, error)
     graph = ChannelTracer(model, graph_module).run()
     if inference_layers is not None:
         for use in graph.uses:
@@ -67,6 +71,24 @@ def _root(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def _train_only_layers(graph_module: fx.GraphModule, inference_layers: set[str]) -> list[str]:
+    """The top-level layers the training graph calls and an eval-mode forward does not."""
+    called = [str(n.target) for n in graph_module.graph.nodes if n.op == "call_module"]
+    return sorted({name.split(".")[0] for name in called if name not in inference_layers})
+
+
+def _eval_trace(model: nn.Module, example_input: torch.Tensor, train_error: Exception):
+    """The eval-mode graph of ``model``, shapes propagated; refused as ``train_error`` said when even
+    that graph cannot run."""
+    with eval_mode(model):
+        graph_module = symbolic_trace(model)
+    try:
+        _propagate_shapes(model, graph_module, example_input[:1])
+    except Exception:
+        raise _cannot_run(model, example_input, train_error) from None
+    return graph_module, None
+
+
 def _train_only_layers_cannot_run(
     model: nn.Module,
     graph_module: fx.GraphModule,
@@ -76,8 +98,7 @@ def _train_only_layers_cannot_run(
 ) -> PruningError:
     """Pruning on the eval graph alone would leave the training-only layers (an auxiliary head)
     unresized, and the pruned model would fail in training: refuse and say which size to use."""
-    called = [str(n.target) for n in graph_module.graph.nodes if n.op == "call_module"]
-    train_only = sorted({name.split(".")[0] for name in called if name not in inference_layers})
+    train_only = _train_only_layers(graph_module, inference_layers)
     return PruningError(
         f"the training-only layers of {type(model).__name__} ({', '.join(train_only)}) cannot run on input "
         f"{tuple(example_input.shape)} ({_root(error)}); pass an example input of a size the model trains at"
