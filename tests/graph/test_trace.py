@@ -201,11 +201,12 @@ class TrainOnlyNoise(nn.Module):
         super().__init__()
         self.stem = conv_bn(3, 16)
         self.head = Head(16)
+        self.register_buffer("noise", torch.ones(5))
 
     def forward(self, x):
         x = self.stem(x)
         if self.training:
-            x = x * torch.ones(x.shape[0], 5)
+            x = x * self.noise
         return self.head(x)
 
 
