@@ -119,8 +119,10 @@ def _symbolic_trace(model: nn.Module) -> tuple[fx.GraphModule, set[str] | None]:
         try:
             return symbolic_trace(model), None
         except Exception as error:
+            where = getattr(error, "traced_module", None)
+            place = f" in {where}" if where else ""
             raise PruningError(
-                f"cannot trace {type(model).__name__} with torch.fx: {type(error).__name__}: {error}"
+                f"cannot trace {type(model).__name__} with torch.fx{place}: {type(error).__name__}: {error}"
             ) from None
 
 
@@ -135,6 +137,20 @@ class _Tracer(fx.Tracer):
             or _is_timm_layer_norm(m)
             or super().is_leaf_module(m, module_qualified_name)
         )
+
+    def call_module(self, m: nn.Module, forward, args, kwargs):
+        """As fx does; a failure inside a module is marked with the innermost module's name, so the
+        refusal names where tracing gave up."""
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception as error:
+            if not hasattr(error, "traced_module"):
+                try:
+                    path = self.path_of_module(m) or "<model>"
+                except NameError:  # a module that is not part of the model
+                    path = "?"
+                error.traced_module = f"{path} ({type(m).__name__})"
+            raise
 
 
 def _is_timm_layer_norm(module: nn.Module) -> bool:
