@@ -110,3 +110,28 @@ def test_a_weight_transform_that_mixes_output_channels_is_not_understood():
     stem = next(g for g in group_set.groups if "stem.0" in g.sources)
     assert not stem.prunable and "unsupported op conv2d" in stem.reason
     assert not any("odd" in g.sources for g in group_set.groups)  # its output channels are not followed
+
+
+class SamePadded(nn.Module):
+    """timm's TensorFlow-style 'same' convolution (padding from Python arithmetic on the input size, which
+    fx cannot trace) between two plain conv blocks."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers import Conv2dSame
+
+        self.stem = conv_bn(3, 16)
+        self.same = Conv2dSame(16, 32, 3, stride=2)
+        self.norm = nn.BatchNorm2d(32)
+        self.body = conv_bn(32, 32)
+        self.head = Head(32)
+
+    def forward(self, x):
+        return self.head(self.body(self.norm(self.same(self.stem(x))).relu()))
+
+
+def test_timms_same_padding_stays_one_call_and_its_conv_prunes():
+    pytest.importorskip("timm")
+    result, _ = prune_small(SamePadded(), target=0.3)
+    assert group_of(result, "same").prunable and group_of(result, "stem.0").prunable
+    assert result.model.same.out_channels < 32 and result.model.same.in_channels < 16  # (the oracle ran)

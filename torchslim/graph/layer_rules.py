@@ -134,6 +134,14 @@ def _is_container(kind: object) -> bool:
     return isinstance(kind, type) and issubclass(kind, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
 
 
+def timm_spatial_functions() -> tuple[Callable, ...]:
+    """timm's functions that only pad or crop the spatial axes, from Python arithmetic on the input's size
+    (TensorFlow-style 'same' padding): fx cannot trace their arithmetic, so they stay one call, which
+    keeps channels as they are."""
+    padding = sys.modules.get("timm.layers.padding")
+    return (padding.pad_same,) if padding is not None and hasattr(padding, "pad_same") else ()
+
+
 def timm_tracer(base: type[fx.Tracer] = fx.Tracer) -> fx.Tracer | None:
     """A tracer that keeps timm's untraceable modules (``timm.layers.register_notrace_module``) as single
     calls and wraps its untraceable functions; None when timm is not loaded. Conv, linear and norm
@@ -144,7 +152,7 @@ def timm_tracer(base: type[fx.Tracer] = fx.Tracer) -> fx.Tracer | None:
         return None
     known = ops.CONV_TYPES + (nn.Linear, nn.modules.batchnorm._NormBase)
     leaves = tuple(kind for kind in registry.get_notrace_modules() if not issubclass(kind, known))
-    functions = tuple(registry.get_notrace_functions())
+    functions = tuple(registry.get_notrace_functions()) + timm_spatial_functions()
 
     class TimmTracer(base):
         def is_leaf_module(self, module: nn.Module, name: str) -> bool:

@@ -28,7 +28,7 @@ from .attention import (
 from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
 from .joins import ParamValue, join_param, param_value
 from .labels import ChannelIds, channel_labels, compress, vector_along
-from .layer_rules import functional_layer, record_owner, transformed_weight_conv
+from .layer_rules import functional_layer, record_owner, timm_spatial_functions, transformed_weight_conv
 from .nodes import cuts, flatten, input_width, inside, plain, shapes
 from .sizes import SizeOrigins, guard_sizes, hold_fixed_axes, is_reshape, resolved
 
@@ -152,7 +152,7 @@ class ChannelTracer:
         return self.opaque(node, f"unsupported layer {type(module).__name__} ({name})")
 
     def visit_function(self, node: fx.Node, target: Callable) -> Value:
-        if target in ops.PASS_FUNCTIONS:
+        if target in ops.PASS_FUNCTIONS or target in timm_spatial_functions():
             return self.passthrough(node, self.value(node.args[0]))
         if target in ops.ELEMENTWISE_FUNCTIONS:
             return self.elementwise(node)
