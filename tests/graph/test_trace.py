@@ -219,3 +219,29 @@ def test_a_failing_training_step_without_layers_of_its_own_prunes_from_the_eval_
     model.eval()
     result = prune(model, x, target_flops=0.25, round_to=1, verify=True)
     assert result.report.verified and result.model.stem[0].out_channels < 16
+
+
+class OptionalMask(nn.Module):
+    """An optional argument fx turns into an input, so the traced graph takes the branch that reads it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.head = Head(16)
+
+    def forward(self, x, mask=None):
+        x = self.stem(x)
+        if mask is not None:
+            x = x * mask.view(1, 1, 8, 8)
+        return self.head(x)
+
+
+def test_a_graph_that_cannot_run_is_refused_naming_the_op_it_failed_at():
+    model = OptionalMask().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert model(x).shape == (2, NUM_CLASSES)  # the model itself runs
+    with pytest.raises(
+        PruningError, match=r"cannot run OptionalMask on input \(2, 3, 8, 8\) at op view of mask: "
+    ):
+        prune(model, x, target_flops=0.25, round_to=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import re
 
 import torch
 import torch.fx as fx
@@ -59,8 +60,24 @@ def _called_in(module: str, called: set[str]) -> bool:
 
 def _cannot_run(model: nn.Module, example_input: torch.Tensor, error: Exception) -> PruningError:
     return PruningError(
-        f"cannot run {type(model).__name__} on input {tuple(example_input.shape)}: {_root(error)}"
+        f"cannot run {type(model).__name__} on input {tuple(example_input.shape)}{_failing_op(error)}: "
+        f"{_root(error)}"
     )
+
+
+# How shape propagation names the node it failed at: "... = call_method[target=view](args = (%mask, ..."
+_FAILED_NODE = re.compile(r"= (call_\w+)\[target=([^\]]+)\]\(args = \(%?([\w.]*)")
+
+
+def _failing_op(error: BaseException) -> str:
+    """`` at op <target> (of <its first input>)`` from the error shape propagation wrapped, if it says."""
+    while error is not None:
+        match = _FAILED_NODE.search(str(error))
+        if match:
+            _, target, first = match.groups()
+            return f" at op {target}" + (f" of {first}" if first else "")
+        error = error.__cause__
+    return ""
 
 
 def _root(error: BaseException) -> str:
