@@ -163,3 +163,21 @@ def test_the_thread_pool_takes_the_count_asked_for():
         pte.set_executorch_threads(before)
     with pytest.raises(ValueError, match="threads must be >= 1"):
         pte.set_executorch_threads(0)
+
+
+def test_a_program_asking_for_another_thread_count_runs(program, pruned):
+    """The pool is resized before the program loads: resized after, XNNPACK's delegate would run on the
+    freed pool and abort the process."""
+    from executorch.extension.pybindings import portable_lib
+
+    path, _ = program
+    before = portable_lib._threadpool_get_thread_count()
+    images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    try:
+        pte.set_executorch_threads(1)
+        runner = PteModel(path, threads=2)
+        assert portable_lib._threadpool_get_thread_count() == 2
+        with torch.no_grad():
+            np.testing.assert_allclose(runner(images.numpy()), pruned(images).numpy(), atol=1e-4, rtol=1e-4)
+    finally:
+        pte.set_executorch_threads(before)

@@ -51,7 +51,8 @@ def executorch_version() -> str:
 
 def set_executorch_threads(threads: int | None) -> None:
     """Size ExecuTorch's one process-wide thread pool, which XNNPACK's kernels share (``None``: leave
-    it; it starts with one thread per core). It is global: every program loaded in the process uses it."""
+    it; it starts with one thread per core). It is global, and a program loaded before a change of size
+    must not run after it (its delegate keeps the old pool): set the size first, then load."""
     if threads is None:
         return
     if threads < 1:
@@ -116,6 +117,9 @@ class PteModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"ExecuTorch program not found: {self.path}")
+        # before loading: XNNPACK's delegate keeps the pool it was loaded with, and a pool reset under a
+        # loaded program leaves it pointing at freed threads
+        set_executorch_threads(threads)
         self.method = load_method(self.path, str(self.path))
         meta = self.method.metadata
         if meta.num_inputs() != 1:
@@ -127,7 +131,6 @@ class PteModel:
                 "(expected N x 3 x H x W)"
             )
         self.threads = threads
-        set_executorch_threads(threads)
 
     @property
     def batch_size(self) -> int:
