@@ -10,7 +10,7 @@ import torch
 
 from tests.helpers import TINY_MODEL
 from tests.helpers.cli import run_main
-from tests.helpers.configs import compression_config, uniform_strategy, write_config
+from tests.helpers.configs import TINY_TRAIN, compression_config, uniform_strategy, write_config
 from torchslim.compress.compressor import Compressor
 from torchslim.config import parse_config, schema
 from torchslim.data import build_loaders
@@ -32,15 +32,7 @@ def tiny_run(checkpoint, data: str, *, executorch: bool, epochs: int = 1) -> dic
         epochs=epochs,
         model=TINY_MODEL,
         data=data,
-        train={
-            "input_size": 16,
-            "device": "cpu",
-            "batch_size": 16,
-            "train_limit": 64,
-            "val_limit": 32,
-            "bn_recalibration_batches": 2,
-            "reconstruction_batches": 0,
-        },
+        train=TINY_TRAIN,
         changes={"compressor.save_executorch_model": executorch},
     )
 

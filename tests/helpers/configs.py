@@ -162,6 +162,18 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
+# The train section of the tiny recipes: tiny_net at 16x16 on CPU, a slice of the data, cheap recovery.
+TINY_TRAIN = {
+    "input_size": 16,
+    "device": "cpu",
+    "batch_size": 16,
+    "train_limit": 64,
+    "val_limit": 32,
+    "bn_recalibration_batches": 2,
+    "reconstruction_batches": 0,
+}
+
+
 def quantized_recipe(
     checkpoint: Path | None, data: str, *, quantize: dict, epochs: int = 3, sections: dict | None = None
 ) -> dict:
@@ -173,14 +185,6 @@ def quantized_recipe(
         epochs=epochs,
         model=TINY_MODEL,
         data=data,
-        train={
-            "input_size": 16,
-            "device": "cpu",
-            "batch_size": 16,
-            "train_limit": 64,
-            "val_limit": 32,
-            "bn_recalibration_batches": 2,
-            "reconstruction_batches": 0,
-        },
+        train=TINY_TRAIN,
         sections=sections,
     )
