@@ -20,6 +20,7 @@ from md_cost import p3_section, p4_section
 from md_executorch import executorch_section
 from md_latency import candidates_section, p2_section, sweep_section
 from md_p1 import p1_like_for_like_section
+from md_p2_repeats import p2_repeats_section
 from md_quantization import quantization_section
 from md_readme import README, fill_readme, readme_lines
 from md_reconstruction import reconstruction_section
@@ -34,6 +35,7 @@ def sections(goals: list[Goal]) -> list[str]:
     accuracy = read_result("accuracy")
     return (
         p2_section(read_result("latency"), goals)
+        + p2_repeats_section(read_result("p2_repeats"), goals)
         + candidates_section(read_result("latency_candidates"))
         + sweep_section(read_result("round_to_sweep"))
         + p3_section(read_result("tool_cost"), goals)

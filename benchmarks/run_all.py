@@ -1,7 +1,7 @@
 """Run the benchmark suite (P1-P4) and write benchmarks/RESULTS.md: ``make bench``.
 
-    python benchmarks/run_all.py                 # everything (P3, P4, round_to sweep, P2, candidates,
-                                                 # P1, P1 seeds, P1 like for like, Q prune + int8,
+    python benchmarks/run_all.py                 # everything (P3, P4, round_to sweep, P2, P2 x3,
+                                                 # candidates, P1, P1 seeds, P1 like for like, Q,
                                                  # ExecuTorch vs ONNX Runtime)
     python benchmarks/run_all.py --only p2 p3    # some of them; RESULTS.md keeps the others' last results
     python benchmarks/run_all.py --quick         # a smoke run: results-quick/ and RESULTS-quick.md
@@ -25,13 +25,26 @@ import accuracy  # noqa: E402
 import executorch_bench  # noqa: E402
 import latency  # noqa: E402
 import latency_candidates  # noqa: E402
+import p2_repeats  # noqa: E402
 import quantization  # noqa: E402
 import throughput  # noqa: E402
 import tool_cost  # noqa: E402
 from common import ROOT, log, use_results_dir  # noqa: E402
 from results_md import write_readme, write_results_md  # noqa: E402
 
-STEPS = ("p3", "p4", "sweep", "p2", "candidates", "p1", "p1seeds", "p1like", "quant", "executorch")
+STEPS = (
+    "p3",
+    "p4",
+    "sweep",
+    "p2",
+    "p2repeats",
+    "candidates",
+    "p1",
+    "p1seeds",
+    "p1like",
+    "quant",
+    "executorch",
+)
 # benchmarks/p1_like_for_like.py trains on one thread: two processes, one per core, split by model.
 P1_LIKE_PROCESSES = (["mobilenet_v2", "mobilenet_v1"], ["resnet34"])
 # Every P1 row RESULTS.md shows: the three models, torchslim's other criteria and both latency-aware plans.
@@ -99,6 +112,9 @@ def main(argv=None) -> int:
         "p4": lambda: throughput.main(["--rounds", "2" if quick else "10"]),
         "sweep": lambda: latency.main(["--round-to-sweep", "--rounds", "6" if quick else "40"]),
         "p2": lambda: latency.main(["--rounds", "6" if quick else "40"]),
+        "p2repeats": lambda: p2_repeats.main(
+            ["--repeats", "1", "--rounds", "4", "--profile-runs", "4"] if quick else []
+        ),
         "candidates": lambda: latency_candidates.main(["--rounds", "6", "--repeats", "1"] if quick else []),
         "p1": lambda: accuracy.main(
             P1_FULL
