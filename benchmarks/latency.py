@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 from common import fresh_model, log, machine_info, macs, tp_prune_cached, ts_prune, write_result
+from machine_state import StateMeter
 
 from torchslim.latency.compare import (
     STEADY_BAND,
@@ -151,7 +152,7 @@ def _compare(paths: dict[str, Path], models: dict, runtime: str, batch: int, arg
 
     rounds = args.rounds if batch == 1 else max(5, args.rounds // 2)
     before = probe_ms(paths["unpruned"], args.threads)
-    with torch_threads(args.threads):
+    with torch_threads(args.threads), StateMeter() as state:
         comparison = compare_latency(
             models or dict.fromkeys(paths),
             INPUT,
@@ -164,10 +165,15 @@ def _compare(paths: dict[str, Path], models: dict, runtime: str, batch: int, arg
         )
     after = probe_ms(paths["unpruned"], args.threads)
     log(
-        f"    {runtime} batch {batch} ({rounds} rounds, probe {before:.2f}/{after:.2f} ms): "
+        f"    {runtime} batch {batch} ({rounds} rounds, probe {before:.2f}/{after:.2f} ms, {state}): "
         + ", ".join(f"{k} x{v:.2f}" for k, v in comparison.speedup.items())
     )
-    return {"samples": comparison.samples_ms, "probes": [before, after], "rounds": rounds}
+    return {
+        "samples": comparison.samples_ms,
+        "probes": [before, after],
+        "rounds": rounds,
+        "state": state.as_dict(),
+    }
 
 
 def _summarise(attempts: list[dict], labels, probe_floor: float) -> dict:
@@ -180,6 +186,7 @@ def _summarise(attempts: list[dict], labels, probe_floor: float) -> dict:
     from torchslim.export.timing import robust_ms
 
     probes = [p for a in attempts for p in a["probes"]]
+    attempts_timed = attempts
     clean = [a for a in attempts if max(a["probes"]) <= SLOW_STATE * probe_floor]  # both probes fast
     attempts = clean or attempts
     base = np.concatenate([np.asarray(a["samples"]["unpruned"]) for a in attempts])
@@ -211,11 +218,29 @@ def _summarise(attempts: list[dict], labels, probe_floor: float) -> dict:
             "_rounds_used": int(keep.sum()),
             "_rounds_timed": int(len(base)),
             "_probe_ms": probes,
+            "_attempts_detail": [_attempt_detail(a, labels) for a in attempts_timed],
             "_attempts": len(attempts),
             "_slow_state": slow,
         }
     )
     return entry
+
+
+def _attempt_detail(attempt: dict, labels) -> dict:
+    """One comparison as it ran: its probes, machine state, unpruned median and speedups."""
+    import numpy as np
+
+    base = np.asarray(attempt["samples"]["unpruned"])
+    return {
+        "probes": attempt["probes"],
+        "state": attempt.get("state"),
+        "unpruned_ms": float(np.median(base)),
+        "speedup": {
+            label: float(np.median(base / np.asarray(attempt["samples"][label])))
+            for label in labels
+            if label != "unpruned"
+        },
+    }
 
 
 def time_all(paths: dict[str, Path], args) -> dict[str, dict]:

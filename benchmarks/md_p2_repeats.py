@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from md_common import fmt_pct, machine_line, md_table
 
 WORST_NODES = 5
@@ -81,6 +82,7 @@ def _profile_lines(name: str, entry: dict) -> list[str]:
     best = entry["profiled"]
     lines = [f"### {name}: unpruned vs {best}, node by node", ""]
     lines += _budget_table(entry, best)
+    lines += _state_lines(entry, best)
     for setting, profile in entry["profile"].items():
         lines += [
             f"{setting}, by op type ({profile['nodes']} nodes; ms over half = pruned ms minus half the "
@@ -156,3 +158,54 @@ def _node_row(node: dict) -> list[str]:
         f"{node['pruned_ms']:.3f}",
         f"{node['shortfall_ms']:+.3f}",
     ]
+
+
+def _state_lines(entry: dict, best: str) -> list[str]:
+    """Every comparison of every run with the machine's state around it (benchmarks/machine_state.py)."""
+    rows, series = [], {"ms": [], "copy": [], "steal": []}
+    for number, run in enumerate(entry.get("runs", []), 1):
+        for setting, timing in run.items():
+            for attempt in timing.get("_attempts_detail", []):
+                state = attempt.get("state") or {}
+                copy, steal = state.get("copy_gbs"), state.get("steal")
+                rows.append(
+                    [
+                        f"{number}",
+                        setting,
+                        "/".join(f"{p:.2f}" for p in attempt["probes"]),
+                        f"{attempt['unpruned_ms']:.2f}",
+                        "/".join(f"{c:.0f}" for c in copy) if copy else "-",
+                        "-" if steal is None else f"{100 * steal:.1f}%",
+                        f"{attempt['speedup'][best]:.2f}x",
+                    ]
+                )
+                if setting.endswith("b8") and copy and steal is not None:
+                    series["ms"].append(attempt["unpruned_ms"])
+                    series["copy"].append(min(copy))
+                    series["steal"].append(steal)
+    if not rows:
+        return []
+    headers = ["run", "setting", "probes ms", "unpruned ms", "copy GB/s", "steal", f"{best}"]
+    lines = ["Every comparison with the machine's state around it:", ""] + md_table(headers, rows) + [""]
+    copy_r, steal_r = (_correlation(series["ms"], series[key]) for key in ("copy", "steal"))
+    if copy_r is not None or steal_r is not None:
+        lines += [
+            "At b8, correlation of the unpruned model's median with the slower copy bandwidth: "
+            + _fmt_r(copy_r)
+            + "; with the steal time: "
+            + _fmt_r(steal_r)
+            + f" ({len(series['ms'])} comparisons).",
+            "",
+        ]
+    return lines
+
+
+def _correlation(a: list[float], b: list[float]) -> float | None:
+    """Pearson's r, or None when there are fewer than 3 points or one series does not vary."""
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _fmt_r(value: float | None) -> str:
+    return "not measurable (no variation)" if value is None else f"r = {value:+.2f}"

@@ -116,3 +116,26 @@ def test_the_profile_splits_wall_time_and_lists_the_worst_nodes(md):
         "| `/features/features.3/conv/conv.1/Conv` | Conv depthwise | 144 -> 96 | 67% "
         "| 0.160 | 0.230 | +0.150 |" in text
     )
+
+
+def _attempt(probes, ms, copy, steal, speedup):
+    return {
+        "probes": probes,
+        "unpruned_ms": ms,
+        "state": {"copy_gbs": copy, "steal": steal},
+        "speedup": {"torchslim r16": speedup},
+    }
+
+
+def test_every_comparison_is_listed_with_the_machine_state_and_their_correlation(md):
+    payload = _payload()
+    slow, fast = ([40.0, 41.0], 21.0, 0.05, 1.7), ([32.0, 32.5], 30.0, 0.0, 2.05)
+    payload["models"]["mobilenet_v2"]["runs"] = [
+        {"onnxruntime b8": {"_attempts_detail": [_attempt(p, p[0], [c, c + 1], s, x)]}}
+        for p, c, s, x in (slow, fast, fast)
+    ]
+    text = "\n".join(md.p2_repeats_section(payload, []))
+    assert "| 1 | onnxruntime b8 | 40.00/41.00 | 40.00 | 21/22 | 5.0% | 1.70x |" in text
+    assert "| 3 | onnxruntime b8 | 32.00/32.50 | 32.00 | 30/31 | 0.0% | 2.05x |" in text
+    # the slow run has the lower bandwidth and the steal time: both correlate fully
+    assert "with the slower copy bandwidth: r = -1.00; with the steal time: r = +1.00 (3 comparisons)" in text
