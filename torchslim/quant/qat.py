@@ -25,6 +25,7 @@ from torch import nn
 from torchslim.errors import ModelError
 from torchslim.export import create_session
 from torchslim.quant.batch_norm_fold import FoldedPair, conv_norm_pairs, fused_copy, neutralise, write_back
+from torchslim.quant.module_calls import one_module_per_call
 
 INSTALL_HINT = "pip install 'torchslim[quant]' (torchao)"
 
@@ -133,7 +134,7 @@ def prepare_qat(model: nn.Module, example: torch.Tensor, *, per_channel: bool = 
     api = _torchao()
     pairs = conv_norm_pairs(model)
     neutralise(model, pairs)
-    fused = fused_copy(model, pairs).train()
+    fused = one_module_per_call(fused_copy(model, pairs)).train()
     dynamic = ({0: torch.export.Dim("batch")},)
     with torch.random.fork_rng(devices=[]):  # capture draws no random numbers from the run's stream
         try:
