@@ -86,7 +86,7 @@ def quantization_section(payload: dict | None, goals: list) -> list[str]:
         "",
         f"{payload['data']}; -{settings['target']:.0%} MACs (round_to {settings['round_to']}), "
         f"{settings['finetune_epochs']} fine-tune epochs; PTQ: ORT static QDQ, per-channel int8 weights, "
-        f"{_ptq_activations(settings)} on {settings['calibration_images']} training images; "
+        f"{_ptq_activations(settings, settings['calibration_images'])}; "
         f"QAT: {settings['qat_epochs']} more epochs "
         f"(torch.export + torchao PT2E). Top-1/top-5 in ONNX Runtime on the test slice. Latency: ONNX "
         f"Runtime at {settings['latency_size']}x{settings['latency_size']}, {settings['threads']} threads, "
