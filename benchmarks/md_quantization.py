@@ -67,11 +67,12 @@ def _goals(name: str, rows: dict, goals: list) -> None:
     _size_and_speed_goals(name, rows, goals)
 
 
-def _ptq_activations(settings: dict) -> str:
+def _ptq_activations(settings: dict, images: int) -> str:
     if "activation_type" not in settings:  # a run from before the option: int8, logits quantized
-        return "int8 activations calibrated (minmax)"
+        return f"int8 activations calibrated (minmax) on {images} training images"
     return (
-        f"{settings['activation_type']} activations calibrated ({settings['calibrate_method']}), logits float"
+        f"{settings['activation_type']} activations calibrated ({settings['calibrate_method']}) on {images} "
+        "training images, logits float"
     )
 
 
