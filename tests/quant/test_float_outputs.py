@@ -1,5 +1,5 @@
 """The quantized model's outputs stay float: a logit range set by a few very confident calibration
-images used to squeeze the ordinary logits into one or two int8 steps (ResNet34 lost 13 points)."""
+images used to squeeze the ordinary logits into one or two int8 steps."""
 
 from __future__ import annotations
 
