@@ -6,7 +6,8 @@ For MobileNetV1, MobileNetV2 and ResNet34 (P1's cached baselines, benchmarks/cac
 * ``pruned fp32``: ``torchslim.prune`` to -50% MACs (uniform, l1_norm, torchslim's default round_to 16),
   batch-norm re-estimation, then P1's fine-tune (epochs, LR, cosine, seed).
 * ``pruned + PTQ``: that model through ``torchslim.quant.quantize_onnx`` (ORT pre-processing, QDQ,
-  per-channel int8 weights, minmax calibration on the first 256 training images).
+  per-channel int8 weights, uint8 activations calibrated (``--calibrate-method``, minmax) on the first
+  256 training images, float logits).
 * ``pruned + QAT``: the pruned fp32 model fine-tuned ``--qat-epochs`` more with fake quantization
   (``torchslim.quant.qat``: torch.export + torchao PT2E, batch norms folded), exported as int8 QDQ.
 * ``torch-pruning + PTQ``: Torch-Pruning 1.6 at the same MACs and alignment, the same BN re-estimation,
@@ -36,7 +37,6 @@ from common import (
     log,
     machine_info,
     macs,
-    read_result,
     tp_prune_cached,
     train_epochs,
     ts_prune,
@@ -49,6 +49,7 @@ from torchslim.errors import ModelError
 from torchslim.export import OrtModel, export_onnx, time_interleaved
 from torchslim.export.sessions import TimingSession
 from torchslim.quant import PtqOptions, calibration_images, quantize_onnx
+from torchslim.quant.ptq import ACTIVATION_TYPES, CALIBRATE_METHODS
 from torchslim.quant.qat import export_int8, float_model_of, prepare_qat
 from torchslim.recovery.batch_norm import recalibrate_batch_norm
 from torchslim.reporting.results import cpu_caption
@@ -61,11 +62,6 @@ BATCHES = (1, 8)
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument(
-        "--keep-others",
-        action="store_true",
-        help="keep the other models' rows of results/quantization.json (the section says so)",
-    )
     parser.add_argument("--train-limit", type=int, default=20000, help="P1's training slice")
     parser.add_argument("--val-limit", type=int, default=5000, help="P1's test slice")
     parser.add_argument("--baseline-epochs", type=int, default=3, help="P1's baseline (cached)")
@@ -75,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--qat-epochs", type=int, default=1)
     parser.add_argument("--qat-lr", type=float, default=0.001)
     parser.add_argument("--calibration-images", type=int, default=256)
+    parser.add_argument("--calibrate-method", choices=CALIBRATE_METHODS, default="minmax", help="PTQ")
+    parser.add_argument("--activation-type", choices=ACTIVATION_TYPES, default="uint8", help="PTQ")
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument("--round-to", type=int, default=16)
     parser.add_argument("--bn-batches", type=int, default=20)
@@ -104,8 +102,12 @@ def onnx_accuracy(path: Path, data) -> dict:
     return {"top1": result.top1, "top5": result.top5, "size_bytes": path.stat().st_size}
 
 
-def ptq(fp32: Path, int8: Path, images: np.ndarray) -> dict:
-    report = quantize_onnx(fp32, int8, images, PtqOptions())
+def ptq_options(args) -> PtqOptions:
+    return PtqOptions(calibrate_method=args.calibrate_method, activation_type=args.activation_type)
+
+
+def ptq(fp32: Path, int8: Path, images: np.ndarray, args) -> dict:
+    report = quantize_onnx(fp32, int8, images, ptq_options(args))
     return {
         "agreement": report.top1_agreement,
         "fallback_ops": sorted({f["op_type"] for f in report.fallback_ops}),
@@ -132,9 +134,9 @@ def fp32_row(work: Path, name: str, model, args, data) -> Row:
 
 def ptq_row(work: Path, name: str, fp32: Row, images: np.ndarray, args, data) -> Row:
     row = Row(work, name)
-    row.entry = ptq(fp32.small, row.small, images)
+    row.entry = ptq(fp32.small, row.small, images, args)
     large = F.interpolate(torch.from_numpy(images[:64]), size=args.latency_size, mode="bilinear").numpy()
-    quantize_onnx(fp32.large, row.large, large, PtqOptions())
+    quantize_onnx(fp32.large, row.large, large, ptq_options(args))
     row.entry.update(onnx_accuracy(row.small, data))
     return row
 
@@ -207,17 +209,14 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(1)  # training, as P1 (the timings use --threads ORT threads)
     started = time.perf_counter()
-    earlier = (read_result("quantization") or {}).get("models", {}) if args.keep_others else {}
     payload = {
         "benchmark": "Q prune + int8",
         "machine": machine_info(args.threads),
         "cpu_caption": cpu_caption(),
         "settings": {k: v for k, v in vars(args).items() if k != "models"},
         "data": f"Fashion-MNIST 32x32, train first {args.train_limit}, test first {args.val_limit}",
-        "models": {name: rows for name, rows in earlier.items() if name not in args.models},
+        "models": {},  # every model's rows from this one run
     }
-    if payload["models"]:
-        payload["kept_from_earlier_run"] = sorted(payload["models"])
     for name in args.models:
         payload["models"][name] = run_model(name, args)
         payload["seconds"] = time.perf_counter() - started

@@ -108,7 +108,7 @@ def test_an_int8_model_is_not_quantized_again(fp32_model, images, tmp_path):
 
 
 class WithUnquantizedOps(nn.Module):
-    """A conv, then HardSwish and Sigmoid, which ONNX Runtime has no int8 kernels for."""
+    """A conv, then HardSwish (HardSigmoid in ONNX) and a mean, which ONNX Runtime has no int8 kernels for."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -125,9 +125,9 @@ def test_ops_left_in_fp32_are_listed(images, tmp_path):
     export_onnx(WithUnquantizedOps().eval(), torch.zeros(1, 3, 32, 32), source)
     report = quantize_onnx(source, tmp_path / "model.int8.onnx", images[:32], PtqOptions())
     listed = {item["op_type"] for item in report.fallback_ops}
-    assert {"HardSigmoid", "Sigmoid"} <= listed
+    assert {"HardSigmoid", "ReduceMean"} <= listed
     assert "QLinearConv" not in listed and "QuantizeLinear" not in listed
-    assert "ops left fp32: " in report.summary_line() and "Sigmoid x1" in report.summary_line()
+    assert "ops left fp32: " in report.summary_line() and "HardSigmoid x1" in report.summary_line()
 
 
 def run_batched(model, images):
@@ -144,3 +144,9 @@ def test_histogram_methods_take_a_count_that_is_no_multiple_of_the_batch(
         fp32_model, tmp_path / "int8.onnx", images[:50], PtqOptions(calibrate_method=method)
     )
     assert report.calibration_images == 50 and report.top1_agreement >= 0.9
+
+
+def test_by_default_every_conv_and_add_of_a_residual_block_runs_int8(fp32_model, images, tmp_path):
+    """uint8 activations (the default): with int8 ones ORT left the block's convs and its add in fp32."""
+    report = quantize_onnx(fp32_model, tmp_path / "model.int8.onnx", images, PtqOptions())
+    assert not {"Conv", "Add"} & {item["op_type"] for item in report.fallback_ops}

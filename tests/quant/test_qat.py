@@ -16,6 +16,7 @@ from torchslim.errors import ModelError
 from torchslim.export import OrtModel
 from torchslim.nn import eval_mode
 from torchslim.quant import int8_ops, qat
+from torchslim.quant.graph_facts import fp32_fallbacks
 from torchslim.quant.qat import QatModel, export_int8, float_model_of, prepare_qat
 
 
@@ -76,7 +77,10 @@ def test_the_int8_onnx_model_is_qdq_and_runs_like_the_qat_model(qat_model, tmp_p
     # wherever the QAT model's top-1 leads by more than twice that difference, ORT predicts the same
     top2 = np.sort(expected, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 2 * diff
-    assert clear.sum() >= 8 and np.all(got.argmax(1)[clear] == expected.argmax(1)[clear])
+    # (one more rounding point, the residual conv's output, makes ORT's integer kernels differ a little
+    # more from fake quantization; the random tiny net's logits lie within a few thousandths)
+    assert clear.sum() >= 5 and np.all(got.argmax(1)[clear] == expected.argmax(1)[clear])
+    assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.9
     assert [p.name for p in tmp_path.iterdir()] == ["model.int8.onnx"]  # no temporary left
 
 
@@ -116,3 +120,10 @@ def test_a_graph_the_quantizer_cannot_annotate_is_a_one_line_model_error(monkeyp
     with pytest.raises(ModelError, match=expected) as error:
         prepare_qat(tiny_net(), torch.zeros(2, 3, 32, 32))
     assert "\n" not in str(error.value)
+
+
+def test_every_conv_and_add_of_the_int8_model_runs_int8_in_onnx_runtime(qat_model, tmp_path):
+    """The residual conv's output is fake-quantized too: the x86 quantizer's conv-add fusion left it
+    float, and ONNX Runtime ran that conv and the add in fp32."""
+    path = export_int8(qat_model, 32, tmp_path / "model.int8.onnx")
+    assert not {"Conv", "FusedConv", "Add"} & {f.op_type for f in fp32_fallbacks(path)}

@@ -65,7 +65,12 @@ def add_parsers(subparsers) -> None:
     parser.add_argument(
         "--per-tensor", action="store_true", help="One weight scale per tensor, not per channel."
     )
-    parser.add_argument("--activation-type", choices=("int8", "uint8"), default="int8", help="Default int8.")
+    parser.add_argument(
+        "--activation-type",
+        choices=("int8", "uint8"),
+        default="uint8",
+        help="Default uint8 (ORT's x86 kernels).",
+    )
 
 
 def _calibration(args: argparse.Namespace, size: int | None):

@@ -48,7 +48,7 @@ class PostTrainingQuantizerConfig:
         as_int, 256, check=POSITIVE_INT, doc="the first N training images calibrate the activations"
     )
     per_channel: bool = spec(as_bool, True, doc="one int8 scale per output channel of each weight")
-    activation_type: str = spec(choice(("int8", "uint8"), "activation_type"), "int8")
+    activation_type: str = spec(choice(("int8", "uint8"), "activation_type"), "uint8")
     percentile: float = spec(
         as_float, 99.999, check=interval(50, 100, lo_open=True), doc="calibrate_method: percentile only"
     )

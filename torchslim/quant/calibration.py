@@ -19,7 +19,9 @@ def calibration_images(dataset, count: int, *, source: str = "the training data"
     if dataset is None or len(dataset) == 0:
         raise DataError(f"no calibration images: {source} is empty")
     count = min(count, len(dataset))
-    images = [dataset[i][0] for i in range(count)]
+    with torch.random.fork_rng(devices=[]):  # a training set's random augmentation draws the same crops
+        torch.manual_seed(0)  # every run, and the run's own random stream is left untouched
+        images = [dataset[i][0] for i in range(count)]
     array = torch.stack([torch.as_tensor(image) for image in images]).float().numpy()
     check_finite(array, f"calibration images from {source}")
     return np.ascontiguousarray(array)

@@ -28,7 +28,7 @@ INT8_OPS = QDQ_OPS | {
 # reported as fallbacks.
 LAYOUT_OPS = frozenset(
     {"Reshape", "Flatten", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Identity", "Constant"}
-    | {"Transpose", "Slice", "Split", "Pad", "MaxPool"}
+    | {"Transpose", "Slice", "Split", "Pad", "MaxPool", "NhwcMaxPool"}  # NhwcMaxPool: ORT's int8 max pool
 )
 
 

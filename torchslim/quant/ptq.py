@@ -2,7 +2,8 @@
 
 The runtime that executes the model quantizes it: ``quant_pre_process`` first (shape inference and
 graph optimisation; without it ORT's int8 model can be slower than fp32), then ``quantize_static`` with
-QDQ nodes, per-channel int8 weights and activations calibrated on a fixed slice of training images.
+QDQ nodes, per-channel int8 weights and activations calibrated on a fixed slice of training images;
+the model's outputs stay float (:mod:`.float_outputs`).
 The result is checked against fp32 on that slice and written only when every scale is usable.
 """
 
@@ -17,10 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from torchslim.errors import DataError, ModelError
 from torchslim.export import create_session
 from torchslim.quant.calibration import ArrayReader, batches, check_finite
+from torchslim.quant.float_outputs import keep_outputs_float
 from torchslim.quant.graph_facts import (
     bad_scales,
     fp32_fallbacks,
@@ -40,9 +43,12 @@ class PtqOptions:
     calibrate_method: str = "minmax"
     calibration_images: int = 256
     per_channel: bool = True
-    activation_type: str = "int8"
+    # uint8 activations with int8 weights (U8S8): ONNX Runtime's x86 kernels fuse every conv and add
+    # in this format, while with int8 activations it left residual blocks' convs and adds in fp32
+    activation_type: str = "uint8"
     percentile: float = 99.999
     preprocess: bool = True
+    float_outputs: bool = True  # the model's outputs (logits) are not quantized: see float_outputs.py
 
 
 @dataclass
@@ -133,6 +139,10 @@ def _run_quantizer(source: Path, target: Path, images: np.ndarray, options: PtqO
             f"ONNX Runtime's {options.calibrate_method} calibration failed on {source}: {error}; "
             "nothing was written"
         ) from error
+    if options.float_outputs:
+        quantized = load_onnx(target)
+        if keep_outputs_float(quantized):
+            onnx.save(quantized, str(target))
 
 
 def quantize_onnx(

@@ -25,6 +25,7 @@ from torch import nn
 from torchslim.errors import ModelError
 from torchslim.export import create_session
 from torchslim.quant.batch_norm_fold import FoldedPair, conv_norm_pairs, fused_copy, neutralise, write_back
+from torchslim.quant.module_calls import one_module_per_call
 
 INSTALL_HINT = "pip install 'torchslim[quant]' (torchao)"
 
@@ -72,7 +73,34 @@ def _quantizer(per_channel: bool):
             ),
         )
         config = dataclasses.replace(config, weight=weight)
-    return api.X86InductorQuantizer().set_global(config)
+    quantizer = api.X86InductorQuantizer().set_global(config)
+    annotate = quantizer.annotate
+
+    def annotate_for_onnx_runtime(model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        model = annotate(model)
+        _quantize_both_add_inputs(model, config.input_activation, api.QUANT_ANNOTATION_KEY)
+        return model
+
+    quantizer.annotate = annotate_for_onnx_runtime
+    return quantizer
+
+
+ADDS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
+
+
+def _quantize_both_add_inputs(model: torch.fx.GraphModule, spec, key: str) -> None:
+    """Fake-quantize the conv output that a residual add reads as well.
+
+    The x86 quantizer fuses conv -> add (-> relu) as one int8 kernel, as Inductor runs it, and leaves
+    the conv's output float; ONNX Runtime has no such kernel and would run those convs in fp32. With
+    both add inputs quantized, every conv and add of the exported model maps to an ORT int8 kernel."""
+    for node in model.graph.nodes:
+        annotation = node.meta.get(key)
+        if node.target not in ADDS or annotation is None or not annotation.input_qspec_map:
+            continue
+        for source in node.args[:2]:
+            if isinstance(source, torch.fx.Node) and source not in annotation.input_qspec_map:
+                annotation.input_qspec_map[source] = spec
 
 
 class QatModel(nn.Module):
@@ -133,7 +161,7 @@ def prepare_qat(model: nn.Module, example: torch.Tensor, *, per_channel: bool = 
     api = _torchao()
     pairs = conv_norm_pairs(model)
     neutralise(model, pairs)
-    fused = fused_copy(model, pairs).train()
+    fused = one_module_per_call(fused_copy(model, pairs)).train()
     dynamic = ({0: torch.export.Dim("batch")},)
     with torch.random.fork_rng(devices=[]):  # capture draws no random numbers from the run's stream
         try:
