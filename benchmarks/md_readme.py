@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from common import ROOT
 from md_accuracy import seed_runs
+from md_latency_verdict import verdict_sentence, verdicts
 from md_readme_int8 import int8_lines
 
 README = ROOT.parent / "README.md"
@@ -31,8 +32,10 @@ def fill_readme(text: str, block: list[str]) -> str:
     return head + "\n".join([BEGIN, *block, END]) + tail
 
 
-def readme_lines(accuracy: dict | None, quantization: dict | None = None) -> list[str]:
-    """The block's lines from the P1 and prune + int8 results (a note that nothing was measured
+def readme_lines(
+    accuracy: dict | None, quantization: dict | None = None, p2: dict | None = None
+) -> list[str]:
+    """The block's lines from the P1, prune + int8 and P2 results (a note that nothing was measured
     without them)."""
     if not accuracy:
         return ["(no benchmark results yet: `make bench`)"]
@@ -47,6 +50,8 @@ def readme_lines(accuracy: dict | None, quantization: dict | None = None) -> lis
     lines += _recovery(models.get(SHOWCASE), epochs)
     lines += _best_of_each_tool(accuracy, epochs)
     lines += _latency_aware_cost(models.get(SHOWCASE))
+    judged = verdicts(p2, accuracy)
+    lines += [f"- {verdict_sentence(judged)}"] if judged else []
     return lines + [""] + int8_lines(quantization)
 
 

@@ -19,6 +19,7 @@ from md_common import md_table
 from md_cost import p3_section, p4_section
 from md_executorch import executorch_section
 from md_latency import candidates_section, p2_section, sweep_section
+from md_latency_verdict import latency_verdict_section
 from md_p1 import p1_like_for_like_section
 from md_p2_repeats import p2_repeats_section
 from md_quantization import quantization_section
@@ -36,6 +37,7 @@ def sections(goals: list[Goal]) -> list[str]:
     return (
         p2_section(read_result("latency"), goals)
         + p2_repeats_section(read_result("p2_repeats"), goals)
+        + latency_verdict_section(read_result("p2_repeats"), accuracy)
         + candidates_section(read_result("latency_candidates"))
         + sweep_section(read_result("round_to_sweep"))
         + p3_section(read_result("tool_cost"), goals)
@@ -71,7 +73,10 @@ def render_results_md() -> str:
 
 def render_readme(path: Path = README) -> str:
     """The README with its generated block as the JSON gives it."""
-    return fill_readme(path.read_text(), readme_lines(read_result("accuracy"), read_result("quantization")))
+    return fill_readme(
+        path.read_text(),
+        readme_lines(read_result("accuracy"), read_result("quantization"), read_result("p2_repeats")),
+    )
 
 
 def _write(path: Path, text: str) -> None:
