@@ -25,6 +25,7 @@ from md_p2_repeats import p2_repeats_section
 from md_quantization import quantization_section
 from md_readme import README, fill_readme, readme_lines
 from md_reconstruction import reconstruction_section
+from md_session_states import session_states_section
 from md_small_vit import small_vit_lines
 from md_timm import timm_section
 
@@ -37,6 +38,7 @@ def sections(goals: list[Goal]) -> list[str]:
     return (
         p2_section(read_result("latency"), goals)
         + p2_repeats_section(read_result("p2_repeats"), goals)
+        + session_states_section(read_result("session_states"))
         + latency_verdict_section(read_result("p2_repeats"), accuracy)
         + candidates_section(read_result("latency_candidates"))
         + sweep_section(read_result("round_to_sweep"))
