@@ -116,24 +116,28 @@ def compare_nodes(base: dict, pruned: dict) -> dict:
     }
 
 
-def profile_pair(
+def node_times_pair(
     base_path: Path, pruned_path: Path, batches, input_size: int, threads: int, runs: int
-) -> dict:
-    """:func:`compare_nodes` at each batch size, the two models profiled alternately twice (the faster
-    of the two passes kept per node: one pass can fall in the machine's slow state)."""
+) -> dict[str, tuple[dict, dict]]:
+    """Per batch size, :func:`node_times` of both models (fewer runs at larger batches)."""
     result = {}
     for batch in batches:
         count = runs if batch == 1 else max(5, runs // 4)
-        passes = [
-            (
-                node_times(base_path, batch, input_size, threads, count),
-                node_times(pruned_path, batch, input_size, threads, count),
-            )
-            for _ in range(2)
-        ]
-        base, pruned = (_fastest([p[i] for p in passes]) for i in (0, 1))
-        result[f"b{batch}"] = compare_nodes(base, pruned)
+        result[f"b{batch}"] = (
+            node_times(base_path, batch, input_size, threads, count),
+            node_times(pruned_path, batch, input_size, threads, count),
+        )
     return result
+
+
+def fastest_profile(pairs: list[dict[str, tuple[dict, dict]]]) -> dict:
+    """:func:`compare_nodes` per batch size of profiles from several processes, each node's fastest
+    time kept: a session can run slow for its whole life (benchmarks/session_states.py), and a slow
+    state only adds time."""
+    return {
+        batch: compare_nodes(*(_fastest([pair[batch][side] for pair in pairs]) for side in (0, 1)))
+        for batch in pairs[0]
+    }
 
 
 def _fastest(profiles: list[dict]) -> dict:

@@ -23,6 +23,8 @@ def _timing(runs, kernel_x, ms, kernel_ms):
         "kernel_speedup": kernel_x,
         "median_ms": ms,
         "kernel_ms": kernel_ms,
+        "fastest_ms": ms,
+        "fastest_kernel_ms": kernel_ms,
     }
 
 

@@ -76,3 +76,18 @@ def test_a_real_profile_names_every_node_with_its_shapes(nodes, tmp_path):
     assert len(convs) == 2
     assert sorted(nodes.node_kind(n) for n in convs) == ["Conv 3x3", "Conv depthwise"]
     assert all(n["ms"] >= 0 and n["output"][0] == 2 for n in convs)
+
+
+def test_profiles_from_several_processes_keep_each_nodes_fastest_time(nodes):
+    def pair(base_ms, pruned_ms):
+        return {
+            "b1": (
+                {"a": _conv([1, 32, 8, 8], [64, 32, 1, 1], [1, 64, 8, 8], base_ms)},
+                {"a": _conv([1, 32, 8, 8], [32, 32, 1, 1], [1, 32, 8, 8], pruned_ms)},
+            )
+        }
+
+    merged = nodes.fastest_profile([pair(1.0, 0.9), pair(1.4, 0.5)])  # the second process: a slow session
+    node = merged["b1"]["worst_nodes"][0]
+    assert (node["base_ms"], node["pruned_ms"]) == (1.0, 0.5)
+    assert merged["b1"]["base_kernel_ms"] == 1.0
