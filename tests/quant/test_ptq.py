@@ -150,3 +150,26 @@ def test_by_default_every_conv_and_add_of_a_residual_block_runs_int8(fp32_model,
     """uint8 activations (the default): with int8 ones ORT left the block's convs and its add in fp32."""
     report = quantize_onnx(fp32_model, tmp_path / "model.int8.onnx", images, PtqOptions())
     assert not {"Conv", "Add"} & {item["op_type"] for item in report.fallback_ops}
+
+
+def _weight_range(path) -> int:
+    """The widest int8 weight magnitude in a QDQ model's quantized initializers."""
+    model = onnx.load(str(path))
+    widest = 0
+    for tensor in model.graph.initializer:
+        if tensor.data_type == onnx.TensorProto.INT8 and len(tensor.dims) == 4:
+            widest = max(widest, int(np.abs(onnx.numpy_helper.to_array(tensor).astype(int)).max()))
+    return widest
+
+
+@pytest.mark.parametrize("reduce_range", [True, False])
+def test_seven_bit_weights_still_agree_with_fp32_and_the_summary_says_so(
+    reduce_range, fp32_model, images, tmp_path
+):
+    target = tmp_path / "model.int8.onnx"
+    report = quantize_onnx(fp32_model, target, images, PtqOptions(reduce_range=reduce_range))
+    assert report.reduce_range is reduce_range
+    assert ("7-bit weights" in report.summary_line()) is reduce_range
+    assert report.top1_agreement >= 0.95
+    widest = _weight_range(target)
+    assert widest <= 64 if reduce_range else widest > 64

@@ -23,6 +23,7 @@ import onnx
 from torchslim.errors import DataError, ModelError
 from torchslim.export import create_session
 from torchslim.quant.calibration import ArrayReader, batches, check_finite
+from torchslim.quant.cpu_features import u8s8_can_saturate
 from torchslim.quant.float_outputs import keep_outputs_float
 from torchslim.quant.graph_facts import (
     bad_scales,
@@ -49,6 +50,13 @@ class PtqOptions:
     percentile: float = 99.999
     preprocess: bool = True
     float_outputs: bool = True  # the model's outputs (logits) are not quantized: see float_outputs.py
+    # 7-bit weights; None: where uint8 activations meet kernels that can saturate (x86 without VNNI)
+    reduce_range: bool | None = None
+
+    def weights_reduced(self) -> bool:
+        if self.reduce_range is not None:
+            return self.reduce_range
+        return self.activation_type == "uint8" and u8s8_can_saturate()
 
 
 @dataclass
@@ -65,6 +73,7 @@ class PtqReport:
     int8_bytes: int
     fallback_ops: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    reduce_range: bool = False
 
     @property
     def size_ratio(self) -> float:
@@ -76,7 +85,9 @@ class PtqReport:
     def summary_line(self) -> str:
         fallbacks = describe_fallbacks_dicts(self.fallback_ops)
         return (
-            f"int8 ({self.calibrate_method}, {self.calibration_images} images): top-1 agreement with fp32 "
+            f"int8 ({self.calibrate_method}, {self.calibration_images} images"
+            + (", 7-bit weights: this CPU's uint8 x int8 kernels can saturate" if self.reduce_range else "")
+            + f"): top-1 agreement with fp32 "
             f"{100 * self.top1_agreement:.1f}%, max logit diff {self.max_logit_diff:.4f}, size "
             f"{self.size_ratio:.2f}x of fp32; ops left fp32: {fallbacks}"
         )
@@ -107,6 +118,7 @@ def _ort_settings(options: PtqOptions):
         "weight_type": QuantType.QInt8,
         "activation_type": activation,
         "calibrate_method": methods[options.calibrate_method],
+        "reduce_range": options.weights_reduced(),
         "extra_options": extra,
     }
 
@@ -181,6 +193,7 @@ def quantize_onnx(
             fp32_bytes=fp32_path.stat().st_size,
             int8_bytes=staged.stat().st_size,
             fallback_ops=[{"node": f.node, "op_type": f.op_type} for f in fp32_fallbacks(staged)],
+            reduce_range=options.weights_reduced(),
         )
         os.replace(staged, int8_path)
     report.seconds = time.perf_counter() - start

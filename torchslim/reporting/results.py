@@ -13,6 +13,7 @@ from torch import nn
 from torchslim.export.pte import PteModel, executorch_available
 from torchslim.latency.compare import LatencyComparison, time_runtimes
 from torchslim.pruning.counting import human, profile_model
+from torchslim.quant.cpu_features import VNNI_FLAGS, cpu_flags
 from torchslim.reporting.tables import markdown_table, text_table
 
 
@@ -145,7 +146,7 @@ def int8_row(fp32: ResultRow, int8_path: Path, record: dict) -> ResultRow:
     )
 
 
-CPU_FEATURES = {"VNNI": ("avx512_vnni", "avx_vnni"), "AVX-512": ("avx512f",), "AMX": ("amx_tile",)}
+CPU_FEATURES = {"VNNI": VNNI_FLAGS, "AVX-512": ("avx512f",), "AMX": ("amx_tile",)}
 
 
 def cpu_caption(cpuinfo: str | None = None) -> str:
@@ -159,10 +160,7 @@ def cpu_caption(cpuinfo: str | None = None) -> str:
     name = next(
         (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), ""
     )
-    flags = next(
-        (set(line.split(":", 1)[1].split()) for line in cpuinfo.splitlines() if line.startswith("flags")),
-        set(),
-    )
+    flags = cpu_flags(cpuinfo)
     features = ", ".join(
         f"{label} {'yes' if flags & set(names) else 'no'}" for label, names in CPU_FEATURES.items()
     )
