@@ -186,7 +186,7 @@ def _summarise(attempts: list[dict], labels, probe_floor: float) -> dict:
     from torchslim.export.timing import robust_ms
 
     probes = [p for a in attempts for p in a["probes"]]
-    attempts_timed = attempts
+    every_attempt = attempts  # the machine-state record keeps the attempts left out too
     clean = [a for a in attempts if max(a["probes"]) <= SLOW_STATE * probe_floor]  # both probes fast
     attempts = clean or attempts
     base = np.concatenate([np.asarray(a["samples"]["unpruned"]) for a in attempts])
@@ -218,7 +218,7 @@ def _summarise(attempts: list[dict], labels, probe_floor: float) -> dict:
             "_rounds_used": int(keep.sum()),
             "_rounds_timed": int(len(base)),
             "_probe_ms": probes,
-            "_attempts_detail": [_attempt_detail(a, labels) for a in attempts_timed],
+            "_attempts_detail": [_attempt_detail(a, labels) for a in every_attempt],
             "_attempts": len(attempts),
             "_slow_state": slow,
         }

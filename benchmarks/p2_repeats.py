@@ -5,8 +5,9 @@ a fresh process (``benchmarks/latency.py``'s ``build_and_save``: torchslim unifo
 torchslim latency-aware planned for batch 1 and for batch 8, Torch-Pruning L1 round_to 16), then
 timed ``--repeats`` times, each time in a new process (``latency.time_all``: interleaved
 rounds, machine-state probes, ORT kernel sums). The speedup reported is the median over those
-runs of each run's speedup. Last, in one more fresh process, the unpruned model and the fastest
-torchslim variant are profiled node by node (``p2_nodes.py``): where the 2x is lost.
+runs of each run's speedup. Last, in ``--repeats`` more fresh processes, the unpruned model and the
+fastest torchslim variant are profiled node by node, each node's fastest time kept (``p2_nodes.py``):
+where the 2x is lost.
 """
 
 from __future__ import annotations
