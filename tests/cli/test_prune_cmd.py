@@ -280,6 +280,20 @@ def test_prune_cli_align_latency_rejects_global_ranking(capsys):
     assert code == 2 and "--global-ranking" in err and len(err.strip().splitlines()) == 1
 
 
+def test_global_ranking_per_mac_is_the_apis_per_mac_ranking(tiny_net_weights, capsys):
+    argv = ["prune", "--model", TINY_MODEL, "--num-classes", "10", "--pretrained", tiny_net_weights]
+    argv += ["--target-flops", "0.4", "--round-to", "1", "--json"]
+    assert main([*argv, "--global-ranking", "per-mac", "--verify"]) == 0
+    cut = json.loads(capsys.readouterr().out)["groups_cut"]
+    model = tiny_net()
+    model.load_state_dict(torch.load(tiny_net_weights))
+    expected = prune(model, torch.zeros(1, 3, 32, 32), target_flops=0.4, round_to=1, global_ranking="per_mac")
+    assert cut == {name: list(entry) for name, entry in expected.report.cut.items()}
+    assert main([*argv, "--global-ranking", "per-flop"]) == 2
+    err = capsys.readouterr().err
+    assert "--global-ranking expected per-mac or no value, got 'per-flop'" in err
+
+
 def test_prune_command_reports_top1_before_after_and_after_re_estimation(
     tiny_fmnist, tiny_net_weights, tmp_path, capsys
 ):

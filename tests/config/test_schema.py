@@ -221,3 +221,14 @@ def test_train_sizes_that_would_exhaust_memory_are_config_errors(key, value):
     data = {"compressor": {"epoch": 1, "strategies": []}, "train": {key: value}}
     with pytest.raises(ConfigError, match=rf"train\.{key}: must be in \[1, "):
         parse_config(data)
+
+
+def test_global_ranking_takes_per_mac_and_names_the_key_for_anything_else():
+    data = mobilenet_v1_seed()
+    data["pruners"]["pruner_1"]["global_ranking"] = "per_mac"
+    config = parse_config(data)
+    assert config.pruners["pruner_1"].global_ranking == "per_mac"
+    assert parse_config(config.to_dict()) == config
+    data["pruners"]["pruner_1"]["global_ranking"] = "per_flop"
+    error = str(config_error(data))
+    assert "pruners.pruner_1.global_ranking" in error and "expected true, false or per_mac" in error

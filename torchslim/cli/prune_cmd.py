@@ -50,8 +50,13 @@ def add_parsers(subparsers) -> None:
     )
     parser.add_argument(
         "--global-ranking",
-        action="store_true",
-        help="Rank channels across layers instead of one ratio for all.",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_ranking,
+        metavar="per-mac",
+        help="Rank channels across layers instead of one ratio for all; with per-mac, by score per MAC "
+        "saved (balances attention heads, MLP and embedding widths).",
     )
     parser.add_argument("--output", type=flags.output_dir, help="Directory to save the pruned model to.")
     parser.add_argument(
@@ -61,6 +66,13 @@ def add_parsers(subparsers) -> None:
     )
     _add_latency_group(parser)
     _add_data_group(parser)
+
+
+def _ranking(value: str) -> str:
+    """``--global-ranking``'s optional value: only ``per-mac`` (prune()'s ``global_ranking="per_mac"``)."""
+    if value.replace("_", "-") != "per-mac":
+        raise argparse.ArgumentTypeError(f"expected per-mac or no value, got {value!r}")
+    return "per_mac"
 
 
 def _add_latency_group(parser: argparse.ArgumentParser) -> None:

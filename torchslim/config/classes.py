@@ -17,7 +17,6 @@ from torchslim.config.validation import (
     NON_NEGATIVE,
     POSITIVE_INT,
     RATIO_OPEN,
-    as_bool,
     as_float,
     as_int,
     as_path_or_none,
@@ -34,6 +33,14 @@ from torchslim.config.validation import (
 )
 from torchslim.criteria import CRITERIA
 from torchslim.registry import Registry
+
+
+def _as_ranking(ctx: Context, path: KeyPath, value: Any) -> bool | str:
+    """``global_ranking``: true, false or ``per_mac``."""
+    if isinstance(value, bool) or value == "per_mac":
+        return value
+    raise ctx.error(path, f"expected true, false or per_mac, got {short_repr(value)}")
+
 
 PRUNER_CONFIGS: Registry[type] = Registry("pruner class")
 CONTROLLER_CONFIGS: Registry[type] = Registry("controller class")
@@ -136,7 +143,12 @@ class StructurePrunerConfig:
         doc="parameter pattern ('*' = all, else a regex) -> criterion name",
     )
     round_to: int = spec(as_int, 16, check=POSITIVE_INT, doc="kept channel counts are multiples of this")
-    global_ranking: bool = spec(as_bool, False, doc="rank filters across layers instead of per layer")
+    global_ranking: bool | str = spec(
+        _as_ranking,
+        False,
+        doc="rank filters across layers instead of per layer; per_mac: by score per MAC saved (balances "
+        "attention heads, MLP and embedding widths)",
+    )
     align: str = spec(
         choice(("round_to", "latency"), "align"),
         "round_to",

@@ -60,7 +60,8 @@ class UniformPruneStrategy(Strategy):
                 rank_units(group_set, context.model, self.criterion),
                 self.config.target_ratio,
                 self.pruner.round_to,
-                self.pruner.global_ranking,
+                bool(self.pruner.global_ranking),
+                per_mac=self.pruner.global_ranking == "per_mac",
             )
 
     def on_epoch_begin(self, context: CompressionContext) -> None:
