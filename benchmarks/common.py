@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import platform
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,21 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
     return path
+
+
+def measure_each_model(
+    payload: dict[str, Any], names, measure, output: str, threads: int, prefix: str
+) -> dict:
+    """``payload["models"][name] = measure(name, workdir)`` for each model, in one temporary folder,
+    the results file rewritten after every model (a stopped run keeps the models it finished)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
+        for name in names:
+            payload["models"][name] = measure(name, workdir)
+            payload["seconds"] = time.perf_counter() - started
+            payload["machine_after"] = machine_info(threads)
+            write_result(output, payload)
+    return payload
 
 
 def read_result(name: str) -> dict[str, Any] | None:

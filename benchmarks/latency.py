@@ -23,12 +23,19 @@ which is how the default round_to was chosen.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from common import fresh_model, log, machine_info, macs, tp_prune_cached, ts_prune, write_result
+from common import (
+    fresh_model,
+    log,
+    machine_info,
+    macs,
+    measure_each_model,
+    tp_prune_cached,
+    ts_prune,
+)
 from machine_state import StateMeter
 
 from torchslim.latency.compare import (
@@ -383,14 +390,14 @@ def main(argv=None) -> dict:
         "settings": {k: v for k, v in vars(args).items() if k != "models"},
         "models": {},
     }
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="torchslim-p2-") as workdir:
-        for name in args.models:
-            payload["models"][name] = measure_model(name, args, workdir)
-            payload["seconds"] = time.perf_counter() - started
-            payload["machine_after"] = machine_info(args.threads)
-            write_result(args.output, payload)
-    return payload
+    return measure_each_model(
+        payload,
+        args.models,
+        lambda name, workdir: measure_model(name, args, workdir),
+        args.output,
+        args.threads,
+        prefix="torchslim-p2-",
+    )
 
 
 if __name__ == "__main__":

@@ -13,14 +13,12 @@ where the 2x is lost.
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
 from pathlib import Path
 from statistics import median
 
 import latency
 import torch
-from common import log, machine_info, write_result
+from common import log, machine_info, measure_each_model
 from p2_nodes import fastest_profile, node_times_pair
 
 from torchslim.latency.compare import in_fresh_process
@@ -126,14 +124,14 @@ def main(argv=None) -> dict:
         },
         "models": {},
     }
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="torchslim-p2r-") as workdir:
-        for name in args.models:
-            payload["models"][name] = measure(name, args, workdir)
-            payload["seconds"] = time.perf_counter() - started
-            payload["machine_after"] = machine_info(args.threads)
-            write_result(args.output, payload)
-    return payload
+    return measure_each_model(
+        payload,
+        args.models,
+        lambda name, workdir: measure(name, args, workdir),
+        args.output,
+        args.threads,
+        prefix="torchslim-p2r-",
+    )
 
 
 if __name__ == "__main__":
