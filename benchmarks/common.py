@@ -263,10 +263,19 @@ def tp_prune_cached(
             ratio=known[key],
         )
     result = tp_prune(model, input_size, target, round_to=round_to)
-    known[key] = result.ratio
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(known, indent=1))
+    _cache_ratio(path, key, result.ratio)
     return result
+
+
+def _cache_ratio(path: Path, key: str, ratio: float) -> None:
+    """Add ``key`` to the ratio cache, re-read just before writing and replaced whole, so that benchmark
+    processes running side by side never read a half-written file or drop each other's ratios."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    known[key] = ratio
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(known, indent=1))
+    temporary.replace(path)
 
 
 def fresh_model(name: str, num_classes: int = 1000, seed: int = 0) -> nn.Module:
