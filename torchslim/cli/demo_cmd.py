@@ -15,6 +15,7 @@ from typing import Any
 
 from torchslim.compress.compressor import CompressionSummary, Compressor
 from torchslim.config import parse_config
+from torchslim.criteria import DEFAULT_CRITERION
 from torchslim.engine import evaluate
 from torchslim.export.pte import PTE_FILE, executorch_available
 from torchslim.models import load_model
@@ -101,8 +102,8 @@ def run_demo(settings: DemoSettings) -> list[ResultRow]:
     log(f"[1/3] baseline: {settings.baseline_epochs} epochs of plain training (no strategy)")
     baseline_dir = _train(settings, "baseline", settings.baseline_epochs, {}, None)[0]
     log(
-        f"[2/3] prune -{settings.target_ratio:.0%} MACs (uniform, l1_norm, round_to 8), then fine-tune "
-        f"{settings.finetune_epochs} epochs"
+        f"[2/3] prune -{settings.target_ratio:.0%} MACs (uniform, {DEFAULT_CRITERION}, round_to 8), then "
+        f"fine-tune {settings.finetune_epochs} epochs"
     )
     strategies = {**_uniform_strategy(settings), "int8_strategy": {"class": "PostTrainingQuantStrategy"}}
     pruned_dir, compressor, summary = _train(
@@ -146,7 +147,9 @@ def _config(
 ) -> dict:
     return {
         "version": 1.0,
-        "pruners": {"pruner_1": {"class": "StructurePruner", "criterions": {"*": "l1_norm"}, "round_to": 8}},
+        "pruners": {
+            "pruner_1": {"class": "StructurePruner", "criterions": {"*": DEFAULT_CRITERION}, "round_to": 8}
+        },
         "strategies": strategies,
         "compressor": {
             "epoch": epochs,

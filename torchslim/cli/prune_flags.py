@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from torchslim.criteria import CRITERIA
+from torchslim.criteria import CRITERIA, DEFAULT_CRITERION
 from torchslim.errors import ConfigError
 from torchslim.latency.machine import DEFAULT_THREADS, RUNTIMES
 from torchslim.latency.planner import LatencyOptions, LatencyPlanner
@@ -12,8 +12,6 @@ from torchslim.pruning.planner import DEFAULT_ROUND_TO
 
 from . import flags
 from .common import registered_names
-
-DEFAULT_CRITERION = "l1_norm"
 
 
 def add_pruning_arguments(parser: argparse.ArgumentParser, *, target_required: bool) -> None:

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from torchslim.criteria import CRITERIA, data_criterion, list_criteria
+from torchslim.criteria import CRITERIA, DEFAULT_CRITERION, data_criterion, list_criteria
 from torchslim.data import DEFAULT_DATA_SPEC, DataBundle, build_loaders
 from torchslim.engine.cached import METRICS, cache_batches
 from torchslim.engine.device import resolve_device
@@ -102,8 +102,8 @@ def _add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--criterion",
         type=flags.criterion,
-        default="l1_norm",
-        help=f"Which channels go first: {registered_names(CRITERIA)}.",
+        default=DEFAULT_CRITERION,
+        help=f"Which channels go first (default {DEFAULT_CRITERION}): {registered_names(CRITERIA)}.",
     )
     parser.add_argument(
         "--criterion-batches",

@@ -8,6 +8,7 @@ from typing import Any
 
 from torchslim.compress.compressor import Compressor
 from torchslim.compress.param_check import check_pruned_params
+from torchslim.criteria import DEFAULT_CRITERION
 from torchslim.graph import matching_params
 from torchslim.pruning.prune import prune
 
@@ -28,7 +29,7 @@ def plan_strategies(compressor: Compressor) -> list[dict[str, Any]]:
             copy.deepcopy(model),
             context.example_input,
             target_flops=target,
-            criterion=pruner.criterions.get("*", "l1_norm"),
+            criterion=pruner.criterions.get("*", DEFAULT_CRITERION),
             pruned_params=strategy.pruned_params,
             round_to=pruner.round_to,
             global_ranking=pruner.global_ranking,

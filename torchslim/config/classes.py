@@ -31,7 +31,7 @@ from torchslim.config.validation import (
     optional,
     spec,
 )
-from torchslim.criteria import CRITERIA
+from torchslim.criteria import CRITERIA, DEFAULT_CRITERION
 from torchslim.registry import Registry
 
 
@@ -138,7 +138,7 @@ class StructurePrunerConfig:
     )
     criterions: dict[str, str] = spec(
         mapping_of(_pattern_key, _criterion),
-        factory=lambda: {"*": "l1_norm"},
+        factory=lambda: {"*": DEFAULT_CRITERION},
         check=non_empty("pattern"),
         doc="parameter pattern ('*' = all, else a regex) -> criterion name",
     )

@@ -23,6 +23,10 @@ from .data_driven import prepare_data_criterion as prepare_data_criterion
 # a DataCriterion (taylor, activation_mean) scores from batches fed by prepare_data_criterion.
 WeightScore = Callable[[torch.Tensor], np.ndarray]
 CRITERIA: Registry[WeightScore | DataCriterion] = Registry("criterion")
+# The criterion used when none is named: by `torchslim.prune`, `torchslim prune`, `torchslim sensitivity`,
+# a pruner config without `criterions` and the demo. benchmarks/p1_like_for_like.py chose it on its
+# validation split (the README says why).
+DEFAULT_CRITERION = "l1_norm"
 for _data_criterion in DATA_CRITERIA:
     CRITERIA.register(_data_criterion.name, _data_criterion)
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchslim.criteria import CRITERIA, score_group
+from torchslim.criteria import CRITERIA, DEFAULT_CRITERION, score_group
 from torchslim.errors import PruningError
 from torchslim.graph import (
     GroupSet,
@@ -107,7 +107,7 @@ def prune(
     example_input: torch.Tensor,
     *,
     target_flops: float | None,
-    criterion: str = "l1_norm",
+    criterion: str = DEFAULT_CRITERION,
     pruned_params: str | None = None,
     round_to: int = DEFAULT_ROUND_TO,
     global_ranking: bool | str = False,
