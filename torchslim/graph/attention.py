@@ -1,4 +1,5 @@
-"""Attention layers in the channel graph: nn.MultiheadAttention's heads as removable units.
+"""Attention layers in the channel graph: heads as removable units (nn.MultiheadAttention, timm's
+Attention, torchvision Swin's and MaxViT's attention).
 
 Whole heads are pruned (``num_heads`` shrinks, ``head_dim`` stays): a head's q, k and v rows of
 ``in_proj_weight`` and its columns of ``out_proj`` are one unit. Pruning ``head_dim`` would change

@@ -148,9 +148,7 @@ class _Tracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return (
-            is_attention_leaf(m)
-            or _is_timm_layer_norm(m)
-            or super().is_leaf_module(m, module_qualified_name)
+            is_attention_leaf(m) or _is_timm_layer_norm(m) or super().is_leaf_module(m, module_qualified_name)
         )
 
     def call_module(self, m: nn.Module, forward, args, kwargs):
