@@ -173,6 +173,7 @@ def run_one(name: str, target: float, wanted_size: int, round_to: int) -> dict[s
             params_after=report.params_after,
             groups_pruned=report.groups_pruned,
             groups_skipped=report.groups_skipped,
+            cut_by_kind=report.cut_by_kind(),
             skipped_reasons=reasons,
             verified=report.verified,
             output_scale=scale,

@@ -1,7 +1,7 @@
 """Tiny models for fast end-to-end tests; the CLI loads them as ``--model <this file>:tiny_net``."""
 
 from torch import nn
-from torchvision.models import SwinTransformer, VisionTransformer
+from torchvision.models import MaxVit, SwinTransformer, VisionTransformer
 from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformerBlockV2
 
 
@@ -107,4 +107,24 @@ def tiny_swin_v2(num_classes: int = 10) -> nn.Module:
         downsample_layer=PatchMergingV2,
     )
     nn.init.normal_(model.head.weight)
+    return model
+
+
+def tiny_maxvit(num_classes: int = 10) -> nn.Module:
+    """A two-block torchvision MaxViT for 32 x 32 inputs (partitions of 2 x 2, 16 and 32 wide, heads of
+    8): MBConv, window and grid attention. Its linear layers and position-bias tables get random
+    weights of a real scale, so that a wrong cut (of a head or of its bias column) shows in the output."""
+    model = MaxVit(
+        input_size=(32, 32),
+        stem_channels=8,
+        partition_size=2,
+        block_channels=[16, 32],
+        block_layers=[1, 1],
+        head_dim=8,
+        stochastic_depth_prob=0.0,
+        num_classes=num_classes,
+    )
+    for name, parameter in model.named_parameters():
+        if name.endswith("relative_position_bias_table") or (parameter.dim() == 2 and "weight" in name):
+            nn.init.normal_(parameter, std=0.3)
     return model

@@ -1,4 +1,5 @@
-"""Attention layers in the channel graph: nn.MultiheadAttention's heads as removable units.
+"""Attention layers in the channel graph: heads as removable units (nn.MultiheadAttention, timm's
+Attention, torchvision Swin's and MaxViT's attention).
 
 Whole heads are pruned (``num_heads`` shrinks, ``head_dim`` stays): a head's q, k and v rows of
 ``in_proj_weight`` and its columns of ``out_proj`` are one unit. Pruning ``head_dim`` would change
@@ -15,9 +16,14 @@ from typing import Any
 import numpy as np
 import torch.fx as fx
 from torch import nn
+from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
 from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
 
-from torchslim.nn.attention import PrunedShiftedWindowAttention, PrunedShiftedWindowAttentionV2
+from torchslim.nn.attention import (
+    PrunedRelativePositionalMultiHeadAttention,
+    PrunedShiftedWindowAttention,
+    PrunedShiftedWindowAttentionV2,
+)
 
 from .channel_graph import LayerUse, TensorSlice, WidthAttribute
 from .labels import channel_labels
@@ -243,8 +249,63 @@ def _base_macs(tracer: ChannelTracer, uses: list[LayerUse]) -> int:
 
 def _blocked(tracer: ChannelTracer, node: fx.Node, name: str, attention: nn.Module, why: str):
     reason = f"attention layer {name} ({type(attention).__name__}: {why})"
-    for layer in (f"{name}.qkv", f"{name}.proj", f"{name}.cpb_mlp.2"):
+    for layer in (f"{name}.{part}" for part in ("qkv", "proj", "cpb_mlp.2", "to_qkv", "merge")):
         module = tracer.modules.get(layer)
         if module is not None:
             tracer.ids.block(tracer.source_ids(layer, module.out_features), reason)
     return tracer.opaque(node, reason)
+
+
+def is_maxvit_attention(module: nn.Module) -> bool:
+    """torchvision's MaxViT attention (pruned or not); a subclass with its own forward is not it."""
+    return type(module) in (RelativePositionalMultiHeadAttention, PrunedRelativePositionalMultiHeadAttention)
+
+
+def trace_maxvit_attention(tracer: ChannelTracer, node: fx.Node, name: str, attention: nn.Module):
+    """MaxViT's attention over (batch, partitions, tokens, width): whole heads of ``to_qkv`` and
+    ``merge`` and columns of the relative position bias table; ``n_heads`` follows, ``head_dim`` and
+    ``scale_factor`` (the unpruned width's, a constant) stay."""
+    shape = _shape(node.args[0]) if len(node.args) == 1 and not node.kwargs else None
+    if shape is None or len(shape) != 4:
+        return _blocked(tracer, node, name, attention, "input is not (batch, partitions, tokens, width)")
+    _, partitions, tokens, channels = shape
+    in_ids = tracer.channel_vector(node, tracer.value(node.args[0]), 3, channels)
+    heads = attention.n_heads
+    per_head = tracer.source_ids(f"{name}.to_qkv", attention.to_qkv.out_features).reshape(3, heads, -1)
+    for head in range(heads):
+        tracer.ids.union_arrays(per_head[0, head, :1], per_head[:, head, :].reshape(-1))
+    values = per_head[2].reshape(-1).copy()
+    out_ids = tracer.source_ids(f"{name}.merge", attention.merge.out_features)
+    q_and_v = np.concatenate([per_head[0].reshape(-1), values])
+    uses = [
+        LayerUse(f"{name}.to_qkv", "linear", in_ids, per_head.reshape(-1).copy(), partitions * tokens),
+        LayerUse(f"{name}:products", "product", q_and_v, None, partitions * tokens * tokens),
+        LayerUse(f"{name}.merge", "linear", values, out_ids, partitions * tokens),
+    ]
+    if _base_macs(tracer, uses) != int(node.meta.get("macs", -1)):
+        return _blocked(tracer, node, name, attention, "its MACs are not those of plain partition attention")
+    for use in uses:
+        tracer.record(use)
+    head_ids = per_head[0, :, 0].copy()
+    tracer.graph.head_layers.add(f"{name}.to_qkv")
+    tracer.graph.widths.append(WidthAttribute(name, "n_heads", head_ids))
+    tracer.graph.tensor_slices.append(TensorSlice(f"{name}.relative_position_bias_table", 1, head_ids))
+    return channel_labels(out_ids, 4, 3)
+
+
+def attention_tracer(module: nn.Module):
+    """The function that traces ``module`` as one attention layer, or None when it is not one."""
+    if isinstance(module, nn.MultiheadAttention):
+        return trace_multihead
+    if is_timm_attention(module):
+        return trace_timm_attention
+    if is_swin_attention(module):
+        return trace_swin_attention
+    if is_maxvit_attention(module):
+        return trace_maxvit_attention
+    return None
+
+
+def is_attention_leaf(module: nn.Module) -> bool:
+    """Whether tracing keeps ``module`` as one call, traced by :func:`attention_tracer`."""
+    return attention_tracer(module) is not None

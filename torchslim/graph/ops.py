@@ -112,6 +112,8 @@ ELEMENTWISE_FUNCTIONS = {
     torch.minimum,
 }
 ELEMENTWISE_METHODS = {"add", "add_", "mul", "mul_", "sub", "sub_", "div", "div_", "expand_as"}
+# Functions and methods that swap two axes (the channels move with their axis; the batch axis may not).
+AXIS_SWAPS = {torch.transpose, torch.swapaxes, torch.swapdims, "transpose", "swapaxes", "swapdims"}
 # Methods and attributes whose result carries no channels.
 NON_TENSOR_METHODS = {"size", "dim", "numel"}
 NON_TENSOR_ATTRIBUTES = {"shape", "dtype", "device", "ndim"}

@@ -75,7 +75,7 @@ def apply_plan(model: nn.Module, group_set: GroupSet, mask: np.ndarray) -> nn.Mo
     _slice_tensors(model, group_set, mask)
     set_widths(model, group_set.graph.widths, lambda ids: group_set.kept(ids, mask).sum())
     for width in group_set.graph.widths:  # window attention whose widths may now differ
-        if width.attribute == "num_heads":
+        if width.attribute in ("num_heads", "n_heads"):
             uses_pruned_forward(modules[width.module])
     return model
 

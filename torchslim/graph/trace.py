@@ -23,7 +23,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torchslim.errors import PruningError
 from torchslim.nn import eval_mode, train_mode
 
-from .attention import is_swin_attention, is_timm_attention
+from .attention import is_attention_leaf
 from .channel_graph import NODE_ROLES, ChannelGraph
 from .layer_rules import timm_tracer
 from .macs import counting_macs
@@ -148,11 +148,7 @@ class _Tracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return (
-            isinstance(m, nn.MultiheadAttention)
-            or is_timm_attention(m)
-            or is_swin_attention(m)
-            or _is_timm_layer_norm(m)
-            or super().is_leaf_module(m, module_qualified_name)
+            is_attention_leaf(m) or _is_timm_layer_norm(m) or super().is_leaf_module(m, module_qualified_name)
         )
 
     def call_module(self, m: nn.Module, forward, args, kwargs):

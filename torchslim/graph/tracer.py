@@ -18,13 +18,7 @@ import torch.fx as fx
 from torch import nn
 
 from . import ops
-from .attention import (
-    is_swin_attention,
-    is_timm_attention,
-    trace_multihead,
-    trace_swin_attention,
-    trace_timm_attention,
-)
+from .attention import attention_tracer
 from .channel_graph import DENSE_ROLES, ChannelGraph, LayerUse
 from .joins import ParamValue, join_param, param_value
 from .labels import ChannelIds, channel_labels, compress, vector_along
@@ -133,12 +127,9 @@ class ChannelTracer:
             return self.conv(node, name, module, labels)
         if isinstance(module, nn.Linear):
             return self.linear(node, name, module, labels)
-        if isinstance(module, nn.MultiheadAttention):
-            return trace_multihead(self, node, name, module)
-        if is_timm_attention(module):
-            return trace_timm_attention(self, node, name, module)
-        if is_swin_attention(module):
-            return trace_swin_attention(self, node, name, module)
+        trace_attention = attention_tracer(module)
+        if trace_attention is not None:
+            return trace_attention(self, node, name, module)
         if isinstance(module, nn.LayerNorm):
             return self.layer_norm(node, name, module, labels)
         if isinstance(module, ops.NORM_TYPES):
@@ -168,7 +159,7 @@ class ChannelTracer:
             return self.reshape(node, self.value(node.args[0]), dynamic=False)
         if target is torch.flatten:
             return self.reshape(node, self.value(node.args[0]), dynamic=True)
-        if target in (torch.transpose, torch.permute):
+        if target in ops.AXIS_SWAPS or target is torch.permute:
             return self.permute(node)
         if target in (torch.chunk, torch.split):
             return self.chunk(node, "split" if target is torch.split else "chunk")
@@ -198,7 +189,7 @@ class ChannelTracer:
             return self.elementwise(node)
         if method in ("view", "reshape", "flatten"):
             return self.reshape(node, self.value(node.args[0]), dynamic=method == "flatten")
-        if method in ("transpose", "permute"):
+        if method in ops.AXIS_SWAPS or method == "permute":
             return self.permute(node)
         if method in ("chunk", "split"):
             return self.chunk(node, method)
@@ -417,7 +408,9 @@ class ChannelTracer:
         if not isinstance(labels, np.ndarray):
             return None
         ndim = labels.ndim + 1
-        if node.target in ("transpose", torch.transpose):
+        if node.target in ops.AXIS_SWAPS:  # transpose, swapaxes, swapdims: two axes trade places
+            if len(node.args) != 3:
+                return self.opaque(node, f"axes given by keyword at node {node.name}")
             a, b = (d % ndim for d in node.args[1:3])
             order = list(range(ndim))
             order[a], order[b] = order[b], order[a]

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 from torchvision.models import VisionTransformer
+from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
 from torchvision.models.swin_transformer import ShiftedWindowAttention
 
 from torchslim.errors import ModelError
@@ -35,6 +36,7 @@ SIZE_ATTRIBUTES: tuple[tuple[type, tuple[str, ...]], ...] = (
     (nn.MultiheadAttention, ("embed_dim", "kdim", "vdim", "num_heads", "head_dim")),
     (VisionTransformer, ("hidden_dim",)),
     (ShiftedWindowAttention, ("num_heads",)),
+    (RelativePositionalMultiHeadAttention, ("n_heads",)),
 )
 
 

@@ -14,6 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
 from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
 
 
@@ -81,13 +82,11 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
 
 def uses_pruned_forward(module: nn.Module) -> None:
     """Give an attention layer the forward that reads its widths from its weights, in place
-    (its parameters are kept): nn.MultiheadAttention and torchvision's Swin v1 window attention."""
-    if type(module) is nn.MultiheadAttention:
-        module.__class__ = PrunedMultiheadAttention
-    elif type(module) is ShiftedWindowAttention:
-        module.__class__ = PrunedShiftedWindowAttention
-    elif type(module) is ShiftedWindowAttentionV2:
-        module.__class__ = PrunedShiftedWindowAttentionV2
+    (its parameters are kept): nn.MultiheadAttention, torchvision's Swin (v1, v2) window attention and
+    MaxViT's attention."""
+    pruned = _PRUNED_FORWARD.get(type(module))
+    if pruned is not None:
+        module.__class__ = pruned
 
 
 class PrunedShiftedWindowAttention(ShiftedWindowAttention):
@@ -149,6 +148,22 @@ class PrunedShiftedWindowAttentionV2(PrunedShiftedWindowAttention, ShiftedWindow
         return F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) * scale
 
 
+class PrunedRelativePositionalMultiHeadAttention(RelativePositionalMultiHeadAttention):
+    """MaxViT's attention with ``n_heads`` heads of ``head_dim`` between widths that may differ from
+    ``n_heads * head_dim`` (torchvision's forward ties them). ``scale_factor`` is the unpruned
+    layer's, kept: pruning removes heads and channels, it does not rescale the ones kept."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, partitions, tokens, _ = x.shape
+        q, k, v = (
+            t.reshape(batch, partitions, tokens, self.n_heads, self.head_dim).transpose(2, 3)
+            for t in self.to_qkv(x).chunk(3, dim=-1)
+        )
+        scores = q @ (k * self.scale_factor).transpose(-2, -1) + self.get_relative_positional_bias()
+        out = (scores.softmax(dim=-1) @ v).transpose(2, 3)
+        return self.merge(out.reshape(batch, partitions, tokens, self.n_heads * self.head_dim))
+
+
 def _windows(x: torch.Tensor, window: list[int]) -> torch.Tensor:
     batch, height, width, channels = x.shape
     x = x.view(batch, height // window[0], window[0], width // window[1], window[1], channels)
@@ -171,3 +186,12 @@ def _shift_mask(height: int, width: int, window: list[int], shift: list[int], de
     regions = _windows(regions[None, :, :, None], window)[..., 0]  # (windows, tokens)
     different = regions.unsqueeze(1) - regions.unsqueeze(2) != 0
     return torch.zeros_like(different, dtype=dtype).masked_fill(different, -100.0)
+
+
+# Each attention layer's type -> the subclass whose forward reads its widths from its weights.
+_PRUNED_FORWARD = {
+    nn.MultiheadAttention: PrunedMultiheadAttention,
+    ShiftedWindowAttention: PrunedShiftedWindowAttention,
+    ShiftedWindowAttentionV2: PrunedShiftedWindowAttentionV2,
+    RelativePositionalMultiHeadAttention: PrunedRelativePositionalMultiHeadAttention,
+}
