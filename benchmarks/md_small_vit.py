@@ -38,9 +38,10 @@ def small_vit_lines(payload: dict | None) -> list[str]:
         "",
         f"torchvision ViT (4 layers, 4 heads, width 64, MLP 256, patch 4, 32x32), -{args['target']:.0%} MACs "
         f"(attention's products counted), {args['epochs']} baseline epochs, "
-        f"{args['finetune_epochs']} fine-tune epochs for every variant, seeds {seeds}; top-1 in %, "
-        "mean ± std. "
-        "ORT speedup: ONNX Runtime, batch 1, over the unpruned model, timed interleaved on a shared machine.",
+        f"{args['finetune_epochs']} fine-tune epochs for every variant, seeds {seeds}; top-1 in % on "
+        f"{args['val_limit']} Fashion-MNIST test images, mean ± std. ORT speedup: ONNX Runtime, batch 1, "
+        f"{args['threads']} thread(s), over the unpruned model; each seed's models timed interleaved in a "
+        "fresh process (steady rounds only).",
         "",
         "| variant | " + " | ".join(label for _, label in COLUMNS) + " |",
         "|---|" + "---:|" * len(COLUMNS),

@@ -6,10 +6,17 @@
 - ``torch_pruning_heads``: Torch-Pruning 1.6's MetaPruner with head pruning, its ratio bisected to
   the same MACs (counted by torchslim: attention's matrix products included).
 
-Top-1 before and after fine-tuning, MACs, and the ONNX Runtime batch-1 speedup of each variant over
-the unpruned model, per seed; benchmarks/md_small_vit.py writes the mean +- std table.
+Top-1 (on the Fashion-MNIST test images; no variant is chosen from it) before and after fine-tuning,
+MACs, and the ONNX Runtime batch-1 speedup of each variant over the unpruned model, per seed;
+benchmarks/md_small_vit.py writes the mean +- std table.
+
+Resumable: each seed's row is written to the results file as soon as it is done, and its variants'
+ONNX files are kept in benchmarks/cache/, so a stopped run goes on with the next seed. The speedups
+are timed after the last seed, every seed's models in a fresh process through torchslim's timing path
+(interleaved rounds, steady rounds only); ``--timing-only`` retimes the cached files, for a quiet machine.
 
     python benchmarks/small_vit.py                      # the full run (3 seeds)
+    python benchmarks/small_vit.py --timing-only        # retime the cached ONNX files
     python benchmarks/small_vit.py --seeds 0 --epochs 1 --finetune-epochs 1 --train-limit 2000 \\
         --val-limit 500 --output small_vit_smoke        # minutes
 """
@@ -18,9 +25,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import tempfile
+import json
 from pathlib import Path
 
+import common
 import numpy as np
 import torch
 from common import TOLERANCE, fmnist_loaders, log, machine_info, macs, train_epochs, write_result
@@ -28,8 +36,8 @@ from torch import nn
 from torchvision.models import VisionTransformer
 
 from torchslim.engine import evaluate
-from torchslim.export import OrtModel, export_onnx
-from torchslim.export.timing import ort_callable, speedup, time_interleaved
+from torchslim.export import export_onnx
+from torchslim.latency.compare import compare_latency, in_fresh_process
 from torchslim.pruning.prune import prune
 
 SIZE = 32
@@ -55,7 +63,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads.")
     parser.add_argument("--timing-rounds", type=int, default=50)
     parser.add_argument("--output", default="small_vit", help="Result name under benchmarks/results/.")
+    parser.add_argument("--timing-only", action="store_true", help="Only retime the cached ONNX files.")
     return parser.parse_args(argv)
+
+
+# What a results file was written with: a resumed run must use the same (timing settings may change).
+RECIPE = ("seeds", "epochs", "finetune_epochs", "lr", "train_limit", "val_limit", "target")
 
 
 def torchslim_variants(model: nn.Module, target: float) -> dict[str, nn.Module]:
@@ -126,17 +139,40 @@ def widths(model: nn.Module) -> dict[str, int]:
     }
 
 
-def ort_speedups(models: dict[str, nn.Module], threads: int, rounds: int) -> dict[str, float]:
-    """ONNX Runtime batch-1 speedup of every model over ``models["baseline"]``, timed interleaved."""
+def onnx_dir(args, seed: int) -> Path:
+    """Where ``seed``'s baseline and variants are kept as ONNX files for the timing phase."""
+    return common.CACHE / f"{args.output}-onnx" / f"seed{seed}"
+
+
+def save_onnx(models: dict[str, nn.Module], directory: Path) -> None:
+    """Each model exported (and checked against PyTorch) as ``directory/<name>.onnx``."""
+    directory.mkdir(parents=True, exist_ok=True)
     example = torch.randn(1, 3, SIZE, SIZE)
-    with tempfile.TemporaryDirectory() as directory:
-        calls = {}
-        for name, model in models.items():
-            path = Path(directory) / f"{name}.onnx"
-            export_onnx(model.eval(), example, path)
-            calls[name] = ort_callable(OrtModel(path, threads=threads), example.numpy())
-        timings = time_interleaved(calls, warmup=5, rounds=rounds)
-    return {name: speedup(timings["baseline"], timings[name]) for name in models}
+    for name, model in models.items():
+        export_onnx(copy.deepcopy(model).eval(), example, directory / f"{name}.onnx")
+
+
+def ort_speedups(directory: Path, names: list[str], threads: int, rounds: int) -> dict[str, float]:
+    """ONNX Runtime batch-1 speedup of every variant over ``baseline.onnx`` in ``directory``, timed
+    interleaved through torchslim's timing path in a fresh process."""
+    paths = {name: directory / f"{name}.onnx" for name in ["baseline", *names]}
+    result = in_fresh_process(
+        compare_latency, dict.fromkeys(paths), SIZE, onnx_paths=paths, threads=threads, rounds=rounds
+    )
+    if not result.steady:
+        log(f"  {directory.name}: fewer than half the timing rounds were steady (a busy machine)")
+    return {name: result.speedup[name] for name in names}
+
+
+def time_all(payload: dict, args) -> None:
+    """Fill every seed's ``ort_speedup_b1`` from its cached ONNX files."""
+    for seed, row in payload["seeds"].items():
+        names = [name for name, entry in row.items() if name != "baseline" and "error" not in entry]
+        speedups = ort_speedups(onnx_dir(args, int(seed)), names, args.threads, args.timing_rounds)
+        for name in names:
+            row[name]["ort_speedup_b1"] = speedups[name]
+        log(f"  seed {seed}: " + ", ".join(f"{n} {v:.2f}x" for n, v in speedups.items()))
+    payload["timing_machine"] = machine_info(args.threads)
 
 
 def run_seed(seed: int, data, args) -> dict:
@@ -157,19 +193,40 @@ def run_seed(seed: int, data, args) -> dict:
         train_epochs(model, data, epochs=args.finetune_epochs, lr=args.lr / 5, seed=seed)
         entry["top1_finetuned"] = evaluate(model, data.val_loader).top1
         row[name] = entry
-    speedups = ort_speedups({"baseline": baseline, **variants}, args.threads, args.timing_rounds)
-    for name in variants:
-        row[name]["ort_speedup_b1"] = speedups[name]
+    save_onnx({"baseline": baseline, **variants}, onnx_dir(args, seed))
     return row
+
+
+def load_or_start(args) -> dict:
+    """The results so far (seeds done), or a new payload; a file of another recipe is refused."""
+    recipe = {key: getattr(args, key) for key in RECIPE}
+    path = common.RESULTS / f"{args.output}.json"
+    if not path.is_file():
+        return {"args": vars(args), "seeds": {}}
+    payload = json.loads(path.read_text())
+    if {key: payload["args"].get(key) for key in RECIPE} != recipe:
+        raise SystemExit(f"{path} was written with other settings ({payload['args']}); move it away")
+    return payload
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    data = fmnist_loaders(args.train_limit, args.val_limit)
-    rows = {seed: run_seed(seed, data, args) for seed in args.seeds}
-    payload = {"machine": machine_info(args.threads), "args": vars(args), "seeds": rows}
-    payload["summary"] = summarize(rows)
+    payload = load_or_start(args)
+    if not args.timing_only:
+        data = fmnist_loaders(args.train_limit, args.val_limit)
+        for seed in args.seeds:
+            if str(seed) in payload["seeds"]:
+                continue
+            payload["seeds"][str(seed)] = run_seed(seed, data, args)
+            payload["machine"] = machine_info(args.threads)
+            write_result(args.output, payload)
+    missing = [seed for seed in args.seeds if str(seed) not in payload["seeds"]]
+    if missing:
+        raise SystemExit(f"seeds {missing} have not run yet: run without --timing-only first")
+    payload["args"] = vars(args)
+    time_all(payload, args)
+    payload["summary"] = summarize(payload["seeds"])
     path = write_result(args.output, payload)
     log(f"wrote {path}")
     return payload

@@ -1,0 +1,59 @@
+"""benchmarks/small_vit.py's bookkeeping: a resumed run keeps its recipe, the summary is mean and std
+over seeds, and the RESULTS.md table (md_small_vit.py) shows them."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    small_vit = importlib.import_module("small_vit")
+    common = importlib.import_module("common")
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    return small_vit
+
+
+def _rows():
+    return {
+        "0": {"baseline": {"top1": 80.0, "macs": 10e6}, "mlp_only": {"top1_finetuned": 70.0, "macs": 5e6}},
+        "1": {"baseline": {"top1": 84.0, "macs": 10e6}, "mlp_only": {"top1_finetuned": 74.0, "macs": 5e6}},
+    }
+
+
+def test_a_resumed_run_must_use_the_same_recipe(bench, tmp_path):
+    args = bench.parse_args(["--seeds", "0", "1", "--epochs", "2"])
+    payload = bench.load_or_start(args)
+    assert payload["seeds"] == {}
+    payload["seeds"] = _rows()
+    (tmp_path / "small_vit.json").write_text(json.dumps(payload))
+    assert bench.load_or_start(bench.parse_args(["--seeds", "0", "1", "--epochs", "2", "--threads", "2"]))[
+        "seeds"
+    ] == json.loads(json.dumps(_rows()))  # timing settings may change
+    with pytest.raises(SystemExit, match="other settings"):
+        bench.load_or_start(bench.parse_args(["--seeds", "0", "1", "--epochs", "3"]))
+
+
+def test_timing_only_needs_every_seed_trained(bench):
+    with pytest.raises(SystemExit, match=r"seeds \[0, 1\] have not run yet"):
+        bench.main(["--seeds", "0", "1", "--timing-only"])
+
+
+def test_summary_and_table_give_mean_and_std_over_seeds(bench, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    md_small_vit = importlib.import_module("md_small_vit")
+    summary = bench.summarize(_rows())
+    assert summary["baseline"]["top1"] == [82.0, 2.0]
+    assert summary["mlp_only"]["top1_finetuned"] == [72.0, 2.0]
+    args = vars(bench.parse_args(["--seeds", "0", "1"]))
+    lines = md_small_vit.small_vit_lines({"summary": summary, "args": args, "seeds": _rows()})
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ")}
+    assert "| 72.00 ± 2.00 |" in rows["mlp_only"]
+    assert "82.00 ± 2.00" in rows["baseline"] and "| 5.00 |" in rows["mlp_only"]
