@@ -1,5 +1,6 @@
-"""benchmarks/small_vit.py's bookkeeping: a resumed run keeps its recipe, the summary is mean and std
-over seeds, and the RESULTS.md table (md_small_vit.py) shows them."""
+"""The transformer benchmarks' bookkeeping. benchmarks/small_vit.py: a resumed run keeps its recipe, the
+summary is mean and std over seeds, and md_small_vit.py's table shows them; md_vit_round_to.py's table
+and its fastest variant."""
 
 from __future__ import annotations
 
@@ -57,3 +58,29 @@ def test_summary_and_table_give_mean_and_std_over_seeds(bench, monkeypatch):
     rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ")}
     assert "| 72.00 ± 2.00 |" in rows["mlp_only"]
     assert "82.00 ± 2.00" in rows["baseline"] and "| 5.00 |" in rows["mlp_only"]
+
+
+def test_vit_round_to_table_names_the_fastest_variant(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    md_vit_round_to = importlib.import_module("md_vit_round_to")
+
+    def timing(speedups):
+        return {"speedup": sorted(speedups)[1], "speedups": speedups, "median_ms": 1.0, "steady": True}
+
+    kept = {"heads": 48, "embedding": 272, "mlp_hidden": [1056], "macs_left": 0.5}
+    payload = {
+        "settings": {"model": "m", "target": 0.5, "threads": 2, "rounds": 20, "repeats": 3},
+        "seconds": 10.0,
+        "variants": {"unpruned": kept, "round_to 1": kept, "round_to 16": kept},
+        "timings": {
+            "b1": {
+                "unpruned": timing([1.0, 1.0, 1.0]),
+                "round_to 1": timing([1.5, 1.6, 1.4]),
+                "round_to 16": timing([1.7, 1.2, 1.8]),
+            }
+        },
+    }
+    lines = md_vit_round_to.vit_round_to_section(payload)
+    assert "| round_to 16 | 48 heads, width 272, MLP 1056 | 50.0% | 1.70x (1.70, 1.20, 1.80) |" in lines
+    assert "Fastest pruned variant: batch 1: round_to 16." in lines
+    assert md_vit_round_to.vit_round_to_section(None) == []
