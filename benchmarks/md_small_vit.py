@@ -36,7 +36,8 @@ def small_vit_lines(payload: dict | None) -> list[str]:
     lines = [
         "## Small ViT on Fashion-MNIST: which widths to cut",
         "",
-        f"torchvision ViT (4 layers, 4 heads, width 64, MLP 256, patch 4, 32x32), -{args['target']:.0%} MACs "
+        "timm VisionTransformer (4 blocks, 4 heads, width 64, MLP 256, patch 4, 32x32), "
+        f"-{args['target']:.0%} MACs "
         f"(attention's products counted), {args['epochs']} baseline epochs, "
         f"{args['finetune_epochs']} fine-tune epochs for every variant, seeds {seeds}; top-1 in % on "
         f"{args['val_limit']} Fashion-MNIST test images, mean ± std. ORT speedup: ONNX Runtime, batch 1, "
