@@ -22,6 +22,7 @@ from md_latency import candidates_section, p2_section, sweep_section
 from md_latency_verdict import latency_verdict_section
 from md_p1 import p1_like_for_like_section
 from md_p2_repeats import p2_repeats_section
+from md_prune_coverage import prune_coverage_section
 from md_quantization import quantization_section
 from md_readme import README, fill_readme, readme_lines
 from md_reconstruction import reconstruction_section
@@ -54,6 +55,7 @@ def sections(goals: list[Goal]) -> list[str]:
         + small_vit_lines(read_result("small_vit"))
         + vit_round_to_section(read_result("vit_round_to"))
         + timm_section(read_result("timm_coverage"))
+        + prune_coverage_section(read_result("prune_coverage"))
     )
 
 

@@ -1,0 +1,24 @@
+"""The coverage table (benchmarks/md_prune_coverage.py): one row per model, cut groups by kind."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_rows_give_the_cut_by_kind_and_the_totals(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    md = importlib.import_module("md_prune_coverage")
+    vit = {"model": "vit_b_16", "input_size": 224, "flops_reduction": 0.5019, "groups_pruned": 25}
+    vit |= {"cut_by_kind": {"mlp hidden": 12, "heads": 12, "embedding": 1}, "groups_skipped": 1}
+    vit |= {"rel_diff": 1.2e-6, "status": "ok", "reason": ""}
+    old = {"model": "alexnet", "input_size": 64, "flops_reduction": 0.5, "groups_pruned": 7, "status": "ok"}
+    totals = {"models": 2, "ok": 2, "unprunable": 0, "error": 0}
+    payload = {"target_flops": 0.5, "seconds": 12.0, "totals": totals, "results": [vit, old]}
+    lines = md.prune_coverage_section(payload)
+    assert "| vit_b_16 | 224 | -50.2% | 25 | embedding 1, heads 12, mlp hidden 12 | 1 | 1e-06 | ok |" in lines
+    assert "| alexnet | 64 | -50.0% | 7 | - | - | - | ok |" in lines
+    assert any("2 of 2 ok, 0 unprunable, 0 errors, in 12 s." in line for line in lines)
+    assert md.prune_coverage_section(None) == []
