@@ -29,6 +29,7 @@ from md_reconstruction import reconstruction_section
 from md_session_states import session_states_section
 from md_small_vit import small_vit_lines
 from md_timm import timm_section
+from md_transformer_check import transformer_check_section
 from md_vit_round_to import vit_round_to_section
 
 Goal = tuple[str, str, str, bool]  # (goal group, what, measured value, met)
@@ -52,6 +53,7 @@ def sections(goals: list[Goal]) -> list[str]:
         + reconstruction_section(read_result("reconstruction"), goals)
         + quantization_section(read_result("quantization"), goals)
         + executorch_section(read_result("executorch"))
+        + transformer_check_section(read_result("transformer_check"))
         + small_vit_lines(read_result("small_vit"))
         + vit_round_to_section(read_result("vit_round_to"))
         + timm_section(read_result("timm_coverage"))

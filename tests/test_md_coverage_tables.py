@@ -1,4 +1,6 @@
-"""The coverage table (benchmarks/md_prune_coverage.py): one row per model, cut groups by kind."""
+"""The coverage tables: every torchvision model (benchmarks/md_prune_coverage.py), one row each with
+its groups cut by kind; the reference transformers (md_transformer_check.py), units kept and the
+three differences."""
 
 from __future__ import annotations
 
@@ -22,3 +24,19 @@ def test_rows_give_the_cut_by_kind_and_the_totals(monkeypatch):
     assert "| alexnet | 64 | -50.0% | 7 | - | - | - | ok |" in lines
     assert any("2 of 2 ok, 0 unprunable, 0 errors, in 12 s." in line for line in lines)
     assert md.prune_coverage_section(None) == []
+
+
+def test_transformer_rows_give_units_kept_and_every_difference(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    md = importlib.import_module("md_transformer_check")
+    entry = {"model": "timm:deit_small_patch16_224", "macs_before": 4.599e9, "macs_after": 2.298e9}
+    entry |= {"reduction": 0.5003, "groups_by_kind": {"heads": 12, "embedding": 1}, "oracle_verified": False}
+    entry |= {"units_by_kind": {"heads": [72, 47], "embedding": [384, 272]}, "oracle_max_abs_diff": 0.5}
+    entry |= {"reload_max_abs_diff": 0.0, "ort_max_abs_diff": 1.5e-6}
+    lines = md.transformer_check_section(
+        {"input_size": 224, "target": 0.5, "round_to": 8, "results": [entry]}
+    )
+    row = next(line for line in lines if line.startswith("| timm:"))
+    assert "| 4.599 G -> 2.298 G | -50.03% |" in row
+    assert "heads 72 -> 47 (12 groups); embedding 384 -> 272 (1 group)" in row
+    assert "| 5.0e-01 **failed** | 0.0e+00 | 1.5e-06 |" in row
