@@ -287,6 +287,7 @@ def fresh_model(name: str, num_classes: int = 1000, seed: int = 0) -> nn.Module:
 
 
 FMNIST_SPEC = "fashion-mnist"
+TRAIN_IMAGES = 60000  # Fashion-MNIST's training set
 
 
 def fmnist_loaders(train_limit: int | None, val_limit: int | None, batch_size: int = 128, seed: int = 0):
@@ -301,6 +302,19 @@ def fmnist_loaders(train_limit: int | None, val_limit: int | None, batch_size: i
         num_workers=0,
         seed=seed,
     )
+
+
+def fmnist_validation_loader(images: int) -> torch.utils.data.DataLoader:
+    """The last ``images`` Fashion-MNIST training images, unaugmented: a validation split for choosing
+    methods, never trained on while the training slice (``train_limit``) ends before it."""
+    from torchslim.data.fashion_mnist import FASHION_MNIST_STATS
+    from torchslim.data.loaders import build_datasets
+    from torchslim.data.tensor_dataset import TensorImageDataset
+
+    train, _, _, _ = build_datasets(FMNIST_SPEC, image_size=32)
+    start = len(train) - images
+    held_out = TensorImageDataset(train.images[start:], train.labels[start:], FASHION_MNIST_STATS)
+    return torch.utils.data.DataLoader(held_out, batch_size=256)
 
 
 def train_epochs(

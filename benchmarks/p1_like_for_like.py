@@ -54,7 +54,6 @@ MODELS = ("mobilenet_v2", "resnet34", "mobilenet_v1")
 PAIRS = ("l1_group", "taylor", "bn_scale")
 TP_EQUIVALENT = {"l1_group": "group-l1", "taylor": "taylor", "bn_scale": "bn-scale", "l1_norm": "l1-first"}
 TP_DEFAULT = "default"
-TRAIN_IMAGES = 60000  # Fashion-MNIST's training set
 
 
 def tp_importance(name: str):
@@ -132,8 +131,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny run into a temporary results folder")
     parser.add_argument("--results-dir", type=Path, default=None, help="results (and, smoke: cache) here")
     args = parser.parse_args(argv)
-    if args.train_limit + args.val_images > TRAIN_IMAGES:
-        parser.error(f"--train-limit + --val-images must be at most {TRAIN_IMAGES}")
+    if args.train_limit + args.val_images > common.TRAIN_IMAGES:
+        parser.error(f"--train-limit + --val-images must be at most {common.TRAIN_IMAGES}")
     return args
 
 
@@ -157,18 +156,6 @@ RECIPE += ("rec_batches", "batch_size")
 
 
 # --------------------------------------------------------------------------- data
-
-
-def validation_loader(args) -> torch.utils.data.DataLoader:
-    """The last ``--val-images`` Fashion-MNIST training images, unaugmented: never trained on."""
-    from torchslim.data.fashion_mnist import FASHION_MNIST_STATS
-    from torchslim.data.loaders import build_datasets
-    from torchslim.data.tensor_dataset import TensorImageDataset
-
-    train, _, _, _ = build_datasets(common.FMNIST_SPEC, image_size=32)
-    start = len(train) - args.val_images
-    held_out = TensorImageDataset(train.images[start:], train.labels[start:], FASHION_MNIST_STATS)
-    return torch.utils.data.DataLoader(held_out, batch_size=256)
 
 
 def loaders(args, seed: int, validation) -> SimpleNamespace:
@@ -384,7 +371,7 @@ def main(argv=None) -> None:
         common.use_results_dir(args.results_dir)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    validation = validation_loader(args)
+    validation = common.fmnist_validation_loader(args.val_images)
     for name in args.models:
         run_model(name, args, validation)
     log(f"P1 like for like: {time.perf_counter() - started:.0f} s; results in {common.RESULTS}")

@@ -10,7 +10,8 @@ The model is timm's VisionTransformer (4 blocks, 4 heads, width 64, patch 4, 32x
 - ``torch_pruning_heads``: Torch-Pruning 1.6's MetaPruner with head pruning, its ratio bisected to
   the same MACs (counted by torchslim: attention's matrix products included).
 
-Top-1 (on the Fashion-MNIST test images; no variant is chosen from it) before and after fine-tuning,
+Top-1 on the Fashion-MNIST test images (reported) and on a validation split held out from the training
+images (``val_top1*``: what choosing between variants reads), before and after fine-tuning,
 MACs, and the ONNX Runtime batch-1 speedup of each variant over the unpruned model, per seed;
 benchmarks/md_small_vit.py writes the mean +- std table.
 
@@ -22,7 +23,7 @@ are timed after the last seed, every seed's models in a fresh process through to
     python benchmarks/small_vit.py                      # the full run (3 seeds)
     python benchmarks/small_vit.py --timing-only        # retime the cached ONNX files
     python benchmarks/small_vit.py --seeds 0 --epochs 1 --finetune-epochs 1 --train-limit 2000 \\
-        --val-limit 500 --output small_vit_smoke        # minutes
+        --val-images 500 --test-limit 500 --output small_vit_smoke        # minutes
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import argparse
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import common
 import numpy as np
@@ -70,17 +72,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--train-limit", type=int, default=20000)
-    parser.add_argument("--val-limit", type=int, default=5000)
+    parser.add_argument(
+        "--val-images",
+        type=int,
+        default=5000,
+        help="Validation: the last N training images, never trained on.",
+    )
+    parser.add_argument("--test-limit", type=int, default=None, help="Test images (default: all 10,000).")
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads.")
     parser.add_argument("--timing-rounds", type=int, default=50)
     parser.add_argument("--output", default="small_vit", help="Result name under benchmarks/results/.")
     parser.add_argument("--timing-only", action="store_true", help="Only retime the cached ONNX files.")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.train_limit + args.val_images > common.TRAIN_IMAGES:
+        parser.error(f"--train-limit + --val-images must be at most {common.TRAIN_IMAGES}")
+    return args
 
 
 # What a results file was written with: a resumed run must use the same (timing settings may change).
-RECIPE = ("seeds", "epochs", "finetune_epochs", "lr", "train_limit", "val_limit", "target")
+RECIPE = ("seeds", "epochs", "finetune_epochs", "lr", "train_limit", "val_images", "test_limit", "target")
 
 
 def torchslim_variants(model: nn.Module, target: float) -> dict[str, nn.Module]:
@@ -195,12 +206,28 @@ def time_all(payload: dict, args) -> None:
     payload["timing_machine"] = machine_info(args.threads)
 
 
+def top1s(model: nn.Module, data, suffix: str) -> dict[str, float]:
+    """``top1<suffix>`` on the test images (reported) and ``val_top1<suffix>`` on the validation split
+    (what a choice between variants reads)."""
+    return {
+        f"top1{suffix}": evaluate(model, data.test_loader).top1,
+        f"val_top1{suffix}": evaluate(model, data.val_loader).top1,
+    }
+
+
+def split_data(args) -> SimpleNamespace:
+    """Training slice, validation split (``val_loader``: what training logs and choices read) and test set."""
+    data = fmnist_loaders(args.train_limit, args.test_limit)
+    validation = common.fmnist_validation_loader(args.val_images)
+    return SimpleNamespace(train_loader=data.train_loader, val_loader=validation, test_loader=data.val_loader)
+
+
 def run_seed(seed: int, data, args) -> dict:
     log(f"seed {seed}: training the baseline for {args.epochs} epochs")
     baseline = small_vit(seed)
     train_epochs(baseline, data, epochs=args.epochs, lr=args.lr, seed=seed)
-    row = {"baseline": {"top1": evaluate(baseline, data.val_loader).top1, "macs": macs(baseline, SIZE)}}
-    row["baseline"].update(widths(baseline))
+    row = {"baseline": {"macs": macs(baseline, SIZE), **widths(baseline)}}
+    row["baseline"].update(top1s(baseline, data, ""))
     variants = torchslim_variants(baseline.eval(), args.target)
     try:
         variants["torch_pruning_heads"] = tp_heads(baseline.eval(), args.target)
@@ -208,11 +235,9 @@ def run_seed(seed: int, data, args) -> dict:
         row["torch_pruning_heads"] = {"error": f"{type(error).__name__}: {error}"[:300]}
         log(f"  torch_pruning_heads failed: {row['torch_pruning_heads']['error']}")
     for name, model in variants.items():
-        entry = {"macs": macs(model, SIZE), "top1_pruned": evaluate(model, data.val_loader).top1}
-        entry.update(widths(model))
+        entry = {"macs": macs(model, SIZE), **widths(model), **top1s(model, data, "_pruned")}
         train_epochs(model, data, epochs=args.finetune_epochs, lr=args.lr / 5, seed=seed)
-        entry["top1_finetuned"] = evaluate(model, data.val_loader).top1
-        row[name] = entry
+        row[name] = entry | top1s(model, data, "_finetuned")
     save_onnx({"baseline": baseline, **variants}, onnx_dir(args, seed))
     return row
 
@@ -234,7 +259,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     payload = load_or_start(args)
     if not args.timing_only:
-        data = fmnist_loaders(args.train_limit, args.val_limit)
+        data = split_data(args)
         for seed in args.seeds:
             if str(seed) in payload["seeds"]:
                 continue

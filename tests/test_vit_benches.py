@@ -55,9 +55,21 @@ def test_summary_and_table_give_mean_and_std_over_seeds(bench, monkeypatch):
     assert summary["mlp_only"]["top1_finetuned"] == [72.0, 2.0]
     args = vars(bench.parse_args(["--seeds", "0", "1"]))
     lines = md_small_vit.small_vit_lines({"summary": summary, "args": args, "seeds": _rows()})
-    rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ")}
+    rows = {line.split(":")[0].strip("| "): line for line in lines if line.startswith("| ")}
     assert "| 72.00 ± 2.00 |" in rows["mlp_only"]
     assert "82.00 ± 2.00" in rows["baseline"] and "| 5.00 |" in rows["mlp_only"]
+    assert any("on all 10,000 Fashion-MNIST test images" in line for line in lines)
+
+
+def test_the_choice_reads_validation_top1_only(bench):
+    md_small_vit = importlib.import_module("md_small_vit")
+    summary = {
+        "mlp_only": {"val_top1_finetuned": [80.0, 1.0], "top1_finetuned": [90.0, 1.0]},
+        "balanced": {"val_top1_finetuned": [82.0, 1.0], "top1_finetuned": [70.0, 1.0]},
+        "torch_pruning_heads": {"val_top1_finetuned": [95.0, 1.0]},  # a peer, never chosen
+    }
+    assert md_small_vit.chosen_on_validation(summary) == "balanced"
+    assert md_small_vit.chosen_on_validation({}) is None
 
 
 def test_vit_round_to_table_names_the_fastest_variant(monkeypatch):
