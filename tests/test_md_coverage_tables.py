@@ -32,11 +32,13 @@ def test_transformer_rows_give_units_kept_and_every_difference(monkeypatch):
     entry = {"model": "timm:deit_small_patch16_224", "macs_before": 4.599e9, "macs_after": 2.298e9}
     entry |= {"reduction": 0.5003, "groups_by_kind": {"heads": 12, "embedding": 1}, "oracle_verified": False}
     entry |= {"units_by_kind": {"heads": [72, 47], "embedding": [384, 272]}, "oracle_max_abs_diff": 0.5}
-    entry |= {"reload_max_abs_diff": 0.0, "ort_max_abs_diff": 1.5e-6}
+    entry |= {"reload_max_abs_diff": 0.0, "ort_max_abs_diff": 1.5e-6, "output_abs_max": 2.5}
     lines = md.transformer_check_section(
         {"input_size": 224, "target": 0.5, "round_to": 8, "results": [entry]}
     )
     row = next(line for line in lines if line.startswith("| timm:"))
+    header = next(line for line in lines if line.startswith("| model"))
+    assert header.count("|") == row.count("|")
     assert "| 4.599 G -> 2.298 G | -50.03% |" in row
     assert "heads 72 -> 47 (12 groups); embedding 384 -> 272 (1 group)" in row
-    assert "| 5.0e-01 **failed** | 0.0e+00 | 1.5e-06 |" in row
+    assert "| 2.50 | 5.0e-01 **failed** | 0.0e+00 | 1.5e-06 |" in row
