@@ -15,6 +15,8 @@ images (``val_top1*``: what choosing between variants reads), before and after f
 MACs, and the ONNX Runtime batch-1 speedup of each variant over the unpruned model, per seed;
 benchmarks/md_small_vit.py writes the mean +- std table.
 
+A seed sets the baseline's initialisation and the training order (baseline and fine-tune).
+
 Resumable: each seed's row is written to the results file as soon as it is done, and its variants'
 ONNX files are kept in benchmarks/cache/, so a stopped run goes on with the next seed. The speedups
 are timed after the last seed, every seed's models in a fresh process through torchslim's timing path
@@ -215,9 +217,10 @@ def top1s(model: nn.Module, data, suffix: str) -> dict[str, float]:
     }
 
 
-def split_data(args) -> SimpleNamespace:
-    """Training slice, validation split (``val_loader``: what training logs and choices read) and test set."""
-    data = fmnist_loaders(args.train_limit, args.test_limit)
+def split_data(args, seed: int) -> SimpleNamespace:
+    """Training slice in ``seed``'s order, validation split (``val_loader``: what training logs and choices
+    read) and test set."""
+    data = fmnist_loaders(args.train_limit, args.test_limit, seed=seed)
     validation = common.fmnist_validation_loader(args.val_images)
     return SimpleNamespace(train_loader=data.train_loader, val_loader=validation, test_loader=data.val_loader)
 
@@ -259,11 +262,10 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     payload = load_or_start(args)
     if not args.timing_only:
-        data = split_data(args)
         for seed in args.seeds:
             if str(seed) in payload["seeds"]:
                 continue
-            payload["seeds"][str(seed)] = run_seed(seed, data, args)
+            payload["seeds"][str(seed)] = run_seed(seed, split_data(args, seed), args)
             payload["machine"] = machine_info(args.threads)
             write_result(args.output, payload)
     missing = [seed for seed in args.seeds if str(seed) not in payload["seeds"]]
