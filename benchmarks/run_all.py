@@ -2,7 +2,7 @@
 
     python benchmarks/run_all.py                 # everything (P3, P4, round_to sweep, P2, P2 x3,
                                                  # candidates, P1, P1 seeds, P1 like for like, Q,
-                                                 # ExecuTorch vs ONNX Runtime)
+                                                 # ExecuTorch vs ONNX Runtime, ViT round_to, small ViT)
     python benchmarks/run_all.py --only p2 p3    # some of them; RESULTS.md keeps the others' last results
     python benchmarks/run_all.py --quick         # a smoke run: results-quick/ and RESULTS-quick.md
 
@@ -27,8 +27,10 @@ import latency  # noqa: E402
 import latency_candidates  # noqa: E402
 import p2_repeats  # noqa: E402
 import quantization  # noqa: E402
+import small_vit  # noqa: E402
 import throughput  # noqa: E402
 import tool_cost  # noqa: E402
+import vit_round_to  # noqa: E402
 from common import ROOT, log, use_results_dir  # noqa: E402
 from results_md import write_readme, write_results_md  # noqa: E402
 
@@ -44,6 +46,8 @@ STEPS = (
     "p1like",
     "quant",
     "executorch",
+    "vitroundto",
+    "smallvit",
 )
 # benchmarks/p1_like_for_like.py trains on one thread: two processes, one per core, split by model.
 P1_LIKE_PROCESSES = (["mobilenet_v2", "mobilenet_v1"], ["resnet34"])
@@ -96,6 +100,10 @@ def p1_like_for_like(quick: bool) -> None:
         raise SystemExit(f"P1 like for like failed: {failed[0]}")
 
 
+SMALL_VIT_QUICK = ["--seeds", "0", "--epochs", "1", "--finetune-epochs", "1", "--train-limit", "2000"]
+SMALL_VIT_QUICK += ["--val-images", "500", "--test-limit", "500", "--timing-rounds", "5"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=STEPS, default=list(STEPS))
@@ -137,6 +145,8 @@ def main(argv=None) -> int:
         "p1like": lambda: p1_like_for_like(quick),
         "quant": lambda: quantization.main(["--smoke"] if quick else []),
         "executorch": lambda: executorch_bench.main(["--quick"] if quick else []),
+        "vitroundto": lambda: vit_round_to.main(["--repeats", "1", "--rounds", "4"] if quick else []),
+        "smallvit": lambda: small_vit.main(SMALL_VIT_QUICK if quick else []),
     }
     for step in STEPS:
         if step in args.only:
