@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.helpers.models import conv_chain
+from tests.helpers.tiny_models import tiny_vit
 from torchslim.errors import PruningError
 from torchslim.pruning.prune import analyze
 from torchslim.sensitivity.planning import LossCurves as Curves
@@ -65,3 +66,21 @@ def test_groups_with_flat_curves_are_pruned_evenly(allocation):
 def synthetic_table_subset(table: SensitivityTable, keep: list[str]) -> SensitivityTable:
     subset = SensitivityTable(**{**table.__dict__, "groups": {n: table.groups[n] for n in keep}})
     return subset
+
+
+@pytest.mark.parametrize("allocation", ["marginal", "level"])
+def test_heads_go_one_by_one_whatever_round_to(allocation):
+    """A heads group (4 heads here) steps by one head, as the MACs planner does; with round_to 8 steps
+    it could never lose a head."""
+    model = tiny_vit().eval()
+    group_set = analyze(model, torch.zeros(1, 3, 32, 32))
+    heads = [g for g in group_set.prunable() if g.kind == "heads"]
+    assert heads and all(g.size == 4 for g in heads)
+    table = synthetic_table(
+        group_set, {g.name: 0.0 if g.kind == "heads" else 1.0 for g in group_set.prunable()}
+    )
+    scores = group_scores(group_set, model, "l1_norm")
+    chosen = plan_from_sensitivities(table, group_set, scores, 0.2, round_to=8, allocation=allocation)
+    assert abs(chosen.plan.reduction - 0.2) <= 0.015
+    kept_heads = [chosen.plan.keep[g.index] for g in heads]
+    assert min(kept_heads) < 4 and all(1 <= k <= 4 for k in kept_heads)  # free heads went first, not all

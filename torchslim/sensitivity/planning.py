@@ -89,7 +89,7 @@ def plan_from_sensitivities(
     ``allocation``:
 
     - ``"marginal"`` (default): starting from the whole model, repeatedly remove one
-      ``round_to`` step from the group whose predicted loss grows least per MAC
+      ``round_to`` step (one head from a heads group) from the group whose predicted loss grows least per MAC
       removed, until the target is reached: the least *total* predicted loss for
       the MACs (a layer whose channels are cheap in MACs must be much less
       sensitive to be worth pruning).
@@ -151,7 +151,7 @@ class _LevelPlans:
         size = self.builder.sizes[group]
         keep = self.builder.aligned(group, size * (1.0 - ratio))
         while keep < size and 1.0 - keep / size > self.curves.max_ratio(group) + 1e-9:
-            keep = min(size, keep + self.builder.round_to)  # rounding went past the scanned range
+            keep = min(size, keep + self.builder.steps[group])  # rounding went past the scanned range
         return keep
 
     def plan_at(self, level: float) -> Plan:
@@ -176,8 +176,9 @@ class _LevelPlans:
 
 
 def _step_down(builder: PlanBuilder, group: int, kept: int) -> int | None:
-    """The next smaller allowed keep count of ``group`` (multiples of round_to), or None at the minimum."""
-    step = builder.round_to
+    """The next smaller allowed keep count of ``group`` (multiples of its step: round_to, or one for a
+    heads group), or None at the minimum."""
+    step = builder.steps[group]
     count = (kept - 1) // step * step
     return count if count >= step else None
 
@@ -216,7 +217,8 @@ def _greedy_by_marginal_loss(builder: PlanBuilder, curves: LossCurves, target: f
 def _nudge_by_loss(
     builder: PlanBuilder, curves: LossCurves, plan: Plan, target: float, tolerance: float
 ) -> Plan:
-    """Move one group one ``round_to`` step at a time towards the target, least predicted loss per MAC first.
+    """Move one group one step (``round_to``; one head for a heads group) at a time towards the target,
+    least predicted loss per MAC first.
 
     Ties go to the move that leaves the ratios most even (the smaller ratio after a removal, the larger
     ratio before a give-back).
@@ -252,10 +254,10 @@ def _nudge_by_loss(
 
 def _step_up(builder: PlanBuilder, group: int, kept: int) -> int | None:
     """The next larger allowed keep count of ``group``, or None when it keeps everything."""
-    size = builder.sizes[group]
+    size, step = builder.sizes[group], builder.steps[group]
     if kept >= size:
         return None
-    return min(size, (kept // builder.round_to + 1) * builder.round_to)
+    return min(size, (kept // step + 1) * step)
 
 
 def predicted_total_loss(plan: SensitivePlan) -> float:
