@@ -11,7 +11,7 @@ with the layer named as the reason.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch.fx as fx
@@ -108,6 +108,44 @@ def _shape(arg) -> tuple | None:
     return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
 
+class HeadUnits(NamedTuple):
+    """One attention layer with a fused q/k/v projection read by an output projection, in the graph:
+    its three uses (projection in, attention products, projection out), one id per head (its first q
+    channel), the value channels and the output channels."""
+
+    uses: list[LayerUse]
+    head_ids: np.ndarray
+    values: np.ndarray
+    out_ids: np.ndarray
+
+
+def fused_qkv_heads(
+    tracer: ChannelTracer,
+    layers: tuple[str, str],
+    widths: tuple[int, int],
+    heads: int,
+    in_ids: np.ndarray | None,
+    rows: tuple[int, int],
+) -> HeadUnits:
+    """Whole heads of the fused projection ``layers[0]`` (``widths[0]`` channels: q, k and v of every
+    head, a head's channels joined) read by ``layers[1]`` (``widths[1]`` outputs); ``rows``: the rows
+    through each projection and through the attention products (q.kT and weights.v)."""
+    (qkv, out), (qkv_width, out_width), (tokens, product_rows) = layers, widths, rows
+    per_head = tracer.source_ids(qkv, qkv_width).reshape(3, heads, -1)
+    for head in range(heads):
+        tracer.ids.union_arrays(per_head[0, head, :1], per_head[:, head, :].reshape(-1))
+    values = per_head[2].reshape(-1).copy()
+    out_ids = tracer.source_ids(out, out_width)
+    q_and_v = np.concatenate([per_head[0].reshape(-1), values])
+    name = qkv.rsplit(".", 1)[0]
+    uses = [
+        LayerUse(qkv, "linear", in_ids, per_head.reshape(-1).copy(), tokens),
+        LayerUse(f"{name}:products", "product", q_and_v, None, product_rows),
+        LayerUse(out, "linear", values, out_ids, tokens),
+    ]
+    return HeadUnits(uses, per_head[0, :, 0].copy(), values, out_ids)
+
+
 def is_timm_attention(module: nn.Module) -> bool:
     """timm's ``Attention`` (qkv Linear, heads by reshape, SDPA or softmax, proj Linear), by name:
     timm is an optional dependency."""
@@ -155,25 +193,21 @@ def trace_timm_attention(tracer: ChannelTracer, node: fx.Node, name: str, attent
         return tracer.opaque(node, reason)
     _, length, width = _shape(node.args[0])
     in_ids = tracer.channel_vector(node, tracer.value(node.args[0]), 2, width)
-    heads, head_dim = attention.num_heads, attention.head_dim
-    per_head = tracer.source_ids(f"{name}.qkv", 3 * heads * head_dim).reshape(3, heads, head_dim)
-    for head in range(heads):
-        tracer.ids.union_arrays(per_head[0, head, :1], per_head[:, head, :].reshape(-1))
-    values = per_head[2].reshape(-1).copy()
-    out_ids = tracer.source_ids(f"{name}.proj", attention.proj.out_features)
-    uses = [
-        LayerUse(f"{name}.qkv", "linear", in_ids, per_head.reshape(-1).copy(), length),
-        LayerUse(
-            f"{name}:products", "product", np.concatenate([per_head[0].reshape(-1), values]), None, length**2
-        ),
-        LayerUse(f"{name}.proj", "linear", values, out_ids, length),
-    ]
-    for use in uses:
+    heads = attention.num_heads
+    units = fused_qkv_heads(
+        tracer,
+        (f"{name}.qkv", f"{name}.proj"),
+        (3 * heads * attention.head_dim, attention.proj.out_features),
+        heads,
+        in_ids,
+        (length, length**2),
+    )
+    for use in units.uses:
         tracer.record(use)
     tracer.graph.head_layers.add(f"{name}.qkv")
-    tracer.graph.widths.append(WidthAttribute(name, "num_heads", per_head[0, :, 0].copy()))
-    tracer.graph.widths.append(WidthAttribute(name, "attn_dim", values))
-    return channel_labels(out_ids, 3, 2)
+    tracer.graph.widths.append(WidthAttribute(name, "num_heads", units.head_ids))
+    tracer.graph.widths.append(WidthAttribute(name, "attn_dim", units.values))
+    return channel_labels(units.out_ids, 3, 2)
 
 
 def is_swin_attention(module: nn.Module) -> bool:
@@ -195,20 +229,15 @@ def trace_swin_attention(tracer: ChannelTracer, node: fx.Node, name: str, attent
     window = list(attention.window_size)
     tokens = (height + (-height) % window[0]) * (width + (-width) % window[1])
     in_ids = tracer.channel_vector(node, tracer.value(node.args[0]), 3, channels)
-    heads = attention.num_heads
-    per_head = tracer.source_ids(f"{name}.qkv", attention.qkv.out_features).reshape(3, heads, -1)
-    for head in range(heads):
-        tracer.ids.union_arrays(per_head[0, head, :1], per_head[:, head, :].reshape(-1))
-    values = per_head[2].reshape(-1).copy()
-    out_ids = tracer.source_ids(f"{name}.proj", attention.proj.out_features)
-    per_window = window[0] * window[1]
-    q_and_v = np.concatenate([per_head[0].reshape(-1), values])
-    uses = [
-        LayerUse(f"{name}.qkv", "linear", in_ids, per_head.reshape(-1).copy(), tokens),
-        LayerUse(f"{name}:products", "product", q_and_v, None, tokens * per_window),
-        LayerUse(f"{name}.proj", "linear", values, out_ids, tokens),
-    ]
-    head_ids = per_head[0, :, 0].copy()
+    units = fused_qkv_heads(
+        tracer,
+        (f"{name}.qkv", f"{name}.proj"),
+        (attention.qkv.out_features, attention.proj.out_features),
+        attention.num_heads,
+        in_ids,
+        (tokens, tokens * window[0] * window[1]),
+    )
+    uses, head_ids = list(units.uses), units.head_ids
     if isinstance(attention, ShiftedWindowAttentionV2):
         uses += _bias_mlp_uses(tracer, name, attention, head_ids)
         per_head_tensor = TensorSlice(f"{name}.logit_scale", 0, head_ids)
@@ -221,7 +250,7 @@ def trace_swin_attention(tracer: ChannelTracer, node: fx.Node, name: str, attent
     tracer.graph.head_layers.add(f"{name}.qkv")
     tracer.graph.widths.append(WidthAttribute(name, "num_heads", head_ids))
     tracer.graph.tensor_slices.append(per_head_tensor)
-    return channel_labels(out_ids, 4, 3)
+    return channel_labels(units.out_ids, 4, 3)
 
 
 def _bias_mlp_uses(tracer: ChannelTracer, name: str, attention: nn.Module, head_ids: np.ndarray) -> list:
@@ -270,27 +299,22 @@ def trace_maxvit_attention(tracer: ChannelTracer, node: fx.Node, name: str, atte
         return _blocked(tracer, node, name, attention, "input is not (batch, partitions, tokens, width)")
     _, partitions, tokens, channels = shape
     in_ids = tracer.channel_vector(node, tracer.value(node.args[0]), 3, channels)
-    heads = attention.n_heads
-    per_head = tracer.source_ids(f"{name}.to_qkv", attention.to_qkv.out_features).reshape(3, heads, -1)
-    for head in range(heads):
-        tracer.ids.union_arrays(per_head[0, head, :1], per_head[:, head, :].reshape(-1))
-    values = per_head[2].reshape(-1).copy()
-    out_ids = tracer.source_ids(f"{name}.merge", attention.merge.out_features)
-    q_and_v = np.concatenate([per_head[0].reshape(-1), values])
-    uses = [
-        LayerUse(f"{name}.to_qkv", "linear", in_ids, per_head.reshape(-1).copy(), partitions * tokens),
-        LayerUse(f"{name}:products", "product", q_and_v, None, partitions * tokens * tokens),
-        LayerUse(f"{name}.merge", "linear", values, out_ids, partitions * tokens),
-    ]
-    if _base_macs(tracer, uses) != int(node.meta.get("macs", -1)):
+    units = fused_qkv_heads(
+        tracer,
+        (f"{name}.to_qkv", f"{name}.merge"),
+        (attention.to_qkv.out_features, attention.merge.out_features),
+        attention.n_heads,
+        in_ids,
+        (partitions * tokens, partitions * tokens * tokens),
+    )
+    if _base_macs(tracer, units.uses) != int(node.meta.get("macs", -1)):
         return _blocked(tracer, node, name, attention, "its MACs are not those of plain partition attention")
-    for use in uses:
+    for use in units.uses:
         tracer.record(use)
-    head_ids = per_head[0, :, 0].copy()
     tracer.graph.head_layers.add(f"{name}.to_qkv")
-    tracer.graph.widths.append(WidthAttribute(name, "n_heads", head_ids))
-    tracer.graph.tensor_slices.append(TensorSlice(f"{name}.relative_position_bias_table", 1, head_ids))
-    return channel_labels(out_ids, 4, 3)
+    tracer.graph.widths.append(WidthAttribute(name, "n_heads", units.head_ids))
+    tracer.graph.tensor_slices.append(TensorSlice(f"{name}.relative_position_bias_table", 1, units.head_ids))
+    return channel_labels(units.out_ids, 4, 3)
 
 
 def attention_tracer(module: nn.Module):
